@@ -1,0 +1,156 @@
+"""``banana-bot``: run the bot, or generate one image from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import sys
+from pathlib import Path
+
+from .config import DISCORD_TOKEN_HELP, Settings, load_settings
+from .core.errors import ConfigError, GenerationError
+from .core.imaging import read_reference_file
+from .core.models import normalise_aspect_ratio, normalise_size
+from .core.types import GenerationResult, ImageRequest
+
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_MIME_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="banana-bot", description="A Discord bot for Nano Banana image models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="connect to Discord and serve commands")
+    gen = sub.add_parser("generate", help="generate one image and print where the time and money went")
+    gen.add_argument("prompt", help="what to draw")
+    gen.add_argument("-o", "--output", required=True, type=Path, help="where to write the image (.png/.jpg/.webp)")
+    gen.add_argument("--size", default="1K", help="1K, 2K or 4K (also 2k, 2048; 512 on Nano Banana 2)")
+    gen.add_argument("--aspect", help="aspect ratio such as 16:9 (default: the model's, usually 1:1)")
+    gen.add_argument("--thinking", help="thinking level, for models that take one (Nano Banana 2: minimal, high)")
+    gen.add_argument("--ref", action="append", type=Path, default=[], help="a reference image (repeatable)")
+    gen.add_argument("--model", help="model id (default: GEMINI_MODEL / OPENAI_IMAGE_MODEL)")
+    gen.add_argument("--provider", choices=("gemini", "openai"), help="use only this provider (no failover)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"config: {line}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level if args.command == "run" else "WARNING",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "run":
+        return run_bot(settings)
+    try:
+        return asyncio.run(generate(settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_bot(settings: Settings) -> int:
+    if settings.discord_token is None:
+        print(DISCORD_TOKEN_HELP, file=sys.stderr)
+        return 2
+    import discord
+
+    from .client import BananaBot
+
+    bot = BananaBot(settings)
+    try:
+        bot.run(settings.discord_token.reveal(), log_handler=None)
+    except discord.LoginFailure:
+        print(
+            "Discord refused DISCORD_TOKEN: reset the token in the Developer Portal and update .env.",
+            file=sys.stderr,
+        )
+        return 2
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"config: {line}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def generate(settings: Settings, args: argparse.Namespace) -> int:
+    from .runtime import Runtime
+
+    try:
+        request = ImageRequest(
+            prompt=args.prompt,
+            size=normalise_size(args.size),
+            aspect_ratio=normalise_aspect_ratio(args.aspect) if args.aspect else None,
+            thinking=args.thinking.lower() if args.thinking else None,
+            model=args.model,
+            provider=args.provider,
+            references=tuple([await asyncio.to_thread(read_reference_file, p) for p in args.ref]),
+        )
+        output_format = _FORMATS.get(args.output.suffix.lower())
+        if output_format is None:
+            raise ConfigError([f"-o {args.output}: use a .png, .jpg or .webp file name."])
+        runtime = await Runtime.open(settings)
+    except GenerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"config: {line}", file=sys.stderr)
+        return 2
+    try:
+        result = await runtime.service.generate(request)
+    except GenerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await runtime.aclose()
+    size_written = await asyncio.to_thread(write_image, result, args.output, output_format)
+    print(describe(result, args.output, size_written))
+    return 0
+
+
+def write_image(result: GenerationResult, path: Path, output_format: str) -> int:
+    """Write the image, converting only when the file name asks for another format."""
+    image = result.image
+    data = image.data
+    if _MIME_FORMATS.get(image.mime) != output_format:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(image.data)) as img:
+            out = io.BytesIO()
+            converted = img.convert("RGB") if output_format == "JPEG" else img
+            converted.save(out, format=output_format, quality=92)
+            data = out.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data)
+
+
+def describe(result: GenerationResult, path: Path, size_written: int) -> str:
+    t, u, image = result.timing, result.usage, result.image
+    via = f"{result.model} via {result.provider}"
+    if result.failed_over_from:
+        via += " (after " + ", ".join(f"{p} {err}" for p, err in result.failed_over_from) + ")"
+    lines = [
+        f"wrote {path} ({image.width}x{image.height}, {size_written / 1_048_576:.1f} MB) with {via}",
+        f"time    {t.total_ms / 1000:.2f} s total: connect {t.connect_ms:.0f} ms, first byte "
+        f"{t.ttfb_ms / 1000:.2f} s, download {t.download_ms:.0f} ms, decode {t.decode_ms:.0f} ms "
+        f"({result.attempts} attempt{'s' if result.attempts != 1 else ''})",
+        f"data    sent {result.bytes_sent / 1024:.0f} KiB, received {result.bytes_received / 1_048_576:.1f} MiB",
+        f"tokens  input {u.input_tokens:,}, output {u.output_tokens:,} (image {u.image_tokens:,}), "
+        f"thinking {u.thinking_tokens:,}",
+        f"cost    ${u.cost_usd:.4f}",
+    ]
+    if result.text:
+        lines.append(f"model   {result.text[:200]}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

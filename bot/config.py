@@ -1,0 +1,239 @@
+"""Settings from the environment and ``.env``, validated once at start.
+
+Every bad value gives one line naming the variable and what it accepts; all lines are reported together
+so a person fixes their ``.env`` in one go. Secrets are kept in ``Secret`` so they never print.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .core.errors import ConfigError, InvalidRequest
+from .core.models import Pricing, normalise_size
+from .core.retry import RetryPolicy
+
+DISCORD_TOKEN_HELP = (
+    "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications "
+    "(your application -> Bot -> Reset Token) and put DISCORD_TOKEN=<token> in .env or the environment."
+)
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: Secret | None = None
+    gemini_api_keys: tuple[Secret, ...] = ()
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_api_version: str = "v1beta"
+    gemini_model: str = "gemini-3-pro-image-preview"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_keys: tuple[Secret, ...] = ()
+    openai_image_model: str = "gpt-image-2"
+    openai_api_style: str = "images"
+    openai_extra_body: dict[str, Any] = field(default_factory=dict)
+    openai_thinking_field: str = ""
+    provider_order: tuple[str, ...] = ("gemini", "openai")
+    data_dir: Path = Path("data")
+    http_version: str = "2"
+    connect_timeout: float = 10.0
+    timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    price_overrides: dict[str, Pricing] = field(default_factory=dict)
+    image_retention_days: float = 0.0
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "banana.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def configured_providers(self) -> tuple[str, ...]:
+        """The provider order, limited to providers that have keys."""
+        have = {"gemini": bool(self.gemini_api_keys), "openai": bool(self.openai_api_keys)}
+        return tuple(p for p in self.provider_order if have.get(p))
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``) over the values in ``env_file``.
+
+    Raises ConfigError listing every problem found.
+    """
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    parser = _Parser(values)
+    settings = parser.parse()
+    if parser.errors:
+        raise ConfigError(parser.errors)
+    return settings
+
+
+class _Parser:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.errors: list[str] = []
+
+    def get(self, name: str, default: str = "") -> str:
+        return (self.values.get(name) or default).strip()
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.get(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            self.errors.append(f"{name}={raw!r}: expected a number of at least {minimum:g}.")
+            return default
+        return value
+
+    def url(self, name: str, default: str) -> str:
+        raw = self.get(name, default).rstrip("/")
+        if not raw.startswith(("http://", "https://")):
+            self.errors.append(f"{name}={raw!r}: expected a URL starting with http:// or https://.")
+            return default
+        return raw
+
+    def keys(self, name: str) -> tuple[Secret, ...]:
+        raw = self.get(name)
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        if any(any(c.isspace() for c in k) for k in keys):
+            self.errors.append(f"{name}: a key contains spaces; separate several keys with commas only.")
+        return tuple(Secret(k) for k in keys)
+
+    def parse(self) -> Settings:
+        token = self.get("DISCORD_TOKEN")
+        provider_order = tuple(p.strip().lower() for p in self.get("BANANA_PROVIDERS", "gemini,openai").split(","))
+        bad = [p for p in provider_order if p not in ("gemini", "openai")]
+        if bad or not provider_order:
+            self.errors.append(
+                f"BANANA_PROVIDERS={self.get('BANANA_PROVIDERS')!r}: expected a comma-separated order of "
+                "gemini and openai, e.g. 'gemini,openai'."
+            )
+            provider_order = ("gemini", "openai")
+        style = self.get("OPENAI_API_STYLE", "images").lower()
+        if style not in ("images", "chat"):
+            self.errors.append(f"OPENAI_API_STYLE={style!r}: expected 'images' or 'chat'.")
+            style = "images"
+        http_version = self.get("BANANA_HTTP_VERSION", "2")
+        if http_version not in ("2", "2-prior", "1.1"):
+            self.errors.append(f"BANANA_HTTP_VERSION={http_version!r}: expected 2, 2-prior or 1.1.")
+            http_version = "2"
+        timeouts = {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0}
+        for size in ("1K", "2K", "4K"):
+            timeouts[size] = self.number(f"BANANA_TIMEOUT_{size}", timeouts[size], minimum=1)
+        timeouts["512"] = timeouts["1K"]
+        log_level = self.get("BANANA_LOG_LEVEL", "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            self.errors.append(f"BANANA_LOG_LEVEL={log_level!r}: expected DEBUG, INFO, WARNING or ERROR.")
+            log_level = "INFO"
+        return Settings(
+            discord_token=Secret(token) if token else None,
+            gemini_api_keys=self.keys("GEMINI_API_KEY"),
+            gemini_base_url=self.url("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
+            gemini_api_version=self._choice("GEMINI_API_VERSION", "v1beta", ("v1beta", "v1")),
+            gemini_model=self.get("GEMINI_MODEL", "gemini-3-pro-image-preview"),
+            openai_base_url=self.url("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            openai_api_keys=self.keys("OPENAI_API_KEY"),
+            openai_image_model=self.get("OPENAI_IMAGE_MODEL", "gpt-image-2"),
+            openai_api_style=style,
+            openai_extra_body=self._json_object("OPENAI_EXTRA_BODY"),
+            openai_thinking_field=self.get("OPENAI_THINKING_FIELD"),
+            provider_order=provider_order,
+            data_dir=Path(self.get("BANANA_DATA_DIR", "data")).expanduser(),
+            http_version=http_version,
+            connect_timeout=self.number("BANANA_CONNECT_TIMEOUT", 10.0, minimum=0.1),
+            timeouts=timeouts,
+            retry=RetryPolicy(
+                max_attempts=int(self.number("BANANA_RETRY_ATTEMPTS", 4, minimum=1)),
+                backoff_base=self.number("BANANA_RETRY_BACKOFF", 1.0),
+                backoff_max=self.number("BANANA_RETRY_BACKOFF_MAX", 30.0),
+                hint_cap=self.number("BANANA_RETRY_HINT_CAP", 60.0),
+                deadline=self.number("BANANA_RETRY_DEADLINE", 900.0, minimum=1),
+            ),
+            price_overrides=self._prices(),
+            image_retention_days=self.number("BANANA_IMAGE_RETENTION_DAYS", 0.0),
+            log_level=log_level,
+        )
+
+    def _choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(name, default)
+        if value not in allowed:
+            self.errors.append(f"{name}={value!r}: expected one of {', '.join(allowed)}.")
+            return default
+        return value
+
+    def _json_object(self, name: str) -> dict[str, Any]:
+        raw = self.get(name)
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            self.errors.append(f'{name}: expected a JSON object, e.g. {{"thinking_level": "high"}}.')
+            return {}
+        return value
+
+    def _prices(self) -> dict[str, Pricing]:
+        """``BANANA_PRICES``: JSON, model id -> {per_image | input_per_m, text_output_per_m,
+        image_output_per_m, image_tokens{size: n}}. ``OPENAI_PRICE_PER_IMAGE`` is the usual relay case."""
+        out: dict[str, Pricing] = {}
+        per_image = self.get("OPENAI_PRICE_PER_IMAGE")
+        if per_image:
+            value = self.number("OPENAI_PRICE_PER_IMAGE", 0.0)
+            out[self.get("OPENAI_IMAGE_MODEL", "gpt-image-2")] = Pricing(per_image=value)
+        table = self._json_object("BANANA_PRICES")
+        for model, entry in table.items():
+            try:
+                tokens = {normalise_size(k): int(v) for k, v in (entry.get("image_tokens") or {}).items()}
+                out[model] = Pricing(
+                    input_per_m=float(entry.get("input_per_m", 0)),
+                    text_output_per_m=float(entry.get("text_output_per_m", 0)),
+                    image_output_per_m=float(entry.get("image_output_per_m", 0)),
+                    image_tokens=tokens,
+                    per_image=float(entry["per_image"]) if "per_image" in entry else None,
+                )
+            except (AttributeError, TypeError, ValueError, InvalidRequest):
+                self.errors.append(
+                    f"BANANA_PRICES[{model!r}]: expected an object with per_image or input_per_m, "
+                    "text_output_per_m, image_output_per_m and image_tokens."
+                )
+        return out

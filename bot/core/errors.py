@@ -1,0 +1,156 @@
+"""Typed errors of the generation core.
+
+Every failure a provider can produce maps to exactly one of these, so callers (the CLI, the cogs) can
+choose what to tell a person without parsing messages. Messages never contain API keys.
+"""
+
+from __future__ import annotations
+
+
+class GenerationError(Exception):
+    """Base class: something stopped an image from being generated."""
+
+    #: Short stable name for logs and the usage table ("rate_limited", "blocked", ...).
+    error_class = "error"
+    #: Whether the retry loop may try the same provider again.
+    retryable = False
+    #: Whether another provider might succeed where this one failed.
+    failover = False
+
+    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        #: How many attempts were made before giving up (set by the retry loop).
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(GenerationError):
+    """The request itself is wrong (bad option, bad reference image, 400 from the API)."""
+
+    error_class = "invalid_request"
+
+
+class BlockedError(GenerationError):
+    """The prompt or the output was blocked by the provider's safety system."""
+
+    error_class = "blocked"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str,
+        reason: str,
+        model_text: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        #: "prompt" (refused before generating) or "output" (the generated image was withheld).
+        self.stage = stage
+        self.reason = reason
+        self.model_text = model_text
+
+
+class NoImageError(GenerationError):
+    """The provider answered without an image (for example with text only)."""
+
+    error_class = "no_image"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model_text: str | None = None,
+        finish_reason: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.model_text = model_text
+        self.finish_reason = finish_reason
+
+
+class AuthError(GenerationError):
+    """A key was refused: invalid, revoked, reported as leaked, or without billing."""
+
+    error_class = "auth"
+    failover = True
+
+    def __init__(self, message: str, *, key_label: str, provider: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, provider=provider, status=status)
+        #: A safe label such as "key #2 (...a1b2)", never the key itself.
+        self.key_label = key_label
+
+
+class AllKeysBenchedError(GenerationError):
+    """Every configured key of a provider has been refused; nothing left to try."""
+
+    error_class = "no_keys"
+    failover = True
+
+
+class RateLimitedError(GenerationError):
+    """429: too many requests or quota exhausted."""
+
+    error_class = "rate_limited"
+    failover = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None,
+        per_day: bool,
+        provider: str | None = None,
+        status: int | None = 429,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+        self.per_day = per_day
+        # A per-day quota will not come back within any sensible retry window.
+        self.retryable = not per_day
+
+
+class UnavailableError(GenerationError):
+    """The provider failed on its side (500/502/503/504) or the connection broke."""
+
+    error_class = "unavailable"
+    retryable = True
+    failover = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class GenerationTimeout(UnavailableError):
+    """No complete answer within the timeout for this resolution."""
+
+    error_class = "timeout"
+
+
+class ResponseError(GenerationError):
+    """The provider answered with something that is not a valid response (malformed JSON, bad image)."""
+
+    error_class = "bad_response"
+    retryable = True
+    failover = True
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``lines`` holds one human sentence per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines

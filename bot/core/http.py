@@ -1,0 +1,146 @@
+"""The one pooled HTTP client per provider, with timing of every phase and typed transport errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from .errors import GenerationTimeout, ResponseError, UnavailableError
+
+HttpVersion = Literal["2", "2-prior", "1.1"]
+
+#: Bodies larger than this are abandoned: no real image response comes near it.
+MAX_RESPONSE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: httpx.Headers
+    content: bytes
+    connect_ms: float
+    ttfb_ms: float
+    download_ms: float
+    bytes_sent: int
+    http_version: str
+
+
+class HttpClient:
+    """A long-lived ``httpx.AsyncClient``: keep-alive pool, HTTP/2, explicit timeouts.
+
+    ``http_version``: ``"2"`` negotiates HTTP/2 over TLS (HTTP/1.1 on plain http), ``"2-prior"`` also
+    speaks HTTP/2 to plain-http servers (local relays, the test fake), ``"1.1"`` turns HTTP/2 off.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        http_version: HttpVersion = "2",
+        connect_timeout: float = 10.0,
+        max_connections: int = 100,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.connect_timeout = connect_timeout
+        self._client = httpx.AsyncClient(
+            http1=http_version != "2-prior",
+            http2=http_version != "1.1",
+            timeout=httpx.Timeout(connect=connect_timeout, read=300.0, write=60.0, pool=300.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        read_timeout: float,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
+        data: dict[str, Any] | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> HttpResult:
+        """Send one request and read the whole body, timing connect, first byte and download.
+
+        Raises GenerationTimeout or UnavailableError for transport failures; HTTP error statuses are
+        returned, not raised, so each provider maps its own error bodies.
+        """
+        marks: dict[str, float] = {}
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            marks[event.split(".", 1)[1] if event.startswith(("http11.", "http2.")) else event] = time.perf_counter()
+
+        timeout = httpx.Timeout(connect=self.connect_timeout, read=read_timeout, write=60.0, pool=read_timeout)
+        request = self._client.build_request(
+            method,
+            url,
+            headers=headers,
+            content=content,
+            files=files,
+            data=data,
+            timeout=timeout,
+            extensions={"trace": trace},
+        )
+        bytes_sent = len(content) if content is not None else int(request.headers.get("content-length", 0))
+        started = time.perf_counter()
+        try:
+            # The read timeout is per socket read; the overall deadline stops servers that drip bytes.
+            async with asyncio.timeout(read_timeout + self.connect_timeout):
+                response = await self._client.send(request, stream=True)
+                try:
+                    headers_at = time.perf_counter()
+                    chunks: list[bytes] = []
+                    received = 0
+                    async for chunk in response.aiter_raw():
+                        received += len(chunk)
+                        if received > max_bytes:
+                            raise ResponseError(
+                                f"{self.provider} sent more than {max_bytes // 1_048_576} MB; abandoned.",
+                                provider=self.provider,
+                            )
+                        chunks.append(chunk)
+                    body = b"".join(chunks)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise GenerationTimeout(
+                f"{self.provider} did not answer within {read_timeout:.0f} s.", provider=self.provider
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise GenerationTimeout(
+                f"{self.provider} timed out ({type(exc).__name__}) after {time.perf_counter() - started:.0f} s.",
+                provider=self.provider,
+            ) from None
+        except httpx.TransportError as exc:
+            raise UnavailableError(
+                f"Connection to {self.provider} failed: {type(exc).__name__}.", provider=self.provider
+            ) from None
+        done = time.perf_counter()
+        connect_ms = _span(marks, "connection.connect_tcp") + _span(marks, "connection.start_tls")
+        ttfb_at = marks.get("receive_response_headers.complete", headers_at)
+        return HttpResult(
+            status=response.status_code,
+            headers=response.headers,
+            content=body,
+            connect_ms=connect_ms,
+            ttfb_ms=(ttfb_at - started) * 1000,
+            download_ms=(done - ttfb_at) * 1000,
+            bytes_sent=bytes_sent,
+            http_version=response.http_version,
+        )
+
+
+def _span(marks: dict[str, float], name: str) -> float:
+    start, end = marks.get(f"{name}.started"), marks.get(f"{name}.complete")
+    return (end - start) * 1000 if start is not None and end is not None else 0.0

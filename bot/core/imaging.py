@@ -1,0 +1,100 @@
+"""Image bytes: recognising them, checking references before anything is spent.
+
+All functions here are synchronous and CPU-bound; callers run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InvalidRequest
+from .types import ImageInput
+
+#: A reference larger than this is refused before it is even decoded (Gemini takes 20 MB per request).
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+#: Refuse images that would decompress to more than this many pixels (decompression bombs).
+MAX_PIXELS = 50_000_000
+#: MIME types the image APIs accept as input.
+ACCEPTED_INPUT = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The image type from the magic bytes; None when the bytes are not an image we know."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis"):
+        return "image/heic"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"mif1", b"msf1"):
+        return "image/heif"
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the header only (no full decode); (0, 0) if Pillow can't tell."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return (0, 0)
+
+
+def prepare_reference(data: bytes, *, name: str = "reference image") -> ImageInput:
+    """Check that ``data`` is a whole, real image the APIs accept, and describe it.
+
+    Raises InvalidRequest with a sentence a person can act on. GIFs are converted to PNG (first frame),
+    since the image APIs do not take them.
+    """
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise InvalidRequest(
+            f"{name} is {len(data) / 1_048_576:.1f} MB; the limit is {MAX_REFERENCE_BYTES // 1_048_576} MB."
+        )
+    mime = sniff_mime(data)
+    if mime is None:
+        raise InvalidRequest(f"{name} is not an image (PNG, JPEG, WebP or HEIC).")
+    if mime in ("image/heic", "image/heif"):
+        # Pillow cannot decode HEIC without a plugin; the API accepts it, so pass it through as is.
+        return ImageInput(data=data, mime=mime)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise InvalidRequest(
+                        f"{name} is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+                    )
+                img.load()  # a full decode is the only reliable test for truncated files
+                if mime == "image/gif":
+                    out = io.BytesIO()
+                    img.convert("RGBA").save(out, format="PNG")
+                    return ImageInput(data=out.getvalue(), mime="image/png", width=width, height=height)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequest(f"{name} decompresses to too many pixels to be safe.") from None
+    except InvalidRequest:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidRequest(f"{name} is damaged or truncated ({type(exc).__name__}).") from None
+    return ImageInput(data=data, mime=mime, width=width, height=height)
+
+
+def read_reference_file(path: Path) -> ImageInput:
+    """Read and check a reference image from disk (the CLI's ``--ref``)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InvalidRequest(f"Can't read {path}: {exc.strerror or exc}.") from None
+    if size > MAX_REFERENCE_BYTES:
+        raise InvalidRequest(
+            f"{path.name} is {size / 1_048_576:.1f} MB; the limit is {MAX_REFERENCE_BYTES // 1_048_576} MB."
+        )
+    return prepare_reference(path.read_bytes(), name=path.name)

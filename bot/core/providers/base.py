@@ -1,0 +1,182 @@
+"""What every provider shares: the pooled client, key rotation, the retry loop, and timing."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from ..errors import AuthError, GenerationError, RateLimitedError
+from ..http import HttpClient, HttpVersion
+from ..keys import KeyPool
+from ..models import ModelSpec
+from ..retry import RetryPolicy, call_with_retries
+from ..types import GenerationResult, ImageInput, ImageRequest
+
+log = logging.getLogger(__name__)
+
+#: A per-day quota on one key: leave that key alone for an hour before trying it again.
+PER_DAY_COOL_DOWN = 3600.0
+#: Cool-down for a 429 that carried no hint.
+DEFAULT_RATE_LIMIT_COOL_DOWN = 10.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    base_url: str
+    api_keys: tuple[str, ...]
+    model: str
+    http_version: HttpVersion = "2"
+    connect_timeout: float = 10.0
+    #: Per-attempt read timeout by size ("1K" -> seconds).
+    timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Extra JSON fields sent with every request (relays take e.g. ``thinking_level``).
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    #: Name of the field that carries the thinking level on relays ("" = don't send one).
+    thinking_field: str = ""
+    api_version: str = "v1beta"
+
+    def timeout_for(self, size: str) -> float:
+        return self.timeouts.get(size, max(self.timeouts.values()))
+
+
+class Provider(ABC):
+    """One image API behind one pooled client and one key pool."""
+
+    #: Whether the provider can send earlier turns back (Gemini); otherwise edits resend the image.
+    carries_turns = False
+
+    def __init__(self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.keys = KeyPool(config.name, list(config.api_keys))
+        self.http = HttpClient(
+            provider=config.name,
+            http_version=config.http_version,
+            connect_timeout=config.connect_timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def generate(self, request: ImageRequest, spec: ModelSpec, *, sleep: Any = None) -> GenerationResult:
+        """Generate with retries and key rotation; the result carries attempts and total time."""
+        if request.history and not self.carries_turns:
+            request = history_as_reference(request)
+        started = time.perf_counter()
+        prepared = await self.prepare(request, spec)
+
+        async def attempt() -> GenerationResult:
+            while True:  # leaves by returning, raising, or when KeyPool.acquire finds no key left
+                key, label = self.keys.acquire()
+                try:
+                    return await self.attempt(prepared, request, spec, key, label)
+                except AuthError as exc:
+                    log.warning("%s: %s refused (%s); benching it", self.name, label, exc.message)
+                    self.keys.bench(key, exc.message)
+                except RateLimitedError as exc:
+                    cool = PER_DAY_COOL_DOWN if exc.per_day else exc.retry_after or DEFAULT_RATE_LIMIT_COOL_DOWN
+                    self.keys.cool_down(key, cool)
+                    if len(self.keys) > 1 and self.keys.seconds_until_available() == 0:
+                        log.info("%s: %s rate limited; trying the next key", self.name, label)
+                        continue
+                    raise
+
+        kwargs = {"sleep": sleep} if sleep is not None else {}
+        try:
+            result, attempts = await call_with_retries(
+                attempt,
+                self.config.retry,
+                provider=self.name,
+                key_wait=self.keys.seconds_until_available,
+                **kwargs,
+            )
+        except GenerationError as exc:
+            exc.provider = exc.provider or self.name
+            exc.message = self.redact(exc.message)
+            raise
+        result.attempts = attempts
+        result.timing.total_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    @abstractmethod
+    async def prepare(self, request: ImageRequest, spec: ModelSpec) -> Any:
+        """Build what can be built once for all attempts (the encoded request body)."""
+
+    @abstractmethod
+    async def attempt(
+        self, prepared: Any, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
+    ) -> GenerationResult:
+        """One HTTP attempt with one key; raises a GenerationError subclass on failure."""
+
+    def redact(self, text: str) -> str:
+        """Remove any of this provider's keys from text that might reach a log or a person."""
+        for secret in self.config.api_keys:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def history_as_reference(request: ImageRequest) -> ImageRequest:
+    """For providers without turns: send the latest image of the conversation as a reference instead."""
+    latest: ImageInput | None = None
+    for turn in request.history:
+        for part in turn.parts:
+            if part.image is not None and not part.thought:
+                latest = part.image
+    references = ((latest,) if latest else ()) + request.references
+    return ImageRequest(
+        prompt=request.prompt,
+        aspect_ratio=request.aspect_ratio,
+        size=request.size,
+        thinking=request.thinking,
+        model=request.model,
+        references=references,
+        provider=request.provider,
+    )
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def parse_duration(value: Any) -> float | None:
+    """Google's duration strings ("26s", "1.5s") as seconds."""
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            return float(value[:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def load_json(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None

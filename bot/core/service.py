@@ -1,0 +1,211 @@
+"""The generation service: one entry point for every command and the CLI.
+
+It validates a request against the model's capabilities before anything is spent, runs it on the
+configured providers in order (failing over when one stays unavailable), stores the image, and logs a
+usage row. A failed log write never fails the generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from storage.db import Database
+from storage.generations import GenerationRow, insert_generation
+from storage.images import ImageStore
+
+from .errors import GenerationError, InvalidRequest
+from .models import ModelSpec, Pricing, model_spec
+from .providers.base import Provider
+from .types import GenerationResult, ImageRequest, RequestContext
+
+log = logging.getLogger(__name__)
+
+#: The whole inline request to Gemini must stay under 20 MB; base64 adds a third.
+MAX_INLINE_REQUEST_BYTES = 20 * 1000 * 1000
+
+
+class GenerationService:
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        *,
+        db: Database | None = None,
+        images: ImageStore | None = None,
+        price_overrides: dict[str, Pricing] | None = None,
+    ) -> None:
+        if not providers:
+            raise ValueError("at least one provider is required")
+        self.providers = list(providers)
+        self.db = db
+        self.images = images
+        self.price_overrides = price_overrides or {}
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.aclose()
+
+    def spec_for(self, provider: Provider, request: ImageRequest) -> ModelSpec:
+        return model_spec(request.model or provider.config.model, price_overrides=self.price_overrides)
+
+    def _chain(self, request: ImageRequest) -> list[Provider]:
+        if request.provider is None:
+            return self.providers
+        chosen = [p for p in self.providers if p.name == request.provider]
+        if not chosen:
+            names = ", ".join(p.name for p in self.providers)
+            raise InvalidRequest(f"Provider {request.provider!r} is not configured (configured: {names}).")
+        return chosen
+
+    async def generate(self, request: ImageRequest, context: RequestContext | None = None) -> GenerationResult:
+        """Generate, log, and store; raises a GenerationError subclass with a sentence for people."""
+        context = context or RequestContext()
+        chain = self._chain(request)
+        validate(request, self.spec_for(chain[0], request))  # before anything is spent
+        started = time.perf_counter()
+        failed: list[tuple[str, str]] = []
+        last_error: GenerationError | None = None
+        attempts = 0
+        for index, provider in enumerate(chain):
+            spec = self.spec_for(provider, request)
+            if index > 0:
+                try:
+                    validate(request, spec)
+                except InvalidRequest as exc:
+                    log.info("not failing over to %s: %s", provider.name, exc)
+                    break
+            try:
+                result = await provider.generate(request, spec)
+            except GenerationError as exc:
+                attempts += exc.attempts
+                last_error = exc
+                if exc.failover and index + 1 < len(chain):
+                    log.warning("%s failed (%s: %s); failing over", provider.name, exc.error_class, exc)
+                    failed.append((provider.name, exc.error_class))
+                    continue
+                break
+            result.attempts += attempts
+            result.failed_over_from = failed
+            result.timing.total_ms = (time.perf_counter() - started) * 1000
+            await self._record(request, context, spec, result=result)
+            return result
+        assert last_error is not None
+        last_error.attempts = attempts
+        await self._record(
+            request,
+            context,
+            self.spec_for(chain[0], request),
+            error=last_error,
+            total_ms=(time.perf_counter() - started) * 1000,
+        )
+        raise last_error
+
+    async def _record(
+        self,
+        request: ImageRequest,
+        context: RequestContext,
+        spec: ModelSpec,
+        *,
+        result: GenerationResult | None = None,
+        error: GenerationError | None = None,
+        total_ms: float | None = None,
+    ) -> None:
+        """Keep the image and write the usage row; problems here are logged, never raised."""
+        image_key = None
+        if result is not None and self.images is not None:
+            image = result.image
+            try:
+                image_key = await self.images.put(image.data, image.mime, width=image.width, height=image.height)
+            except Exception:
+                log.exception("could not store the generated image")
+        if self.db is None:
+            return
+        if result is not None:
+            row = GenerationRow(
+                guild_id=context.guild_id,
+                channel_id=context.channel_id,
+                user_id=context.user_id,
+                command=context.command,
+                provider=result.provider,
+                model=result.model,
+                size=request.size,
+                aspect_ratio=request.aspect_ratio or "",
+                thinking=request.thinking,
+                reference_count=len(request.references),
+                prompt=request.prompt,
+                status="ok",
+                attempts=result.attempts,
+                queue_ms=context.queue_ms,
+                connect_ms=result.timing.connect_ms,
+                ttfb_ms=result.timing.ttfb_ms,
+                download_ms=result.timing.download_ms,
+                decode_ms=result.timing.decode_ms,
+                total_ms=result.timing.total_ms,
+                input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+                thinking_tokens=result.usage.thinking_tokens,
+                image_tokens=result.usage.image_tokens,
+                total_tokens=result.usage.total_tokens,
+                cost_usd=result.usage.cost_usd,
+                bytes_sent=result.bytes_sent,
+                bytes_received=result.bytes_received,
+                image_key=image_key,
+                width=result.image.width,
+                height=result.image.height,
+            )
+        else:
+            assert error is not None
+            row = GenerationRow(
+                guild_id=context.guild_id,
+                channel_id=context.channel_id,
+                user_id=context.user_id,
+                command=context.command,
+                provider=error.provider or "",
+                model=spec.model_id,
+                size=request.size,
+                aspect_ratio=request.aspect_ratio or "",
+                thinking=request.thinking,
+                reference_count=len(request.references),
+                prompt=request.prompt,
+                status="blocked" if error.error_class == "blocked" else "error",
+                error_class=error.error_class,
+                attempts=error.attempts,
+                queue_ms=context.queue_ms,
+                total_ms=total_ms,
+            )
+        try:
+            await insert_generation(self.db, row)
+        except Exception:
+            log.exception("could not write the usage row; the generation itself is unaffected")
+
+
+def validate(request: ImageRequest, spec: ModelSpec) -> None:
+    """Refuse what the model can't do, with a sentence that says what it can."""
+    if not request.prompt.strip():
+        raise InvalidRequest("The prompt is empty.")
+    if request.aspect_ratio and request.aspect_ratio not in spec.aspect_ratios:
+        raise InvalidRequest(
+            f"{spec.label} doesn't take aspect ratio {request.aspect_ratio}; "
+            f"use one of {', '.join(spec.aspect_ratios)}."
+        )
+    if request.size not in spec.sizes:
+        raise InvalidRequest(f"{spec.label} doesn't make {request.size} images; use {', '.join(spec.sizes)}.")
+    if request.thinking and request.thinking not in spec.thinking_levels:
+        if spec.thinking_levels:
+            raise InvalidRequest(
+                f"{spec.label} takes thinking level {' or '.join(spec.thinking_levels)}, not {request.thinking!r}."
+            )
+        raise InvalidRequest(f"{spec.label} sets its own thinking; it takes no thinking level.")
+    if len(request.references) > spec.max_reference_images:
+        raise InvalidRequest(
+            f"{len(request.references)} reference images is too many: "
+            f"{spec.label} takes at most {spec.max_reference_images}."
+        )
+    inline = sum(len(r.data) for r in request.references) + sum(
+        len(p.image.data) for t in request.history for p in t.parts if p.image is not None
+    )
+    if inline * 4 // 3 > MAX_INLINE_REQUEST_BYTES:
+        raise InvalidRequest(
+            f"The images add up to {inline / 1_048_576:.1f} MB; together they must stay under about 14 MB."
+        )

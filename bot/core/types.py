@@ -1,0 +1,127 @@
+"""The core's request and result types. Plain dataclasses: no Discord, no HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["user", "model"]
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image going to the model (a reference, or an image inside an earlier turn)."""
+
+    data: bytes
+    mime: str
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a conversation turn, kept exactly as the provider returned it.
+
+    Gemini 3 image models require the ``thought_signature`` of every model image (and of the first text
+    part before it) to come back unchanged on the next turn, or the API answers 400.
+    """
+
+    text: str | None = None
+    image: ImageInput | None = None
+    thought: bool = False
+    thought_signature: str | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What a caller asks for. Sizes and ratios are already normalised (see ``models.normalise_*``)."""
+
+    prompt: str
+    aspect_ratio: str | None = None
+    size: str = "1K"
+    thinking: str | None = None
+    model: str | None = None
+    references: tuple[ImageInput, ...] = ()
+    #: Earlier turns of an edit conversation, oldest first, exactly as stored.
+    history: tuple[Turn, ...] = ()
+    #: Use only this provider (e.g. ``"openai"``); None means the configured order with failover.
+    provider: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asked, for the usage log. The CLI uses ``command="cli"`` and no ids."""
+
+    command: str = "cli"
+    guild_id: int | None = None
+    channel_id: int | None = None
+    user_id: int | None = None
+    queue_ms: float | None = None
+
+
+@dataclass
+class Timing:
+    """Milliseconds spent in each phase of the successful attempt, plus the total over all attempts."""
+
+    connect_ms: float = 0.0
+    ttfb_ms: float = 0.0
+    download_ms: float = 0.0
+    decode_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "connect_ms": self.connect_ms,
+            "ttfb_ms": self.ttfb_ms,
+            "download_ms": self.download_ms,
+            "decode_ms": self.decode_ms,
+            "total_ms": self.total_ms,
+        }
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    thinking_tokens: int = 0
+    image_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+@dataclass
+class GenerationResult:
+    images: list[GeneratedImage]
+    text: str | None
+    provider: str
+    model: str
+    size: str
+    aspect_ratio: str | None
+    #: The model's turn, exactly as returned, to send back on the next edit.
+    model_turn: Turn | None
+    timing: Timing = field(default_factory=Timing)
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 1
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    #: Providers tried before the one that served this result, with the error class of each.
+    failed_over_from: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def image(self) -> GeneratedImage:
+        """The user's image: the last non-thought image the model returned."""
+        return self.images[-1]

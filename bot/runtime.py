@@ -1,0 +1,97 @@
+"""Wiring: settings -> storage, image store, providers and the generation service.
+
+Both the CLI and the Discord client open one ``Runtime`` and close it on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from storage.db import Database
+from storage.images import ImageStore
+
+from .config import Settings
+from .core.errors import ConfigError
+from .core.http import HttpVersion
+from .core.providers import GeminiProvider, OpenAIChatProvider, OpenAIImagesProvider, Provider, ProviderConfig
+from .core.service import GenerationService
+
+log = logging.getLogger(__name__)
+
+
+def build_providers(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> list[Provider]:
+    """The configured providers, in failover order."""
+    http_version: HttpVersion = settings.http_version  # type: ignore[assignment]
+    providers: list[Provider] = []
+    for name in settings.configured_providers:
+        if name == "gemini":
+            providers.append(
+                GeminiProvider(
+                    ProviderConfig(
+                        name="gemini",
+                        base_url=settings.gemini_base_url,
+                        api_keys=tuple(k.reveal() for k in settings.gemini_api_keys),
+                        model=settings.gemini_model,
+                        api_version=settings.gemini_api_version,
+                        http_version=http_version,
+                        connect_timeout=settings.connect_timeout,
+                        timeouts=settings.timeouts,
+                        retry=settings.retry,
+                    ),
+                    transport=transport,
+                )
+            )
+        else:
+            cls = OpenAIChatProvider if settings.openai_api_style == "chat" else OpenAIImagesProvider
+            providers.append(
+                cls(
+                    ProviderConfig(
+                        name="openai",
+                        base_url=settings.openai_base_url,
+                        api_keys=tuple(k.reveal() for k in settings.openai_api_keys),
+                        model=settings.openai_image_model,
+                        http_version=http_version,
+                        connect_timeout=settings.connect_timeout,
+                        timeouts=settings.timeouts,
+                        retry=settings.retry,
+                        extra_body=settings.openai_extra_body,
+                        thinking_field=settings.openai_thinking_field,
+                    ),
+                    transport=transport,
+                )
+            )
+    if not providers:
+        raise ConfigError(
+            [
+                "No image provider is configured: set GEMINI_API_KEY (get one at "
+                "https://aistudio.google.com/apikey) or OPENAI_API_KEY with OPENAI_BASE_URL."
+            ]
+        )
+    return providers
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    images: ImageStore
+    service: GenerationService
+
+    @classmethod
+    async def open(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
+        providers = build_providers(settings, transport=transport)
+        db = await Database.open(settings.database_path)
+        images = ImageStore(settings.images_dir, db)
+        service = GenerationService(providers, db=db, images=images, price_overrides=settings.price_overrides)
+        if settings.image_retention_days > 0:
+            pruned = await images.prune(settings.image_retention_days)
+            if pruned:
+                log.info("pruned %d images older than %g days", pruned, settings.image_retention_days)
+        return cls(settings=settings, db=db, images=images, service=service)
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+        await self.db.close()
