@@ -1,0 +1,479 @@
+"""Tests for storage/: migrations, the usage log and the image store.
+
+Every test gets a fresh database file under pytest's tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.db import Database, MigrationError, load_migrations
+from storage.generations import (
+    RECENT_LATENCIES_SQL,
+    GenerationRow,
+    count_generations,
+    get_generation,
+    insert_generation,
+    recent_latencies_ms,
+)
+from storage.images import ImageStore
+
+DAY = 86400.0
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "data" / "bot.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path, db: Database) -> ImageStore:
+    return ImageStore(tmp_path / "images", db)
+
+
+def make_row(**overrides: Any) -> GenerationRow:
+    """A row with only the required fields set, plus whatever the test overrides."""
+    fields: dict[str, Any] = {
+        "guild_id": 1,
+        "channel_id": 2,
+        "user_id": 3,
+        "command": "imagine",
+        "provider": "gemini",
+        "model": "gemini-2.5-flash-image",
+        "size": "1K",
+        "aspect_ratio": "1:1",
+        "thinking": None,
+        "reference_count": 0,
+        "prompt": "a banana",
+        "status": "ok",
+    }
+    fields.update(overrides)
+    return GenerationRow(**fields)
+
+
+async def fetch_all(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async with db.conn.execute(sql, params) as cursor:
+        return [tuple(r) for r in await cursor.fetchall()]
+
+
+async def fetch_one(db: Database, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    rows = await fetch_all(db, sql, params)
+    return rows[0][0]
+
+
+# --- Database and migrations -------------------------------------------------
+
+
+async def test_open_creates_parent_dir_and_applies_all_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "bot.db"
+    async with await Database.open(path) as db:
+        assert path.exists()
+        assert await db.user_version() == len(load_migrations()) >= 1
+        tables = {r[0] for r in await fetch_all(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"generations", "images"} <= tables
+
+
+async def test_reopen_does_not_reapply_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    async with await Database.open(path) as db:
+        version = await db.user_version()
+        row_id = await insert_generation(db, make_row())
+    # Re-running 0001 would fail ("table already exists") or wipe the data.
+    async with await Database.open(path) as db:
+        assert await db.user_version() == version
+        assert await get_generation(db, row_id) is not None
+        assert await count_generations(db) == 1
+
+
+async def test_pragmas(db: Database) -> None:
+    assert await fetch_one(db, "PRAGMA journal_mode") == "wal"
+    assert await fetch_one(db, "PRAGMA busy_timeout") == 5000
+    assert await fetch_one(db, "PRAGMA foreign_keys") == 1
+    assert await fetch_one(db, "PRAGMA synchronous") == 1  # NORMAL
+
+
+async def test_in_memory_database_works() -> None:
+    async with await Database.open(":memory:") as db:
+        row_id = await insert_generation(db, make_row())
+        assert await get_generation(db, row_id) is not None
+
+
+async def test_context_manager_closes_connection(tmp_path: Path) -> None:
+    async with await Database.open(tmp_path / "bot.db") as db:
+        pass
+    with pytest.raises(ValueError):
+        await count_generations(db)
+
+
+def write_migrations(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir()
+    for name, sql in files.items():
+        (directory / name).write_text(sql)
+    return directory
+
+
+async def test_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    good = {"0001_first.sql": "CREATE TABLE first (x INTEGER);"}
+    bad = {
+        **good,
+        "0002_broken.sql": "CREATE TABLE second (x INTEGER);\nINSERT INTO first VALUES (1);\nNOT SQL AT ALL;",
+    }
+    async with await Database.open(path, migrations_dir=write_migrations(tmp_path / "good", good)):
+        pass
+
+    threads_before = set(threading.enumerate())
+    with pytest.raises(MigrationError, match=r"0002_broken\.sql.*left at schema version 1"):
+        await Database.open(path, migrations_dir=write_migrations(tmp_path / "bad", bad))
+    # The failed open closed its connection: aiosqlite's worker thread would
+    # otherwise live on and keep the process from exiting.
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+    async with await Database.open(path, migrations_dir=tmp_path / "good") as db:
+        assert await db.user_version() == 1
+        tables = {r[0] for r in await fetch_all(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "second" not in tables
+        assert await fetch_one(db, "SELECT count(*) FROM first") == 0
+
+
+async def test_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(MigrationError, match="version 99"):
+        await Database.open(path)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["0001_a.sql", "0003_c.sql"],  # gap
+        ["0002_b.sql"],  # doesn't start at 1
+        ["0001_a.sql", "0001_b.sql"],  # duplicate
+        ["1_a.sql"],  # bad name
+    ],
+)
+def test_inconsistent_migration_files_are_rejected(tmp_path: Path, names: list[str]) -> None:
+    directory = write_migrations(tmp_path / "m", dict.fromkeys(names, "SELECT 1;"))
+    with pytest.raises(MigrationError):
+        load_migrations(directory)
+
+
+async def test_failed_transaction_rolls_back_and_releases_lock(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO images VALUES ('k', 'image/png', 1, NULL, NULL, 0)")
+            raise RuntimeError("boom")
+    assert await fetch_one(db, "SELECT count(*) FROM images") == 0
+    # Lock released and no transaction left open: the next write works.
+    await insert_generation(db, make_row())
+    assert await count_generations(db) == 1
+
+
+# --- generations -------------------------------------------------------------
+
+
+async def test_dataclass_fields_match_table_columns(db: Database) -> None:
+    columns = [r[1] for r in await fetch_all(db, "PRAGMA table_info(generations)")]
+    assert columns == [f.name for f in dataclasses.fields(GenerationRow)]
+
+
+async def test_insert_get_round_trips_every_field(db: Database) -> None:
+    # Distinct non-default values everywhere, so a dropped or swapped column shows up.
+    row = GenerationRow(
+        created_at=1_700_000_000.25,
+        guild_id=1_234_567_890_123_456_789,  # Discord snowflakes are ~2^60
+        channel_id=2_234_567_890_123_456_789,
+        user_id=3_234_567_890_123_456_789,
+        command="cli",
+        provider="openai-compatible",
+        model="gpt-image-1",
+        size="2K",
+        aspect_ratio="16:9",
+        thinking="high",
+        reference_count=3,
+        prompt="a banana in space, «unicode» 🍌",
+        status="error",
+        error_class="ReadTimeout",
+        attempts=4,
+        queue_ms=1.5,
+        connect_ms=2.5,
+        ttfb_ms=3.5,
+        download_ms=4.5,
+        decode_ms=5.5,
+        total_ms=6.5,
+        input_tokens=7,
+        output_tokens=8,
+        thinking_tokens=9,
+        image_tokens=10,
+        total_tokens=11,
+        cost_usd=0.039,
+        bytes_sent=12,
+        bytes_received=13,
+        image_key="ab" * 32,
+        width=1024,
+        height=576,
+    )
+    assert all(getattr(row, f.name) != f.default for f in dataclasses.fields(row) if f.name != "id")
+
+    row_id = await insert_generation(db, row)
+    assert await get_generation(db, row_id) == dataclasses.replace(row, id=row_id)
+
+
+async def test_defaults_round_trip(db: Database) -> None:
+    before = time.time()
+    row = make_row(guild_id=None, channel_id=None, user_id=None, command="cli")
+    row_id = await insert_generation(db, row)
+    got = await get_generation(db, row_id)
+    assert got == dataclasses.replace(row, id=row_id)
+    assert got.total_ms is None and got.input_tokens == 0 and got.attempts == 1
+    assert before <= got.created_at <= time.time()
+
+
+async def test_get_missing_returns_none_and_count(db: Database) -> None:
+    assert await get_generation(db, 12345) is None
+    assert await count_generations(db) == 0
+    await insert_generation(db, make_row())
+    await insert_generation(db, make_row())
+    assert await count_generations(db) == 2
+
+
+async def test_status_is_checked(db: Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        await insert_generation(db, make_row(status="maybe"))
+    assert await count_generations(db) == 0
+
+
+async def test_recent_latencies_newest_first_filtered_and_limited(db: Database) -> None:
+    t = 1_700_000_000.0
+    rows = [
+        make_row(created_at=t + 1, total_ms=100.0),
+        make_row(created_at=t + 3, total_ms=300.0),
+        make_row(created_at=t + 2, total_ms=200.0),
+        make_row(created_at=t + 4, total_ms=400.0),
+        # Excluded: wrong model, wrong size, not ok, unknown latency.
+        make_row(created_at=t + 9, total_ms=1.0, model="other-model"),
+        make_row(created_at=t + 9, total_ms=2.0, size="2K"),
+        make_row(created_at=t + 9, total_ms=3.0, status="error"),
+        make_row(created_at=t + 9, total_ms=4.0, status="blocked"),
+        make_row(created_at=t + 9, total_ms=None),
+    ]
+    for row in rows:
+        await insert_generation(db, row)
+
+    model = "gemini-2.5-flash-image"
+    assert await recent_latencies_ms(db, model=model, size="1K") == [400.0, 300.0, 200.0, 100.0]
+    assert await recent_latencies_ms(db, model=model, size="1K", limit=2) == [400.0, 300.0]
+    assert await recent_latencies_ms(db, model=model, size="1K", limit=0) == []
+    assert await recent_latencies_ms(db, model=model, size="4K") == []
+    with pytest.raises(ValueError):
+        await recent_latencies_ms(db, model=model, size="1K", limit=-1)
+
+
+async def test_indexes_exist(db: Database) -> None:
+    names = {r[1] for r in await fetch_all(db, "PRAGMA index_list(generations)")}
+    assert {
+        "generations_guild_created",
+        "generations_user_created",
+        "generations_created",
+        "generations_model_size_created",
+    } <= names
+    columns = [r[2] for r in await fetch_all(db, "PRAGMA index_info(generations_model_size_created)")]
+    assert columns == ["model", "size", "created_at"]
+
+
+async def query_plan(db: Database, sql: str, params: tuple[Any, ...]) -> str:
+    return "\n".join(str(r[-1]) for r in await fetch_all(db, "EXPLAIN QUERY PLAN " + sql, params))
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "index"),
+    [
+        (  # per-guild, per-day report
+            "SELECT date(created_at, 'unixepoch') AS day, count(*), sum(cost_usd) FROM generations "
+            "WHERE guild_id = ? AND created_at >= ? AND created_at < ? GROUP BY day",
+            (1, 0.0, DAY * 30),
+            "generations_guild_created",
+        ),
+        (  # per-user, per-day report
+            "SELECT date(created_at, 'unixepoch') AS day, count(*) FROM generations "
+            "WHERE user_id = ? AND created_at >= ? GROUP BY day",
+            (3, 0.0),
+            "generations_user_created",
+        ),
+        (  # whole-bot, per-day report
+            "SELECT date(created_at, 'unixepoch') AS day, count(*) FROM generations "
+            "WHERE created_at >= ? AND created_at < ? GROUP BY day",
+            (0.0, DAY),
+            "generations_created",
+        ),
+        (RECENT_LATENCIES_SQL, ("m", "1K", 50), "generations_model_size_created"),
+    ],
+)
+async def test_report_queries_use_indexes(db: Database, sql: str, params: tuple[Any, ...], index: str) -> None:
+    plan = await query_plan(db, sql, params)
+    assert f"INDEX {index}" in plan, plan
+    assert "SCAN generations" not in plan, plan
+
+
+async def test_concurrent_inserts_all_land(db: Database) -> None:
+    ids = await asyncio.gather(*(insert_generation(db, make_row(prompt=f"p{i}")) for i in range(200)))
+    assert len(set(ids)) == 200
+    assert await count_generations(db) == 200
+    prompts = {r[0] for r in await fetch_all(db, "SELECT prompt FROM generations")}
+    assert prompts == {f"p{i}" for i in range(200)}
+
+
+# --- images ------------------------------------------------------------------
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"fake image data" * 1000
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+async def test_put_get_and_layout(tmp_path: Path, db: Database, store: ImageStore) -> None:
+    key = await store.put(PNG, "image/png", width=64, height=32)
+    assert key == hashlib.sha256(PNG).hexdigest()
+    expected = tmp_path / "images" / key[:2] / key[2:4] / f"{key}.png"
+    assert store.path(key) == expected
+    assert expected.read_bytes() == PNG
+    assert await store.get(key) == PNG
+    assert await store.exists(key)
+    row = (await fetch_all(db, "SELECT mime, bytes, width, height FROM images WHERE key = ?", (key,)))[0]
+    assert row == ("image/png", len(PNG), 64, 32)
+
+
+@pytest.mark.parametrize(("mime", "ext"), [("image/jpeg", "jpg"), ("image/webp", "webp"), ("image/gif", "gif")])
+async def test_extension_follows_mime(store: ImageStore, mime: str, ext: str) -> None:
+    key = await store.put(b"bytes for " + mime.encode(), mime)
+    assert store.path(key).name == f"{key}.{ext}"
+
+
+async def test_unknown_mime_rejected(tmp_path: Path, store: ImageStore) -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        await store.put(PNG, "text/html")
+    assert not (tmp_path / "images").exists()
+
+
+async def test_missing_image(store: ImageStore) -> None:
+    key = "0" * 64
+    assert not await store.exists(key)
+    with pytest.raises(FileNotFoundError):
+        await store.get(key)
+    with pytest.raises(FileNotFoundError):
+        store.path(key)
+
+
+async def test_put_is_idempotent(tmp_path: Path, db: Database, store: ImageStore) -> None:
+    first = await store.put(PNG, "image/png")
+    inode = store.path(first).stat().st_ino
+    created = await fetch_one(db, "SELECT created_at FROM images WHERE key = ?", (first,))
+    await asyncio.sleep(0.01)
+    # Same bytes, even under another mime: one file, one row; the first mime wins.
+    assert await store.put(PNG, "image/png") == first
+    assert store.path(first).stat().st_ino == inode  # the file was not rewritten
+    assert await store.put(PNG, "image/webp") == first
+    assert files_under(tmp_path / "images") == [store.path(first)]
+    assert await fetch_all(db, "SELECT key, mime FROM images") == [(first, "image/png")]
+    # Re-putting refreshes created_at, so prune won't delete an image that was just reused.
+    assert await fetch_one(db, "SELECT created_at FROM images WHERE key = ?", (first,)) > created
+
+
+async def test_concurrent_puts_of_same_bytes(tmp_path: Path, db: Database, store: ImageStore) -> None:
+    keys = await asyncio.gather(*(store.put(PNG, "image/png") for _ in range(20)))
+    assert len(set(keys)) == 1
+    assert files_under(tmp_path / "images") == [store.path(keys[0])]
+    assert await fetch_one(db, "SELECT count(*) FROM images") == 1
+
+
+async def test_write_leaves_no_temp_files(tmp_path: Path, store: ImageStore) -> None:
+    key = await store.put(PNG, "image/png")
+    assert files_under(tmp_path / "images") == [store.path(key)]
+
+
+async def test_failed_write_leaves_nothing_behind(
+    tmp_path: Path, store: ImageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)  # what storage.images calls
+    with pytest.raises(OSError, match="disk full"):
+        await store.put(PNG, "image/png")
+    key = hashlib.sha256(PNG).hexdigest()
+    assert files_under(tmp_path / "images") == []  # the temp file was cleaned up
+    assert not await store.exists(key)
+
+    monkeypatch.undo()
+    assert await store.put(PNG, "image/png") == key  # a retry works
+    assert await store.get(key) == PNG
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../../../etc/passwd",
+        "../" + "a" * 61,
+        "/" + "a" * 63,
+        "a" * 63,
+        "a" * 65,
+        "A" * 64,  # keys are lowercase, so there's one spelling per image
+        "g" * 64,
+        "a" * 64 + "\n",
+        "",
+    ],
+)
+async def test_malformed_keys_rejected(store: ImageStore, key: str) -> None:
+    with pytest.raises(ValueError, match="malformed"):
+        store.path(key)
+    with pytest.raises(ValueError, match="malformed"):
+        await store.get(key)
+    with pytest.raises(ValueError, match="malformed"):
+        await store.exists(key)
+
+
+async def test_prune_deletes_old_and_keeps_new(tmp_path: Path, db: Database, store: ImageStore) -> None:
+    old = await store.put(b"old image", "image/png")
+    new = await store.put(b"new image", "image/jpeg")
+    old_path = store.path(old)
+    now = time.time()
+    # Backdate one image 10 days (tests only: the store always stamps the current time).
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE images SET created_at = ? WHERE key = ?", (now - 10 * DAY, old))
+
+    assert await store.prune(older_than_days=7, now=now) == 1
+    assert not old_path.exists()
+    assert not await store.exists(old)
+    assert await store.get(new) == b"new image"
+    assert await fetch_all(db, "SELECT key FROM images") == [(new,)]
+
+    assert await store.prune(older_than_days=7, now=now) == 0  # nothing left to prune
+    # Everything is older than 0 days a day from now.
+    assert await store.prune(older_than_days=0, now=now + DAY) == 1
+    assert files_under(tmp_path / "images") == []
+
+
+async def test_prune_tolerates_missing_files(db: Database, store: ImageStore) -> None:
+    key = await store.put(PNG, "image/png")
+    store.path(key).unlink()  # e.g. a crash between deleting the file and the row
+    assert await store.prune(older_than_days=0, now=time.time() + 1) == 1
+    assert await fetch_one(db, "SELECT count(*) FROM images") == 0
