@@ -1,0 +1,111 @@
+"""Settings validation, secret hygiene, and the CLI's front door."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import Secret, load_settings
+from bot.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_need_nothing(tmp_path: Path) -> None:
+    settings = load_settings({}, env_file=None)
+    assert settings.gemini_model == "gemini-3-pro-image-preview"
+    assert settings.data_dir == Path("data")
+    assert settings.configured_providers == ()
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("GEMINI_API_KEY=from-file-key-1234\nGEMINI_MODEL=gemini-3.1-flash-image-preview\n")
+    settings = load_settings({"GEMINI_MODEL": "gemini-2.5-flash-image"}, env_file=env)
+    assert settings.gemini_api_keys == (Secret("from-file-key-1234"),)
+    assert settings.gemini_model == "gemini-2.5-flash-image"
+
+
+def test_key_lists_rotate_and_never_print() -> None:
+    settings = load_settings({"GEMINI_API_KEY": "AIzaFIRSTKEY0001, AIzaSECONDKEY002"}, env_file=None)
+    assert [k.reveal() for k in settings.gemini_api_keys] == ["AIzaFIRSTKEY0001", "AIzaSECONDKEY002"]
+    assert "AIza" not in repr(settings) and "AIza" not in str(settings)
+
+
+def test_every_bad_value_gets_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            {
+                "GEMINI_BASE_URL": "generativelanguage.googleapis.com",
+                "BANANA_PROVIDERS": "gemini,midjourney",
+                "BANANA_TIMEOUT_2K": "soon",
+                "OPENAI_API_STYLE": "grpc",
+                "OPENAI_EXTRA_BODY": "[1,2]",
+                "BANANA_RETRY_ATTEMPTS": "0",
+                "BANANA_HTTP_VERSION": "3",
+                "BANANA_PRICES": '{"m": {"image_tokens": {"9K": 1}}}',
+            },
+            env_file=None,
+        )
+    lines = info.value.lines
+    named = [line.split("=")[0].split(":")[0].split("[")[0] for line in lines]
+    assert named == [
+        "BANANA_PROVIDERS",
+        "OPENAI_API_STYLE",
+        "BANANA_HTTP_VERSION",
+        "BANANA_TIMEOUT_2K",
+        "GEMINI_BASE_URL",
+        "OPENAI_EXTRA_BODY",
+        "BANANA_RETRY_ATTEMPTS",
+        "BANANA_PRICES",
+    ]
+    assert all("expected" in line for line in lines)
+
+
+def test_price_overrides() -> None:
+    settings = load_settings(
+        {"OPENAI_PRICE_PER_IMAGE": "0.05", "BANANA_PRICES": '{"gemini-3-pro-image-preview": {"per_image": 0.1}}'},
+        env_file=None,
+    )
+    assert settings.price_overrides["gpt-image-2"].per_image == 0.05
+    assert settings.price_overrides["gemini-3-pro-image-preview"].image_price("4K") == 0.1
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "OPENAI_", "DISCORD_", "BANANA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_without_token_says_what_to_set_and_no_traceback(tmp_path: Path) -> None:
+    proc = run_cli(["run"], {}, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "DISCORD_TOKEN" in lines[0] and "discord.com/developers/applications" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_is_reported_before_anything_runs(tmp_path: Path) -> None:
+    proc = run_cli(["generate", "cat", "-o", "x.png"], {"BANANA_TIMEOUT_4K": "-3"}, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "config: BANANA_TIMEOUT_4K='-3': expected a number of at least 1."
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_without_any_provider_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cli(["generate", "cat", "-o", "x.png"], {}, tmp_path)
+    assert proc.returncode == 2
+    assert "No image provider is configured: set GEMINI_API_KEY" in proc.stderr
+    assert "Traceback" not in proc.stderr

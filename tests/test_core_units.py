@@ -1,0 +1,291 @@
+"""Unit tests of the core's pure parts: sizes, validation, request bodies, cost, keys, retries, images."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import orjson
+import pytest
+from PIL import Image
+
+from bot.core.cost import gemini_usage, openai_usage
+from bot.core.errors import (
+    AllKeysBenchedError,
+    BlockedError,
+    InvalidRequest,
+    RateLimitedError,
+    UnavailableError,
+)
+from bot.core.imaging import MAX_REFERENCE_BYTES, prepare_reference, sniff_mime
+from bot.core.keys import KeyPool
+from bot.core.models import model_spec, normalise_aspect_ratio, normalise_size
+from bot.core.providers.gemini import build_request_body, parse_response
+from bot.core.retry import RetryPolicy, call_with_retries
+from bot.core.service import validate
+from bot.core.types import ImageInput, ImageRequest
+
+PRO = model_spec("gemini-3-pro-image-preview")
+FLASH2 = model_spec("gemini-3.1-flash-image-preview")
+FLASH25 = model_spec("gemini-2.5-flash-image")
+
+
+def png(width: int = 8, height: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("2k", "2K"), ("2K", "2K"), ("2048", "2K"), (" 4k ", "4K"), ("1K", "1K")]
+)
+def test_sizes_are_normalised_to_what_the_api_demands(raw: str, expected: str) -> None:
+    assert normalise_size(raw) == expected
+
+
+def test_unknown_size_says_what_is_accepted() -> None:
+    with pytest.raises(InvalidRequest, match="1K, 2K or 4K"):
+        normalise_size("3k")
+
+
+@pytest.mark.parametrize("raw", ["16:9", "16x9", "16/9", " 16 : 9 "])
+def test_aspect_ratio_spellings(raw: str) -> None:
+    assert normalise_aspect_ratio(raw) == "16:9"
+
+
+def test_unknown_aspect_ratio_is_refused_with_the_valid_list() -> None:
+    with pytest.raises(InvalidRequest, match=r"doesn't take aspect ratio 7:3; use one of 1:1, 2:3"):
+        validate(ImageRequest(prompt="x", aspect_ratio="7:3"), PRO)
+    validate(ImageRequest(prompt="x", aspect_ratio="1:8"), FLASH2)  # 3.1 Flash has the extra ratios
+    with pytest.raises(InvalidRequest):
+        validate(ImageRequest(prompt="x", aspect_ratio="1:8"), PRO)
+
+
+def test_fifteenth_reference_image_is_refused() -> None:
+    ref = ImageInput(data=png(), mime="image/png")
+    validate(ImageRequest(prompt="x", references=(ref,) * 14), PRO)
+    with pytest.raises(InvalidRequest, match="15 reference images is too many: Nano Banana Pro takes at most 14"):
+        validate(ImageRequest(prompt="x", references=(ref,) * 15), PRO)
+
+
+def test_thinking_level_only_where_the_model_has_one() -> None:
+    with pytest.raises(InvalidRequest, match="takes no thinking level"):
+        validate(ImageRequest(prompt="x", thinking="high"), PRO)
+    validate(ImageRequest(prompt="x", thinking="high"), FLASH2)
+    with pytest.raises(InvalidRequest, match="minimal or high"):
+        validate(ImageRequest(prompt="x", thinking="medium"), FLASH2)
+
+
+def test_sizes_per_model() -> None:
+    with pytest.raises(InvalidRequest, match="doesn't make 4K images"):
+        validate(ImageRequest(prompt="x", size="4K"), FLASH25)
+    validate(ImageRequest(prompt="x", size="512"), FLASH2)
+    with pytest.raises(InvalidRequest):
+        validate(ImageRequest(prompt="x", size="512"), PRO)
+
+
+def test_empty_prompt_and_oversized_inline_payload() -> None:
+    with pytest.raises(InvalidRequest, match="empty"):
+        validate(ImageRequest(prompt="   "), PRO)
+    big = ImageInput(data=b"\0" * 8_000_000, mime="image/png")
+    with pytest.raises(InvalidRequest, match="must stay under"):
+        validate(ImageRequest(prompt="x", references=(big, big)), PRO)
+
+
+def test_request_body_per_model() -> None:
+    ref = ImageInput(data=png(), mime="image/png")
+    body = orjson.loads(build_request_body(ImageRequest(prompt="cat", size="2K", aspect_ratio="16:9"), PRO))
+    gen = body["generationConfig"]
+    assert gen["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    assert "thinkingConfig" not in gen  # Nano Banana Pro rejects thinkingLevel
+    assert gen["responseModalities"] == ["TEXT", "IMAGE"]
+    body = orjson.loads(build_request_body(ImageRequest(prompt="cat", thinking="high", references=(ref,)), FLASH2))
+    assert body["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high"}
+    parts = body["contents"][-1]["parts"]
+    assert parts[0] == {"text": "cat"} and parts[1]["inlineData"]["mimeType"] == "image/png"
+    body = orjson.loads(build_request_body(ImageRequest(prompt="cat"), FLASH25))
+    assert "imageSize" not in body["generationConfig"].get("imageConfig", {})
+
+
+def test_cost_follows_the_price_table() -> None:
+    # The usage block of spec A2, priced per A7.
+    meta = {
+        "promptTokenCount": 2076,
+        "candidatesTokenCount": 1332,
+        "thoughtsTokenCount": 137,
+        "totalTokenCount": 3545,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}],
+    }
+    usage = gemini_usage(meta, PRO.pricing, size="2K", images=1)
+    expected = (2076 * 2 + (1332 - 1120 + 137) * 12 + 1120 * 120) / 1e6
+    assert usage.cost_usd == pytest.approx(expected)
+    assert (usage.image_tokens, usage.thinking_tokens, usage.total_tokens) == (1120, 137, 3545)
+    # A 4K image on Pro is 2000 image tokens, $0.24 of image output alone.
+    four_k = gemini_usage({"candidatesTokenCount": 2000}, PRO.pricing, size="4K", images=1)
+    assert four_k.cost_usd == pytest.approx(0.24)
+    assert PRO.pricing.image_price("1K") == pytest.approx(0.1344)
+
+
+def test_relay_cost_field_wins_over_table() -> None:
+    assert openai_usage({"cost": 0.05, "prompt_tokens": 3}, PRO.pricing, size="1K", images=1).cost_usd == 0.05
+
+
+def test_key_pool_rotates_benches_and_cools_down() -> None:
+    now = [100.0]
+    pool = KeyPool("gemini", ["key-aaaaaaaa1111", "key-bbbbbbbb2222", "key-cccccccc3333"], clock=lambda: now[0])
+    assert [pool.acquire()[0] for _ in range(4)] == [
+        "key-aaaaaaaa1111",
+        "key-bbbbbbbb2222",
+        "key-cccccccc3333",
+        "key-aaaaaaaa1111",
+    ]
+    pool.bench("key-bbbbbbbb2222", "API key not valid")
+    pool.cool_down("key-cccccccc3333", 30)
+    assert {pool.acquire()[0] for _ in range(3)} == {"key-aaaaaaaa1111"}
+    now[0] += 31
+    assert "key-cccccccc3333" in {pool.acquire()[0] for _ in range(3)}
+    pool.bench("key-aaaaaaaa1111", "leaked")
+    pool.bench("key-cccccccc3333", "leaked")
+    with pytest.raises(AllKeysBenchedError) as info:
+        pool.acquire()
+    assert "Every gemini API key was refused" in str(info.value)
+    assert "key-aaaaaaaa1111" not in str(info.value) and "...1111" in str(info.value)
+
+
+async def test_retries_honour_hints_and_stop_on_permanent_errors() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise UnavailableError("503", retry_after=7.0)
+        return "ok"
+
+    policy = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_max=0.05, hint_cap=60)
+    assert await call_with_retries(flaky, policy, provider="p", sleep=sleep) == ("ok", 3)
+    assert len(waits) == 2 and all(7.0 <= w < 7.1 for w in waits)
+
+    async def blocked() -> str:
+        raise BlockedError("no", stage="prompt", reason="SAFETY")
+
+    waits.clear()
+    with pytest.raises(BlockedError) as info:
+        await call_with_retries(blocked, policy, provider="p", sleep=sleep)
+    assert waits == [] and info.value.attempts == 1
+
+    async def per_day() -> str:
+        raise RateLimitedError("quota", retry_after=20, per_day=True)
+
+    with pytest.raises(RateLimitedError):
+        await call_with_retries(per_day, policy, provider="p", sleep=sleep)
+    assert waits == []
+
+
+async def test_retry_hint_is_capped_and_attempts_bounded() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def always() -> str:
+        raise RateLimitedError("slow down", retry_after=500, per_day=False)
+
+    policy = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05, hint_cap=20, deadline=1000)
+    with pytest.raises(RateLimitedError) as info:
+        await call_with_retries(always, policy, provider="p", sleep=sleep)
+    assert info.value.attempts == 3
+    assert len(waits) == 2 and all(20 <= w < 20.1 for w in waits)
+
+
+async def test_retry_stops_before_a_wait_that_would_pass_the_deadline() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def always() -> str:
+        raise UnavailableError("503", retry_after=30)
+
+    policy = RetryPolicy(max_attempts=10, hint_cap=60, deadline=10)
+    with pytest.raises(UnavailableError) as info:
+        await call_with_retries(always, policy, provider="p", sleep=sleep)
+    assert waits == [] and info.value.attempts == 1
+
+
+def test_magic_bytes_win_over_labels() -> None:
+    assert sniff_mime(png()) == "image/png"
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(out, format="JPEG")
+    assert sniff_mime(out.getvalue()) == "image/jpeg"
+    assert sniff_mime(b"<html>not an image</html>") is None
+
+
+def test_reference_checks() -> None:
+    ok = prepare_reference(png(64, 32))
+    assert (ok.mime, ok.width, ok.height) == ("image/png", 64, 32)
+    with pytest.raises(InvalidRequest, match="is not an image"):
+        prepare_reference(b"hello world, definitely text", name="notes.txt")
+    with pytest.raises(InvalidRequest, match="damaged or truncated"):
+        prepare_reference(png(256, 256)[:-200])
+    with pytest.raises(InvalidRequest, match="MB; the limit is 20 MB"):
+        prepare_reference(b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_REFERENCE_BYTES + 1))
+    gif = io.BytesIO()
+    Image.new("P", (10, 10)).save(gif, format="GIF")
+    converted = prepare_reference(gif.getvalue())
+    assert converted.mime == "image/png" and sniff_mime(converted.data) == "image/png"
+
+
+def test_decompression_bomb_is_refused_without_decoding() -> None:
+    # A valid PNG header that claims 20000x20000 pixels: a few hundred bytes on disk.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(InvalidRequest, match="pixels"):
+        prepare_reference(bomb)
+
+
+def test_parse_response_skips_thoughts_and_keeps_signatures() -> None:
+    import base64
+
+    final, draft = png(16, 16), png(8, 8)
+    body = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {"text": "Composing", "thought": True},
+                        {
+                            "inlineData": {"mimeType": "image/png", "data": base64.b64encode(draft).decode()},
+                            "thought": True,
+                        },
+                        {"text": "Here it is.", "thoughtSignature": "sigA"},
+                        {
+                            "inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(final).decode()},
+                            "thoughtSignature": "sigB",
+                        },
+                    ],
+                },
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 1, "someNewField": 3},
+    }
+    images, text, turn, _ = parse_response(orjson.dumps(body), "gemini")
+    assert len(images) == 1 and images[0].data == final and images[0].mime == "image/png"  # sniffed, not labelled
+    assert (images[0].width, images[0].height) == (16, 16)
+    assert text == "Here it is."
+    assert [p.thought_signature for p in turn.parts] == [None, None, "sigA", "sigB"]
