@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="banana-bot", description="A Discord bot for Nano Banana image models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="connect to Discord and serve commands")
+    sub.add_parser("health", help="exit 0 if a running bot has checked in recently (for container health checks)")
     gen = sub.add_parser("generate", help="generate one image and print where the time and money went")
     gen.add_argument("prompt", help="what to draw")
     gen.add_argument("-o", "--output", required=True, type=Path, help="where to write the image (.png/.jpg/.webp)")
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "run":
         return run_bot(settings)
+    if args.command == "health":
+        return check_health(settings)
     try:
         return asyncio.run(generate(settings, args))
     except KeyboardInterrupt:
@@ -76,6 +79,23 @@ def run_bot(settings: Settings) -> int:
         for line in exc.lines:
             print(f"config: {line}", file=sys.stderr)
         return 2
+    return 0
+
+
+def check_health(settings: Settings) -> int:
+    import time
+
+    from .client import HEARTBEAT_MAX_AGE, heartbeat_path
+
+    try:
+        age = time.time() - float(heartbeat_path(settings).read_text().strip())
+    except (OSError, ValueError):
+        print("unhealthy: the bot has not connected to Discord yet", file=sys.stderr)
+        return 1
+    if age > HEARTBEAT_MAX_AGE:
+        print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
+        return 1
+    print(f"healthy: last heartbeat {age:.0f} s ago")
     return 0
 
 

@@ -109,3 +109,15 @@ def test_generate_without_any_provider_is_one_clear_line(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert "No image provider is configured: set GEMINI_API_KEY" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_env_example_documents_every_setting_and_loads_cleanly() -> None:
+    import re
+
+    source = (ROOT / "bot" / "config.py").read_text()
+    read = set(re.findall(r'\.(?:get|number|url|keys|_choice|_json_object)\("([A-Z0-9_]+)"', source))
+    read |= {f"BANANA_TIMEOUT_{size}" for size in ("1K", "2K", "4K")}
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", example, flags=re.M))
+    assert read - documented == set()
+    load_settings({}, env_file=ROOT / ".env.example")  # the example as shipped is valid
