@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,11 +66,13 @@ class Provider(ABC):
             connect_timeout=config.connect_timeout,
             transport=transport,
         )
+        #: How the retry loop waits; tests swap in a recorder so honoured delays take no time.
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def generate(self, request: ImageRequest, spec: ModelSpec, *, sleep: Any = None) -> GenerationResult:
+    async def generate(self, request: ImageRequest, spec: ModelSpec) -> GenerationResult:
         """Generate with retries and key rotation; the result carries attempts and total time."""
         if request.history and not self.carries_turns:
             request = history_as_reference(request)
@@ -91,14 +95,13 @@ class Provider(ABC):
                         continue
                     raise
 
-        kwargs = {"sleep": sleep} if sleep is not None else {}
         try:
             result, attempts = await call_with_retries(
                 attempt,
                 self.config.retry,
                 provider=self.name,
                 key_wait=self.keys.seconds_until_available,
-                **kwargs,
+                sleep=self.sleep,
             )
         except GenerationError as exc:
             exc.provider = exc.provider or self.name
