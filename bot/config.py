@@ -157,7 +157,7 @@ class _Parser:
             http_version = "2"
         timeouts = {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0}
         for size in ("1K", "2K", "4K"):
-            timeouts[size] = self.number(f"BANANA_TIMEOUT_{size}", timeouts[size], minimum=1)
+            timeouts[size] = self.number(f"BANANA_TIMEOUT_{size}", timeouts[size], minimum=0.1)
         timeouts["512"] = timeouts["1K"]
         log_level = self.get("BANANA_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

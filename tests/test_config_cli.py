@@ -100,7 +100,7 @@ def test_run_without_token_says_what_to_set_and_no_traceback(tmp_path: Path) -> 
 def test_bad_config_is_reported_before_anything_runs(tmp_path: Path) -> None:
     proc = run_cli(["generate", "cat", "-o", "x.png"], {"BANANA_TIMEOUT_4K": "-3"}, tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "config: BANANA_TIMEOUT_4K='-3': expected a number of at least 1."
+    assert proc.stderr.strip() == "config: BANANA_TIMEOUT_4K='-3': expected a number of at least 0.1."
     assert not (tmp_path / "x.png").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,6 +13,10 @@ import httpx
 from .errors import GenerationTimeout, ResponseError, UnavailableError
 
 HttpVersion = Literal["2", "2-prior", "1.1"]
+
+# hpack logs every HTTP/2 header it encodes at DEBUG, API keys included: keep it quiet whatever the
+# application's log level, so a key never reaches a log file.
+logging.getLogger("hpack").setLevel(logging.WARNING)
 
 #: Bodies larger than this are abandoned: no real image response comes near it.
 MAX_RESPONSE_BYTES = 200 * 1024 * 1024

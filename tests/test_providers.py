@@ -1,0 +1,481 @@
+"""The generation core end to end against the fake image API on loopback.
+
+Every path of the core: request shape per model, images and timings, cost, the usage log, retries with
+honoured hints, what is never retried, key rotation and benching, failover, multi-turn signatures,
+the OpenAI-compatible shapes, and bad input that must cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import load_settings
+from bot.core.errors import (
+    AllKeysBenchedError,
+    BlockedError,
+    GenerationTimeout,
+    InvalidRequest,
+    NoImageError,
+    RateLimitedError,
+    ResponseError,
+    UnavailableError,
+)
+from bot.core.imaging import sniff_mime
+from bot.core.models import model_spec
+from bot.core.types import ImageInput, ImageRequest, Part, RequestContext, Turn
+from bot.runtime import Runtime
+from storage.generations import count_generations, get_generation
+from tests.fake_image_api import Fault, FakeImageAPI
+
+KEY1, KEY2, KEY3 = "test-key-aaaa-0001", "test-key-bbbb-0002", "test-key-cccc-0003"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeImageAPI]:
+    async with FakeImageAPI() as api:
+        yield api
+
+
+class Sleeps:
+    """Records the retry loop's waits instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+async def open_runtime(fake: FakeImageAPI, tmp_path: Path, **env: str) -> tuple[Runtime, Sleeps]:
+    values = {
+        "GEMINI_API_KEY": KEY1,
+        "GEMINI_BASE_URL": fake.base_url,
+        "BANANA_DATA_DIR": str(tmp_path / "data"),
+        "BANANA_HTTP_VERSION": "2-prior",
+        "BANANA_PROVIDERS": "gemini,openai",
+        **env,
+    }
+    runtime = await Runtime.open(load_settings(values, env_file=None))
+    sleeps = Sleeps()
+    for provider in runtime.service.providers:
+        provider.sleep = sleeps
+    return runtime, sleeps
+
+
+@pytest.fixture
+async def runtime(fake: FakeImageAPI, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Sleeps]]:
+    rt, sleeps = await open_runtime(fake, tmp_path)
+    yield rt, sleeps
+    await rt.aclose()
+
+
+def gemini_calls(fake: FakeImageAPI) -> list[Any]:
+    return [r for r in fake.requests if r.path.endswith(":generateContent")]
+
+
+async def test_generate_2k_widescreen_with_timing_cost_log_and_store(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]
+) -> None:
+    rt, _ = runtime
+    context = RequestContext(command="imagine", guild_id=1, channel_id=2, user_id=3)
+    result = await rt.service.generate(ImageRequest(prompt="an orange cat", size="2K", aspect_ratio="16:9"), context)
+
+    image = result.image
+    assert (image.width, image.height) == (2752, 1536)
+    assert sniff_mime(image.data) == image.mime == "image/png"
+    assert (result.provider, result.model, result.attempts) == ("gemini", "gemini-3-pro-image-preview", 1)
+    t = result.timing
+    assert t.ttfb_ms > 0 and t.download_ms >= 0 and t.decode_ms > 0
+    assert t.total_ms >= t.ttfb_ms
+
+    (call,) = gemini_calls(fake)
+    assert call.path == "/v1beta/models/gemini-3-pro-image-preview:generateContent"
+    assert call.api_key == KEY1 and call.http_version == "2"
+    generation = call.json["generationConfig"]
+    assert generation["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    assert "thinkingConfig" not in generation
+
+    # Cost follows the price table applied to the usage the fake reported.
+    usage = result.usage
+    pricing = model_spec("gemini-3-pro-image-preview").pricing
+    expected = (
+        usage.input_tokens * pricing.input_per_m
+        + (usage.output_tokens - usage.image_tokens + usage.thinking_tokens) * pricing.text_output_per_m
+        + usage.image_tokens * pricing.image_output_per_m
+    ) / 1e6
+    assert usage.image_tokens == 1120 and usage.cost_usd == pytest.approx(expected, abs=1e-6)
+
+    row = await get_generation(rt.db, 1)
+    assert row is not None
+    assert (row.status, row.command, row.guild_id, row.user_id, row.size, row.aspect_ratio) == (
+        "ok",
+        "imagine",
+        1,
+        3,
+        "2K",
+        "16:9",
+    )
+    assert row.cost_usd == pytest.approx(usage.cost_usd) and row.total_ms == pytest.approx(t.total_ms)
+    assert (row.width, row.height, row.image_tokens) == (2752, 1536, 1120)
+    assert row.bytes_received == result.bytes_received > len(image.data)
+    assert row.image_key is not None and await rt.images.get(row.image_key) == image.data
+
+
+async def test_thinking_level_is_sent_only_to_models_that_take_it(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]
+) -> None:
+    rt, _ = runtime
+    await rt.service.generate(
+        ImageRequest(prompt="sign that says OPEN", thinking="high", model="gemini-3.1-flash-image-preview", size="512")
+    )
+    (call,) = gemini_calls(fake)
+    assert call.json["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high"}
+    with pytest.raises(InvalidRequest, match="takes no thinking level"):
+        await rt.service.generate(ImageRequest(prompt="x", thinking="high"))
+    assert len(gemini_calls(fake)) == 1  # refused before anything was sent
+
+
+async def test_rate_limit_waits_what_retry_info_says(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, sleeps = runtime
+    fake.script(Fault.rate_limit(retry_delay="7s"))
+    result = await rt.service.generate(ImageRequest(prompt="cat"))
+    assert result.attempts == 2 and len(gemini_calls(fake)) == 2
+    assert len(sleeps.waits) == 1 and 7.0 <= sleeps.waits[0] < 7.5
+
+
+async def test_server_errors_and_dropped_connections_are_retried(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]
+) -> None:
+    rt, sleeps = runtime
+    fake.script(Fault.server_error(503))
+    fake.script(Fault.server_error(500))
+    fake.script(Fault.drop())
+    result = await rt.service.generate(ImageRequest(prompt="cat"))
+    assert result.attempts == 4 and len(sleeps.waits) == 3
+    assert all(0 <= w <= 30 for w in sleeps.waits)
+
+
+async def test_malformed_json_is_retried_then_reported(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, _ = runtime
+    fake.script(Fault.malformed_json(), times=10)
+    with pytest.raises(ResponseError, match="malformed JSON") as info:
+        await rt.service.generate(ImageRequest(prompt="cat"))
+    assert info.value.attempts == 4 and len(gemini_calls(fake)) == 4
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "words"),
+    [
+        (Fault.bad_request("Request contains an invalid argument."), InvalidRequest, "invalid argument"),
+        (Fault.not_found(), InvalidRequest, "model not found"),
+        (Fault.prompt_block("PROHIBITED_CONTENT"), BlockedError, "PROHIBITED_CONTENT"),
+        (Fault.output_block("IMAGE_SAFETY", text="I can't make that image."), BlockedError, "IMAGE_SAFETY"),
+        (Fault.text_only("Here is a poem instead."), NoImageError, "Here is a poem instead."),
+    ],
+)
+async def test_never_retried(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps], fault: Fault, error: type[Exception], words: str
+) -> None:
+    rt, sleeps = runtime
+    fake.script(fault)
+    with pytest.raises(error, match=words):
+        await rt.service.generate(ImageRequest(prompt="cat"))
+    assert len(gemini_calls(fake)) == 1 and sleeps.waits == []
+    row = await get_generation(rt.db, 1)
+    assert row is not None and row.status == ("blocked" if error is BlockedError else "error")
+    assert row.image_key is None and row.cost_usd == 0
+
+
+async def test_output_block_keeps_the_models_words(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, _ = runtime
+    fake.script(Fault.output_block("IMAGE_SAFETY", text="I can't make that image.", with_content=True))
+    with pytest.raises(BlockedError) as info:
+        await rt.service.generate(ImageRequest(prompt="cat"))
+    assert info.value.stage == "output" and info.value.model_text == "I can't make that image."
+
+
+async def test_per_day_quota_is_not_retried(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, sleeps = runtime
+    fake.script(Fault.rate_limit(retry_delay="30s", per_day=True))
+    with pytest.raises(RateLimitedError, match="daily quota") as info:
+        await rt.service.generate(ImageRequest(prompt="cat"))
+    assert info.value.per_day and len(gemini_calls(fake)) == 1 and sleeps.waits == []
+
+
+async def test_hang_times_out_per_resolution(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(fake, tmp_path, BANANA_TIMEOUT_1K="0.3", BANANA_RETRY_ATTEMPTS="2")
+    try:
+        fake.script(Fault.hang(), times=2)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(GenerationTimeout) as info:
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert info.value.attempts == 2
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await rt.aclose()
+
+
+async def test_mislabelled_mime_is_sniffed_and_non_images_refused(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]
+) -> None:
+    rt, _ = runtime
+    fake.script(Fault.mislabelled_mime())
+    result = await rt.service.generate(ImageRequest(prompt="cat"))
+    assert result.image.mime == "image/jpeg" and sniff_mime(result.image.data) == "image/jpeg"
+    fake.script(Fault.not_an_image(), times=10)
+    with pytest.raises(ResponseError, match="not an image"):
+        await rt.service.generate(ImageRequest(prompt="cat"))
+
+
+async def test_keys_rotate_round_robin(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(fake, tmp_path, GEMINI_API_KEY=f"{KEY1},{KEY2},{KEY3}")
+    try:
+        for _ in range(4):
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert [r.api_key for r in gemini_calls(fake)] == [KEY1, KEY2, KEY3, KEY1]
+    finally:
+        await rt.aclose()
+
+
+async def test_invalid_and_leaked_keys_are_benched_and_the_others_carry_on(
+    fake: FakeImageAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    rt, sleeps = await open_runtime(fake, tmp_path, GEMINI_API_KEY=f"{KEY1},{KEY2},{KEY3}")
+    try:
+        fake.script(Fault.invalid_key(), key=KEY1, times=100)
+        fake.script(Fault.leaked_key(), key=KEY2, times=100)
+        for _ in range(3):
+            result = await rt.service.generate(ImageRequest(prompt="cat"))
+            assert result.attempts == 1
+        used = [r.api_key for r in gemini_calls(fake)]
+        assert used == [KEY1, KEY2, KEY3, KEY3, KEY3]  # each bad key refused once, then skipped
+        assert sleeps.waits == []
+        status = dict(rt.service.providers[0].keys.status())
+        assert sum(state.startswith("benched") for state in status.values()) == 2
+    finally:
+        await rt.aclose()
+    assert KEY1 not in caplog.text and KEY2 not in caplog.text
+
+
+async def test_every_key_refused_says_so_without_the_keys(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(fake, tmp_path, GEMINI_API_KEY=f"{KEY1},{KEY2}")
+    try:
+        fake.script(Fault.invalid_key(), times=100)
+        with pytest.raises(AllKeysBenchedError, match="Every gemini API key was refused") as info:
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert KEY1 not in str(info.value) and KEY2 not in str(info.value)
+    finally:
+        await rt.aclose()
+    # Nothing secret reached the database either.
+    raw = (tmp_path / "data" / "banana.sqlite3").read_bytes()
+    assert KEY1.encode() not in raw and KEY2.encode() not in raw
+
+
+async def test_rate_limited_key_is_skipped_while_cooling_down(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, sleeps = await open_runtime(fake, tmp_path, GEMINI_API_KEY=f"{KEY1},{KEY2}")
+    try:
+        fake.script(Fault.rate_limit(retry_delay="40s"), key=KEY1)
+        await rt.service.generate(ImageRequest(prompt="cat"))
+        await rt.service.generate(ImageRequest(prompt="cat"))
+        assert [r.api_key for r in gemini_calls(fake)] == [KEY1, KEY2, KEY2]
+        assert sleeps.waits == []  # another key was free: no need to wait
+    finally:
+        await rt.aclose()
+
+
+async def test_fails_over_to_the_second_provider(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(
+        fake,
+        tmp_path,
+        OPENAI_API_KEY="sk-test-openai-0001",
+        OPENAI_BASE_URL=f"{fake.base_url}/v1",
+        BANANA_RETRY_ATTEMPTS="2",
+    )
+    try:
+        fake.script(Fault.server_error(503), path_contains="generateContent", times=10)
+        result = await rt.service.generate(ImageRequest(prompt="cat", aspect_ratio="16:9"))
+        assert (result.provider, result.model) == ("openai", "gpt-image-2")
+        assert result.failed_over_from == [("gemini", "unavailable")]
+        assert result.attempts == 3
+        row = await get_generation(rt.db, 1)
+        assert row is not None and (row.provider, row.model, row.attempts) == ("openai", "gpt-image-2", 3)
+    finally:
+        await rt.aclose()
+
+
+async def test_blocks_do_not_fail_over(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(
+        fake, tmp_path, OPENAI_API_KEY="sk-test-openai-0001", OPENAI_BASE_URL=f"{fake.base_url}/v1"
+    )
+    try:
+        fake.script(Fault.prompt_block())
+        with pytest.raises(BlockedError):
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert not [r for r in fake.requests if "images" in r.path]
+    finally:
+        await rt.aclose()
+
+
+async def test_edit_turns_replay_signatures_exactly(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, _ = runtime
+    first = await rt.service.generate(ImageRequest(prompt="make a cat"))
+    assert first.model_turn is not None
+    signatures = [p.thought_signature for p in first.model_turn.parts if not p.thought]
+    assert all(signatures) and set(signatures) <= fake.issued_signatures
+    history = (Turn(role="user", parts=(Part(text="make a cat"),)), first.model_turn)
+    second = await rt.service.generate(ImageRequest(prompt="now make it blue", history=history))
+    assert second.image.data
+    sent = gemini_calls(fake)[-1].json["contents"]
+    assert [c["role"] for c in sent] == ["user", "model", "user"]
+    assert [p.get("thoughtSignature") for p in sent[1]["parts"]] == signatures
+
+    # Without the signatures the API refuses the turn: a 400, reported and not retried.
+    stripped = Turn(role="model", parts=tuple(Part(text=p.text, image=p.image) for p in first.model_turn.parts))
+    with pytest.raises(InvalidRequest, match="thought_signature"):
+        await rt.service.generate(ImageRequest(prompt="blue", history=(history[0], stripped)))
+
+
+async def test_bad_input_costs_nothing_and_writes_nothing(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, _ = runtime
+    ref = ImageInput(data=b"\x89PNG\r\n\x1a\n" + b"\0" * 100, mime="image/png")
+    for request in (
+        ImageRequest(prompt="cat", aspect_ratio="7:3"),
+        ImageRequest(prompt="cat", references=(ref,) * 15),
+        ImageRequest(prompt="cat", size="4K", model="gemini-2.5-flash-image"),
+        ImageRequest(prompt="cat", provider="midjourney"),
+    ):
+        with pytest.raises(InvalidRequest):
+            await rt.service.generate(request)
+    assert fake.requests == []
+    assert await count_generations(rt.db) == 0
+    assert not any((rt.settings.images_dir).rglob("*.png"))
+
+
+async def test_a_failed_log_write_never_fails_the_generation(
+    fake: FakeImageAPI,
+    runtime: tuple[Runtime, Sleeps],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rt, _ = runtime
+
+    async def broken(*args: Any, **kwargs: Any) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr("bot.core.service.insert_generation", broken)
+    result = await rt.service.generate(ImageRequest(prompt="cat"))
+    assert result.image.data
+    assert "could not write the usage row" in caplog.text
+
+
+async def test_many_concurrent_requests_share_one_http2_connection(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]
+) -> None:
+    rt, _ = runtime
+    fake.latency = 0.2
+    results = await asyncio.gather(*(rt.service.generate(ImageRequest(prompt=f"cat {i}")) for i in range(16)))
+    assert len(results) == 16 and fake.connections_seen == 1
+    assert await count_generations(rt.db) == 16
+
+
+# --- OpenAI-compatible providers ------------------------------------------------------------------------
+
+
+async def open_openai(fake: FakeImageAPI, tmp_path: Path, **env: str) -> Runtime:
+    rt, _ = await open_runtime(
+        fake,
+        tmp_path,
+        GEMINI_API_KEY="",
+        OPENAI_API_KEY="sk-test-openai-0001",
+        OPENAI_BASE_URL=f"{fake.base_url}/v1",
+        OPENAI_PRICE_PER_IMAGE="0.05",
+        **env,
+    )
+    return rt
+
+
+async def test_openai_generations_and_edits_with_several_images(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt = await open_openai(fake, tmp_path, OPENAI_EXTRA_BODY='{"quality": "high"}')
+    try:
+        result = await rt.service.generate(ImageRequest(prompt="cat", aspect_ratio="16:9"))
+        assert (result.image.width, result.image.height) == (1376, 768)
+        assert result.usage.cost_usd == 0.05
+        gen = fake.requests[-1]
+        assert gen.path == "/v1/images/generations" and gen.json["quality"] == "high"
+        assert gen.headers["authorization"] == "Bearer sk-test-openai-0001"
+
+        first, second = (ImageInput(data=img.data, mime=img.mime) for img in (result.image, result.image))
+        edited = await rt.service.generate(ImageRequest(prompt="put them together", references=(first, second)))
+        assert edited.image.data
+        edit = fake.requests[-1]
+        assert edit.path == "/v1/images/edits" and len(edit.files["image[]"]) == 2
+        assert edit.form["prompt"] == ["put them together"]
+    finally:
+        await rt.aclose()
+
+
+async def test_openai_url_results_are_downloaded_through_the_pool(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt = await open_openai(fake, tmp_path, OPENAI_EXTRA_BODY='{"response_format": "url"}')
+    try:
+        result = await rt.service.generate(ImageRequest(prompt="cat"))
+        assert sniff_mime(result.image.data) == "image/png"
+        assert [r.path for r in fake.requests][-1].startswith("/files/")
+    finally:
+        await rt.aclose()
+
+
+async def test_openai_errors_map_to_the_same_types(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt = await open_openai(fake, tmp_path)
+    try:
+        fake.script(Fault.openai_moderation())
+        with pytest.raises(BlockedError, match="moderation_blocked"):
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        fake.script(Fault.openai_rate_limit(retry_after=2.0))
+        result = await rt.service.generate(ImageRequest(prompt="cat"))
+        assert result.attempts == 2
+        fake.script(Fault.openai_invalid_key(), times=10)
+        with pytest.raises(AllKeysBenchedError):
+            await rt.service.generate(ImageRequest(prompt="cat"))
+    finally:
+        await rt.aclose()
+
+
+async def test_chat_completions_relay_shape(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt = await open_openai(
+        fake, tmp_path, OPENAI_API_STYLE="chat", OPENAI_IMAGE_MODEL="google/gemini-3-pro-image-preview"
+    )
+    try:
+        result = await rt.service.generate(ImageRequest(prompt="cat", size="2K", aspect_ratio="16:9"))
+        assert (result.image.width, result.image.height) == (2752, 1536)
+        body = fake.requests[-1].json
+        assert body["modalities"] == ["image", "text"]
+        assert body["image_config"] == {"image_size": "2K", "aspect_ratio": "16:9"}
+        fake.script(Fault.markdown_image())
+        again = await rt.service.generate(ImageRequest(prompt="cat"))
+        assert sniff_mime(again.image.data) == "image/png"
+    finally:
+        await rt.aclose()
+
+
+async def test_relay_edit_resends_the_latest_image_as_a_reference(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt = await open_openai(fake, tmp_path)
+    try:
+        first = await rt.service.generate(ImageRequest(prompt="cat"))
+        image = ImageInput(data=first.image.data, mime=first.image.mime)
+        history = (
+            Turn(role="user", parts=(Part(text="cat"),)),
+            Turn(role="model", parts=(Part(image=image, thought_signature="sig"),)),
+        )
+        await rt.service.generate(ImageRequest(prompt="make it blue", history=history))
+        edit = fake.requests[-1]
+        assert edit.path == "/v1/images/edits" and edit.files["image"][0][2] == first.image.data
+    finally:
+        await rt.aclose()
