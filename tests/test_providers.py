@@ -25,14 +25,13 @@ from bot.core.errors import (
     NoImageError,
     RateLimitedError,
     ResponseError,
-    UnavailableError,
 )
 from bot.core.imaging import sniff_mime
 from bot.core.models import model_spec
 from bot.core.types import ImageInput, ImageRequest, Part, RequestContext, Turn
 from bot.runtime import Runtime
 from storage.generations import count_generations, get_generation
-from tests.fake_image_api import Fault, FakeImageAPI
+from tests.fake_image_api import FakeImageAPI, Fault
 
 KEY1, KEY2, KEY3 = "test-key-aaaa-0001", "test-key-bbbb-0002", "test-key-cccc-0003"
 
