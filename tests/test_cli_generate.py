@@ -1,0 +1,105 @@
+"""``banana-bot generate`` as a person runs it: a real process, the fake API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.fake_image_api import FakeImageAPI, Fault
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "test-cli-key-0000-9999"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeImageAPI]:
+    async with FakeImageAPI() as api:
+        yield api
+
+
+async def run_cli(fake: FakeImageAPI, cwd: Path, *args: str, **env: str) -> tuple[int, str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "OPENAI_", "DISCORD_", "BANANA_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        *args,
+        cwd=cwd,
+        env={
+            **clean,
+            "PYTHONPATH": str(ROOT),
+            "GEMINI_API_KEY": KEY,
+            "GEMINI_BASE_URL": fake.base_url,
+            "BANANA_RETRY_BACKOFF": "0.01",
+            "BANANA_RETRY_BACKOFF_MAX": "0.05",
+            **env,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_generate_writes_the_image_and_shows_time_and_money(fake: FakeImageAPI, tmp_path: Path) -> None:
+    code, out, err = await run_cli(
+        fake, tmp_path, "generate", "an orange cat on a windowsill", "--size", "2k", "--aspect", "16:9", "-o", "cat.png"
+    )
+    assert code == 0, err
+    with Image.open(tmp_path / "cat.png") as img:
+        assert img.size == (2752, 1536) and img.format == "PNG"
+    assert "wrote cat.png (2752x1536" in out and "gemini-3-pro-image-preview via gemini" in out
+    for word in ("total", "connect", "first byte", "download", "decode", "tokens", "cost    $0.1"):
+        assert word in out
+    assert KEY not in out + err
+    # Logged like every other request.
+    with sqlite3.connect(tmp_path / "data" / "banana.sqlite3") as db:
+        rows = db.execute("SELECT command, status, size, aspect_ratio, cost_usd FROM generations").fetchall()
+    assert rows == [("cli", "ok", "2K", "16:9", pytest.approx(rows[0][4]))] and rows[0][4] > 0.13
+
+
+async def test_generate_with_references_and_jpeg_output(fake: FakeImageAPI, tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "ref.png")
+    code, _, err = await run_cli(fake, tmp_path, "generate", "this, but blue", "--ref", "ref.png", "-o", "out.jpg")
+    assert code == 0, err
+    with Image.open(tmp_path / "out.jpg") as img:
+        assert img.format == "JPEG" and img.size == (1024, 1024)
+    parts = fake.requests[-1].json["contents"][-1]["parts"]
+    assert len([p for p in parts if "inlineData" in p or "inline_data" in p]) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--aspect", "7:3"), "doesn't take aspect ratio 7:3"),
+        (("--size", "8k"), "Unknown size '8k'"),
+        (("--ref", "missing.png"), "Can't read missing.png"),
+        (("--ref", "notes.txt"), "notes.txt is not an image"),
+    ],
+)
+async def test_bad_input_is_one_clear_line_and_writes_nothing(
+    fake: FakeImageAPI, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a picture")
+    code, out, err = await run_cli(fake, tmp_path, "generate", "cat", *args, "-o", "x.png")
+    assert code == 1 and out == ""
+    assert err.strip().startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists() and fake.requests == []
+
+
+async def test_provider_failure_is_one_line_with_nonzero_exit(fake: FakeImageAPI, tmp_path: Path) -> None:
+    fake.script(Fault.prompt_block("PROHIBITED_CONTENT"))
+    code, out, err = await run_cli(fake, tmp_path, "generate", "cat", "-o", "x.png")
+    assert code == 1 and out == ""
+    assert err.strip() == "error: The prompt was blocked by the provider's safety filters (PROHIBITED_CONTENT)."
+    assert not (tmp_path / "x.png").exists()
+    with sqlite3.connect(tmp_path / "data" / "banana.sqlite3") as db:
+        assert db.execute("SELECT status, error_class FROM generations").fetchall() == [("blocked", "blocked")]
