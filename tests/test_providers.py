@@ -478,3 +478,24 @@ async def test_relay_edit_resends_the_latest_image_as_a_reference(fake: FakeImag
         assert edit.path == "/v1/images/edits" and edit.files["image"][0][2] == first.image.data
     finally:
         await rt.aclose()
+
+
+async def test_retention_setting_prunes_old_images_at_start(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(fake, tmp_path)
+    try:
+        old = await rt.service.generate(ImageRequest(prompt="old cat"))
+        new = await rt.service.generate(ImageRequest(prompt="new cat", aspect_ratio="16:9"))
+        async with rt.db.transaction() as conn:
+            await conn.execute("UPDATE images SET created_at = created_at - 40 * 86400 WHERE width = 1024")
+    finally:
+        await rt.aclose()
+    rt, _ = await open_runtime(fake, tmp_path, BANANA_IMAGE_RETENTION_DAYS="30")
+    try:
+        old_row, new_row = await get_generation(rt.db, 1), await get_generation(rt.db, 2)
+        assert old_row is not None and new_row is not None and old_row.image_key and new_row.image_key
+        assert not await rt.images.exists(old_row.image_key)
+        assert await rt.images.get(new_row.image_key) == new.image.data
+        assert old.image.data != new.image.data
+        assert await count_generations(rt.db) == 2  # the usage log is kept; only the pixels go
+    finally:
+        await rt.aclose()
