@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from storage.db import Database
 from storage.generations import GenerationRow, insert_generation
@@ -121,58 +122,53 @@ class GenerationService:
                 log.exception("could not store the generated image")
         if self.db is None:
             return
+        row = GenerationRow(
+            guild_id=context.guild_id,
+            channel_id=context.channel_id,
+            user_id=context.user_id,
+            command=context.command,
+            provider=(error.provider or "") if error else "",
+            model=spec.model_id,
+            size=request.size,
+            aspect_ratio=request.aspect_ratio or "",
+            thinking=request.thinking,
+            reference_count=len(request.references),
+            prompt=request.prompt,
+            status="error",
+            queue_ms=context.queue_ms,
+            total_ms=total_ms,
+        )
         if result is not None:
-            row = GenerationRow(
-                guild_id=context.guild_id,
-                channel_id=context.channel_id,
-                user_id=context.user_id,
-                command=context.command,
+            timing, usage = result.timing, result.usage
+            row = replace(
+                row,
                 provider=result.provider,
                 model=result.model,
-                size=request.size,
-                aspect_ratio=request.aspect_ratio or "",
-                thinking=request.thinking,
-                reference_count=len(request.references),
-                prompt=request.prompt,
                 status="ok",
                 attempts=result.attempts,
-                queue_ms=context.queue_ms,
-                connect_ms=result.timing.connect_ms,
-                ttfb_ms=result.timing.ttfb_ms,
-                download_ms=result.timing.download_ms,
-                decode_ms=result.timing.decode_ms,
-                total_ms=result.timing.total_ms,
-                input_tokens=result.usage.input_tokens,
-                output_tokens=result.usage.output_tokens,
-                thinking_tokens=result.usage.thinking_tokens,
-                image_tokens=result.usage.image_tokens,
-                total_tokens=result.usage.total_tokens,
-                cost_usd=result.usage.cost_usd,
+                connect_ms=timing.connect_ms,
+                ttfb_ms=timing.ttfb_ms,
+                download_ms=timing.download_ms,
+                decode_ms=timing.decode_ms,
+                total_ms=timing.total_ms,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                thinking_tokens=usage.thinking_tokens,
+                image_tokens=usage.image_tokens,
+                total_tokens=usage.total_tokens,
+                cost_usd=usage.cost_usd,
                 bytes_sent=result.bytes_sent,
                 bytes_received=result.bytes_received,
                 image_key=image_key,
                 width=result.image.width,
                 height=result.image.height,
             )
-        else:
-            assert error is not None
-            row = GenerationRow(
-                guild_id=context.guild_id,
-                channel_id=context.channel_id,
-                user_id=context.user_id,
-                command=context.command,
-                provider=error.provider or "",
-                model=spec.model_id,
-                size=request.size,
-                aspect_ratio=request.aspect_ratio or "",
-                thinking=request.thinking,
-                reference_count=len(request.references),
-                prompt=request.prompt,
+        elif error is not None:
+            row = replace(
+                row,
                 status="blocked" if error.error_class == "blocked" else "error",
                 error_class=error.error_class,
                 attempts=error.attempts,
-                queue_ms=context.queue_ms,
-                total_ms=total_ms,
             )
         try:
             await insert_generation(self.db, row)

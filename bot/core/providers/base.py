@@ -15,11 +15,11 @@ import httpx
 import orjson
 
 from ..errors import AuthError, GenerationError, RateLimitedError
-from ..http import HttpClient, HttpVersion
+from ..http import HttpClient, HttpResult, HttpVersion
 from ..keys import KeyPool
 from ..models import ModelSpec
 from ..retry import RetryPolicy, call_with_retries
-from ..types import GenerationResult, ImageInput, ImageRequest
+from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Timing, Turn, Usage
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,38 @@ class Provider(ABC):
         self, prepared: Any, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
     ) -> GenerationResult:
         """One HTTP attempt with one key; raises a GenerationError subclass on failure."""
+
+    def result(
+        self,
+        reply: HttpResult,
+        request: ImageRequest,
+        spec: ModelSpec,
+        *,
+        images: list[GeneratedImage],
+        text: str | None,
+        usage: Usage,
+        decode_ms: float,
+        model_turn: Turn | None = None,
+    ) -> GenerationResult:
+        """A successful attempt's result, with the timing of its HTTP phases."""
+        return GenerationResult(
+            images=images,
+            text=text,
+            provider=self.name,
+            model=spec.model_id,
+            size=request.size,
+            aspect_ratio=request.aspect_ratio,
+            model_turn=model_turn,
+            timing=Timing(
+                connect_ms=reply.connect_ms,
+                ttfb_ms=reply.ttfb_ms,
+                download_ms=reply.download_ms,
+                decode_ms=decode_ms,
+            ),
+            usage=usage,
+            bytes_sent=reply.bytes_sent,
+            bytes_received=len(reply.content),
+        )
 
     def redact(self, text: str) -> str:
         """Remove any of this provider's keys from text that might reach a log or a person."""

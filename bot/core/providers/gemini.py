@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..imaging import image_size, sniff_mime
 from ..models import ModelSpec
-from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Part, Timing, Turn
+from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Part, Turn
 from .base import Provider, load_json, parse_duration, parse_retry_after
 
 #: finishReason values that mean "the output was withheld by safety filters".
@@ -67,23 +67,15 @@ class GeminiProvider(Provider):
         parsed = await asyncio.to_thread(parse_response, reply.content, self.name)
         decode_ms = (time.perf_counter() - decode_started) * 1000
         images, text, turn, meta = parsed
-        return GenerationResult(
+        return self.result(
+            reply,
+            request,
+            spec,
             images=images,
             text=text,
-            provider=self.name,
-            model=spec.model_id,
-            size=request.size,
-            aspect_ratio=request.aspect_ratio,
-            model_turn=turn,
-            timing=Timing(
-                connect_ms=reply.connect_ms,
-                ttfb_ms=reply.ttfb_ms,
-                download_ms=reply.download_ms,
-                decode_ms=decode_ms,
-            ),
             usage=gemini_usage(meta, spec.pricing, size=request.size, images=len(images)),
-            bytes_sent=reply.bytes_sent,
-            bytes_received=len(reply.content),
+            decode_ms=decode_ms,
+            model_turn=turn,
         )
 
 

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..imaging import image_size, sniff_mime
 from ..models import ModelSpec
-from ..types import GeneratedImage, GenerationResult, ImageRequest, Timing
+from ..types import GeneratedImage, GenerationResult, ImageRequest
 from .base import Provider, load_json, parse_retry_after
 
 #: Images behind a URL are downloaded through the same pool, up to this size.
@@ -129,23 +129,14 @@ class OpenAIImagesProvider(_OpenAIBase):
                 raise NoImageError(f"{self.name} answered without an image.", provider=self.name)
             images.append(await self._decode(str(raw), read_timeout=timeout))
         decode_ms = (time.perf_counter() - decode_started) * 1000
-        return GenerationResult(
+        return self.result(
+            reply,
+            request,
+            spec,
             images=images,
             text=items[-1].get("revised_prompt"),
-            provider=self.name,
-            model=spec.model_id,
-            size=request.size,
-            aspect_ratio=request.aspect_ratio,
-            model_turn=None,
-            timing=Timing(
-                connect_ms=reply.connect_ms,
-                ttfb_ms=reply.ttfb_ms,
-                download_ms=reply.download_ms,
-                decode_ms=decode_ms,
-            ),
             usage=openai_usage(body.get("usage"), spec.pricing, size=request.size, images=len(images)),
-            bytes_sent=reply.bytes_sent,
-            bytes_received=len(reply.content),
+            decode_ms=decode_ms,
         )
 
 
@@ -221,23 +212,14 @@ class OpenAIChatProvider(_OpenAIBase):
             )
         images = [await self._decode(url, read_timeout=timeout) for url in urls]
         decode_ms = (time.perf_counter() - decode_started) * 1000
-        return GenerationResult(
+        return self.result(
+            reply,
+            request,
+            spec,
             images=images,
             text=text,
-            provider=self.name,
-            model=spec.model_id,
-            size=request.size,
-            aspect_ratio=request.aspect_ratio,
-            model_turn=None,
-            timing=Timing(
-                connect_ms=reply.connect_ms,
-                ttfb_ms=reply.ttfb_ms,
-                download_ms=reply.download_ms,
-                decode_ms=decode_ms,
-            ),
             usage=openai_usage(body.get("usage"), spec.pricing, size=request.size, images=len(images)),
-            bytes_sent=reply.bytes_sent,
-            bytes_received=len(reply.content),
+            decode_ms=decode_ms,
         )
 
 
