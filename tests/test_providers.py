@@ -141,12 +141,16 @@ async def test_thinking_level_is_sent_only_to_models_that_take_it(
     assert len(gemini_calls(fake)) == 1  # refused before anything was sent
 
 
-async def test_rate_limit_waits_what_retry_info_says(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+async def test_rate_limit_waits_what_retry_info_says(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.core.retry")
     rt, sleeps = runtime
     fake.script(Fault.rate_limit(retry_delay="7s"))
     result = await rt.service.generate(ImageRequest(prompt="cat"))
     assert result.attempts == 2 and len(gemini_calls(fake)) == 2
     assert len(sleeps.waits) == 1 and 7.0 <= sleeps.waits[0] < 7.5
+    assert "gemini: attempt 1 failed (rate_limited" in caplog.text and "retrying in 7." in caplog.text
 
 
 async def test_server_errors_and_dropped_connections_are_retried(
@@ -497,5 +501,16 @@ async def test_retention_setting_prunes_old_images_at_start(fake: FakeImageAPI, 
         assert await rt.images.get(new_row.image_key) == new.image.data
         assert old.image.data != new.image.data
         assert await count_generations(rt.db) == 2  # the usage log is kept; only the pixels go
+    finally:
+        await rt.aclose()
+
+
+async def test_relay_thinking_field_is_passed_through_only_when_configured(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt = await open_openai(fake, tmp_path, OPENAI_THINKING_FIELD="thinking_level")
+    try:
+        await rt.service.generate(ImageRequest(prompt="a sign that says OPEN", thinking="high"))
+        assert fake.requests[-1].json["thinking_level"] == "high"
+        await rt.service.generate(ImageRequest(prompt="cat"))
+        assert "thinking_level" not in fake.requests[-1].json
     finally:
         await rt.aclose()
