@@ -330,7 +330,7 @@ class FakeImageAPI:
         reply = await self._dispatch(rec, send, receive)
         if reply is not None:
             rec.status = reply.status
-            await self._send(send, reply, drop=rec.fault == "drop")
+            await self._send(send, reply, drop=rec.fault == "drop", client=rec.client)
 
     async def _dispatch(self, rec: RecordedRequest, send: Any, receive: Any) -> Reply | None:
         path = rec.path
@@ -468,7 +468,7 @@ class FakeImageAPI:
         if sleeper is None or sleeper not in done or disconnect in done or stopping in done:
             raise _Abort
 
-    async def _send(self, send: Any, reply: Reply, drop: bool = False) -> None:
+    async def _send(self, send: Any, reply: Reply, drop: bool = False, client: tuple[str, int] | None = None) -> None:
         total = reply.length
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         headers.append((b"content-length", str(total).encode()))
@@ -490,12 +490,31 @@ class FakeImageAPI:
             await send({"type": "http.response.body", "body": bytes(buf), "more_body": True})
             sent += len(buf)
         if drop:
-            # End the response short of its Content-Length: h11 refuses and hypercorn closes the
-            # connection; over h2 the stream ends early and the client sees a protocol error.
+            await asyncio.sleep(0.02)  # let hypercorn flush the partial body
+            if client is not None and self._shutdown_socket(client):
+                return
+            # Fallback: end the response short of its Content-Length. h11 refuses, and hypercorn
+            # closes the connection; over h2 only the stream ends early (a protocol error for the client).
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _shutdown_socket(self, client: tuple[str, int]) -> bool:
+        """Shut down our end of the TCP connection to ``client``, as a network drop would (this takes every
+        h2 stream on it down too). ASGI has no handle on the socket, so find it by address via psutil."""
+        try:
+            import psutil
+        except ImportError:
+            return False
+        for conn in psutil.Process().net_connections(kind="tcp"):
+            if conn.fd < 0 or not conn.laddr or not conn.raddr or conn.laddr.port != self.port:
+                continue
+            if (conn.raddr.ip, conn.raddr.port) == client:
+                with socket.fromfd(conn.fd, socket.AF_INET, socket.SOCK_STREAM) as dup, contextlib.suppress(OSError):
+                    dup.shutdown(socket.SHUT_RDWR)
+                return True
+        return False
 
     # ---- control endpoints (not recorded, no faults, no latency) -------------------------------------
     async def _control(self, rec: RecordedRequest, body: bytes) -> Reply:
