@@ -96,18 +96,25 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-async def _image_payload(
-    fake: FakeImageAPI, w: int, h: int, variant: int, fmt: ImageFormat, fault: Fault | None
-) -> bytes:
-    """base64 (standard alphabet, ASCII bytes) of the output image, honouring content faults."""
+async def _image_raw(fake: FakeImageAPI, w: int, h: int, variant: int, fmt: ImageFormat, fault: Fault | None) -> bytes:
+    """The output image's bytes (cached objects, never copies), honouring content faults."""
     payload: Payload = fake.payload
     kind = fault.name if fault is not None else None
     if kind == "mislabelled_mime":
         other: ImageFormat = "png" if fmt == "jpeg" else "jpeg"
-        return base64.b64encode(await aimage_bytes(w, h, payload, variant, other))
+        return await aimage_bytes(w, h, payload, variant, other)
     if kind == "not_an_image":
-        return base64.b64encode(NOT_AN_IMAGE)
-    return await aimage_b64(w, h, payload, variant, fmt)
+        return NOT_AN_IMAGE
+    return await aimage_bytes(w, h, payload, variant, fmt)
+
+
+async def _image_payload(
+    fake: FakeImageAPI, w: int, h: int, variant: int, fmt: ImageFormat, fault: Fault | None
+) -> bytes:
+    """base64 (standard alphabet, ASCII bytes) of the output image, honouring content faults."""
+    if fault is not None and fault.name in ("mislabelled_mime", "not_an_image"):
+        return base64.b64encode(await _image_raw(fake, w, h, variant, fmt, fault))
+    return await aimage_b64(w, h, fake.payload, variant, fmt)
 
 
 async def _images_reply(
@@ -122,23 +129,24 @@ async def _images_reply(
     response_format = params.get("response_format")
     if response_format not in (None, "b64_json", "url"):
         raise _invalid("response_format", response_format, "'url' and 'b64_json'")
-    fmt = params.get("output_format") or "png"
-    if fmt not in MIME:
-        raise _invalid("output_format", fmt, "'png', 'jpeg', and 'webp'")
+    formats: dict[str, ImageFormat] = {"png": "png", "jpeg": "jpeg", "webp": "webp"}
+    fmt_value = params.get("output_format") or "png"
+    if fmt_value not in formats:
+        raise _invalid("output_format", fmt_value, "'png', 'jpeg', and 'webp'")
+    fmt = formats[fmt_value]
     quality = str(params.get("quality") or "auto")
     variant = zlib.crc32(prompt.encode()) % 8
     blobs = Blobs()
     data: list[JSON] = []
     count = 0 if kind == "text_only" else n
     for i in range(count):
-        b64 = await _image_payload(fake, w, h, variant + i, fmt, fault)
         item: JSON
         if response_format == "url":
             file_id = secrets.token_hex(12)
-            fake.store_file(file_id, base64.b64decode(b64), MIME[fmt])
+            fake.store_file(file_id, await _image_raw(fake, w, h, variant + i, fmt, fault), MIME[fmt])
             item = {"url": f"{fake.base_url}/files/{file_id}.{fmt}"}
         else:
-            item = {"b64_json": blobs.add(b64)}
+            item = {"b64_json": blobs.add(await _image_payload(fake, w, h, variant + i, fmt, fault))}
         if model.startswith("dall-e-3"):
             item["revised_prompt"] = f"A detailed illustration of {prompt}"
         data.append(item)

@@ -254,7 +254,10 @@ class FakeImageAPI:
             return False
 
     def store_file(self, file_id: str, data: bytes, mime: str) -> None:
+        """Serve ``data`` at ``/files/{file_id}.{ext}`` (the newest 256 files are kept)."""
         self._files[file_id] = (data, mime)
+        while len(self._files) > 256:
+            del self._files[next(iter(self._files))]
 
     # ---- ASGI ----------------------------------------------------------------------------------------
     async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -309,10 +312,10 @@ class FakeImageAPI:
             body_size=len(body),
             received_at=time.monotonic(),
         )
-        self._clients.add(rec.client)
         if path.startswith("/_fake/"):
             await self._send(send, await self._control(rec, body))
             return
+        self._clients.add(rec.client)
         self.request_count += 1
         self.by_http_version[rec.http_version] += 1
         ctype = headers.get("content-type", "")
@@ -366,7 +369,7 @@ class FakeImageAPI:
         # authentication comes first, as on the real services
         auth = self._check_key(rec, family)
         if auth is not None:
-            return auth
+            return await self._finish(rec, auth, None, family, receive)
 
         fault = self._take_fault(rec)
         model = gm.group(2) if gm else self._openai_model(rec)
@@ -504,7 +507,7 @@ class FakeImageAPI:
         """Shut down our end of the TCP connection to ``client``, as a network drop would (this takes every
         h2 stream on it down too). ASGI has no handle on the socket, so find it by address via psutil."""
         try:
-            import psutil
+            import psutil  # type: ignore[import-untyped,unused-ignore]
         except ImportError:
             return False
         for conn in psutil.Process().net_connections(kind="tcp"):

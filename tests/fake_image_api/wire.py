@@ -77,17 +77,17 @@ def parse_multipart(body: bytes, content_type: str) -> Multipart:
             continue
         headers: dict[str, str] = {}
         for line in head.decode("utf-8", "replace").split("\r\n"):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+            header, _, value = line.partition(":")
+            headers[header.strip().lower()] = value.strip()
         disp = _header_params(headers.get("content-disposition", ""))
-        name = disp.get("name")
-        if name is None:
+        field_name = disp.get("name")
+        if field_name is None:
             continue
         if "filename" in disp:
             ctype = headers.get("content-type", "application/octet-stream")
-            out.files.setdefault(name, []).append((disp["filename"], ctype, data))
+            out.files.setdefault(field_name, []).append((disp["filename"], ctype, data))
         else:
-            out.form.setdefault(name, []).append(data.decode("utf-8", "replace"))
+            out.form.setdefault(field_name, []).append(data.decode("utf-8", "replace"))
     return out
 
 
