@@ -765,7 +765,14 @@ async def test_stats_endpoint(fake_api: FakeImageAPI, client: httpx.AsyncClient)
     stats = (await client.get(f"{fake_api.base_url}/_fake/stats")).json()
     assert stats["requests"] == 1 and stats["connections_seen"] == 1
     assert stats["by_http_version"] == {"1.1": 1}
+    assert stats["in_flight"] == 0 and stats["max_in_flight"] == 1
     assert len(fake_api.requests) == 1  # control calls are not recorded
+
+    cfg = await client.post(f"{fake_api.base_url}/_fake/config", json={"latency": 0.25, "always_thoughts": True})
+    assert cfg.json() == {"latency": 0.25, "payload": "small", "always_thoughts": True}
+    assert fake_api.latency == 0.25 and fake_api.always_thoughts
+    await client.post(f"{fake_api.base_url}/_fake/reset")
+    assert fake_api.requests == [] and fake_api.stats()["requests"] == 0
 
 
 def test_cli_prints_ready_and_stops_on_sigterm() -> None:

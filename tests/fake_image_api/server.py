@@ -272,6 +272,10 @@ class FakeImageAPI:
                     return
         if scope["type"] != "http":
             return
+        if scope["path"].startswith("/_fake/"):
+            with contextlib.suppress(_Abort):
+                await self._send(send, await self._control(scope, await self._read_body(receive)))
+            return
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -312,9 +316,6 @@ class FakeImageAPI:
             body_size=len(body),
             received_at=time.monotonic(),
         )
-        if path.startswith("/_fake/"):
-            await self._send(send, await self._control(rec, body))
-            return
         self._clients.add(rec.client)
         self.request_count += 1
         self.by_http_version[rec.http_version] += 1
@@ -520,13 +521,14 @@ class FakeImageAPI:
         return False
 
     # ---- control endpoints (not recorded, no faults, no latency) -------------------------------------
-    async def _control(self, rec: RecordedRequest, body: bytes) -> Reply:
-        if rec.path == "/_fake/stats" and rec.method == "GET":
+    async def _control(self, scope: dict[str, Any], body: bytes) -> Reply:
+        path, method = scope["path"], scope["method"]
+        if path == "/_fake/stats" and method == "GET":
             return json_reply(200, self.stats(), content_type="application/json")
-        if rec.path == "/_fake/reset" and rec.method == "POST":
+        if path == "/_fake/reset" and method == "POST":
             self.reset()
             return json_reply(200, self.stats(), content_type="application/json")
-        if rec.path == "/_fake/config" and rec.method == "POST":
+        if path == "/_fake/config" and method == "POST":
             try:
                 cfg = orjson.loads(body or b"{}")
             except orjson.JSONDecodeError:
