@@ -331,12 +331,12 @@ class FakeImageAPI:
                 rec.json = None
         if self.record:
             self.requests.append(rec)
-        reply = await self._dispatch(rec, send, receive)
+        reply = await self._dispatch(rec, receive)
         if reply is not None:
             rec.status = reply.status
             await self._send(send, reply, drop=rec.fault == "drop", client=rec.client)
 
-    async def _dispatch(self, rec: RecordedRequest, send: Any, receive: Any) -> Reply | None:
+    async def _dispatch(self, rec: RecordedRequest, receive: Any) -> Reply | None:
         path = rec.path
         files = FILES_PATH.match(path)
         if files:
