@@ -21,7 +21,7 @@ from bot.core.errors import (
 from bot.core.imaging import MAX_REFERENCE_BYTES, prepare_reference, sniff_mime
 from bot.core.keys import KeyPool
 from bot.core.models import model_spec, normalise_aspect_ratio, normalise_size
-from bot.core.providers.gemini import build_request_body, parse_response
+from bot.core.providers.gemini import build_request_body, cut_inline_payloads, parse_response
 from bot.core.retry import RetryPolicy, call_with_retries
 from bot.core.service import validate
 from bot.core.types import ImageInput, ImageRequest
@@ -289,3 +289,37 @@ def test_parse_response_skips_thoughts_and_keeps_signatures() -> None:
     assert (images[0].width, images[0].height) == (16, 16)
     assert text == "Here it is."
     assert [p.thought_signature for p in turn.parts] == [None, None, "sigA", "sigB"]
+
+
+def test_inline_payloads_are_cut_out_before_json_parsing_and_decode_the_same() -> None:
+    import base64
+
+    image = png(200, 200) + b"\0" * 5000  # long enough to be cut
+    b64 = base64.b64encode(image).decode()
+    camel = orjson.dumps(
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "parts": [{"text": 'say "data": "x"'}, {"inlineData": {"mimeType": "image/png", "data": b64}}]
+                    }
+                }
+            ]
+        }
+    )
+    snake_spaced = (
+        b'{"candidates": [{"content": {"parts": [{"inline_data": {"mime_type": "image/png", "data" : "'
+        + b64.encode()
+        + b'"}}]}}]}'
+    )
+    for body in (camel, snake_spaced):
+        skeleton, payloads = cut_inline_payloads(body)
+        assert len(payloads) == 1 and bytes(payloads[0]) == b64.encode() and len(skeleton) < 300
+        images, *_ = parse_response(body, "gemini")
+        assert images[0].data == image
+    # A payload with an escape inside is left to the JSON parser, and still decodes.
+    escaped = camel.replace(b64.encode(), (f"\\u{ord(b64[0]):04x}" + b64[1:]).encode())
+    assert cut_inline_payloads(escaped)[1] == []
+    assert parse_response(escaped, "gemini")[0][0].data == image
+    # Short strings are not worth cutting.
+    assert cut_inline_payloads(b'{"inlineData": {"data": "aGVsbG8="}}') == (b'{"inlineData": {"data": "aGVsbG8="}}', [])

@@ -120,12 +120,56 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
 
 
-def _b64decode(data: str) -> bytes:
+def _b64decode(data: str | bytes | memoryview) -> bytes:
     try:
         return pybase64.b64decode(data, validate=False)
     except (binascii.Error, ValueError):
-        padded = data + "=" * (-len(data) % 4)
-        return pybase64.b64decode(padded, altchars=b"-_")
+        text = bytes(data) if not isinstance(data, str) else data.encode("ascii", "replace")
+        return pybase64.b64decode(text + b"=" * (-len(text) % 4), altchars=b"-_")
+
+
+#: Base64 strings shorter than this are left for the JSON parser.
+_MIN_CUT = 4096
+
+
+def cut_inline_payloads(content: bytes) -> tuple[bytes, list[memoryview]]:
+    """Lift the big base64 image strings out of a response before JSON parsing.
+
+    An image response is 99% one base64 string: parsing it into an 8 MB ``str`` and then decoding that costs
+    about three times more than decoding straight from the received bytes. Each payload of an
+    ``inlineData.data`` key is replaced by ``"#N"`` and returned as a zero-copy view; anything unusual (an
+    escape inside the string) is left to the parser.
+    """
+    view = memoryview(content)
+    pieces: list[bytes | memoryview] = []
+    payloads: list[memoryview] = []
+    pos = 0
+    while (key := content.find(b'"data"', pos)) >= 0:
+        colon = key + 6
+        while colon < len(content) and content[colon] in b" \t\r\n":
+            colon += 1
+        quote = colon + 1
+        while quote < len(content) and content[quote] in b" \t\r\n":
+            quote += 1
+        if colon >= len(content) or content[colon] != ord(":") or quote >= len(content) or content[quote] != ord('"'):
+            pos = key + 6
+            continue
+        start = quote + 1
+        end = content.find(b'"', start)
+        if end < 0:
+            break
+        inline = b"nline" in content[max(0, key - 100) : key]  # inlineData / inline_data
+        if inline and end - start >= _MIN_CUT and content.find(b"\\", start, end) < 0:
+            pieces.append(view[pos:start])
+            pieces.append(b"#%d" % len(payloads))
+            payloads.append(view[start:end])
+        else:
+            pieces.append(view[pos:end])
+        pos = end
+    if not payloads:
+        return content, []
+    pieces.append(view[pos:])
+    return b"".join(pieces), payloads
 
 
 def parse_response(content: bytes, provider: str) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
@@ -134,7 +178,8 @@ def parse_response(content: bytes, provider: str) -> tuple[list[GeneratedImage],
     Raises BlockedError, NoImageError or ResponseError. Runs in a worker thread.
     """
     try:
-        data = orjson.loads(content)
+        skeleton, payloads = cut_inline_payloads(content)
+        data = orjson.loads(skeleton)
     except orjson.JSONDecodeError:
         raise ResponseError(f"{provider} returned malformed JSON.", provider=provider) from None
     if not isinstance(data, dict):
@@ -167,7 +212,11 @@ def parse_response(content: bytes, provider: str) -> tuple[list[GeneratedImage],
         signature = _get(raw, "thoughtSignature", "thought_signature")
         inline = _get(raw, "inlineData", "inline_data")
         if inline is not None:
-            blob = _b64decode(inline.get("data") or "")
+            raw_data = str(inline.get("data") or "")
+            if raw_data.startswith("#") and raw_data[1:].isdigit() and int(raw_data[1:]) < len(payloads):
+                blob = _b64decode(payloads[int(raw_data[1:])])
+            else:
+                blob = _b64decode(raw_data)
             # Trust the bytes, not the label: mimeType has been seen not to match.
             mime = sniff_mime(blob)
             if mime is None:
