@@ -323,3 +323,16 @@ def test_inline_payloads_are_cut_out_before_json_parsing_and_decode_the_same() -
     assert parse_response(escaped, "gemini")[0][0].data == image
     # Short strings are not worth cutting.
     assert cut_inline_payloads(b'{"inlineData": {"data": "aGVsbG8="}}') == (b'{"inlineData": {"data": "aGVsbG8="}}', [])
+
+
+def test_http2_tuning_is_active_with_the_pinned_libraries() -> None:
+    import hyperframe.frame
+    from httpcore._async import http2 as httpcore_http2
+
+    from bot.core import h2tuning
+
+    assert h2tuning.apply()
+    connection_class = httpcore_http2.AsyncHTTP2Connection
+    assert getattr(connection_class, "_banana_tuned", False) and connection_class.READ_NUM_BYTES == 256 * 1024
+    frame = hyperframe.frame.DataFrame(1, data=b"\xff" * 100_000)
+    assert repr(frame).endswith("<100000 bytes>")  # no hex dump of the payload

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import httpx
 
+from . import h2tuning
 from .errors import GenerationTimeout, ResponseError, UnavailableError
 
 HttpVersion = Literal["2", "2-prior", "1.1"]
@@ -17,6 +18,7 @@ HttpVersion = Literal["2", "2-prior", "1.1"]
 # hpack logs every HTTP/2 header it encodes at DEBUG, API keys included: keep it quiet whatever the
 # application's log level, so a key never reaches a log file.
 logging.getLogger("hpack").setLevel(logging.WARNING)
+h2tuning.apply()
 
 #: Bodies larger than this are abandoned: no real image response comes near it.
 MAX_RESPONSE_BYTES = 200 * 1024 * 1024
