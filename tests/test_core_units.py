@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -336,3 +337,30 @@ def test_http2_tuning_is_active_with_the_pinned_libraries() -> None:
     assert getattr(connection_class, "_banana_tuned", False) and connection_class.READ_NUM_BYTES == 256 * 1024
     frame = hyperframe.frame.DataFrame(1, data=b"\xff" * 100_000)
     assert repr(frame).endswith("<100000 bytes>")  # no hex dump of the payload
+
+
+@pytest.mark.parametrize("declare_length", [True, False])
+async def test_response_bodies_are_read_whole_and_capped(declare_length: bool) -> None:
+    import httpx
+
+    from bot.core.errors import ResponseError
+    from bot.core.http import HttpClient
+
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 300_000):
+            yield payload[start : start + 300_000]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-length": str(len(payload))} if declare_length else {}
+        return httpx.Response(200, headers=headers, content=chunks())
+
+    client = HttpClient(provider="test", transport=httpx.MockTransport(handler))
+    try:
+        reply = await client.request("GET", "http://127.0.0.1/x", read_timeout=5)
+        assert reply.content == payload and reply.status == 200
+        with pytest.raises(ResponseError, match="more than 0 MB"):
+            await client.request("GET", "http://127.0.0.1/x", read_timeout=5, max_bytes=500_000)
+    finally:
+        await client.aclose()

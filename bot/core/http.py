@@ -28,7 +28,8 @@ MAX_RESPONSE_BYTES = 200 * 1024 * 1024
 class HttpResult:
     status: int
     headers: httpx.Headers
-    content: bytes
+    #: The body; a bytearray so a multi-MB response is held once, not once per chunk plus once joined.
+    content: bytes | bytearray
     connect_ms: float
     ttfb_ms: float
     download_ms: float
@@ -107,17 +108,7 @@ class HttpClient:
                 response = await self._client.send(request, stream=True)
                 try:
                     headers_at = time.perf_counter()
-                    chunks: list[bytes] = []
-                    received = 0
-                    async for chunk in response.aiter_raw():
-                        received += len(chunk)
-                        if received > max_bytes:
-                            raise ResponseError(
-                                f"{self.provider} sent more than {max_bytes // 1_048_576} MB; abandoned.",
-                                provider=self.provider,
-                            )
-                        chunks.append(chunk)
-                    body = b"".join(chunks)
+                    body = await _read_body(response, max_bytes, self.provider)
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -146,6 +137,30 @@ class HttpClient:
             bytes_sent=bytes_sent,
             http_version=response.http_version,
         )
+
+
+async def _read_body(response: httpx.Response, max_bytes: int, provider: str) -> bytearray:
+    """The whole body in one buffer, sized from Content-Length when there is one.
+
+    Image responses run to tens of MB: collecting chunks and joining them would hold the body twice.
+    """
+    declared = response.headers.get("content-length", "")
+    expected = int(declared) if declared.isdigit() else 0
+    if expected > max_bytes:
+        raise ResponseError(f"{provider} sent more than {max_bytes // 1_048_576} MB; abandoned.", provider=provider)
+    body = bytearray(expected)
+    received = 0
+    async for chunk in response.aiter_raw():
+        end = received + len(chunk)
+        if end > max_bytes:
+            raise ResponseError(f"{provider} sent more than {max_bytes // 1_048_576} MB; abandoned.", provider=provider)
+        if end <= expected:
+            body[received:end] = chunk
+        else:
+            body[received:] = chunk
+        received = end
+    del body[received:]  # a body shorter than declared is caught by the HTTP layer; this keeps it exact
+    return body
 
 
 def _span(marks: dict[str, float], name: str) -> float:

@@ -210,7 +210,7 @@ def parse_duration(value: Any) -> float | None:
     return None
 
 
-def load_json(content: bytes) -> Any:
+def load_json(content: bytes | bytearray) -> Any:
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:

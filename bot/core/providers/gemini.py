@@ -132,7 +132,7 @@ def _b64decode(data: str | bytes | memoryview) -> bytes:
 _MIN_CUT = 4096
 
 
-def cut_inline_payloads(content: bytes) -> tuple[bytes, list[memoryview]]:
+def cut_inline_payloads(content: bytes | bytearray) -> tuple[bytes | bytearray, list[memoryview]]:
     """Lift the big base64 image strings out of a response before JSON parsing.
 
     An image response is 99% one base64 string: parsing it into an 8 MB ``str`` and then decoding that costs
@@ -172,7 +172,9 @@ def cut_inline_payloads(content: bytes) -> tuple[bytes, list[memoryview]]:
     return b"".join(pieces), payloads
 
 
-def parse_response(content: bytes, provider: str) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+def parse_response(
+    content: bytes | bytearray, provider: str
+) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
     """A 200 body into images, text, the model turn (for replay) and usage metadata.
 
     Raises BlockedError, NoImageError or ResponseError. Runs in a worker thread.
@@ -257,7 +259,9 @@ def parse_response(content: bytes, provider: str) -> tuple[list[GeneratedImage],
     return images, text, Turn(role="model", parts=tuple(parts)), meta
 
 
-def map_error(status: int, content: bytes, headers: httpx.Headers, *, provider: str, key_label: str) -> GenerationError:
+def map_error(
+    status: int, content: bytes | bytearray, headers: httpx.Headers, *, provider: str, key_label: str
+) -> GenerationError:
     """A Gemini error response (A4) as a typed error."""
     body = load_json(content)
     error = body.get("error") if isinstance(body, dict) else None

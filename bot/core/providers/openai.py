@@ -60,7 +60,7 @@ class _OpenAIBase(Provider):
                 raise UnavailableError(
                     f"{self.name}: downloading the image failed ({reply.status}).", provider=self.name
                 )
-            blob = reply.content
+            blob = bytes(reply.content)
         else:
             match = _DATA_URI.match(raw)
             blob = await asyncio.to_thread(pybase64.b64decode, match.group(2) if match else raw)
@@ -223,7 +223,9 @@ class OpenAIChatProvider(_OpenAIBase):
         )
 
 
-def map_error(status: int, content: bytes, headers: httpx.Headers, *, provider: str, key_label: str) -> GenerationError:
+def map_error(
+    status: int, content: bytes | bytearray, headers: httpx.Headers, *, provider: str, key_label: str
+) -> GenerationError:
     """An OpenAI-style error body (``{"error": {"message", "type", "param", "code"}}``) as a typed error."""
     body = load_json(content)
     error = body.get("error") if isinstance(body, dict) else None
