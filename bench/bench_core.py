@@ -49,6 +49,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WALL_RATIO_TARGET = 1.02
 CPU_RATIO_TARGET = 1.0
 CONCURRENT_SLACK = 0.10
+#: A concurrent batch still running after this has stalled (e.g. an HTTP/2 flow-control deadlock); healthy
+#: batches take under ~12 s here.
+BATCH_TIMEOUT = 45.0
 
 CORE_H2 = "core HTTP/2"
 CORE_H1 = "core HTTP/1.1"
@@ -167,6 +170,29 @@ class Control:
 # ---- workers --------------------------------------------------------------------------------------------
 
 
+async def gather_with_deadline(client: Client, size: str, concurrency: int) -> tuple[list[bytes], int]:
+    """``concurrency`` simultaneous fetches: (images, finished). A batch still running after BATCH_TIMEOUT
+    is cancelled and returns no images, with how many had finished."""
+    tasks = [asyncio.ensure_future(client.fetch(size)) for _ in range(concurrency)]
+    done, pending = await asyncio.wait(tasks, timeout=BATCH_TIMEOUT)
+    if not pending:
+        return [task.result() for task in tasks], len(done)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return [], sum(1 for task in done if task.exception() is None)
+
+
+async def gather_or_fail(client: Client, size: str, concurrency: int) -> list[bytes]:
+    results, finished = await gather_with_deadline(client, size, concurrency)
+    if not results:
+        raise RuntimeError(
+            f"{client.name}: {finished} of {concurrency} concurrent {size} requests finished in "
+            f"{BATCH_TIMEOUT:.0f} s (stalled)"
+        )
+    return results
+
+
 async def worker_sequential(url: str, requests: int, warmup: int, server_pid: int) -> dict[str, Any]:
     server = psutil.Process(server_pid)
     clients = [core_client(url, "2-prior"), core_client(url, "1.1"), sdk_client(url)]
@@ -207,10 +233,11 @@ async def worker_concurrent(url: str, concurrency: int, batches: int, server_pid
         gc.collect()
         server0 = server.cpu_times()
         wall0, cpu0, loop0 = time.perf_counter(), time.process_time(), time.thread_time()
-        results = await asyncio.gather(*(client.fetch("2K") for _ in range(concurrency)))
+        results, finished = await gather_with_deadline(client, "2K", concurrency)
         wall1, cpu1, loop1 = time.perf_counter(), time.process_time(), time.thread_time()
         server1 = server.cpu_times()
         stats = control.call("GET", "/_fake/stats")
+        stalled = not results
         for data in results:
             check_image(client, data, expected)
         del results
@@ -224,10 +251,15 @@ async def worker_concurrent(url: str, concurrency: int, batches: int, server_pid
                 "connections": stats["connections_seen"] - before["connections_seen"],
                 "max_in_flight": stats["max_in_flight"],
                 "by_http_version": stats["by_http_version"],
+                "finished": finished,
+                "stalled": stalled,
             }
         )
+        if stalled:
+            break  # the connection is wedged; later batches would only wait again
     control.close()
-    await client.close()
+    async with asyncio.timeout(10):
+        await client.close()
     return {"image_bytes": expected, "runs": runs}
 
 
@@ -250,7 +282,7 @@ async def worker_memory(url: str, kind: str, concurrency: int, size: str) -> dic
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     wall0 = time.perf_counter()
-    results = await asyncio.gather(*(client.fetch(size) for _ in range(concurrency)))
+    results = await gather_or_fail(client, size, concurrency)
     wall = time.perf_counter() - wall0
     stop.set()
     sampler.join()
@@ -406,26 +438,42 @@ def report_concurrent(conc: dict[str, Any], seq: dict[str, Any], args: argparse.
     ]
     ratios: list[float] = []
     conns_ok = True
+    healthy = [run for run in conc["runs"] if not run.get("stalled")]
     for i, run in enumerate(conc["runs"], 1):
+        conns_ok = conns_ok and run["connections"] == 1 and run["requests"] == args.concurrency
+        if run.get("stalled"):
+            lines.append(
+                f"    {i:<7}STALLED: {run['finished']} of {args.concurrency} finished in {BATCH_TIMEOUT:.0f} s "
+                f"(client cpu {run['cpu']:.2f} s, fake saw {run['requests']} requests on {run['connections']} "
+                f"connection(s), {run['max_in_flight']} in flight); batch cancelled"
+            )
+            continue
         ideal_lat = args.latency + overhead
         ideal_cpu = max(args.latency, run["cpu"] / cores) + overhead
         ratio = run["wall"] / ideal_cpu
         ratios.append(ratio)
-        conns_ok = conns_ok and run["connections"] == 1 and run["requests"] == args.concurrency
         lines.append(
             f"    {i:<7}{run['wall']:>8.2f}{run['cpu']:>12.2f}{run['loop_cpu']:>10.2f}{run['cpu'] / run['wall']:>12.2f}"
             f"{run['server_cpu']:>10.2f}{ideal_lat:>12.2f}{ideal_cpu:>12.2f}{ratio:>17.3f}{run['connections']:>7}"
             f"{run['requests']:>10}{run['max_in_flight']:>11}"
         )
     worst_conns = max(run["connections"] for run in conc["runs"])
+    lines.append(f"    connections for {args.concurrency} requests: {worst_conns} (target 1) {verdict(conns_ok)}")
+    if len(healthy) < len(conc["runs"]):
+        lines.append(
+            f"    wall / ideal(cpu): MISS, a batch stalled (HTTP/2 flow-control deadlock?); "
+            f"{len(healthy)} of {len(conc['runs'])} batches finished"
+        )
+    if not healthy:
+        return lines
     mean_ratio = statistics.fmean(ratios)
-    lat_ratio = statistics.fmean(run["wall"] for run in conc["runs"]) / (args.latency + overhead)
-    machine = statistics.fmean((run["cpu"] + run["server_cpu"]) / cores for run in conc["runs"])
-    one_core = statistics.fmean(run["wall"] / (max(args.latency, run["cpu"]) + overhead) for run in conc["runs"])
+    lat_ratio = statistics.fmean(run["wall"] for run in healthy) / (args.latency + overhead)
+    machine = statistics.fmean((run["cpu"] + run["server_cpu"]) / cores for run in healthy)
+    one_core = statistics.fmean(run["wall"] / (max(args.latency, run["cpu"]) + overhead) for run in healthy)
+    ok = mean_ratio <= 1 + CONCURRENT_SLACK and len(healthy) == len(conc["runs"])
     lines += [
-        f"    connections for {args.concurrency} requests: {worst_conns} (target 1) {verdict(conns_ok)}",
         f"    wall / ideal(cpu) mean {mean_ratio:.3f} (target <= {1 + CONCURRENT_SLACK:.2f}) "
-        f"{verdict(mean_ratio <= 1 + CONCURRENT_SLACK)}; wall / ideal(latency) {lat_ratio:.1f}x",
+        f"{verdict(ok)}; wall / ideal(latency) {lat_ratio:.1f}x",
         f"    for reference (not the target): wall / (max(latency, client cpu / 1 core) + overhead) = {one_core:.2f}; "
         f"(client + fake cpu) / {cores} cores = {machine:.2f} s per batch",
         "    seconds; cores used = client cpu / wall; loop cpu = the event-loop thread (HTTP/2 reading), "

@@ -2,6 +2,9 @@
 
 Run: ``.venv/bin/python -m bench.read_path_experiment [--rounds 30] [--size 2K]`` (about 1.5 minutes).
 
+Written against the core of commit 1107eed, before ``bot/core/h2tuning.py``; at later commits the core installs
+part of this tuning itself, so "base" no longer means the untuned core.
+
 The fake server runs in its own process; this process is the only client. Each round runs every variant
 once, in a rotated order, so drift cancels. The variants patch third-party classes *in this process only*
 (nothing in bot/ is changed), to measure changes that bot/core/http.py could make:
