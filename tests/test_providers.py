@@ -514,3 +514,18 @@ async def test_relay_thinking_field_is_passed_through_only_when_configured(fake:
         assert "thinking_level" not in fake.requests[-1].json
     finally:
         await rt.aclose()
+
+
+async def test_sixty_four_concurrent_image_sized_responses_over_one_http2_connection(tmp_path: Path) -> None:
+    # Real-sized bodies: with large HTTP/2 frames, 64 streams once filled the connection window and stalled.
+    async with FakeImageAPI(payload="realistic", latency=0.2) as api:
+        rt, _ = await open_runtime(api, tmp_path)
+        try:
+            async with asyncio.timeout(60):
+                results = await asyncio.gather(
+                    *(rt.service.generate(ImageRequest(prompt=f"cat {i}")) for i in range(64))
+                )
+            assert all(r.image.width == 1024 and len(r.image.data) > 1_000_000 for r in results)
+            assert api.connections_seen == 1
+        finally:
+            await rt.aclose()
