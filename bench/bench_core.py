@@ -220,13 +220,15 @@ async def worker_sequential(url: str, requests: int, warmup: int, server_pid: in
     return {"image_bytes": expected, "samples": samples}
 
 
-async def worker_concurrent(url: str, concurrency: int, batches: int, server_pid: int) -> dict[str, Any]:
+async def worker_concurrent(
+    url: str, concurrency: int, batches: int, server_pid: int, warmup_batches: int = 1
+) -> dict[str, Any]:
     server = psutil.Process(server_pid)
     client = core_client(url, "2-prior")
     control = Control(url)
     expected = check_image(client, await client.fetch("2K"), None)  # connection up, thread pool started
     runs: list[dict[str, Any]] = []
-    for _ in range(batches):
+    for index in range(warmup_batches + batches):
         # Forget the connections seen so far, so the warm connection counts again if the batch reuses it;
         # then diff the stats before/after (whether or not the fake counts the control connection).
         control.call("POST", "/_fake/reset")
@@ -254,6 +256,10 @@ async def worker_concurrent(url: str, concurrency: int, batches: int, server_pid
                 "by_http_version": stats["by_http_version"],
                 "finished": finished,
                 "stalled": stalled,
+                # The first batch of a process pays for fresh memory on both sides (page faults; glibc maps
+                # large blocks afresh until its thresholds adapt): shown, not counted, as a long-running bot
+                # lives in the steady state.
+                "warmup": index < warmup_batches,
             }
         )
         if stalled:
@@ -309,7 +315,9 @@ def run_worker(args: argparse.Namespace) -> None:
     if args.worker == "sequential":
         result = asyncio.run(worker_sequential(args.url, args.requests, args.warmup, args.server_pid))
     elif args.worker == "concurrent":
-        result = asyncio.run(worker_concurrent(args.url, args.concurrency, args.batches, args.server_pid))
+        result = asyncio.run(
+            worker_concurrent(args.url, args.concurrency, args.batches, args.server_pid, args.warmup_batches)
+        )
     else:
         result = asyncio.run(worker_memory(args.url, args.worker.split("-", 1)[1], args.rss_concurrency, "4K"))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -360,6 +368,7 @@ def spawn(mode: str, url: str, args: argparse.Namespace, extra: list[str] | None
     cmd = [sys.executable, "-m", "bench.bench_core", "--worker", mode, "--url", url]
     cmd += ["--requests", str(args.requests), "--warmup", str(args.warmup)]
     cmd += ["--concurrency", str(args.concurrency), "--batches", str(args.batches)]
+    cmd += ["--warmup-batches", str(args.warmup_batches)]
     cmd += ["--rss-concurrency", str(args.rss_concurrency), *(extra or [])]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     for line in done.stdout.splitlines():
@@ -436,12 +445,12 @@ def report_concurrent(conc: dict[str, Any], seq: dict[str, Any], args: argparse.
         "    ideal = latency + (client cpu + fake cpu) / cores: every answer exists only after the fixed latency,",
         "    and from then on the client and the fake share this machine's cores (the target's ideal);",
         "    ideal(cpu) = max(latency, client cpu / cores) + overhead ignores both facts (shown for reference)",
-        f"    {'batch':<7}{'wall s':>8}{'client cpu':>12}{'loop cpu':>10}{'cores used':>12}{'fake cpu':>10}"
+        f"    {'batch':<12}{'wall s':>8}{'client cpu':>12}{'loop cpu':>10}{'cores used':>12}{'fake cpu':>10}"
         f"{'ideal':>8}{'wall/ideal':>12}{'ideal(cpu)':>12}{'wall/ideal(cpu)':>17}{'conns':>7}{'requests':>10}",
     ]
     ratios: list[float] = []
     conns_ok = True
-    healthy = [run for run in conc["runs"] if not run.get("stalled")]
+    healthy = [run for run in conc["runs"] if not run.get("stalled") and not run.get("warmup")]
     for i, run in enumerate(conc["runs"], 1):
         conns_ok = conns_ok and run["connections"] == 1 and run["requests"] == args.concurrency
         if run.get("stalled"):
@@ -454,15 +463,18 @@ def report_concurrent(conc: dict[str, Any], seq: dict[str, Any], args: argparse.
         ideal = args.latency + (run["cpu"] + run["server_cpu"]) / cores
         ideal_cpu = max(args.latency, run["cpu"] / cores) + overhead
         ratio = run["wall"] / ideal
-        ratios.append(ratio)
+        if not run.get("warmup"):
+            ratios.append(ratio)
+        label = f"{i} (warm-up)" if run.get("warmup") else str(i)
         lines.append(
-            f"    {i:<7}{run['wall']:>8.2f}{run['cpu']:>12.2f}{run['loop_cpu']:>10.2f}{run['cpu'] / run['wall']:>12.2f}"
+            f"    {label:<12}{run['wall']:>8.2f}{run['cpu']:>12.2f}{run['loop_cpu']:>10.2f}"
+            f"{run['cpu'] / run['wall']:>12.2f}"
             f"{run['server_cpu']:>10.2f}{ideal:>8.2f}{ratio:>12.3f}{ideal_cpu:>12.2f}{run['wall'] / ideal_cpu:>17.3f}"
             f"{run['connections']:>7}{run['requests']:>10}"
         )
     worst_conns = max(run["connections"] for run in conc["runs"])
     lines.append(f"    connections for {args.concurrency} requests: {worst_conns} (target 1) {verdict(conns_ok)}")
-    if len(healthy) < len(conc["runs"]):
+    if any(run.get("stalled") for run in conc["runs"]):
         lines.append(
             f"    wall / ideal: MISS, a batch stalled (HTTP/2 flow-control deadlock?); "
             f"{len(healthy)} of {len(conc['runs'])} batches finished"
@@ -473,7 +485,7 @@ def report_concurrent(conc: dict[str, Any], seq: dict[str, Any], args: argparse.
     lat_ratio = statistics.fmean(run["wall"] for run in healthy) / (args.latency + overhead)
     machine = statistics.fmean((run["cpu"] + run["server_cpu"]) / cores for run in healthy)
     one_core = statistics.fmean(run["wall"] / (max(args.latency, run["cpu"]) + overhead) for run in healthy)
-    ok = mean_ratio <= 1 + CONCURRENT_SLACK and len(healthy) == len(conc["runs"])
+    ok = mean_ratio <= 1 + CONCURRENT_SLACK and not any(run.get("stalled") for run in conc["runs"])
     lines += [
         f"    wall / ideal mean {mean_ratio:.3f} (target <= {1 + CONCURRENT_SLACK:.2f}) "
         f"{verdict(ok)}; wall / (latency + overhead) {lat_ratio:.1f}x",
@@ -522,6 +534,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured requests per client before [1]")
     parser.add_argument("--concurrency", type=int, default=64, help="simultaneous requests in [2]")
     parser.add_argument("--batches", type=int, default=2, help="concurrent batches in [2]")
+    parser.add_argument(
+        "--warmup-batches", type=int, default=1, help="concurrent batches run first, shown but not counted"
+    )
     parser.add_argument("--rss-concurrency", type=int, default=8, help="simultaneous 4K responses in [3]")
     parser.add_argument("--rss-runs", type=int, default=2, help="fresh processes per client in [3] (ABBA order)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
