@@ -140,26 +140,19 @@ class HttpClient:
 
 
 async def _read_body(response: httpx.Response, max_bytes: int, provider: str) -> bytearray:
-    """The whole body in one buffer, sized from Content-Length when there is one.
+    """The whole body in one growing buffer.
 
-    Image responses run to tens of MB: collecting chunks and joining them would hold the body twice.
+    Image responses run to tens of MB: collecting chunks and joining them would hold the body twice. A
+    growing bytearray is extended in place (realloc), so each byte is written once and nothing is zero-filled.
     """
     declared = response.headers.get("content-length", "")
-    expected = int(declared) if declared.isdigit() else 0
-    if expected > max_bytes:
+    if declared.isdigit() and int(declared) > max_bytes:
         raise ResponseError(f"{provider} sent more than {max_bytes // 1_048_576} MB; abandoned.", provider=provider)
-    body = bytearray(expected)
-    received = 0
+    body = bytearray()
     async for chunk in response.aiter_raw():
-        end = received + len(chunk)
-        if end > max_bytes:
+        if len(body) + len(chunk) > max_bytes:
             raise ResponseError(f"{provider} sent more than {max_bytes // 1_048_576} MB; abandoned.", provider=provider)
-        if end <= expected:
-            body[received:end] = chunk
-        else:
-            body[received:] = chunk
-        received = end
-    del body[received:]  # a body shorter than declared is caught by the HTTP layer; this keeps it exact
+        body += chunk
     return body
 
 
