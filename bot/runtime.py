@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 
@@ -25,44 +26,36 @@ log = logging.getLogger(__name__)
 def build_providers(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> list[Provider]:
     """The configured providers, in failover order."""
     http_version: HttpVersion = settings.http_version  # type: ignore[assignment]
+    # What every provider shares: the network settings.
+    config = partial(
+        ProviderConfig,
+        http_version=http_version,
+        connect_timeout=settings.connect_timeout,
+        timeouts=settings.timeouts,
+        retry=settings.retry,
+    )
     providers: list[Provider] = []
     for name in settings.configured_providers:
         if name == "gemini":
-            providers.append(
-                GeminiProvider(
-                    ProviderConfig(
-                        name="gemini",
-                        base_url=settings.gemini_base_url,
-                        api_keys=tuple(k.reveal() for k in settings.gemini_api_keys),
-                        model=settings.gemini_model,
-                        api_version=settings.gemini_api_version,
-                        http_version=http_version,
-                        connect_timeout=settings.connect_timeout,
-                        timeouts=settings.timeouts,
-                        retry=settings.retry,
-                    ),
-                    transport=transport,
-                )
+            gemini = config(
+                name="gemini",
+                base_url=settings.gemini_base_url,
+                api_keys=tuple(k.reveal() for k in settings.gemini_api_keys),
+                model=settings.gemini_model,
+                api_version=settings.gemini_api_version,
             )
+            providers.append(GeminiProvider(gemini, transport=transport))
         else:
-            cls = OpenAIChatProvider if settings.openai_api_style == "chat" else OpenAIImagesProvider
-            providers.append(
-                cls(
-                    ProviderConfig(
-                        name="openai",
-                        base_url=settings.openai_base_url,
-                        api_keys=tuple(k.reveal() for k in settings.openai_api_keys),
-                        model=settings.openai_image_model,
-                        http_version=http_version,
-                        connect_timeout=settings.connect_timeout,
-                        timeouts=settings.timeouts,
-                        retry=settings.retry,
-                        extra_body=settings.openai_extra_body,
-                        thinking_field=settings.openai_thinking_field,
-                    ),
-                    transport=transport,
-                )
+            openai = config(
+                name="openai",
+                base_url=settings.openai_base_url,
+                api_keys=tuple(k.reveal() for k in settings.openai_api_keys),
+                model=settings.openai_image_model,
+                extra_body=settings.openai_extra_body,
+                thinking_field=settings.openai_thinking_field,
             )
+            cls = OpenAIChatProvider if settings.openai_api_style == "chat" else OpenAIImagesProvider
+            providers.append(cls(openai, transport=transport))
     if not providers:
         raise ConfigError(
             [
