@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import time
@@ -183,11 +184,9 @@ def history_as_reference(request: ImageRequest) -> ImageRequest:
 def parse_retry_after(headers: httpx.Headers) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     millis = headers.get("retry-after-ms")
-    if millis:
-        try:
+    with contextlib.suppress(ValueError):  # a malformed value: fall back to Retry-After
+        if millis:
             return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
     value = headers.get("retry-after")
     if not value:
         return None
