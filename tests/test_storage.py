@@ -113,7 +113,7 @@ async def test_in_memory_database_works() -> None:
 
 async def test_context_manager_closes_connection(tmp_path: Path) -> None:
     async with await Database.open(tmp_path / "bot.db") as db:
-        pass
+        assert await count_generations(db) == 0  # open inside the block
     with pytest.raises(ValueError):
         await count_generations(db)
 
@@ -132,8 +132,8 @@ async def test_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None:
         **good,
         "0002_broken.sql": "CREATE TABLE second (x INTEGER);\nINSERT INTO first VALUES (1);\nNOT SQL AT ALL;",
     }
-    async with await Database.open(path, migrations_dir=write_migrations(tmp_path / "good", good)):
-        pass
+    async with await Database.open(path, migrations_dir=write_migrations(tmp_path / "good", good)) as db:
+        assert await db.user_version() == 1
 
     threads_before = set(threading.enumerate())
     with pytest.raises(MigrationError, match=r"0002_broken\.sql.*left at schema version 1"):

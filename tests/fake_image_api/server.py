@@ -279,9 +279,9 @@ class FakeImageAPI:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await self._http(scope, receive, send)
-        except _Abort:
-            pass
+            # _Abort: the client went away, or a fault dropped the connection on purpose.
+            with contextlib.suppress(_Abort):
+                await self._http(scope, receive, send)
         finally:
             self.in_flight -= 1
 
