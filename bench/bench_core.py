@@ -227,6 +227,11 @@ async def worker_concurrent(
     client = core_client(url, "2-prior")
     control = Control(url)
     expected = check_image(client, await client.fetch("2K"), None)  # connection up, thread pool started
+    single: list[float] = []  # a few lone requests: the overhead beyond the latency, when [1] is skipped
+    for _ in range(3):
+        wall0 = time.perf_counter()
+        check_image(client, await client.fetch("2K"), expected)
+        single.append(time.perf_counter() - wall0)
     runs: list[dict[str, Any]] = []
     for index in range(warmup_batches + batches):
         # Forget the connections seen so far, so the warm connection counts again if the batch reuses it;
@@ -267,7 +272,7 @@ async def worker_concurrent(
     control.close()
     async with asyncio.timeout(10):
         await client.close()
-    return {"image_bytes": expected, "runs": runs}
+    return {"image_bytes": expected, "runs": runs, "single_wall": single}
 
 
 async def worker_memory(url: str, kind: str, concurrency: int, size: str) -> dict[str, Any]:
@@ -435,13 +440,16 @@ def report_sequential(seq: dict[str, Any], args: argparse.Namespace) -> list[str
     return lines
 
 
-def report_concurrent(conc: dict[str, Any], seq: dict[str, Any], args: argparse.Namespace) -> list[str]:
+def report_concurrent(conc: dict[str, Any], seq: dict[str, Any] | None, args: argparse.Namespace) -> list[str]:
     cores = os.cpu_count() or 1
-    h2_wall = statistics.fmean(seq["samples"][CORE_H2]["wall"])
-    overhead = max(0.0, h2_wall - args.latency)  # one request's wall beyond the latency, from [1]
+    if seq is not None:
+        h2_wall, source = statistics.fmean(seq["samples"][CORE_H2]["wall"]), "core HTTP/2 mean wall in [1]"
+    else:
+        h2_wall, source = statistics.fmean(conc["single_wall"]), "mean wall of 3 lone requests before the batches"
+    overhead = max(0.0, h2_wall - args.latency)  # one request's wall beyond the latency
     lines = [
         f"[2] {args.concurrency} concurrent 2K requests through one core provider (HTTP/2), {cores} cores; "
-        f"single-request overhead {overhead * 1000:.0f} ms (core HTTP/2 mean wall in [1] - latency)",
+        f"single-request overhead {overhead * 1000:.0f} ms ({source} - latency)",
         "    ideal = latency + (client cpu + fake cpu) / cores: every answer exists only after the fixed latency,",
         "    and from then on the client and the fake share this machine's cores (the target's ideal);",
         "    ideal(cpu) = max(latency, client cpu / cores) + overhead ignores both facts (shown for reference)",
@@ -539,6 +547,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rss-concurrency", type=int, default=8, help="simultaneous 4K responses in [3]")
     parser.add_argument("--rss-runs", type=int, default=2, help="fresh processes per client in [3] (ABBA order)")
+    parser.add_argument(
+        "--only",
+        choices=("sequential", "concurrent", "memory"),
+        action="append",
+        help="run only this part (repeatable); [2] then takes its overhead from 3 lone requests",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
@@ -547,6 +561,7 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(args)
         return
 
+    parts = set(args.only or ("sequential", "concurrent", "memory"))
     started = time.perf_counter()
     log(f"starting the fake server (latency {args.latency} s, realistic payload)")
     with FakeServer(args.latency) as server:
@@ -555,27 +570,30 @@ def main(argv: list[str] | None = None) -> None:
         for size in ("1K", "2K", "4K"):  # build the fake's cached images before anything is timed
             control.generate(size)
         control.close()
-        log(f"[1] sequential: {args.requests} x 3 clients")
-        seq = spawn("sequential", server.url, args, ["--server-pid", str(server.proc.pid)])
-        log(f"[2] concurrent: {args.batches} x {args.concurrency}")
-        conc = spawn("concurrent", server.url, args, ["--server-pid", str(server.proc.pid)])
-        mem: dict[str, list[dict[str, Any]]] = {CORE_H2: [], SDK: []}
-        order = ["core", "sdk", "sdk", "core"] * ((args.rss_runs + 1) // 2)
-        for kind in order[: 2 * args.rss_runs]:
-            log(f"[3] memory: {kind}")
-            mem[CORE_H2 if kind == "core" else SDK].append(spawn(f"memory-{kind}", server.url, args))
+        seq: dict[str, Any] | None = None
+        conc: dict[str, Any] | None = None
+        mem: dict[str, list[dict[str, Any]]] | None = None
+        if "sequential" in parts:
+            log(f"[1] sequential: {args.requests} x 3 clients")
+            seq = spawn("sequential", server.url, args, ["--server-pid", str(server.proc.pid)])
+        if "concurrent" in parts:
+            log(f"[2] concurrent: {args.batches} x {args.concurrency}")
+            conc = spawn("concurrent", server.url, args, ["--server-pid", str(server.proc.pid)])
+        if "memory" in parts:
+            mem = {CORE_H2: [], SDK: []}
+            order = ["core", "sdk", "sdk", "core"] * ((args.rss_runs + 1) // 2)
+            for kind in order[: 2 * args.rss_runs]:
+                log(f"[3] memory: {kind}")
+                mem[CORE_H2 if kind == "core" else SDK].append(spawn(f"memory-{kind}", server.url, args))
 
     lines = [
         "Banana Bot core benchmark: fake Gemini API in a separate process (hypercorn, HTTP/1.1 + h2c), "
         "realistic PNG payload",
         f"machine: {os.cpu_count()} cores (shared, noisy), {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}; {versions()}",
-        "",
-        *report_sequential(seq, args),
-        "",
-        *report_concurrent(conc, seq, args),
-        "",
-        *report_memory(mem, args),
+        *(["", *report_sequential(seq, args)] if seq is not None else []),
+        *(["", *report_concurrent(conc, seq, args)] if conc is not None else []),
+        *(["", *report_memory(mem, args)] if mem is not None else []),
         "",
         f"total {time.perf_counter() - started:.0f} s",
     ]
