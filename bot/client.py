@@ -1,17 +1,31 @@
-"""The Discord client. Commands arrive as cogs in ``cogs/``; this class owns start-up and shutdown."""
+"""The Discord client: start-up, shutdown, command sync, and picking up jobs a restart interrupted.
+
+Commands live in ``cogs/`` (one extension per feature); generation lives in ``bot/core`` and the queue in
+``bot/jobs.py``. Build the bot with `create_bot` so tests and embedders get the same wiring as
+``banana-bot run``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
 
 import discord
+import httpx
+from discord import app_commands
 from discord.ext import commands
 
+from storage.jobs import Job, get_state, set_state
+
 from .config import Settings
+from .core.models import ModelSpec, model_spec
+from .jobs import JobPresenter, JobService
+from .presenter import resumed_presenter
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -19,25 +33,125 @@ log = logging.getLogger(__name__)
 #: ``banana-bot health`` (the container's health check) treats an older heartbeat as unhealthy.
 HEARTBEAT_INTERVAL = 30.0
 HEARTBEAT_MAX_AGE = 120.0
+EXTENSIONS = ("cogs.imagine", "cogs.results", "cogs.conversation")
+SYNCED_HASH_KEY = "synced_commands_sha256"
 
 
 def heartbeat_path(settings: Settings) -> Path:
     return settings.data_dir / "heartbeat"
 
 
+def create_bot(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, sync_commands: bool = True
+) -> BananaBot:
+    """The bot, configured from `settings`. `transport` replaces the image APIs' network (tests)."""
+    if settings.discord_api_base:
+        # Every REST call is built from Route.BASE, so this one line routes them all through the proxy.
+        discord.http.Route.BASE = f"{settings.discord_api_base}/api/v10"
+    return BananaBot(settings, transport=transport, sync_commands=sync_commands)
+
+
 class BananaBot(commands.Bot):
     runtime: Runtime
+    jobs: JobService
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sync_commands: bool = True,
+    ) -> None:
         # No privileged intents: slash commands, and replies/mentions carry their own content.
-        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            help_command=None,
+            chunk_guilds_at_startup=False,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.settings = settings
+        self._transport = transport
+        self._sync_commands = sync_commands
+        self._resumed = False
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def default_model(self) -> str:
+        return self.runtime.service.providers[0].config.model
+
+    @property
+    def default_spec(self) -> ModelSpec:
+        return model_spec(self.default_model, price_overrides=self.settings.price_overrides)
 
     async def setup_hook(self) -> None:
-        self.runtime = await Runtime.open(self.settings)
+        self.runtime = await Runtime.open(self.settings, transport=self._transport)
+        self.jobs = JobService(
+            db=self.runtime.db,
+            images=self.runtime.images,
+            generation=self.runtime.service,
+            limits=self.settings.limits,
+            budget=self.settings.context_budget,
+        )
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        if self._sync_commands:
+            await self.sync_if_changed()
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         log.info("generation service ready: providers %s", ", ".join(self.settings.configured_providers))
 
+    async def on_ready(self) -> None:
+        # on_ready fires again after a reconnect; interrupted jobs are picked up once per start.
+        if self._resumed:
+            return
+        self._resumed = True
+        resumed = await self.jobs.resume(self._presenter_for_resumed)
+        if resumed:
+            log.info("picked up %d jobs interrupted by the restart", len(resumed))
+
+    # --- command sync ---------------------------------------------------------------------------------
+    def command_payload(self) -> list[dict[str, object]]:
+        return sorted((cmd.to_dict(self.tree) for cmd in self.tree.get_commands()), key=lambda c: str(c["name"]))
+
+    def command_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.command_payload(), sort_keys=True).encode()).hexdigest()
+
+    async def sync_if_changed(self) -> bool:
+        """Sync the global commands only when they differ from the last sync (Discord rate-limits syncs)."""
+        current = self.command_hash()
+        if await get_state(self.runtime.db, SYNCED_HASH_KEY) == current:
+            return False
+        await self.sync(guild=None)
+        return True
+
+    async def sync(self, guild: int | None) -> list[app_commands.AppCommand]:
+        """Push the command tree to Discord: globally, or to one guild (instant, handy while testing)."""
+        if guild is None:
+            synced = await self.tree.sync()
+            await set_state(self.runtime.db, SYNCED_HASH_KEY, self.command_hash())
+        else:
+            target = discord.Object(id=guild)
+            self.tree.copy_global_to(guild=target)
+            synced = await self.tree.sync(guild=target)
+        log.info("synced %d commands %s", len(synced), f"to guild {guild}" if guild else "globally")
+        return synced
+
+    # --- jobs -------------------------------------------------------------------------------------------
+    async def resolve_channel(
+        self, channel_id: int
+    ) -> discord.abc.GuildChannel | discord.Thread | discord.abc.PrivateChannel | None:
+        channel = self.get_channel(channel_id)
+        if channel is not None:
+            return channel
+        try:
+            return await self.fetch_channel(channel_id)
+        except discord.HTTPException:
+            return None
+
+    async def _presenter_for_resumed(self, job: Job) -> JobPresenter | None:
+        return await resumed_presenter(self, job)
+
+    # --- lifecycle -------------------------------------------------------------------------------------
     async def _beat(self) -> None:
         """Touch a file while connected to Discord, so a supervisor can tell a live bot from a stuck one."""
         path = heartbeat_path(self.settings)
@@ -47,10 +161,13 @@ class BananaBot(commands.Bot):
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     async def close(self) -> None:
-        if hasattr(self, "_heartbeat"):
+        if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+        if hasattr(self, "jobs"):
+            # Running jobs stay 'running' in the database and are picked up by the next start.
+            await self.jobs.aclose()
         await super().close()
         if hasattr(self, "runtime"):
             await self.runtime.aclose()

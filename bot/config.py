@@ -18,6 +18,7 @@ from dotenv import dotenv_values
 from .core.errors import ConfigError, InvalidRequest
 from .core.models import Pricing, normalise_size
 from .core.retry import RetryPolicy
+from .limits import ContextBudget, QueueLimits
 
 DISCORD_TOKEN_HELP = (
     "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications "
@@ -70,6 +71,12 @@ class Settings:
     price_overrides: dict[str, Pricing] = field(default_factory=dict)
     image_retention_days: float = 0.0
     log_level: str = "INFO"
+    #: Discord's REST base, or an HTTP proxy in front of it (nirn-proxy); None = discord.com.
+    discord_api_base: str | None = None
+    limits: QueueLimits = field(default_factory=QueueLimits)
+    #: Seconds between edits of a status message (Discord rate-limits edits; a few seconds is polite).
+    status_interval: float = 3.0
+    context_budget: ContextBudget = field(default_factory=ContextBudget)
 
     @property
     def database_path(self) -> Path:
@@ -122,6 +129,15 @@ class _Parser:
             self.errors.append(f"{name}={raw!r}: expected a number of at least {minimum:g}.")
             return default
         return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.get(name)
+        if not raw:
+            return default
+        if not raw.isdigit() or int(raw) < minimum:
+            self.errors.append(f"{name}={raw!r}: expected a whole number of at least {minimum}.")
+            return default
+        return int(raw)
 
     def url(self, name: str, default: str) -> str:
         raw = self.get(name, default).rstrip("/")
@@ -190,6 +206,20 @@ class _Parser:
             price_overrides=self._prices(),
             image_retention_days=self.number("BANANA_IMAGE_RETENTION_DAYS", 0.0),
             log_level=log_level,
+            discord_api_base=self.url("DISCORD_API_BASE", "") if self.get("DISCORD_API_BASE") else None,
+            limits=QueueLimits(
+                global_concurrency=self.integer("BANANA_MAX_CONCURRENT", 4, minimum=1),
+                guild_concurrency=self.integer("BANANA_GUILD_CONCURRENT", 2, minimum=1),
+                user_concurrency=self.integer("BANANA_USER_CONCURRENT", 1, minimum=1),
+                user_pending=self.integer("BANANA_USER_PENDING", 3, minimum=1),
+                user_daily=self.integer("BANANA_USER_DAILY", 50),
+                guild_daily=self.integer("BANANA_GUILD_DAILY", 500),
+            ),
+            status_interval=self.number("BANANA_STATUS_INTERVAL", 3.0, minimum=0.05),
+            context_budget=ContextBudget(
+                max_images=self.integer("BANANA_CONTEXT_IMAGES", 6, minimum=1),
+                max_bytes=int(self.number("BANANA_CONTEXT_MB", 24.0, minimum=1) * 1024 * 1024),
+            ),
         )
 
     def _choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -56,6 +56,9 @@ class GenerationRow:
     image_key: str | None = None
     width: int | None = None
     height: int | None = None
+    # the Discord job (migration 0002); None from the CLI
+    job_id: str | None = None
+    defer_ms: float | None = None  # interaction arrival -> deferral
 
 
 # The column list is derived from the dataclass so the two can't drift apart

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from storage.db import Database
 
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/heic": "heic",
+    "image/heif": "heif",
+}
 _KEY = re.compile(r"[0-9a-f]{64}")
 
 

@@ -118,6 +118,7 @@ class GenerationService:
             image = result.image
             try:
                 image_key = await self.images.put(image.data, image.mime, width=image.width, height=image.height)
+                result.image_key = image_key
             except Exception:
                 log.exception("could not store the generated image")
         if self.db is None:
@@ -137,6 +138,8 @@ class GenerationService:
             status="error",
             queue_ms=context.queue_ms,
             total_ms=total_ms,
+            job_id=context.job_id,
+            defer_ms=context.defer_ms,
         )
         if result is not None:
             timing, usage = result.timing, result.usage
@@ -171,7 +174,9 @@ class GenerationService:
                 attempts=error.attempts,
             )
         try:
-            await insert_generation(self.db, row)
+            generation_id = await insert_generation(self.db, row)
+            if result is not None:
+                result.generation_id = generation_id
         except Exception:
             log.exception("could not write the usage row; the generation itself is unaffected")
 

@@ -63,6 +63,8 @@ class RequestContext:
     channel_id: int | None = None
     user_id: int | None = None
     queue_ms: float | None = None
+    job_id: str | None = None
+    defer_ms: float | None = None
 
 
 @dataclass
@@ -120,6 +122,9 @@ class GenerationResult:
     bytes_received: int = 0
     #: Providers tried before the one that served this result, with the error class of each.
     failed_over_from: list[tuple[str, str]] = field(default_factory=list)
+    #: Set by the service once stored and logged (None without an image store or database).
+    image_key: str | None = None
+    generation_id: int | None = None
 
     @property
     def image(self) -> GeneratedImage:

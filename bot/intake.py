@@ -1,0 +1,89 @@
+"""From Discord input to a queued job: reading attachments, checking them before anything is spent,
+and telling the member when a limit refuses the job. Shared by every command, button and thread reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import discord
+
+from storage.jobs import Job
+
+from .core.errors import InvalidRequest
+from .core.imaging import MAX_REFERENCE_BYTES, prepare_reference
+from .core.models import ModelSpec
+from .core.service import validate
+from .core.types import ImageInput, ImageRequest
+from .i18n import t, tn
+from .jobs import LimitExceeded
+from .presenter import DiscordPresenter, Surface
+
+if TYPE_CHECKING:
+    from .client import BananaBot
+
+log = logging.getLogger(__name__)
+
+
+class InputError(Exception):
+    """Bad input from a member, already worded for them."""
+
+
+async def read_references(
+    bot: BananaBot, attachments: Sequence[tuple[str, discord.Attachment]], locale: str
+) -> list[str]:
+    """Download, check and store each attachment; return image-store keys. Raises InputError naming the option."""
+    keys = []
+    for option, attachment in attachments:
+        if attachment.size > MAX_REFERENCE_BYTES:
+            raise InputError(t(locale, "input.too_large", option=option, mb=f"{MAX_REFERENCE_BYTES / 1e6:.0f}"))
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as exc:
+            raise InputError(t(locale, "input.unreadable", option=option)) from exc
+        try:
+            image = await asyncio.to_thread(prepare_reference, data, name=option)
+        except InvalidRequest as exc:
+            raise InputError(t(locale, "input.not_image", option=option, detail=str(exc))) from exc
+        keys.append(await bot.runtime.images.put(image.data, image.mime, width=image.width, height=image.height))
+    return keys
+
+
+def check_request(spec: ModelSpec, request: dict[str, object], reference_count: int, locale: str) -> None:
+    """The model's own limits (size, ratio, thinking, reference count), checked before anything is queued."""
+    probe = ImageRequest(
+        prompt=str(request["prompt"]),
+        aspect_ratio=request.get("aspect_ratio"),  # type: ignore[arg-type]
+        size=str(request.get("size") or "1K"),
+        thinking=request.get("thinking"),  # type: ignore[arg-type]
+        references=tuple(ImageInput(b"", "image/png") for _ in range(reference_count)),
+    )
+    try:
+        validate(probe, spec)
+    except InvalidRequest as exc:
+        raise InputError(t(locale, "error.invalid", detail=str(exc))) from exc
+
+
+async def submit(bot: BananaBot, job: Job, surface: Surface) -> bool:
+    """Queue the job behind a presenter for `surface`; on a refused quota, tell the member. True if queued."""
+    try:
+        await bot.jobs.submit(job, DiscordPresenter(bot, surface))
+    except LimitExceeded as exc:
+        await surface.error(limit_text(surface.private_locale, exc))
+        return False
+    return True
+
+
+def limit_text(locale: str, exc: LimitExceeded) -> str:
+    if exc.resets_at is None:
+        return tn(locale, f"limit.{exc.limit}", exc.allowed)
+    # Discord shows <t:...:R> as "in 5 hours" in each reader's own language and time zone.
+    return tn(locale, f"limit.{exc.limit}", exc.allowed, reset=f"<t:{int(exc.resets_at)}:R>")
+
+
+def elapsed_ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000

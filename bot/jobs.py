@@ -1,0 +1,310 @@
+"""Jobs: quotas, the fair queue, the conversation behind each image, and the generation call.
+
+The Discord side hands in a `Job` and a `JobPresenter` (which keeps the member informed); this module
+does the rest and knows nothing of Discord. A job's conversation is its chain of parent jobs, each
+keeping the user turn it sent and the model turn it got back (thought signatures included), so an
+edit can continue from any earlier image, also after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from storage.db import Database
+from storage.generations import recent_latencies_ms
+from storage.images import ImageStore
+from storage.jobs import Job, count_reserved_since, get_job, insert_job, unfinished_jobs, update_job
+
+from .core.errors import GenerationError
+from .core.imaging import image_size, sniff_mime
+from .core.service import GenerationService
+from .core.types import GenerationResult, ImageInput, ImageRequest, Part, RequestContext, Turn
+from .limits import ContextBudget, QueueLimits
+from .queue import FairQueue, Ticket
+
+log = logging.getLogger(__name__)
+
+
+class LimitExceeded(Exception):
+    """A quota refuses a new job. `limit` names it; `resets_at` is a unix time, or None (frees when a job ends)."""
+
+    def __init__(self, limit: str, allowed: int, resets_at: float | None) -> None:
+        super().__init__(f"{limit} limit of {allowed} reached")
+        self.limit = limit
+        self.allowed = allowed
+        self.resets_at = resets_at
+
+
+@dataclass
+class JobOutcome:
+    result: GenerationResult
+    #: Earlier turns left out to stay within the context budget.
+    dropped_turns: int = 0
+
+
+class JobPresenter(Protocol):
+    """Keeps the member informed. Every method may be called from the queue's tasks; none may raise."""
+
+    async def queued(self, job: Job) -> None: ...
+    async def started(self, job: Job) -> None: ...
+    async def finished(self, job: Job, outcome: JobOutcome) -> None: ...
+    async def failed(self, job: Job, error: GenerationError | None) -> None: ...
+    async def cancelled(self, job: Job) -> None: ...
+
+
+def utc_day_start(now: float) -> float:
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        images: ImageStore,
+        generation: GenerationService,
+        limits: QueueLimits,
+        budget: ContextBudget | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.images = images
+        self.generation = generation
+        self.limits = limits
+        self.budget = budget or ContextBudget()
+        self.clock = clock
+        self.queue = FairQueue(limits)
+        self._presenters: dict[str, JobPresenter] = {}
+        # Quota check and reservation must be one step, or a burst could slip past a limit together.
+        self._admission = asyncio.Lock()
+
+    # --- admission ----------------------------------------------------------------------------------
+    async def submit(self, job: Job, presenter: JobPresenter) -> None:
+        """Reserve quota, persist and queue the job; raises LimitExceeded (nothing reserved) when over a limit."""
+        async with self._admission:
+            await self._check_limits(job)
+            job.status = "queued"
+            await insert_job(self.db, job)
+            self._enqueue(job, presenter)
+        await presenter.queued(job)
+
+    async def _check_limits(self, job: Job) -> None:
+        limits = self.limits
+        if self.queue.pending_for_user(job.user_id) >= limits.user_pending:
+            raise LimitExceeded("user_pending", limits.user_pending, None)
+        now = self.clock()
+        day_start = utc_day_start(now)
+        resets_at = day_start + 86400
+        used_today = await count_reserved_since(self.db, day_start, user_id=job.user_id) if limits.user_daily else 0
+        if limits.user_daily and used_today >= limits.user_daily:
+            raise LimitExceeded("user_daily", limits.user_daily, resets_at)
+        if (
+            limits.guild_daily
+            and job.guild_id is not None
+            and await count_reserved_since(self.db, day_start, guild_id=job.guild_id) >= limits.guild_daily
+        ):
+            raise LimitExceeded("guild_daily", limits.guild_daily, resets_at)
+
+    def _enqueue(self, job: Job, presenter: JobPresenter) -> None:
+        self._presenters[job.id] = presenter
+        lane = job.guild_id if job.guild_id is not None else -job.user_id
+        self.queue.submit(Ticket(job_id=job.id, lane=lane, user_id=job.user_id, run=lambda: self._run(job, presenter)))
+
+    async def resume(self, presenter_for: Callable[[Job], Awaitable[JobPresenter | None]]) -> list[Job]:
+        """Queue again what a restart interrupted. Their quota is already reserved, so no limit applies.
+
+        A job whose channel is gone can't be shown: it fails (and so is refunded)."""
+        jobs = await unfinished_jobs(self.db)
+        resumed = []
+        for job in jobs:
+            presenter = await presenter_for(job)
+            if presenter is None:
+                log.warning("job %s: its channel %s is gone; refunding it", job.id, job.channel_id)
+                await self._fail(job, "channel_gone", None)
+                continue
+            if job.status == "running":
+                job.status = "queued"
+                await update_job(self.db, job.id, status="queued")
+            self._enqueue(job, presenter)
+            await presenter.queued(job)
+            resumed.append(job)
+        return resumed
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job (refunding it); False if it already started or is unknown."""
+        if not self.queue.cancel(job_id):
+            return False
+        await update_job(self.db, job_id, status="cancelled", finished_at=self.clock())
+        presenter = self._presenters.pop(job_id, None)
+        job = await get_job(self.db, job_id)
+        if presenter is not None and job is not None:
+            await presenter.cancelled(job)
+        return True
+
+    def position(self, job_id: str) -> int | None:
+        return self.queue.position(job_id)
+
+    async def estimate_seconds(self, model: str, size: str) -> float | None:
+        """The median of recent successful generations for this model and size (None before there are 3)."""
+        recent = await recent_latencies_ms(self.db, model=model, size=size, limit=20)
+        if len(recent) < 3:
+            return None
+        return statistics.median(recent) / 1000
+
+    async def aclose(self) -> None:
+        await self.queue.aclose()
+
+    # --- running --------------------------------------------------------------------------------------
+    async def _run(self, job: Job, presenter: JobPresenter) -> None:
+        started = self.clock()
+        job.status, job.started_at = "running", started
+        job.queue_ms = (started - job.created_at) * 1000 if job.attempts_started == 0 else job.queue_ms
+        job.attempts_started += 1
+        await update_job(
+            self.db,
+            job.id,
+            status="running",
+            started_at=started,
+            queue_ms=job.queue_ms,
+            attempts_started=job.attempts_started,
+        )
+        await presenter.started(job)
+        try:
+            request, user_turn, dropped = await self._build_request(job)
+            context = RequestContext(
+                command=job.kind,
+                guild_id=job.guild_id,
+                channel_id=job.channel_id,
+                user_id=job.user_id,
+                queue_ms=job.queue_ms,
+                job_id=job.id,
+                defer_ms=job.defer_ms,
+            )
+            result = await self.generation.generate(request, context)
+        except GenerationError as exc:
+            await self._fail(job, exc.error_class, str(exc))
+            await presenter.failed(job, exc)
+            return
+        except asyncio.CancelledError:
+            # Shutting down: the job stays 'running' in the database and the next start runs it again.
+            raise
+        except Exception:
+            log.exception("job %s failed unexpectedly (reference %s)", job.id, job.id)
+            await self._fail(job, "internal", None)
+            await presenter.failed(job, None)
+            return
+        finally:
+            self._presenters.pop(job.id, None)
+        job.status, job.finished_at = "done", self.clock()
+        job.image_key, job.generation_id = result.image_key, result.generation_id
+        job.user_turn = user_turn
+        job.model_turn = await self._turn_to_json(result.model_turn) if result.model_turn else None
+        await update_job(
+            self.db,
+            job.id,
+            status="done",
+            finished_at=job.finished_at,
+            image_key=job.image_key,
+            generation_id=job.generation_id,
+            user_turn=job.user_turn,
+            model_turn=job.model_turn,
+        )
+        await presenter.finished(job, JobOutcome(result=result, dropped_turns=dropped))
+
+    async def _fail(self, job: Job, error_class: str, detail: str | None) -> None:
+        job.status, job.error_class, job.error_detail = "failed", error_class, detail
+        job.finished_at = self.clock()
+        await update_job(
+            self.db, job.id, status="failed", error_class=error_class, error_detail=detail, finished_at=job.finished_at
+        )
+
+    async def _build_request(self, job: Job) -> tuple[ImageRequest, dict[str, Any], int]:
+        spec = job.request
+        references = tuple([await self._load_image(key) for key in spec.get("reference_keys", [])])
+        history, dropped = await self._history(job.parent_id)
+        request = ImageRequest(
+            prompt=spec["prompt"],
+            aspect_ratio=spec.get("aspect_ratio"),
+            size=spec.get("size", "1K"),
+            thinking=spec.get("thinking"),
+            model=spec.get("model"),
+            references=references,
+            history=history,
+        )
+        user_turn = {
+            "role": "user",
+            "parts": [{"text": request.prompt}] + [{"image": key} for key in spec.get("reference_keys", [])],
+        }
+        return request, user_turn, dropped
+
+    async def _history(self, parent_id: str | None) -> tuple[tuple[Turn, ...], int]:
+        """The conversation up to and including `parent_id`'s image, oldest first, within the budget."""
+        chain: list[Job] = []
+        while parent_id is not None:
+            parent = await get_job(self.db, parent_id)
+            if parent is None or parent.user_turn is None or parent.model_turn is None:
+                break
+            chain.append(parent)
+            parent_id = parent.parent_id
+        chain.reverse()
+        pairs: list[tuple[Turn, Turn]] = []
+        for parent in chain:
+            assert parent.user_turn is not None and parent.model_turn is not None
+            try:
+                user_turn = await self._turn_from_json(parent.user_turn)
+                model_turn = await self._turn_from_json(parent.model_turn)
+                pairs.append((user_turn, model_turn))
+            except FileNotFoundError:
+                # An image pruned by retention: what came before it can't be replayed either.
+                pairs.clear()
+        dropped = 0
+        # Drop from the oldest, but always keep the turn that made the image being edited.
+        while len(pairs) > 1 and not self._within_budget(pairs):
+            pairs.pop(0)
+            dropped += 1
+        return tuple(turn for pair in pairs for turn in pair), dropped
+
+    def _within_budget(self, pairs: list[tuple[Turn, Turn]]) -> bool:
+        images = [p.image for pair in pairs for turn in pair for p in turn.parts if p.image is not None]
+        return len(images) <= self.budget.max_images and sum(len(i.data) for i in images) <= self.budget.max_bytes
+
+    async def _load_image(self, key: str) -> ImageInput:
+        # Stored images were checked on the way in: the header is enough to describe them.
+        data = await self.images.get(key)
+        width, height = await asyncio.to_thread(image_size, data)
+        return ImageInput(data=data, mime=sniff_mime(data) or "image/png", width=width, height=height)
+
+    async def _turn_to_json(self, turn: Turn) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = []
+        for part in turn.parts:
+            if part.thought:
+                # Drafts carry no signature and the API doesn't need them back; they would double the bytes.
+                continue
+            item: dict[str, Any] = {}
+            if part.image is not None:
+                item["image"] = await self.images.put(
+                    part.image.data, part.image.mime, width=part.image.width, height=part.image.height
+                )
+            else:
+                item["text"] = part.text or ""
+            if part.thought_signature:
+                item["signature"] = part.thought_signature
+            parts.append(item)
+        return {"role": turn.role, "parts": parts}
+
+    async def _turn_from_json(self, stored: dict[str, Any]) -> Turn:
+        parts = []
+        for item in stored["parts"]:
+            image = None
+            if "image" in item:
+                image = await self._load_image(item["image"])
+            parts.append(Part(text=item.get("text"), image=image, thought_signature=item.get("signature")))
+        return Turn(role=stored["role"], parts=tuple(parts))

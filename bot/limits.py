@@ -1,0 +1,26 @@
+"""Limits people configure: the queue's quotas and how much conversation an edit sends back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    #: Jobs running at once over the whole bot: keep it at or under what the provider's rate limit allows.
+    global_concurrency: int = 4
+    guild_concurrency: int = 2
+    user_concurrency: int = 1
+    #: Jobs one member may have waiting or running at once.
+    user_pending: int = 3
+    #: Images per member / per guild per UTC day (0 = no limit).
+    user_daily: int = 0
+    guild_daily: int = 0
+
+
+@dataclass(frozen=True)
+class ContextBudget:
+    """How much earlier conversation an edit sends back: beyond it, the oldest turns are dropped."""
+
+    max_images: int = 6
+    max_bytes: int = 24 * 1024 * 1024

@@ -1,0 +1,427 @@
+"""Showing a job on Discord: the status message while it waits and runs, then the result or the error.
+
+A `Surface` is where a job appears: the interaction's own response (`InteractionSurface`, whose token
+lasts 15 minutes, after which it posts through the channel and mentions the requester) or a plain
+channel message (`ChannelSurface`, for replies in a thread and for jobs resumed after a restart).
+`DiscordPresenter` drives a surface through a job's life; it implements `bot.jobs.JobPresenter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from storage.jobs import Job, get_job, max_version_in_thread, update_job
+
+from .core.errors import BlockedError, GenerationError, NoImageError, RateLimitedError
+from .core.models import model_spec
+from .i18n import duration, money, t, tn
+from .jobs import JobOutcome
+from .uploads import Upload, fit_upload
+from .views import cancel_view, result_view
+
+if TYPE_CHECKING:
+    from .client import BananaBot
+
+log = logging.getLogger(__name__)
+
+#: Discord's interaction tokens last 15 minutes; stop using one a little before that.
+INTERACTION_TOKEN_LIFETIME = 15 * 60.0
+TOKEN_SAFETY_MARGIN = 30.0
+#: Discord's default upload limit for a bot, used where no guild says otherwise.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+THREAD_NAME_LENGTH = 90
+
+
+class Surface(ABC):
+    """Where one job is shown."""
+
+    def __init__(
+        self, *, locale: str, channel: discord.abc.Messageable, upload_limit: int, private_locale: str | None = None
+    ) -> None:
+        #: For what everyone in the channel sees; `private_locale` for what only the requester sees.
+        self.locale = locale
+        self.private_locale = private_locale or locale
+        self.channel = channel
+        self.upload_limit = upload_limit
+        #: The message that shows the result, once there is one.
+        self.message: discord.Message | None = None
+        #: The status message's id once known, so a restart can update it.
+        self.status_message_id: int | None = None
+
+    @abstractmethod
+    async def update(self, *, content: str, view: discord.ui.View | None = None) -> None:
+        """Show a status line (replacing the previous one)."""
+
+    @abstractmethod
+    async def result(
+        self, *, content: str, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message:
+        """Replace the status with the finished image."""
+
+    @abstractmethod
+    async def error(self, text: str) -> None:
+        """Tell the requester what went wrong (privately where Discord allows)."""
+
+    @property
+    def can_thread(self) -> bool:
+        """Whether the result should get its own thread (not in a thread or a DM already)."""
+        return isinstance(self.channel, discord.TextChannel)
+
+
+class InteractionSurface(Surface):
+    """The deferred interaction's response; falls back to the channel once the token is about to expire."""
+
+    def __init__(self, interaction: discord.Interaction, *, received_at: float | None = None) -> None:
+        channel = interaction.channel
+        assert isinstance(channel, discord.abc.Messageable)
+        super().__init__(
+            locale=public_locale(interaction),
+            private_locale=str(interaction.locale),
+            channel=channel,
+            upload_limit=interaction.filesize_limit,
+        )
+        self.interaction = interaction
+        self.received_at = received_at if received_at is not None else time.monotonic()
+        self.requester = interaction.user
+
+    @property
+    def token_fresh(self) -> bool:
+        return time.monotonic() - self.received_at < INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
+
+    async def update(self, *, content: str, view: discord.ui.View | None = None) -> None:
+        if self.token_fresh:
+            message = await self.interaction.edit_original_response(content=content, view=view)
+            self.status_message_id = message.id
+
+    async def result(
+        self, *, content: str, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message:
+        if self.token_fresh:
+            self.message = await self.interaction.edit_original_response(
+                content=content or None, embed=embed, attachments=[file], view=view
+            )
+        else:
+            late = t(self.locale, "result.late", mention=self.requester.mention)
+            self.message = await self.channel.send(
+                content=f"{late}\n{content}".strip(),
+                embed=embed,
+                file=file,
+                view=view,
+                allowed_mentions=discord.AllowedMentions(users=[self.requester]),
+            )
+        return self.message
+
+    async def error(self, text: str) -> None:
+        if self.token_fresh:
+            with contextlib.suppress(discord.NotFound):
+                await self.interaction.delete_original_response()
+            await self.interaction.followup.send(text, ephemeral=True)
+        else:
+            await self.channel.send(
+                f"{self.requester.mention} {text}", allowed_mentions=discord.AllowedMentions(users=[self.requester])
+            )
+
+
+class ChannelSurface(Surface):
+    """A status message in a channel or thread (a reply to the member's message when there is one)."""
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        locale: str,
+        upload_limit: int,
+        reply_to: discord.Message | discord.PartialMessage | None = None,
+        status_message: discord.Message | discord.PartialMessage | None = None,
+        mention: discord.abc.Snowflake | None = None,
+        private_locale: str | None = None,
+    ) -> None:
+        super().__init__(locale=locale, channel=channel, upload_limit=upload_limit, private_locale=private_locale)
+        self.reply_to = reply_to
+        self.status_message = status_message
+        self.status_message_id = status_message.id if status_message is not None else None
+        #: Who to ping in the first status line (jobs resumed after a restart have no reply to hang on).
+        self.mention = mention
+
+    async def _send(self, content: str | None, **fields: Any) -> discord.Message:
+        # Only a reply pings, and only the requester: never @everyone or roles from a prompt.
+        users = [self.mention] if self.mention is not None else []
+        fields["allowed_mentions"] = discord.AllowedMentions(users=users, replied_user=True)
+        if self.reply_to is not None:
+            fields["reference"] = self.reply_to
+        return await self.channel.send(content, **{k: v for k, v in fields.items() if v is not None})
+
+    def _prefix(self) -> str:
+        return f"<@{self.mention.id}> " if self.mention is not None else ""
+
+    async def update(self, *, content: str, view: discord.ui.View | None = None) -> None:
+        if self.status_message is not None:
+            try:
+                await self.status_message.edit(content=self._prefix() + content, view=view)
+                return
+            except discord.NotFound:
+                self.status_message = None  # deleted by someone: post a new one
+        self.status_message = await self._send(self._prefix() + content, view=view)
+        self.status_message_id = self.status_message.id
+
+    async def result(
+        self, *, content: str, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message:
+        # A fresh message rather than an edit: members get notified of the reply, and the status goes away.
+        self.message = await self._send(self._prefix() + content, embed=embed, file=file, view=view)
+        await self._drop_status()
+        return self.message
+
+    async def error(self, text: str) -> None:
+        await self._send(self._prefix() + text)
+        await self._drop_status()
+
+    async def _drop_status(self) -> None:
+        if self.status_message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await self.status_message.delete()
+            self.status_message = None
+
+
+class DiscordPresenter:
+    """Keeps one job's surface current: queued with position, generating with elapsed seconds, then the result."""
+
+    def __init__(self, bot: BananaBot, surface: Surface, *, resumed: bool = False) -> None:
+        self.bot = bot
+        self.surface = surface
+        #: Picked up again after a restart: the status says so.
+        self.resumed = resumed
+        self.locale = surface.locale
+        self._ticker: asyncio.Task[None] | None = None
+        self._started_at: float | None = None
+        self._queued_at = time.monotonic()
+        self._shown: str | None = None
+        self._estimate: float | None = None
+
+    # --- the JobPresenter protocol ----------------------------------------------------------------------
+    async def queued(self, job: Job) -> None:
+        await self._refresh(job)
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(job), name=f"status-{job.id}")
+
+    async def started(self, job: Job) -> None:
+        self._started_at = time.monotonic()
+        request = job.request
+        model = request.get("model") or self.bot.default_model
+        self._estimate = await self.bot.jobs.estimate_seconds(model, request.get("size", "1K"))
+        await self._refresh(job)
+
+    async def finished(self, job: Job, outcome: JobOutcome) -> None:
+        await self._stop_ticker()
+        try:
+            await self._show_result(job, outcome)
+        except discord.HTTPException:
+            log.exception("could not post the result of job %s", job.id)
+
+    async def failed(self, job: Job, error: GenerationError | None) -> None:
+        await self._stop_ticker()
+        with contextlib.suppress(discord.HTTPException):
+            await self.surface.error(error_text(self.surface.private_locale, job, error))
+
+    async def cancelled(self, job: Job) -> None:
+        await self._stop_ticker()
+        with contextlib.suppress(discord.HTTPException):
+            await self.surface.update(content=t(self.locale, "status.cancelled"), view=None)
+
+    # --- status -----------------------------------------------------------------------------------------
+    def status_text(self, job: Job) -> str:
+        now = time.monotonic()
+        size = job.request.get("size", "1K")
+        if self._started_at is None:
+            position = self.bot.jobs.position(job.id)
+            elapsed = duration(self.locale, now - self._queued_at, threshold=3)
+            if position is None:
+                text = t(self.locale, "status.starting")
+            else:
+                text = t(self.locale, "status.queued", position=position, elapsed=elapsed)
+            return t(self.locale, "status.resumed") + " " + text if self.resumed else text
+        elapsed = duration(self.locale, now - self._started_at, threshold=3)
+        text = t(self.locale, "status.generating", size=size, elapsed=elapsed)
+        if self._estimate is not None:
+            text += " " + t(self.locale, "status.estimate", estimate=duration(self.locale, self._estimate), size=size)
+        return text
+
+    async def _refresh(self, job: Job) -> None:
+        text = self.status_text(job)
+        if text == self._shown:
+            return
+        self._shown = text
+        view = cancel_view(job, self.locale) if self._started_at is None else None
+        try:
+            await self.surface.update(content=text, view=view)
+            shown_in = self.surface.status_message_id
+            if shown_in is not None and job.status_message_id != shown_in:
+                job.status_message_id = shown_in
+                await update_job(self.bot.jobs.db, job.id, status_message_id=shown_in)
+        except discord.HTTPException as exc:
+            log.warning("could not update the status of job %s: %s", job.id, exc)
+
+    async def _tick(self, job: Job) -> None:
+        # One edit per interval at most: Discord rate-limits message edits (about 5 per 5 s per channel).
+        while True:
+            await asyncio.sleep(self.bot.settings.status_interval)
+            await self._refresh(job)
+
+    async def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    # --- the result -------------------------------------------------------------------------------------
+    async def _show_result(self, job: Job, outcome: JobOutcome) -> None:
+        result = outcome.result
+        image = result.image
+        upload = await asyncio.to_thread(
+            fit_upload, image.data, image.mime, image.width, image.height, self.surface.upload_limit
+        )
+        thread_id = job.thread_id
+        if thread_id is not None:
+            job.version = await max_version_in_thread(self.bot.jobs.db, thread_id) + 1
+            await update_job(self.bot.jobs.db, job.id, version=job.version)
+        parent_version = await self._parent_version(job)
+        embed = result_embed(self.locale, job, outcome, upload, parent_version)
+        file = discord.File(fp=io.BytesIO(upload.data), filename=f"banana-{job.id}.{upload.extension}")
+        embed.set_image(url=f"attachment://{file.filename}")
+        message = await self.surface.result(
+            content="", embed=embed, file=file, view=result_view(job, self.locale, model=result.model)
+        )
+        job.result_message_id = message.id
+        changes: dict[str, Any] = {"result_message_id": message.id}
+        if thread_id is None and self.surface.can_thread:
+            thread_id = await self._open_thread(job, message)
+        if thread_id is not None:
+            changes["thread_id"] = job.thread_id = thread_id
+        await update_job(self.bot.jobs.db, job.id, **changes)
+
+    async def _parent_version(self, job: Job) -> int | None:
+        if job.parent_id is None:
+            return None
+        parent = await get_job(self.bot.jobs.db, job.parent_id)
+        return parent.version if parent is not None and parent.thread_id == job.thread_id else None
+
+    async def _open_thread(self, job: Job, message: discord.Message) -> int | None:
+        channel = self.surface.channel
+        assert isinstance(channel, discord.TextChannel)
+        name = job.request["prompt"].strip().replace("\n", " ")[:THREAD_NAME_LENGTH] or "Banana"
+        try:
+            thread = await channel.create_thread(name=name, message=message, auto_archive_duration=1440)
+            await thread.send(t(self.locale, "result.thread_hint"))
+        except discord.HTTPException as exc:
+            # Missing "Create Public Threads": the image is still there, just without a thread.
+            log.warning("could not open a thread for job %s: %s", job.id, exc)
+            return None
+        return thread.id
+
+
+async def resumed_presenter(bot: BananaBot, job: Job) -> DiscordPresenter | None:
+    """A presenter for a job picked up after a restart: it posts through the job's channel (the interaction
+    token is gone), editing the old status message where there is one. None if the channel is gone."""
+    channel = await bot.resolve_channel(job.channel_id)
+    if not isinstance(channel, discord.abc.Messageable):
+        return None
+    guild = getattr(channel, "guild", None)
+    status = None
+    if job.status_message_id is not None:
+        status = channel.get_partial_message(job.status_message_id)
+    surface = ChannelSurface(
+        channel,
+        locale=job.locale,
+        upload_limit=guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT,
+        status_message=status,
+        mention=discord.Object(job.user_id),
+    )
+    return DiscordPresenter(bot, surface, resumed=True)
+
+
+def public_locale(interaction: discord.Interaction) -> str:
+    """The language for messages everyone in the channel reads: the server's, else the member's."""
+    return str(interaction.guild_locale or interaction.locale)
+
+
+def result_embed(
+    locale: str, job: Job, outcome: JobOutcome, upload: Upload, parent_version: int | None
+) -> discord.Embed:
+    result = outcome.result
+    request = job.request
+    embed = discord.Embed(description=_clip(request["prompt"], 4000), colour=discord.Colour.gold())
+    label = model_spec(result.model).label if result.model else result.model
+    embed.add_field(name=t(locale, "result.model"), value=label, inline=True)
+    aspect = result.aspect_ratio or request.get("aspect_ratio") or "1:1"
+    size_text = t(
+        locale,
+        "result.size_value",
+        size=result.size,
+        aspect=aspect,
+        width=result.image.width,
+        height=result.image.height,
+    )
+    embed.add_field(name=t(locale, "result.size"), value=size_text, inline=True)
+    embed.add_field(name=t(locale, "result.time"), value=duration(locale, result.timing.total_ms / 1000), inline=True)
+    embed.add_field(name=t(locale, "result.cost"), value=money(locale, result.usage.cost_usd), inline=True)
+    notes = []
+    if upload.change is not None:
+        notes.append(
+            t(
+                locale,
+                f"result.{upload.change}",
+                width=upload.width,
+                height=upload.height,
+                mb=f"{len(upload.data) / 2**20:.1f}",
+            )
+        )
+    if outcome.dropped_turns:
+        notes.append(tn(locale, "result.context_dropped", outcome.dropped_turns))
+    if result.text:
+        notes.append(t(locale, "result.model_said", text=_clip(result.text, 500)))
+    if notes:
+        embed.add_field(name=t(locale, "result.notes"), value=_clip("\n".join(notes), 1024), inline=False)
+    footer = t(locale, "result.version", version=job.version)
+    if parent_version is not None:
+        footer += " · " + t(locale, "result.from_version", version=parent_version)
+    embed.set_footer(text=f"{footer} · {job.id}")
+    return embed
+
+
+def error_text(locale: str, job: Job, error: GenerationError | None) -> str:
+    """What a member reads when a job fails: specific, actionable, and never a stack trace."""
+    if error is None:
+        return t(locale, "error.internal", reference=job.id)
+    klass = error.error_class
+    if isinstance(error, BlockedError):
+        text = t(locale, "error.blocked", reason=error.reason)
+        if error.model_text:
+            text += "\n" + t(locale, "error.model_said", text=_clip(error.model_text, 500))
+    elif isinstance(error, NoImageError):
+        text = t(locale, "error.no_image")
+        if error.model_text:
+            text += "\n" + t(locale, "error.model_said", text=_clip(error.model_text, 500))
+    elif isinstance(error, RateLimitedError) and error.per_day:
+        text = t(locale, "error.quota_day")
+    elif klass in ("rate_limited", "unavailable", "timeout", "bad_response"):
+        text = t(locale, f"error.{klass}") + " " + tn(locale, "error.attempts", max(error.attempts, 1))
+    elif klass in ("auth", "no_keys"):
+        text = t(locale, "error.auth")
+    elif klass == "invalid_request":
+        text = t(locale, "error.invalid", detail=str(error))
+    else:
+        text = t(locale, "error.internal", reference=job.id)
+    return text + "\n" + t(locale, "error.not_charged")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,165 @@
+"""A fair queue: which job runs next, within the concurrency caps.
+
+Guilds take turns (round-robin), so one busy guild can't starve the others; within a guild, jobs run
+first come, first served, skipping a member who already has as many jobs running as they may. Nothing
+here knows about Discord or the image API: a job is a coroutine function and a few ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .limits import QueueLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Ticket:
+    job_id: str
+    #: The guild's id; a DM gets its own lane keyed by the member, so DMs are served fairly too.
+    lane: int
+    user_id: int
+    run: Callable[[], Awaitable[None]]
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class FairQueue:
+    def __init__(self, limits: QueueLimits) -> None:
+        self.limits = limits
+        # lane -> waiting tickets in arrival order; the OrderedDict's order is the round-robin order.
+        self._waiting: OrderedDict[int, deque[Ticket]] = OrderedDict()
+        self._running: dict[str, Ticket] = {}
+        self._running_by_lane: dict[int, int] = {}
+        self._running_by_user: dict[int, int] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- what callers ask -------------------------------------------------------------------------
+    def pending_for_user(self, user_id: int) -> int:
+        waiting = sum(1 for lane in self._waiting.values() for t in lane if t.user_id == user_id)
+        return waiting + self._running_by_user.get(user_id, 0)
+
+    def running_in_lane(self, lane: int) -> int:
+        return self._running_by_lane.get(lane, 0)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting_count(self) -> int:
+        return sum(len(lane) for lane in self._waiting.values())
+
+    def is_running(self, job_id: str) -> bool:
+        return job_id in self._running
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in line (the order in which waiting jobs would start), None if not waiting."""
+        for place, ticket in enumerate(self._dispatch_order(), start=1):
+            if ticket.job_id == job_id:
+                return place
+        return None
+
+    # --- changes ----------------------------------------------------------------------------------
+    def submit(self, ticket: Ticket) -> None:
+        self._waiting.setdefault(ticket.lane, deque()).append(ticket)
+        self._idle.clear()
+        self._dispatch()
+
+    def cancel(self, job_id: str) -> bool:
+        """Remove a waiting job; a running one can't be taken back (the provider is already paid)."""
+        for lane, tickets in self._waiting.items():
+            for ticket in tickets:
+                if ticket.job_id == job_id:
+                    tickets.remove(ticket)
+                    if not tickets:
+                        del self._waiting[lane]
+                    self._check_idle()
+                    return True
+        return False
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Cancel running jobs and forget waiting ones (they stay queued in the database for the next start)."""
+        self._waiting.clear()
+        tasks = [t.task for t in self._running.values() if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- scheduling -------------------------------------------------------------------------------
+    def _may_start(self, ticket: Ticket, lanes: dict[int, int], users: dict[int, int]) -> bool:
+        return (
+            lanes.get(ticket.lane, 0) < self.limits.guild_concurrency
+            and users.get(ticket.user_id, 0) < self.limits.user_concurrency
+        )
+
+    def _pick(self) -> Ticket | None:
+        """The next ticket to start now, rotating the lanes so the one served goes to the back."""
+        if len(self._running) >= self.limits.global_concurrency:
+            return None
+        for lane in list(self._waiting):
+            tickets = self._waiting[lane]
+            for ticket in tickets:
+                if self._may_start(ticket, self._running_by_lane, self._running_by_user):
+                    tickets.remove(ticket)
+                    if tickets:
+                        self._waiting.move_to_end(lane)
+                    else:
+                        del self._waiting[lane]
+                    return ticket
+        return None
+
+    def _dispatch_order(self) -> list[Ticket]:
+        """Waiting tickets in the order they would start if slots freed one at a time: lanes in turn."""
+        lanes = [list(tickets) for tickets in self._waiting.values()]
+        order: list[Ticket] = []
+        depth = 0
+        while any(depth < len(lane) for lane in lanes):
+            order.extend(lane[depth] for lane in lanes if depth < len(lane))
+            depth += 1
+        return order
+
+    def _dispatch(self) -> None:
+        while (ticket := self._pick()) is not None:
+            self._running[ticket.job_id] = ticket
+            self._running_by_lane[ticket.lane] = self._running_by_lane.get(ticket.lane, 0) + 1
+            self._running_by_user[ticket.user_id] = self._running_by_user.get(ticket.user_id, 0) + 1
+            ticket.started_at = time.monotonic()
+            ticket.task = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job_id}")
+
+    async def _run(self, ticket: Ticket) -> None:
+        try:
+            await ticket.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The job's own code reports failures to the member; this is the last line of defence.
+            log.exception("job %s raised", ticket.job_id)
+        finally:
+            # Every path, exceptions and cancellation included, gives the slot back.
+            del self._running[ticket.job_id]
+            self._decrement(self._running_by_lane, ticket.lane)
+            self._decrement(self._running_by_user, ticket.user_id)
+            self._dispatch()
+            self._check_idle()
+
+    @staticmethod
+    def _decrement(counts: dict[int, int], key: int) -> None:
+        counts[key] -= 1
+        if counts[key] == 0:
+            del counts[key]
+
+    def _check_idle(self) -> None:
+        if not self._running and not self._waiting:
+            self._idle.set()

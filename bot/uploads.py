@@ -1,0 +1,53 @@
+"""Fitting an image under Discord's upload limit. Pure Pillow; call it off the event loop."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+#: Room for the multipart envelope and the JSON payload next to the file.
+ENVELOPE_BYTES = 64 * 1024
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    #: None when the original is sent; 'reencoded' or 'downscaled' when it had to shrink.
+    change: str | None = None
+
+    @property
+    def extension(self) -> str:
+        return _EXTENSIONS.get(self.mime, "png")
+
+
+def fit_upload(data: bytes, mime: str, width: int, height: int, limit: int) -> Upload:
+    """The image as is if it fits; else a high-quality JPEG; else downscaled JPEGs until it fits."""
+    budget = max(limit - ENVELOPE_BYTES, 64 * 1024)
+    if len(data) <= budget:
+        return Upload(data, mime, width, height)
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")  # JPEG has no alpha; generated images are opaque anyway
+    encoded = _jpeg(image, quality=92)
+    if len(encoded) <= budget:
+        return Upload(encoded, "image/jpeg", image.width, image.height, "reencoded")
+    scale = 1.0
+    while True:
+        # Bytes shrink roughly with the pixel count: aim straight for the budget, then step down.
+        scale *= min(0.9, (budget / len(encoded)) ** 0.5)
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        smaller = image.resize(size, Image.Resampling.LANCZOS)
+        encoded = _jpeg(smaller, quality=90)
+        if len(encoded) <= budget or size == (1, 1):
+            return Upload(encoded, "image/jpeg", size[0], size[1], "downscaled")
+
+
+def _jpeg(image: Image.Image, *, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90 else 2)
+    return out.getvalue()

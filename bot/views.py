@@ -1,0 +1,61 @@
+"""The buttons under a status or result message.
+
+Every button is persistent: its custom id is ``job:<action>:<job id>`` and the job lives in SQLite, so a
+click works after a restart and weeks later. The clicks are handled by ``cogs/results.py``, which
+registers a `discord.ui.DynamicItem` matching these ids at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+
+import discord
+
+from storage.jobs import Job
+
+from .core.models import model_spec
+from .i18n import t
+
+ACTIONS = ("reroll", "edit", "upscale", "delete", "cancel")
+CUSTOM_ID = re.compile(rf"job:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>[A-Za-z0-9_-]{{1,40}})")
+
+
+def custom_id(action: str, job_id: str) -> str:
+    assert action in ACTIONS
+    return f"job:{action}:{job_id}"
+
+
+def larger_size(model: str, size: str) -> str | None:
+    """The next size up that the model makes, if any."""
+    sizes = [s for s in model_spec(model).sizes if s != "512"]
+    if size not in sizes or sizes.index(size) + 1 >= len(sizes):
+        return None
+    return sizes[sizes.index(size) + 1]
+
+
+def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(_button("reroll", job, t(locale, "button.reroll"), "🎲"))
+    view.add_item(_button("edit", job, t(locale, "button.edit"), "✏️"))
+    bigger = larger_size(model, job.request.get("size", "1K"))
+    if bigger is not None:
+        view.add_item(_button("upscale", job, t(locale, "button.upscale", size=bigger), "🔍"))
+    view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))
+    return view
+
+
+def cancel_view(job: Job, locale: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(_button("cancel", job, t(locale, "button.cancel"), None, style=discord.ButtonStyle.secondary))
+    return view
+
+
+def _button(
+    action: str,
+    job: Job,
+    label: str,
+    emoji: str | None,
+    *,
+    style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+) -> discord.ui.Button[discord.ui.View]:
+    return discord.ui.Button(style=style, label=label, emoji=emoji, custom_id=custom_id(action, job.id))

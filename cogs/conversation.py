@@ -1,0 +1,83 @@
+"""Refining an image by talking to it: replies in the bot's threads continue the conversation.
+
+A message in a thread that replies to one of the bot's images continues from *that* image (the thread is
+a version tree); a message that only mentions the bot continues from the newest image in the thread.
+Words become the instruction and attached images become extra references. No privileged intent is
+needed: a reply to the bot, like a mention, carries its content.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+from discord.ext import commands
+
+from bot.client import BananaBot
+from bot.i18n import t
+from bot.intake import InputError, check_request, read_references, submit
+from bot.presenter import ChannelSurface
+from storage.jobs import Job, job_for_message, latest_done_job_in_thread
+
+log = logging.getLogger(__name__)
+
+MAX_ATTACHMENTS = 3
+
+
+class Conversation(commands.Cog):
+    def __init__(self, bot: BananaBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or not isinstance(message.channel, discord.Thread) or self.bot.user is None:
+            return
+        parent = await self.parent_job(message)
+        if parent is None:
+            return
+        thread = message.channel
+        locale = str(thread.guild.preferred_locale)
+        instruction = re.sub(rf"<@!?{self.bot.user.id}>", "", message.content).strip()
+        surface = ChannelSurface(thread, locale=locale, upload_limit=thread.guild.filesize_limit, reply_to=message)
+        if not instruction:
+            await message.reply(t(locale, "reply.empty"), mention_author=False)
+            return
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
+        request = {**parent.request, "prompt": instruction, "reference_keys": []}
+        spec = self.bot.default_spec
+        try:
+            check_request(spec, request, len(images), locale)
+            named = [(a.filename, a) for a in images]
+            request["reference_keys"] = await read_references(self.bot, named, locale)
+        except InputError as exc:
+            await surface.error(str(exc))
+            return
+        job = Job(
+            guild_id=thread.guild.id,
+            channel_id=thread.id,
+            user_id=message.author.id,
+            kind="reply",
+            locale=locale,
+            request=request,
+            parent_id=parent.id,
+            thread_id=thread.id,
+        )
+        await submit(self.bot, job, surface)
+
+    async def parent_job(self, message: discord.Message) -> Job | None:
+        """The job whose image this message continues from, or None if the message isn't for the bot."""
+        db = self.bot.jobs.db
+        reference = message.reference
+        if reference is not None and reference.message_id is not None:
+            replied = await job_for_message(db, reference.message_id)
+            if replied is not None and replied.status == "done":
+                return replied
+        assert self.bot.user is not None
+        if self.bot.user in message.mentions:
+            return await latest_done_job_in_thread(db, message.channel.id)
+        return None
+
+
+async def setup(bot: BananaBot) -> None:
+    await bot.add_cog(Conversation(bot))

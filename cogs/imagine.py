@@ -1,0 +1,153 @@
+"""/imagine: a prompt (and optionally reference images) in, an image in a thread out.
+
+The command is built when the cog loads, from the configured model's capabilities, so members are
+offered only the aspect ratios, sizes and thinking levels that model accepts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import BananaBot
+from bot.core.models import ModelSpec
+from bot.intake import InputError, check_request, elapsed_ms, read_references, submit
+from bot.presenter import InteractionSurface
+from storage.jobs import Job
+
+MAX_PROMPT = 4000
+# Module level: discord.py resolves the callbacks' annotations against this module's globals.
+Prompt = app_commands.Range[str, 1, MAX_PROMPT]
+
+DESCRIPTIONS = {
+    "prompt": "What to draw: subject, setting, style, light, mood.",
+    "aspect_ratio": "Shape of the image (default 1:1).",
+    "resolution": "1K is fastest and cheapest; 4K takes longest.",
+    "thinking": "How hard the model thinks first (high is slower, often better).",
+    "reference": "An image to work from (a person, product, style).",
+    "reference2": "A second reference image.",
+    "reference3": "A third reference image.",
+}
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: BananaBot) -> None:
+        self.bot = bot
+        self.command = build_command(self, bot.default_spec)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.command)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.command.name)
+
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        *,
+        prompt: str,
+        aspect_ratio: str | None,
+        resolution: str | None,
+        thinking: str | None,
+        references: list[tuple[str, discord.Attachment | None]],
+    ) -> None:
+        received = time.monotonic()
+        # Within Discord's 3 seconds, before any work: downloading references alone can take longer.
+        await interaction.response.defer(thinking=True)
+        defer_ms = elapsed_ms(received)
+        surface = InteractionSurface(interaction, received_at=received)
+        spec = self.bot.default_spec
+        request: dict[str, Any] = {
+            "prompt": prompt,
+            "aspect_ratio": aspect_ratio,
+            "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+            "thinking": thinking,
+        }
+        attached = [(name, a) for name, a in references if a is not None]
+        try:
+            check_request(spec, request, len(attached), surface.private_locale)
+            request["reference_keys"] = await read_references(self.bot, attached, surface.private_locale)
+        except InputError as exc:
+            await surface.error(str(exc))
+            return
+        channel = interaction.channel
+        assert channel is not None
+        job = Job(
+            guild_id=interaction.guild_id,
+            channel_id=channel.id,
+            user_id=interaction.user.id,
+            kind="imagine",
+            locale=surface.locale,
+            request=request,
+            thread_id=channel.id if isinstance(channel, discord.Thread) else None,
+            defer_ms=defer_ms,
+        )
+        await submit(self.bot, job, surface)
+
+
+def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+    """/imagine with the choices `spec` allows; the thinking option only where the model takes one."""
+    ratios = [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]
+    sizes = [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+    levels = [app_commands.Choice(name=level, value=level) for level in spec.thinking_levels]
+    if levels:
+
+        @app_commands.describe(**DESCRIPTIONS)
+        @app_commands.choices(aspect_ratio=ratios, resolution=sizes, thinking=levels)
+        async def imagine_thinking(
+            interaction: discord.Interaction,
+            prompt: Prompt,
+            aspect_ratio: str | None = None,
+            resolution: str | None = None,
+            thinking: str | None = None,
+            reference: discord.Attachment | None = None,
+            reference2: discord.Attachment | None = None,
+            reference3: discord.Attachment | None = None,
+        ) -> None:
+            refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
+            await cog.imagine(
+                interaction,
+                prompt=prompt,
+                aspect_ratio=aspect_ratio,
+                resolution=resolution,
+                thinking=thinking,
+                references=refs,
+            )
+
+        callback: Any = imagine_thinking
+    else:
+        describe = {k: v for k, v in DESCRIPTIONS.items() if k != "thinking"}
+
+        @app_commands.describe(**describe)
+        @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+        async def imagine_plain(
+            interaction: discord.Interaction,
+            prompt: Prompt,
+            aspect_ratio: str | None = None,
+            resolution: str | None = None,
+            reference: discord.Attachment | None = None,
+            reference2: discord.Attachment | None = None,
+            reference3: discord.Attachment | None = None,
+        ) -> None:
+            refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
+            await cog.imagine(
+                interaction,
+                prompt=prompt,
+                aspect_ratio=aspect_ratio,
+                resolution=resolution,
+                thinking=None,
+                references=refs,
+            )
+
+        callback = imagine_plain
+    return app_commands.Command(
+        name="imagine", description=f"Create an image with {spec.label} from a prompt.", callback=callback
+    )
+
+
+async def setup(bot: BananaBot) -> None:
+    await bot.add_cog(Imagine(bot))

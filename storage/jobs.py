@@ -1,0 +1,165 @@
+"""Jobs: what members asked the bot for, where it stands, and the conversation it continues.
+
+A job holds its quota reservation while it is queued, running or done; failing or being cancelled
+refunds it, so the daily counts are plain counts over this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.db import Database
+
+#: Statuses that hold a quota reservation.
+RESERVED = ("queued", "running", "done")
+#: Statuses a restart must pick up again.
+UNFINISHED = ("queued", "running")
+
+
+def new_job_id() -> str:
+    """12 url-safe characters: unguessable enough that a crafted custom id can't hit someone else's job."""
+    return secrets.token_urlsafe(9)
+
+
+@dataclass(slots=True, kw_only=True)
+class Job:
+    id: str = field(default_factory=new_job_id)
+    created_at: float = field(default_factory=time.time)
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    kind: str
+    locale: str = "en-US"
+    status: str = "queued"
+    request: dict[str, Any]
+    parent_id: str | None = None
+    version: int = 1
+    thread_id: int | None = None
+    status_message_id: int | None = None
+    result_message_id: int | None = None
+    user_turn: dict[str, Any] | None = None
+    model_turn: dict[str, Any] | None = None
+    image_key: str | None = None
+    generation_id: int | None = None
+    error_class: str | None = None
+    error_detail: str | None = None
+    defer_ms: float | None = None
+    queue_ms: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts_started: int = 0
+
+
+# Python field -> column. The JSON-valued fields are stored as text in *_json columns.
+_JSON_FIELDS = {"request": "request_json", "user_turn": "user_turn_json", "model_turn": "model_turn_json"}
+_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+_COLUMNS = tuple(_JSON_FIELDS.get(name, name) for name in _FIELDS)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+
+
+def _to_row(job: Job) -> list[Any]:
+    values = []
+    for name in _FIELDS:
+        value = getattr(job, name)
+        if name in _JSON_FIELDS and value is not None:
+            value = json.dumps(value, separators=(",", ":"))
+        values.append(value)
+    return values
+
+
+def _from_row(row: Any) -> Job:
+    values = dict(zip(_FIELDS, row, strict=True))
+    for name in _JSON_FIELDS:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    return Job(**values)
+
+
+async def insert_job(db: Database, job: Job) -> None:
+    sql = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    async with db.transaction() as conn:
+        await conn.execute(sql, _to_row(job))
+
+
+async def update_job(db: Database, job_id: str, **changes: Any) -> None:
+    """Set some fields of one job (field names as on `Job`)."""
+    unknown = set(changes) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown job fields: {sorted(unknown)}")
+    columns = [_JSON_FIELDS.get(name, name) for name in changes]
+    values = [
+        json.dumps(v, separators=(",", ":")) if name in _JSON_FIELDS and v is not None else v
+        for name, v in changes.items()
+    ]
+    sql = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
+    async with db.transaction() as conn:
+        await conn.execute(sql, [*values, job_id])
+
+
+async def get_job(db: Database, job_id: str) -> Job | None:
+    async with db.conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    return _from_row(row) if row else None
+
+
+async def job_for_message(db: Database, message_id: int) -> Job | None:
+    """The job whose result (or status) is shown by this message."""
+    sql = f"{_SELECT} WHERE result_message_id = ? OR status_message_id = ? ORDER BY created_at DESC LIMIT 1"
+    async with db.conn.execute(sql, (message_id, message_id)) as cursor:
+        row = await cursor.fetchone()
+    return _from_row(row) if row else None
+
+
+async def latest_done_job_in_thread(db: Database, thread_id: int) -> Job | None:
+    sql = f"{_SELECT} WHERE thread_id = ? AND status = 'done' ORDER BY created_at DESC LIMIT 1"
+    async with db.conn.execute(sql, (thread_id,)) as cursor:
+        row = await cursor.fetchone()
+    return _from_row(row) if row else None
+
+
+async def max_version_in_thread(db: Database, thread_id: int) -> int:
+    sql = "SELECT max(version) FROM jobs WHERE thread_id = ? AND status = 'done'"
+    async with db.conn.execute(sql, (thread_id,)) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def unfinished_jobs(db: Database) -> list[Job]:
+    """Queued and running jobs, oldest first: what a restart has to pick up."""
+    sql = f"{_SELECT} WHERE status IN ({', '.join('?' for _ in UNFINISHED)}) ORDER BY created_at, id"
+    async with db.conn.execute(sql, UNFINISHED) as cursor:
+        rows = await cursor.fetchall()
+    return [_from_row(r) for r in rows]
+
+
+async def count_reserved_since(
+    db: Database, since: float, *, user_id: int | None = None, guild_id: int | None = None
+) -> int:
+    """Jobs holding a quota reservation created at or after `since`, for one user or one guild."""
+    if (user_id is None) == (guild_id is None):
+        raise ValueError("give exactly one of user_id and guild_id")
+    column, value = ("user_id", user_id) if user_id is not None else ("guild_id", guild_id)
+    sql = (
+        f"SELECT count(*) FROM jobs WHERE {column} = ? AND created_at >= ? "
+        f"AND status IN ({', '.join('?' for _ in RESERVED)})"
+    )
+    async with db.conn.execute(sql, (value, since, *RESERVED)) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def get_state(db: Database, key: str) -> str | None:
+    async with db.conn.execute("SELECT value FROM bot_state WHERE key = ?", (key,)) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+async def set_state(db: Database, key: str, value: str) -> None:
+    sql = "INSERT INTO bot_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    async with db.transaction() as conn:
+        await conn.execute(sql, (key, value))
