@@ -229,6 +229,8 @@ async def test_insert_get_round_trips_every_field(db: Database) -> None:
         image_key="ab" * 32,
         width=1024,
         height=576,
+        job_id="job-abc",
+        defer_ms=14.5,
     )
     assert all(getattr(row, f.name) != f.default for f in dataclasses.fields(row) if f.name != "id")
 
