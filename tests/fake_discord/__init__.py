@@ -1,0 +1,68 @@
+"""A wire-level fake Discord on 127.0.0.1 that the real, unmodified discord.py client talks to.
+
+REST under ``/api/v10``, the gateway websocket at ``/gateway/`` and a CDN at ``/cdn/attachments/...``
+(facts in /work/shared/specs/discord-wire.md). Entering the context patches ``discord.http.Route.BASE``
+and ``DiscordWebSocket.DEFAULT_GATEWAY``; leaving restores them. Every wait has a timeout and raises
+``FakeTimeout`` (an AssertionError and a TimeoutError) naming what it waited for::
+
+    async with FakeDiscord() as fake:
+        guild = fake.add_guild("Test", premium_tier=0)          # "general" text channel, owner, bot member
+        alice = guild.add_member("alice")                        # ordinary permissions, no admin
+        bot = make_bot()                                         # a commands.Bot, Intents.default()
+        task = asyncio.create_task(bot.start(fake.token))
+        await fake.wait_ready()
+        await bot.tree.sync(guild=discord.Object(guild.id))      # stored in fake.synced_commands[guild.id]
+        inter = await fake.slash(guild.id, guild.channel_id, alice, "imagine", {"prompt": "a cat"},
+                                 attachments={"image": ("in.png", png_bytes, "image/png")})
+        assert (await inter.wait_callback()).json["type"] == 5  # deferred in time
+        msg = await inter.wait_followup()                        # FakeMessage: content, files, components
+        click = await fake.click(msg.id, "t:1", alice)           # a button press on the stored message
+        await fake.user_message(msg.thread_id, alice, "bluer", reply_to=msg.id)
+        assert not fake.unknown_routes
+        await bot.close(); await task
+
+Faithful: Discord's JSON shapes, status codes and error bodies for what bots get wrong (2000-character
+content, component limits, 413 uploads, 40060 double acknowledgement, 10062 after the 3 s deadline, 50027
+after the token lifetime), the message content intent, the first follow-up after a "thinking" defer
+replacing the placeholder, THREAD_CREATE, RESUME. Simplified: no channel overwrites, no rate limiting,
+no sharding, plain-text gateway frames, interactions go to the newest connected client.
+"""
+
+from __future__ import annotations
+
+from .models import (
+    ADMINISTRATOR,
+    BOT_PERMISSIONS,
+    MANAGE_GUILD,
+    MANAGE_MESSAGES,
+    MEMBER_PERMISSIONS,
+    PRIVILEGED_INTENTS,
+    FakeGuild,
+    FakeInteraction,
+    FakeMessage,
+    FakeThread,
+    FakeUser,
+    RecordedCall,
+    UploadedFile,
+)
+from .server import FakeDiscord, FakeTimeout
+from .validation import ApiError
+
+__all__ = [
+    "ADMINISTRATOR",
+    "BOT_PERMISSIONS",
+    "MANAGE_GUILD",
+    "MANAGE_MESSAGES",
+    "MEMBER_PERMISSIONS",
+    "PRIVILEGED_INTENTS",
+    "ApiError",
+    "FakeDiscord",
+    "FakeGuild",
+    "FakeInteraction",
+    "FakeMessage",
+    "FakeThread",
+    "FakeTimeout",
+    "FakeUser",
+    "RecordedCall",
+    "UploadedFile",
+]

@@ -1,0 +1,210 @@
+"""Discord-shaped JSON for the fake's state (snowflakes as strings, as Discord sends them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .models import (
+    ALL_PERMISSIONS,
+    BOT_PERMISSIONS,
+    FakeChannel,
+    FakeGuild,
+    FakeMember,
+    FakeMessage,
+    FakeThread,
+    FakeUser,
+    iso_now,
+)
+
+if TYPE_CHECKING:
+    from .server import FakeDiscord
+
+
+def user_json(user: FakeUser) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "username": user.name,
+        "global_name": None if user.bot else user.name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": user.bot,
+        "public_flags": 0,
+    }
+
+
+def member_json(member: FakeMember, *, with_user: bool = True, permissions: int | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "roles": [str(member.role_id)],
+        "joined_at": member.joined_at,
+        "nick": None,
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "pending": False,
+    }
+    if with_user:
+        data["user"] = user_json(member.user)
+    if permissions is not None:
+        data["permissions"] = str(permissions)
+    return data
+
+
+def member_permissions(guild: FakeGuild, user_id: int) -> int:
+    if user_id == guild.owner.id:
+        return ALL_PERMISSIONS
+    member = guild.members.get(user_id)
+    return guild.everyone_permissions | (member.permissions if member else 0)
+
+
+def channel_json(channel: FakeChannel, position: int = 0) -> dict[str, Any]:
+    if channel.guild_id is None:
+        assert channel.recipient is not None
+        return {"id": str(channel.id), "type": 1, "recipients": [user_json(channel.recipient)], "last_message_id": None}
+    return {
+        "id": str(channel.id),
+        "type": channel.type,
+        "guild_id": str(channel.guild_id),
+        "name": channel.name,
+        "position": position,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "topic": None,
+        "parent_id": None,
+        "rate_limit_per_user": 0,
+        "last_message_id": None,
+    }
+
+
+def thread_json(thread: FakeThread) -> dict[str, Any]:
+    return {
+        "id": str(thread.id),
+        "guild_id": str(thread.guild_id),
+        "parent_id": str(thread.parent_id),
+        "owner_id": str(thread.owner_id),
+        "name": thread.name,
+        "type": 11,
+        "message_count": thread.message_count,
+        "total_message_sent": thread.message_count,
+        "member_count": 1,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+        "last_message_id": None,
+        "thread_metadata": {
+            "archived": False,
+            "locked": False,
+            "auto_archive_duration": thread.auto_archive_duration,
+            "archive_timestamp": iso_now(),
+        },
+    }
+
+
+def guild_json(fake: FakeDiscord, guild: FakeGuild) -> dict[str, Any]:
+    roles = [
+        {"id": str(guild.id), "name": "@everyone", "permissions": str(guild.everyone_permissions), "position": 0},
+        {
+            "id": str(guild.bot_role_id),
+            "name": fake.bot_user.name,
+            "permissions": str(BOT_PERMISSIONS),
+            "position": 1,
+            "managed": True,
+            "tags": {"bot_id": str(fake.bot_user.id)},
+        },
+    ]
+    roles += [
+        {"id": str(m.role_id), "name": m.user.name, "permissions": str(m.permissions), "position": 1}
+        for m in guild.members.values()
+        if m.role_id != guild.bot_role_id
+    ]
+    channels = [fake.channels[c] for c in guild.channel_ids]
+    return {
+        "id": str(guild.id),
+        "name": guild.name,
+        "unavailable": False,
+        "icon": None,
+        "owner_id": str(guild.owner.id),
+        "premium_tier": guild.premium_tier,
+        "premium_subscription_count": 0,
+        "preferred_locale": guild.preferred_locale,
+        "features": [],
+        "member_count": len(guild.members),
+        "large": False,
+        "joined_at": iso_now(),
+        "system_channel_id": str(guild.channel_id),
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "mfa_level": 0,
+        "nsfw_level": 0,
+        "afk_timeout": 300,
+        "roles": roles,
+        "emojis": [],
+        "stickers": [],
+        "channels": [channel_json(c, i) for i, c in enumerate(channels)],
+        "threads": [thread_json(t) for t in fake.threads.values() if t.guild_id == guild.id],
+        "members": [member_json(m) for m in guild.members.values()],
+        "presences": [],
+        "voice_states": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
+    }
+
+
+def message_json(fake: FakeDiscord, msg: FakeMessage, *, with_reference: bool = True) -> dict[str, Any]:
+    author = fake.users[msg.author_id]
+    data: dict[str, Any] = {
+        "id": str(msg.id),
+        "channel_id": str(msg.channel_id),
+        "author": user_json(author),
+        "content": msg.content,
+        "timestamp": msg.timestamp,
+        "edited_timestamp": msg.edited_timestamp,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [user_json(fake.users[u]) for u in msg.mention_ids],
+        "mention_roles": [],
+        "attachments": msg.attachments,
+        "embeds": msg.embeds,
+        "components": msg.components,
+        "pinned": False,
+        "type": msg.type,
+        "flags": msg.flags,
+    }
+    if msg.guild_id is not None:
+        data["guild_id"] = str(msg.guild_id)
+    if msg.webhook_id is not None:
+        data["webhook_id"] = str(msg.webhook_id)
+        data["application_id"] = str(msg.webhook_id)
+    if msg.message_reference is not None:
+        data["message_reference"] = msg.message_reference
+        if with_reference:
+            ref = fake.messages.get(int(msg.message_reference["message_id"]))
+            alive = ref is not None and not ref.deleted
+            data["referenced_message"] = message_json(fake, ref, with_reference=False) if alive else None
+    if msg.thread_id is not None and msg.thread_id in fake.threads:
+        data["thread"] = thread_json(fake.threads[msg.thread_id])
+    return data
+
+
+def gateway_message_json(fake: FakeDiscord, msg: FakeMessage, *, message_content: bool) -> dict[str, Any]:
+    """MESSAGE_CREATE/UPDATE ``d``: adds ``member``, and blanks what the message content intent guards."""
+    data = message_json(fake, msg)
+    guild = fake.guilds.get(msg.guild_id) if msg.guild_id else None
+    if guild is not None and msg.author_id in guild.members:
+        data["member"] = member_json(guild.members[msg.author_id], with_user=False)
+    if not message_content:
+        _strip_content(fake, data)
+        if data.get("referenced_message"):
+            _strip_content(fake, data["referenced_message"])
+    return data
+
+
+def _strip_content(fake: FakeDiscord, data: dict[str, Any]) -> None:
+    # Discord sends content, embeds, attachments and components without the privileged intent only for the
+    # bot's own messages, messages mentioning it, and DMs.
+    bot_id = str(fake.bot_user.id)
+    if data["author"]["id"] == bot_id or "guild_id" not in data:
+        return
+    if any(u["id"] == bot_id for u in data.get("mentions", [])):
+        return
+    data.update(content="", embeds=[], attachments=[], components=[])
