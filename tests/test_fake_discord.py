@@ -80,6 +80,25 @@ async def limits(interaction: discord.Interaction[TinyBot], case: str) -> None:
         await interaction.channel.send(f"failed: {exc.status} {exc.code}")  # type: ignore[union-attr]
 
 
+@limits.autocomplete("case")
+async def limits_case(interaction: discord.Interaction[TinyBot], current: str) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=c, value=c) for c in ("big", "long", "slow") if c.startswith(current)]
+
+
+@app_commands.command(description="Answer with a file, then add a second one")
+async def retouch(interaction: discord.Interaction[TinyBot]) -> None:
+    await interaction.response.send_message("v1", file=discord.File(io.BytesIO(png(4, 4)), filename="a.png"))
+    first = await interaction.original_response()
+    extra = discord.File(io.BytesIO(png(8, 8)), filename="b.png")
+    await interaction.edit_original_response(content="v2", attachments=[*first.attachments, extra])
+
+
+@app_commands.context_menu(name="Describe")
+async def describe(interaction: discord.Interaction[TinyBot], message: discord.Message) -> None:
+    text = f"{len(message.attachments)} attachment(s): {message.content}"
+    await interaction.response.send_message(text, ephemeral=True)
+
+
 class TinyBot(commands.Bot):
     def __init__(self) -> None:
         intents = discord.Intents.default()  # no privileged intents: no message content, members, presences
@@ -95,7 +114,8 @@ class TinyBot(commands.Bot):
     async def setup_hook(self) -> None:
         self.add_view(PersistentView())
         self.tree.add_command(imagine)
-        self.tree.add_command(limits)
+        for command in (limits, retouch, describe):
+            self.tree.add_command(command)
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
@@ -164,7 +184,7 @@ async def test_login_ready_permissions_and_sync(fake: FakeDiscord, guild: FakeGu
     assert perms.send_messages and perms.attach_files and perms.embed_links and perms.create_public_threads
     assert perms.send_messages_in_threads and not perms.administrator
     synced = {c["name"]: c for c in fake.synced_commands[None]}
-    assert set(synced) == {"imagine", "limits"}
+    assert set(synced) == {"imagine", "limits", "retouch", "Describe"}
     assert [(o["name"], o["type"]) for o in synced["imagine"]["options"]] == [("prompt", 3), ("image", 11)]
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{fake.url}/api/v10/users/@me", headers={"Authorization": "Bot wrong"}) as resp:
@@ -270,3 +290,20 @@ async def test_discord_rejections(
     await fake.wait_for_message(lambda m: m.content.startswith("failed"))
     [error] = bot.errors
     assert (error.status, error.code) == (status, code)
+
+
+async def test_autocomplete_context_menu_and_edit_keeping_attachments(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    choices = await fake.autocomplete(guild.id, guild.channel_id, alice, "limits", {"case": "l"}, "case")
+    assert choices == [{"name": "long", "value": "long"}]
+    inter = await fake.slash(guild.id, guild.channel_id, alice, "retouch")
+    msg = await fake.wait_for_message(lambda m: m.content == "v2")
+    assert msg.id == inter.original_id and [a["filename"] for a in msg.attachments] == ["a.png", "b.png"]
+    assert [len(e["files"]) for e in msg.edits] == [1] and msg.edited_timestamp is not None
+    menu = await fake.context_menu(guild.id, guild.channel_id, alice, "Describe", msg.id)
+    await menu.wait_callback()
+    answer = menu.original()
+    assert answer is not None and answer.ephemeral and answer.content == "2 attachment(s): v2"
+    ephemeral_events = [d for t, d in fake.gateway_events if t == "MESSAGE_CREATE" and d["id"] == str(answer.id)]
+    assert not ephemeral_events, "ephemeral messages are not sent to the bot"

@@ -210,7 +210,7 @@ class FakeInteraction:
 
     @property
     def responded(self) -> bool:
-        return bool(self.callbacks) and self.callbacks[0].status < 300
+        return any(0 < c.status < 300 for c in self.callbacks)
 
     def original(self) -> FakeMessage | None:
         assert self._fake is not None

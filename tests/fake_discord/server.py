@@ -187,8 +187,8 @@ class FakeDiscord:
         guild.members[self.bot_user.id] = FakeMember(self.bot_user, guild.id, BOT_PERMISSIONS, guild.bot_role_id)
         guild.members[owner.id] = FakeMember(owner, guild.id, MEMBER_PERMISSIONS, snowflake())
         guild.channel_id = self.add_channel(guild.id, "general", announce=False)
-        for session in self._ready_sessions():
-            self._record(session, "GUILD_CREATE", guild_json(self, guild))
+        if self._ready_sessions():
+            self.dispatch("GUILD_CREATE", guild_json(self, guild))
         return guild
 
     def add_member(self, guild_id: int, name: str, *, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
@@ -235,6 +235,10 @@ class FakeDiscord:
         guild = self.guild_of(channel_id)
         return guild.filesize_limit if guild else DM_FILESIZE_LIMIT
 
+    def _guild_id(self, channel_id: int) -> int | None:
+        guild = self.guild_of(channel_id)
+        return guild.id if guild else None
+
     def channel_payload(self, channel_id: int) -> dict[str, Any] | None:
         if channel_id in self.threads:
             return thread_json(self.threads[channel_id])
@@ -270,28 +274,34 @@ class FakeDiscord:
         live = [s for s in self._ready_sessions() if s.live and s.sent_upto >= s.seq]
         return live[-1] if live else None
 
-    def _record(self, session: gateway.GatewaySession | None, event: str, data: dict[str, Any]) -> int:
-        self.gateway_events.append((event, data))
-        return session.enqueue(event, data) if session is not None else 0
+    def dispatch(
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        per_session: Callable[[gateway.GatewaySession], dict[str, Any]] | None = None,
+        only: gateway.GatewaySession | None = None,
+    ) -> int:
+        """Send an event to every identified session (or ``only`` one); a disconnected one gets it on RESUME.
 
-    def dispatch(self, event: str, data: dict[str, Any] | Callable[[gateway.GatewaySession], dict[str, Any]]) -> None:
-        """Send an event to every identified session (a disconnected one gets it on RESUME)."""
-        sessions = self._ready_sessions()
-        if callable(data):
-            for session in sessions:
-                self.gateway_events.append((event, data(session)))
-                session.enqueue(event, data(session))
-            return
+        ``per_session`` tailors ``d`` to a session (the message content intent); ``gateway_events`` keeps
+        ``data``. Returns the last sequence number assigned.
+        """
         self.gateway_events.append((event, data))
-        for session in sessions:
-            session.enqueue(event, data)
+        seq = 0
+        for session in [only] if only is not None else self._ready_sessions():
+            seq = session.enqueue(event, per_session(session) if per_session else data)
+        return seq
 
     def dispatch_message(self, event: str, msg: FakeMessage) -> None:
         if msg.ephemeral:
             return  # only the user who triggered the interaction sees it; bots get no event
         self.dispatch(
             event,
-            lambda s: gateway_message_json(self, msg, message_content=bool(s.intents & MESSAGE_CONTENT_INTENT)),
+            gateway_message_json(self, msg, message_content=True),
+            per_session=lambda s: gateway_message_json(
+                self, msg, message_content=bool(s.intents & MESSAGE_CONTENT_INTENT)
+            ),
         )
 
     # ----- user-side actions -----
@@ -358,7 +368,7 @@ class FakeDiscord:
         )
         self.interactions[iid] = inter
         inter.dispatched_at = time.monotonic()
-        seq = self._record(session, "INTERACTION_CREATE", payload)
+        seq = self.dispatch("INTERACTION_CREATE", payload, only=session)  # Discord picks one session
         await self._wait_until(
             lambda: True if session.sent_upto >= seq else None, "the INTERACTION_CREATE to reach the bot", 5
         )
@@ -389,10 +399,14 @@ class FakeDiscord:
         subcommand: str | None = None,
         attachments: dict[str, tuple[str, bytes, str]] | None = None,
         locale: str = "en-US",
-        guild_locale: str = "en-US",
+        guild_locale: str | None = None,
         focused: str | None = None,
     ) -> FakeInteraction:
-        """A chat-input command as a user invokes it; option types come from the synced command."""
+        """A chat-input command as a user invokes it; option types come from the synced command.
+
+        ``guild_locale`` defaults to the guild's preferred locale; ``focused`` makes it an autocomplete.
+        """
+        assert guild_id == self._guild_id(channel_id), f"channel {channel_id} is not in guild {guild_id}"
         cmd, scope = self.find_command(name, guild_id)
         spec = (cmd or {}).get("options", [])
         path = subcommand.split() if subcommand else []
@@ -470,9 +484,11 @@ class FakeDiscord:
         *,
         channel_id: int,
         message_id: int | None = None,
+        guild_id: int | None = None,
         locale: str = "en-US",
     ) -> FakeInteraction:
         """Submit a modal the bot showed to ``user`` (a type 9 callback with this custom_id must exist)."""
+        assert guild_id in (None, self._guild_id(channel_id)), f"channel {channel_id} is not in guild {guild_id}"
         shown = [i.modal for i in self.interactions.values() if i.modal and i.user is user]
         if not any(m.get("custom_id") == custom_id for m in shown):
             raise AssertionError(f"fake Discord: the bot never showed {user.name} a modal {custom_id!r}")
