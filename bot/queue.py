@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -34,8 +34,12 @@ class Ticket:
 class FairQueue:
     def __init__(self, limits: QueueLimits) -> None:
         self.limits = limits
-        # lane -> waiting tickets in arrival order; the OrderedDict's order is the round-robin order.
-        self._waiting: OrderedDict[int, deque[Ticket]] = OrderedDict()
+        # lane -> waiting tickets in arrival order.
+        self._waiting: dict[int, deque[Ticket]] = {}
+        # lane -> when it was last served (a counter). The least recently served lane goes next, so a guild
+        # that just arrived, or has waited longest, is served before one that was just served.
+        self._last_served: dict[int, int] = {}
+        self._serve_count = 0
         self._running: dict[str, Ticket] = {}
         self._running_by_lane: dict[int, int] = {}
         self._running_by_user: dict[int, int] = {}
@@ -104,25 +108,28 @@ class FairQueue:
             and users.get(ticket.user_id, 0) < self.limits.user_concurrency
         )
 
+    def _lanes_in_turn(self) -> list[int]:
+        return sorted(self._waiting, key=lambda lane: self._last_served.get(lane, -1))
+
     def _pick(self) -> Ticket | None:
-        """The next ticket to start now, rotating the lanes so the one served goes to the back."""
+        """The next ticket to start now: from the least recently served lane that may start one."""
         if len(self._running) >= self.limits.global_concurrency:
             return None
-        for lane in list(self._waiting):
+        for lane in self._lanes_in_turn():
             tickets = self._waiting[lane]
             for ticket in tickets:
                 if self._may_start(ticket, self._running_by_lane, self._running_by_user):
                     tickets.remove(ticket)
-                    if tickets:
-                        self._waiting.move_to_end(lane)
-                    else:
+                    if not tickets:
                         del self._waiting[lane]
+                    self._serve_count += 1
+                    self._last_served[lane] = self._serve_count
                     return ticket
         return None
 
     def _dispatch_order(self) -> list[Ticket]:
         """Waiting tickets in the order they would start if slots freed one at a time: lanes in turn."""
-        lanes = [list(tickets) for tickets in self._waiting.values()]
+        lanes = [list(self._waiting[lane]) for lane in self._lanes_in_turn()]
         order: list[Ticket] = []
         depth = 0
         while any(depth < len(lane) for lane in lanes):

@@ -1,0 +1,279 @@
+"""The job service against the fake image API: quotas, refunds, conversations, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import load_settings
+from bot.core.errors import GenerationError
+from bot.jobs import JobOutcome, JobService, LimitExceeded
+from bot.limits import ContextBudget, QueueLimits
+from bot.runtime import Runtime
+from storage.generations import get_generation
+from storage.jobs import Job, count_reserved_since, get_job, insert_job
+from tests.fake_image_api import FakeImageAPI, Fault
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass
+class Events:
+    """A presenter that records what the member would have been told."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: dict[str, JobOutcome] = field(default_factory=dict)
+    errors: dict[str, GenerationError | None] = field(default_factory=dict)
+    done: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def _event(self, job_id: str) -> asyncio.Event:
+        return self.done.setdefault(job_id, asyncio.Event())
+
+    async def queued(self, job: Job) -> None:
+        self.seen.append(("queued", job.id))
+
+    async def started(self, job: Job) -> None:
+        self.seen.append(("started", job.id))
+
+    async def finished(self, job: Job, outcome: JobOutcome) -> None:
+        self.seen.append(("finished", job.id))
+        self.outcomes[job.id] = outcome
+        self._event(job.id).set()
+
+    async def failed(self, job: Job, error: GenerationError | None) -> None:
+        self.seen.append(("failed", job.id))
+        self.errors[job.id] = error
+        self._event(job.id).set()
+
+    async def cancelled(self, job: Job) -> None:
+        self.seen.append(("cancelled", job.id))
+        self._event(job.id).set()
+
+    async def wait(self, job_id: str) -> None:
+        await asyncio.wait_for(self._event(job_id).wait(), 10)
+
+
+async def open_service(
+    fake: FakeImageAPI, data_dir: Path, *, limits: QueueLimits | None = None, budget: ContextBudget | None = None
+) -> tuple[Runtime, JobService]:
+    settings = load_settings(
+        {
+            "GEMINI_API_KEY": "test-key",
+            "GEMINI_BASE_URL": fake.base_url,
+            "BANANA_DATA_DIR": str(data_dir),
+            "BANANA_HTTP_VERSION": "2-prior",
+            "BANANA_RETRY_ATTEMPTS": "1",
+        },
+        env_file=None,
+    )
+    runtime = await Runtime.open(settings)
+    service = JobService(
+        db=runtime.db,
+        images=runtime.images,
+        generation=runtime.service,
+        limits=limits or QueueLimits(),
+        budget=budget,
+    )
+    return runtime, service
+
+
+@pytest.fixture
+async def opened(fake_api: FakeImageAPI, tmp_path: Path) -> AsyncIterator[tuple[Runtime, JobService]]:
+    runtime, service = await open_service(fake_api, tmp_path / "data", limits=QueueLimits(user_daily=3, user_pending=2))
+    yield runtime, service
+    await service.aclose()
+    await runtime.aclose()
+
+
+def new_job(prompt: str = "a cat", *, user: int = 1, guild: int = 10, **fields: Any) -> Job:
+    request = {"prompt": prompt, "size": "1K", "aspect_ratio": "16:9", **fields.pop("request", {})}
+    return Job(guild_id=guild, channel_id=20, user_id=user, kind="imagine", request=request, **fields)
+
+
+async def test_a_job_runs_and_keeps_its_turns_and_usage_row(opened: tuple[Runtime, JobService]) -> None:
+    runtime, service = opened
+    events = Events()
+    job = new_job(defer_ms=12.0)
+    await service.submit(job, events)
+    await events.wait(job.id)
+    assert [kind for kind, _ in events.seen] == ["queued", "started", "finished"]
+    stored = await get_job(runtime.db, job.id)
+    assert stored is not None and stored.status == "done"
+    assert stored.image_key and stored.generation_id
+    assert stored.user_turn == {"role": "user", "parts": [{"text": "a cat"}]}
+    assert stored.model_turn is not None
+    model_parts = stored.model_turn["parts"]
+    assert any("image" in p for p in model_parts) and all(p.get("signature") for p in model_parts)
+    row = await get_generation(runtime.db, stored.generation_id)
+    assert row is not None and row.job_id == job.id and row.defer_ms == 12.0 and row.queue_ms is not None
+    assert row.command == "imagine" and row.user_id == 1 and row.guild_id == 10
+
+
+async def test_daily_limit_refuses_and_failures_are_refunded(
+    fake_api: FakeImageAPI, opened: tuple[Runtime, JobService]
+) -> None:
+    runtime, service = opened
+    events = Events()
+    fake_api.script(Fault.prompt_block())
+    blocked = new_job("blocked")
+    await service.submit(blocked, events)
+    await events.wait(blocked.id)
+    assert events.errors[blocked.id] is not None and events.errors[blocked.id].error_class == "blocked"  # type: ignore[union-attr]
+    assert await count_reserved_since(runtime.db, 0, user_id=1) == 0  # refunded
+    for n in range(3):
+        job = new_job(f"ok {n}")
+        await service.submit(job, events)
+        await events.wait(job.id)
+    with pytest.raises(LimitExceeded) as refused:
+        await service.submit(new_job("one too many"), events)
+    assert refused.value.limit == "user_daily" and refused.value.allowed == 3
+    assert refused.value.resets_at is not None
+    # Another member is not affected.
+    other = new_job("someone else", user=2)
+    await service.submit(other, events)
+    await events.wait(other.id)
+
+
+async def test_pending_limit_counts_waiting_and_running_jobs(
+    fake_api: FakeImageAPI, opened: tuple[Runtime, JobService]
+) -> None:
+    _, service = opened
+    fake_api.latency = 0.3
+    events = Events()
+    first, second = new_job("1"), new_job("2")
+    await service.submit(first, events)
+    await service.submit(second, events)
+    with pytest.raises(LimitExceeded) as refused:
+        await service.submit(new_job("3"), events)
+    assert refused.value.limit == "user_pending" and refused.value.resets_at is None
+    await events.wait(first.id)
+    await events.wait(second.id)
+
+
+async def test_a_burst_cannot_slip_past_the_daily_limit(fake_api: FakeImageAPI, tmp_path: Path) -> None:
+    runtime, service = await open_service(
+        fake_api, tmp_path / "data", limits=QueueLimits(guild_daily=5, user_pending=100, user_concurrency=100)
+    )
+    try:
+        events = Events()
+        results = await asyncio.gather(
+            *(service.submit(new_job(f"{n}", user=n), events) for n in range(12)), return_exceptions=True
+        )
+        assert sum(1 for r in results if r is None) == 5
+        assert all(isinstance(r, LimitExceeded) and r.limit == "guild_daily" for r in results if r is not None)
+        await service.queue.wait_idle()
+    finally:
+        await service.aclose()
+        await runtime.aclose()
+
+
+async def test_cancel_refunds_a_waiting_job(fake_api: FakeImageAPI, tmp_path: Path) -> None:
+    runtime, service = await open_service(fake_api, tmp_path / "data", limits=QueueLimits(global_concurrency=1))
+    try:
+        fake_api.latency = 0.3
+        events = Events()
+        running, waiting = new_job("1"), new_job("2", user=2)
+        await service.submit(running, events)
+        await service.submit(waiting, events)
+        assert service.position(waiting.id) == 1
+        assert await service.cancel(waiting.id) is True
+        assert await service.cancel(running.id) is False
+        stored = await get_job(runtime.db, waiting.id)
+        assert stored is not None and stored.status == "cancelled"
+        assert await count_reserved_since(runtime.db, 0, user_id=2) == 0
+        await events.wait(running.id)
+        assert ("started", waiting.id) not in events.seen
+    finally:
+        await service.aclose()
+        await runtime.aclose()
+
+
+async def test_edits_replay_the_parent_chain_with_signatures(
+    fake_api: FakeImageAPI, opened: tuple[Runtime, JobService]
+) -> None:
+    _, service = opened
+    events = Events()
+    root = new_job("a red fox")
+    await service.submit(root, events)
+    await events.wait(root.id)
+    edit = new_job("make it winter", parent_id=root.id)
+    await service.submit(edit, events)
+    await events.wait(edit.id)
+    assert edit.id in events.outcomes, events.errors.get(edit.id)
+    contents = fake_api.requests[-1].json["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    assert contents[0]["parts"] == [{"text": "a red fox"}]
+    sent_signatures = [p["thoughtSignature"] for p in contents[1]["parts"]]
+    assert sent_signatures and set(sent_signatures) <= fake_api.issued_signatures
+    assert contents[2]["parts"][0] == {"text": "make it winter"}
+    # A branch from the root (replying to the older image) does not include the winter edit.
+    branch = new_job("make it night", parent_id=root.id, user=2)
+    await service.submit(branch, events)
+    await events.wait(branch.id)
+    texts = [p.get("text") for c in fake_api.requests[-1].json["contents"] for p in c["parts"]]
+    assert "make it winter" not in texts and texts[-1] == "make it night"
+
+
+async def test_the_oldest_turns_are_dropped_beyond_the_budget(fake_api: FakeImageAPI, tmp_path: Path) -> None:
+    runtime, service = await open_service(
+        fake_api, tmp_path / "data", limits=QueueLimits(user_daily=0), budget=ContextBudget(max_images=2)
+    )
+    try:
+        events = Events()
+        parent: str | None = None
+        for step in range(4):
+            job = new_job(f"step {step}", parent_id=parent)
+            await service.submit(job, events)
+            await events.wait(job.id)
+            assert job.id in events.outcomes, events.errors.get(job.id)
+            parent = job.id
+        assert parent is not None
+        # Three earlier images, budget two: the oldest turn pair is left out, and the member is told.
+        assert events.outcomes[parent].dropped_turns == 1
+        contents = fake_api.requests[-1].json["contents"]
+        assert [p.get("text") for p in contents[0]["parts"]][0] == "step 1"
+    finally:
+        await service.aclose()
+        await runtime.aclose()
+
+
+async def test_a_restart_runs_interrupted_jobs_once_without_charging_twice(
+    fake_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    runtime, service = await open_service(fake_api, tmp_path / "data", limits=QueueLimits(user_daily=2))
+    # A previous process left one job running and one queued.
+    was_running = new_job("interrupted", status="running", attempts_started=1)
+    was_queued = new_job("waiting", user=2)
+    await insert_job(runtime.db, was_running)
+    await insert_job(runtime.db, was_queued)
+    await service.aclose()
+    await runtime.aclose()
+
+    runtime, service = await open_service(fake_api, tmp_path / "data", limits=QueueLimits(user_daily=2))
+    try:
+        events = Events()
+
+        async def presenter_for(job: Job) -> Events:
+            return events
+
+        resumed = await service.resume(presenter_for)
+        assert {j.id for j in resumed} == {was_running.id, was_queued.id}
+        await events.wait(was_running.id)
+        await events.wait(was_queued.id)
+        for job_id in (was_running.id, was_queued.id):
+            stored = await get_job(runtime.db, job_id)
+            assert stored is not None and stored.status == "done"
+        # Each job holds one reservation: user 1 can still make exactly one more today.
+        assert await count_reserved_since(runtime.db, 0, user_id=1) == 1
+        await service.submit(new_job("one more"), events)
+        with pytest.raises(LimitExceeded):
+            await service.submit(new_job("too many"), events)
+        await service.queue.wait_idle()
+    finally:
+        await service.aclose()
+        await runtime.aclose()
