@@ -236,7 +236,7 @@ async def test_the_oldest_turns_are_dropped_beyond_the_budget(fake_api: FakeImag
         # Three earlier images, budget two: the oldest turn pair is left out, and the member is told.
         assert events.outcomes[parent].dropped_turns == 1
         contents = fake_api.requests[-1].json["contents"]
-        assert [p.get("text") for p in contents[0]["parts"]][0] == "step 1"
+        assert contents[0]["parts"][0].get("text") == "step 1"
     finally:
         await service.aclose()
         await runtime.aclose()

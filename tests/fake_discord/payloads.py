@@ -33,15 +33,8 @@ def user_json(user: FakeUser) -> dict[str, Any]:
 
 
 def member_json(member: FakeMember, *, with_user: bool = True, permissions: int | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "roles": [str(member.role_id)],
-        "joined_at": member.joined_at,
-        "nick": None,
-        "deaf": False,
-        "mute": False,
-        "flags": 0,
-        "pending": False,
-    }
+    data: dict[str, Any] = {"roles": [str(member.role_id)], "joined_at": member.joined_at, "nick": None, "flags": 0}
+    data.update(dict.fromkeys(("deaf", "mute", "pending"), False))
     if with_user:
         data["user"] = user_json(member.user)
     if permissions is not None:
@@ -116,37 +109,28 @@ def guild_json(fake: FakeDiscord, guild: FakeGuild) -> dict[str, Any]:
         if m.role_id != guild.bot_role_id
     ]
     channels = [fake.channels[c] for c in guild.channel_ids]
+    zero = ("verification_level", "default_message_notifications", "explicit_content_filter", "mfa_level", "nsfw_level")
+    empty = ("features", "emojis", "stickers", "presences", "voice_states", "stage_instances", "guild_scheduled_events")
     return {
+        **dict.fromkeys(zero, 0),
+        **{key: [] for key in (*empty, "soundboard_sounds")},
         "id": str(guild.id),
         "name": guild.name,
         "unavailable": False,
+        "large": False,
         "icon": None,
         "owner_id": str(guild.owner.id),
         "premium_tier": guild.premium_tier,
         "premium_subscription_count": 0,
         "preferred_locale": guild.preferred_locale,
-        "features": [],
         "member_count": len(guild.members),
-        "large": False,
         "joined_at": iso_now(),
         "system_channel_id": str(guild.channel_id),
-        "verification_level": 0,
-        "default_message_notifications": 0,
-        "explicit_content_filter": 0,
-        "mfa_level": 0,
-        "nsfw_level": 0,
         "afk_timeout": 300,
         "roles": roles,
-        "emojis": [],
-        "stickers": [],
         "channels": [channel_json(c, i) for i, c in enumerate(channels)],
         "threads": [thread_json(t) for t in fake.threads.values() if t.guild_id == guild.id],
         "members": [member_json(m) for m in guild.members.values()],
-        "presences": [],
-        "voice_states": [],
-        "stage_instances": [],
-        "guild_scheduled_events": [],
-        "soundboard_sounds": [],
     }
 
 
@@ -159,14 +143,12 @@ def message_json(fake: FakeDiscord, msg: FakeMessage, *, with_reference: bool = 
         "content": msg.content,
         "timestamp": msg.timestamp,
         "edited_timestamp": msg.edited_timestamp,
-        "tts": False,
-        "mention_everyone": False,
+        **dict.fromkeys(("tts", "mention_everyone", "pinned"), False),
         "mentions": [user_json(fake.users[u]) for u in msg.mention_ids],
         "mention_roles": [],
         "attachments": msg.attachments,
         "embeds": msg.embeds,
         "components": msg.components,
-        "pinned": False,
         "type": msg.type,
         "flags": msg.flags,
     }
