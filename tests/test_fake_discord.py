@@ -307,3 +307,15 @@ async def test_autocomplete_context_menu_and_edit_keeping_attachments(
     assert answer is not None and answer.ephemeral and answer.content == "2 attachment(s): v2"
     ephemeral_events = [d for t, d in fake.gateway_events if t == "MESSAGE_CREATE" and d["id"] == str(answer.id)]
     assert not ephemeral_events, "ephemeral messages are not sent to the bot"
+
+
+async def test_boosted_guild_added_while_connected(fake: FakeDiscord, alice: FakeUser, bot: TinyBot) -> None:
+    boosted = fake.add_guild("Boosted", premium_tier=2)
+    bob = boosted.add_member("bob")
+    await eventually(lambda: bot.get_guild(boosted.id) is not None, "GUILD_CREATE for a guild added later")
+    dguild = bot.get_guild(boosted.id)
+    assert dguild is not None and dguild.filesize_limit == 50 * 2**20
+    inter = await fake.slash(boosted.id, boosted.channel_id, bob, "limits", {"case": "long"})
+    assert inter.payload["attachment_size_limit"] == 50 * 2**20
+    assert inter.payload["member"]["permissions"] == str(fake.guilds[boosted.id].members[bob.id].permissions)
+    await fake.wait_for_message(lambda m: m.channel_id == boosted.channel_id and m.content == "failed: 400 50035")

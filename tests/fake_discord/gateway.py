@@ -66,8 +66,11 @@ async def _writer(fake: FakeDiscord, session: GatewaySession, ws: web.WebSocketR
         session.wakeup.clear()
         pending = [(s, f) for s, f in session.log if s > session.sent_upto]
         for seq, frame in pending:
-            async with session.send_lock:
-                await ws.send_str(frame)
+            try:
+                async with session.send_lock:
+                    await ws.send_str(frame)
+            except (ConnectionError, RuntimeError):
+                return  # the socket went away mid-send; a RESUME replays from the client's seq
             session.sent_upto = seq
         if pending:
             fake._bump()

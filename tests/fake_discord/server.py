@@ -159,7 +159,7 @@ class FakeDiscord:
     async def wait_ready(self, timeout: float = 10) -> None:  # noqa: ASYNC109
         """A client identified (or resumed) and READY plus every GUILD_CREATE reached its socket."""
         await self._wait_until(
-            lambda: True if self._live_session() else None, "a bot to connect and get READY", timeout
+            lambda: True if self._live_session(caught_up=True) else None, "a bot to connect and get READY", timeout
         )
 
     async def wait_for_call(self, predicate: Callable[[RecordedCall], bool], timeout: float = 10) -> RecordedCall:  # noqa: ASYNC109
@@ -270,8 +270,9 @@ class FakeDiscord:
     def _ready_sessions(self) -> list[gateway.GatewaySession]:
         return [s for s in self._sessions.values() if s.ready]
 
-    def _live_session(self) -> gateway.GatewaySession | None:
-        live = [s for s in self._ready_sessions() if s.live and s.sent_upto >= s.seq]
+    def _live_session(self, *, caught_up: bool = False) -> gateway.GatewaySession | None:
+        """The newest connected session (``caught_up``: it has been sent everything queued for it)."""
+        live = [s for s in self._ready_sessions() if s.live and (s.sent_upto >= s.seq or not caught_up)]
         return live[-1] if live else None
 
     def dispatch(
