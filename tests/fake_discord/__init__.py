@@ -17,7 +17,7 @@ and ``DiscordWebSocket.DEFAULT_GATEWAY``; leaving restores them. Every wait has 
         assert (await inter.wait_callback()).json["type"] == 5  # deferred in time
         msg = await inter.wait_followup()                        # FakeMessage: content, files, components
         click = await fake.click(msg.id, "t:1", alice)           # a button press on the stored message
-        await fake.user_message(msg.thread_id, alice, "bluer", reply_to=msg.id)
+        await fake.user_message(msg.thread_id, alice, "bluer", mention_bot=True)  # MESSAGE_CREATE
         assert not fake.unknown_routes
         await bot.close(); await task
 

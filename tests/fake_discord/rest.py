@@ -250,9 +250,9 @@ class Rest:
 
     @staticmethod
     def _fill(msg: FakeMessage, payload: dict[str, Any]) -> None:
-        for key in ("content", "embeds", "components"):
-            if payload.get(key) is not None:
-                setattr(msg, key, payload[key])
+        for key, cleared in (("content", ""), ("embeds", []), ("components", [])):
+            if key in payload:  # an explicit null clears the field, as in an edit with content=None
+                setattr(msg, key, cleared if payload[key] is None else payload[key])
 
     def _edit(
         self, msg: FakeMessage, payload: dict[str, Any], files: list[UploadedFile], *, record: bool = True
