@@ -161,8 +161,10 @@ def message_json(fake: FakeDiscord, msg: FakeMessage, *, with_reference: bool = 
         data["message_reference"] = msg.message_reference
         if with_reference:
             ref = fake.messages.get(int(msg.message_reference["message_id"]))
-            gone = ref is None or ref.deleted  # Discord sends null for a deleted referenced message
-            data["referenced_message"] = None if gone else message_json(fake, ref, with_reference=False)
+            # Discord sends null for a deleted referenced message
+            data["referenced_message"] = None
+            if ref is not None and not ref.deleted:
+                data["referenced_message"] = message_json(fake, ref, with_reference=False)
     if msg.thread_id is not None and msg.thread_id in fake.threads:
         data["thread"] = thread_json(fake.threads[msg.thread_id])
     return data
