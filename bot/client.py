@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import discord
 import httpx
@@ -42,13 +43,20 @@ def heartbeat_path(settings: Settings) -> Path:
 
 
 def create_bot(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, sync_commands: bool = True
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sync_commands: bool = True,
+    **client_options: Any,
 ) -> BananaBot:
-    """The bot, configured from `settings`. `transport` replaces the image APIs' network (tests)."""
+    """The bot, configured from `settings`.
+
+    `transport` replaces the image APIs' network; `client_options` go to discord.py's Client (tests pass a
+    short ``guild_ready_timeout``)."""
     if settings.discord_api_base:
         # Every REST call is built from Route.BASE, so this one line routes them all through the proxy.
         discord.http.Route.BASE = f"{settings.discord_api_base}/api/v10"
-    return BananaBot(settings, transport=transport, sync_commands=sync_commands)
+    return BananaBot(settings, transport=transport, sync_commands=sync_commands, **client_options)
 
 
 class BananaBot(commands.Bot):
@@ -61,6 +69,7 @@ class BananaBot(commands.Bot):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sync_commands: bool = True,
+        **client_options: Any,
     ) -> None:
         # No privileged intents: slash commands, and replies/mentions carry their own content.
         super().__init__(
@@ -69,6 +78,7 @@ class BananaBot(commands.Bot):
             help_command=None,
             chunk_guilds_at_startup=False,
             allowed_mentions=discord.AllowedMentions.none(),
+            **client_options,
         )
         self.settings = settings
         self._transport = transport

@@ -301,12 +301,9 @@ class DiscordPresenter:
             content="", embed=embed, file=file, view=result_view(job, self.locale, model=result.model)
         )
         job.result_message_id = message.id
-        changes: dict[str, Any] = {"result_message_id": message.id}
+        await update_job(self.bot.jobs.db, job.id, result_message_id=message.id)
         if thread_id is None and self.surface.can_thread:
-            thread_id = await self._open_thread(job, message)
-        if thread_id is not None:
-            changes["thread_id"] = job.thread_id = thread_id
-        await update_job(self.bot.jobs.db, job.id, **changes)
+            await self._open_thread(job, message)
 
     async def _parent_version(self, job: Job) -> int | None:
         if job.parent_id is None:
@@ -314,18 +311,20 @@ class DiscordPresenter:
         parent = await get_job(self.bot.jobs.db, job.parent_id)
         return parent.version if parent is not None and parent.thread_id == job.thread_id else None
 
-    async def _open_thread(self, job: Job, message: discord.Message) -> int | None:
+    async def _open_thread(self, job: Job, message: discord.Message) -> None:
         channel = self.surface.channel
         assert isinstance(channel, discord.TextChannel)
         name = job.request["prompt"].strip().replace("\n", " ")[:THREAD_NAME_LENGTH] or "Banana"
         try:
             thread = await channel.create_thread(name=name, message=message, auto_archive_duration=1440)
-            await thread.send(t(self.locale, "result.thread_hint"))
         except discord.HTTPException as exc:
             # Missing "Create Public Threads": the image is still there, just without a thread.
             log.warning("could not open a thread for job %s: %s", job.id, exc)
-            return None
-        return thread.id
+            return
+        job.thread_id = thread.id
+        await update_job(self.bot.jobs.db, job.id, thread_id=thread.id)
+        with contextlib.suppress(discord.HTTPException):
+            await thread.send(t(self.locale, "result.thread_hint"))
 
 
 async def resumed_presenter(bot: BananaBot, job: Job) -> DiscordPresenter | None:

@@ -123,7 +123,10 @@ class Results(commands.Cog):
     ) -> None:
         """An edit of `job`'s image, shown in its thread (or in place when there is none)."""
         received = time.monotonic()
-        thread = await self.bot.resolve_channel(job.thread_id) if job.thread_id else None
+        thread_id = job.thread_id
+        if thread_id is None and interaction.message is not None and interaction.message.thread is not None:
+            thread_id = interaction.message.thread.id  # clicked before the job recorded its new thread
+        thread = await self.bot.resolve_channel(thread_id) if thread_id else None
         surface: Surface
         if isinstance(thread, discord.Thread) and interaction.channel_id != thread.id:
             await interaction.response.send_message(
@@ -141,6 +144,8 @@ class Results(commands.Cog):
             surface = InteractionSurface(interaction, received_at=received)
         request = {**job.request, "prompt": prompt, "size": size, "reference_keys": []}
         new = self._new_job(interaction, kind=kind, request=request, parent=job)
+        if isinstance(thread, discord.Thread):
+            new.thread_id = new.channel_id = thread.id
         new.defer_ms = elapsed_ms(received)
         await submit(self.bot, new, surface)
 

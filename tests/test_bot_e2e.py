@@ -1,0 +1,188 @@
+"""Banana Bot end to end: real discord.py against the fake Discord, real core against the fake image API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage.generations import get_generation
+from storage.jobs import count_reserved_since, get_job
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, image_size, png
+from tests.fake_discord import MANAGE_MESSAGES, MEMBER_PERMISSIONS, PRIVILEGED_INTENTS
+from tests.fake_image_api import Fault
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[BotHarness]:
+    async with BotHarness(tmp_path) as harness:
+        await harness.start()
+        yield harness
+        assert not harness.discord.unknown_routes, harness.discord.unknown_routes
+        assert not harness.discord.internal_errors, harness.discord.internal_errors
+
+
+async def test_imagine_from_interaction_to_image_in_a_thread(h: BotHarness) -> None:
+    assert h.discord.identified_intents and all(i & PRIVILEGED_INTENTS == 0 for i in h.discord.identified_intents)
+    synced = {c["name"] for c in h.discord.synced_commands[None]}
+    assert "imagine" in synced
+
+    inter = await h.imagine(h.alice, "an orange cat on a windowsill", aspect_ratio="16:9", resolution="2K")
+    callback = await inter.wait_callback()
+    assert callback.json["type"] == 5  # deferred, publicly
+    assert inter.deferred_at is not None and inter.deferred_at < 1.0
+
+    result = await h.wait_result(inter)
+    [file] = result.files
+    assert file.content_type == "image/png" or file.filename.endswith(".png")
+    assert image_size(file.data) == (2752, 1536)  # Nano Banana Pro's 2K 16:9 (spec A8)
+    fields = embed_fields(result)
+    assert fields["Model"] == "Nano Banana Pro"
+    assert fields["Size"] == "2K · 16:9 · 2752×1536"
+    assert "Time" in fields
+    assert result.embeds[0]["description"] == "an orange cat on a windowsill"
+    assert result.embeds[0]["image"]["url"].startswith("attachment://")
+    ids = custom_ids(result)
+    job_id = ids[0].split(":")[2]
+    assert ids == [f"job:{a}:{job_id}" for a in ("reroll", "edit", "upscale", "delete")]
+
+    # The status was kept current before the result replaced it.
+    original_edits = [e.get("content") or "" for e in result.edits]
+    assert any("In line" in c or "Generating" in c for c in original_edits), original_edits
+
+    # A thread on the result, with a hint on how to continue.
+    thread = await h.discord.wait_for_message(lambda m: m.content.startswith("Reply to an image"))
+    assert thread.channel_id == result.id and h.discord.threads[result.id].starter_message_id == result.id
+
+    assert h.bot is not None
+    job = await get_job(h.bot.jobs.db, job_id)
+    assert job is not None and job.status == "done" and job.thread_id == result.id
+    assert job.result_message_id == result.id
+    assert job.generation_id is not None
+    row = await get_generation(h.bot.jobs.db, job.generation_id)
+    assert row is not None and row.command == "imagine" and row.user_id == h.alice.id
+    assert row.defer_ms is not None and row.queue_ms is not None
+    # The image's price ($0.134 at 2K) plus the prompt and thinking tokens the fake reports, as shown.
+    assert 0.134 <= row.cost_usd < 0.14 and fields["Cost"] == f"${row.cost_usd:.3f}"
+
+
+async def test_replies_in_the_thread_continue_from_the_chosen_version(h: BotHarness) -> None:
+    inter = await h.imagine(h.alice, "a red fox in a meadow")
+    v1 = await h.wait_result(inter)
+    await h.discord.wait_for_message(lambda m: m.channel_id == v1.id)  # the thread hint
+
+    ask2 = await h.discord.user_message(v1.id, h.alice, "make it winter", reply_to=v1.id)
+    v2 = await h.wait_reply(ask2)
+    assert v2.channel_id == v1.id
+    assert h.sent_texts() == ["a red fox in a meadow", "make it winter"]
+    model_turn = h.gemini_requests()[-1].json["contents"][1]
+    assert model_turn["role"] == "model"
+    assert all(p.get("thoughtSignature") in h.api.issued_signatures for p in model_turn["parts"])
+    assert footer(v2).startswith("Version 2 · edited from version 1")
+
+    # Mentioning the bot without replying continues from the newest image.
+    ask3 = await h.discord.user_message(v1.id, h.bob, "add a moon", mention_bot=True)
+    v3 = await h.wait_reply(ask3)
+    assert h.sent_texts() == ["a red fox in a meadow", "make it winter", "add a moon"]
+    assert footer(v3).startswith("Version 3 · edited from version 2")
+
+    # Replying to the first image branches from it: the winter edits are not sent.
+    ask4 = await h.discord.user_message(v1.id, h.alice, "make it night", reply_to=v1.id)
+    v4 = await h.wait_reply(ask4)
+    assert h.sent_texts() == ["a red fox in a meadow", "make it night"]
+    assert footer(v4).startswith("Version 4 · edited from version 1")
+
+    # Images attached to a reply go along as references.
+    ask5 = await h.discord.user_message(
+        v1.id, h.alice, "put this hat on the fox", reply_to=v4.id, attachments=[("hat.png", png(), "image/png")]
+    )
+    await h.wait_reply(ask5)
+    last_user_parts = h.gemini_requests()[-1].json["contents"][-1]["parts"]
+    assert last_user_parts[0] == {"text": "put this hat on the fox"} and "inlineData" in last_user_parts[1]
+
+
+async def test_the_conversation_and_the_buttons_survive_a_restart(h: BotHarness) -> None:
+    inter = await h.imagine(h.alice, "a lighthouse at dusk")
+    v1 = await h.wait_result(inter)
+    await h.restart()
+
+    ask = await h.discord.user_message(v1.id, h.alice, "add a storm", reply_to=v1.id)
+    await h.wait_reply(ask)
+    assert h.sent_texts() == ["a lighthouse at dusk", "add a storm"]  # the context came from SQLite
+
+    reroll_id = next(c for c in custom_ids(v1) if c.startswith("job:reroll:"))
+    click = await h.discord.click(v1.id, reroll_id, h.bob)
+    assert (await click.wait_callback()).json["type"] == 5
+    rerolled = await h.wait_result(click)
+    assert rerolled.id != v1.id and rerolled.embeds[0]["description"] == "a lighthouse at dusk"
+    assert h.sent_texts() == ["a lighthouse at dusk"]  # a reroll starts afresh
+
+
+async def test_blocked_prompt_says_why_privately_and_charges_nothing(h: BotHarness) -> None:
+    h.api.script(Fault.prompt_block("PROHIBITED_CONTENT"))
+    inter = await h.imagine(h.alice, "something not allowed")
+    error = await h.wait_ephemeral(inter)
+    assert "safety filters" in error.content and "PROHIBITED_CONTENT" in error.content
+    assert "Nothing was charged" in error.content
+    assert inter.original() is None or inter.original().deleted  # type: ignore[union-attr]
+    assert h.bot is not None
+    assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 0
+
+
+async def test_bad_reference_is_refused_before_anything_is_spent(h: BotHarness) -> None:
+    inter = await h.imagine(
+        h.alice, "use this", attachments={"reference": ("notes.png", b"this is not an image", "image/png")}
+    )
+    error = await h.wait_ephemeral(inter)
+    assert error.content.startswith("reference:") and "isn't an image" in error.content
+    assert h.gemini_requests() == []
+    assert h.bot is not None
+    assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 0
+
+
+async def test_reference_images_are_downloaded_and_sent(h: BotHarness) -> None:
+    inter = await h.imagine(
+        h.alice,
+        "this dog as a watercolour",
+        attachments={"reference": ("dog.png", png(300, 200), "image/png"), "reference2": ("b.png", png(), "image/png")},
+    )
+    await h.wait_result(inter)
+    parts = h.gemini_requests()[-1].json["contents"][-1]["parts"]
+    assert parts[0] == {"text": "this dog as a watercolour"} and sum("inlineData" in p for p in parts) == 2
+
+
+async def test_delete_is_for_the_requester_or_moderators(h: BotHarness) -> None:
+    inter = await h.imagine(h.alice, "a teapot")
+    result = await h.wait_result(inter)
+    delete_id = next(c for c in custom_ids(result) if c.startswith("job:delete:"))
+    refused = await h.discord.click(result.id, delete_id, h.bob)
+    answer = await h.discord.wait_for_message(lambda m: m.interaction_id == refused.id)
+    assert answer.ephemeral and "Manage Messages" in answer.content
+    assert not h.discord.messages[result.id].deleted
+
+    moderator = h.guild.add_member("mod", permissions=MEMBER_PERMISSIONS | MANAGE_MESSAGES)
+    allowed = await h.discord.click(result.id, delete_id, moderator)
+    await h.discord.wait_for_message(lambda m: m.interaction_id == allowed.id)
+    assert h.discord.messages[result.id].deleted
+
+
+async def test_edit_button_asks_for_an_instruction_and_continues_in_the_thread(h: BotHarness) -> None:
+    inter = await h.imagine(h.alice, "a cabin in the woods")
+    v1 = await h.wait_result(inter)
+    edit_id = next(c for c in custom_ids(v1) if c.startswith("job:edit:"))
+    click = await h.discord.click(v1.id, edit_id, h.alice)
+    await click.wait_callback()
+    assert click.modal is not None
+    modal_id = click.modal["custom_id"]
+    field_id = click.modal["components"][0]["components"][0]["custom_id"]
+    submitted = await h.discord.submit_modal(
+        modal_id, {field_id: "add snow on the roof"}, h.alice, channel_id=v1.channel_id
+    )
+    ack = await h.discord.wait_for_message(lambda m: m.interaction_id == submitted.id)
+    assert ack.ephemeral and f"<#{v1.id}>" in ack.content
+    edited = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and bool(m.files))
+    assert footer(edited).startswith("Version 2 · edited from version 1")
+    assert h.sent_texts() == ["a cabin in the woods", "add snow on the roof"]
