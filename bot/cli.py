@@ -15,6 +15,7 @@ from .core.imaging import read_reference_file
 from .core.models import normalise_aspect_ratio, normalise_size
 from .core.types import GenerationResult, ImageRequest
 
+TOKEN_REFUSED = "Discord refused DISCORD_TOKEN: reset the token in the Developer Portal and update .env."
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _MIME_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="connect to Discord and serve commands")
     sub.add_parser("health", help="exit 0 if a running bot has checked in recently (for container health checks)")
+    sync = sub.add_parser("sync", help="push the slash commands to Discord (run also does this when they change)")
+    sync.add_argument("--guild", type=int, help="a server id: sync there only (shows up at once; handy for testing)")
     gen = sub.add_parser("generate", help="generate one image and print where the time and money went")
     gen.add_argument("prompt", help="what to draw")
     gen.add_argument("-o", "--output", required=True, type=Path, help="where to write the image (.png/.jpg/.webp)")
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bot(settings)
     if args.command == "health":
         return check_health(settings)
+    if args.command == "sync":
+        return asyncio.run(sync_commands(settings, args.guild))
     try:
         return asyncio.run(generate(settings, args))
     except KeyboardInterrupt:
@@ -71,7 +76,7 @@ def run_bot(settings: Settings) -> int:
         bot.run(settings.discord_token.reveal(), log_handler=None)
     except discord.LoginFailure:
         print(
-            "Discord refused DISCORD_TOKEN: reset the token in the Developer Portal and update .env.",
+            TOKEN_REFUSED,
             file=sys.stderr,
         )
         return 2
@@ -79,6 +84,31 @@ def run_bot(settings: Settings) -> int:
         for line in exc.lines:
             print(f"config: {line}", file=sys.stderr)
         return 2
+    return 0
+
+
+async def sync_commands(settings: Settings, guild: int | None) -> int:
+    """Log in (no gateway), load the cogs, and sync the command tree globally or to one guild."""
+    if settings.discord_token is None:
+        print(DISCORD_TOKEN_HELP, file=sys.stderr)
+        return 2
+    import discord
+
+    from .client import create_bot
+
+    bot = create_bot(settings, sync_commands=False)
+    try:
+        async with bot:
+            await bot.login(settings.discord_token.reveal())  # runs setup_hook: storage and cogs
+            synced = await bot.sync(guild)
+    except discord.LoginFailure:
+        print(TOKEN_REFUSED, file=sys.stderr)
+        return 2
+    except discord.HTTPException as exc:
+        print(f"error: Discord refused the commands: {exc}", file=sys.stderr)
+        return 1
+    where = f"to server {guild}" if guild else "globally (they can take up to an hour to appear everywhere)"
+    print(f"synced {len(synced)} commands {where}: {', '.join('/' + c.name for c in synced)}")
     return 0
 
 

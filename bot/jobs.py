@@ -57,6 +57,8 @@ class JobPresenter(Protocol):
     async def finished(self, job: Job, outcome: JobOutcome) -> None: ...
     async def failed(self, job: Job, error: GenerationError | None) -> None: ...
     async def cancelled(self, job: Job) -> None: ...
+    async def interrupted(self) -> None:
+        """The bot is shutting down; the job is picked up again by the next start."""
 
 
 def utc_day_start(now: float) -> float:
@@ -160,6 +162,8 @@ class JobService:
         return statistics.median(recent) / 1000
 
     async def aclose(self) -> None:
+        for presenter in list(self._presenters.values()):
+            await presenter.interrupted()
         await self.queue.aclose()
 
     # --- running --------------------------------------------------------------------------------------

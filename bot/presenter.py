@@ -231,6 +231,9 @@ class DiscordPresenter:
         with contextlib.suppress(discord.HTTPException):
             await self.surface.error(error_text(self.surface.private_locale, job, error))
 
+    async def interrupted(self) -> None:
+        await self._stop_ticker()  # the next start shows it again (resumed_presenter)
+
     async def cancelled(self, job: Job) -> None:
         await self._stop_ticker()
         with contextlib.suppress(discord.HTTPException):

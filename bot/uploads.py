@@ -49,5 +49,6 @@ def fit_upload(data: bytes, mime: str, width: int, height: int, limit: int) -> U
 
 def _jpeg(image: Image.Image, *, quality: int) -> bytes:
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90 else 2)
+    # No optimize=True: on 4K images it overflows Pillow's encoder buffer ("broken data stream").
+    image.save(out, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
     return out.getvalue()

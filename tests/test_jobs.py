@@ -54,6 +54,9 @@ class Events:
         self.seen.append(("cancelled", job.id))
         self._event(job.id).set()
 
+    async def interrupted(self) -> None:
+        self.seen.append(("interrupted", ""))
+
     async def wait(self, job_id: str) -> None:
         await asyncio.wait_for(self._event(job_id).wait(), 10)
 

@@ -243,6 +243,9 @@ class Rest:
         msg = FakeMessage(snowflake(), channel_id, guild.id if guild else None, self.fake.bot_user.id, **extra)
         msg.flags = flags | (int(payload.get("flags") or 0) & ~LOADING)
         self._fill(msg, payload)
+        for user_id in content_mentions(msg.content, payload.get("allowed_mentions")):
+            if user_id not in msg.mention_ids:
+                msg.mention_ids.append(user_id)
         self._attach(msg, payload, files, edit=False)
         self.fake.add_message(msg)
         self.fake.dispatch_message("MESSAGE_CREATE", msg)
@@ -462,3 +465,14 @@ class Rest:
         if mid is not None:
             self._message(channel_id, mid)
         return 204, None
+
+
+def content_mentions(content: str, allowed: dict[str, Any] | None) -> list[int]:
+    """User mentions in the content that ping, as Discord decides: all of them unless allowed_mentions narrows it."""
+    found = [int(m) for m in re.findall(r"<@!?(\d+)>", content or "")]
+    if allowed is None:
+        return found
+    if "users" in (allowed.get("parse") or []):
+        return found
+    listed = {int(u) for u in allowed.get("users") or []}
+    return [u for u in found if u in listed]

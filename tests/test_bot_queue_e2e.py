@@ -1,0 +1,238 @@
+"""The queue, quotas, restarts and Discord's limits, end to end against the fake Discord and image API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+
+from bot import presenter
+from bot.cli import sync_commands
+from bot.config import load_settings
+from storage.generations import count_generations
+from storage.jobs import count_reserved_since, get_job
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, image_size
+from tests.fake_discord import FakeInteraction
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def prompts_sent(h: BotHarness) -> list[str]:
+    return [r.json["contents"][-1]["parts"][0]["text"] for r in h.gemini_requests()]
+
+
+async def wait_queued(h: BotHarness, count: int) -> None:
+    """Until `count` jobs are waiting or running (the bot admitted them)."""
+    assert h.bot is not None
+    queue = h.bot.jobs.queue
+    for _ in range(200):
+        if queue.waiting_count + queue.running_count >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {count} jobs in the queue, have {queue.waiting_count + queue.running_count}")
+
+
+async def test_a_burst_is_deferred_in_time_and_the_guild_cap_holds(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        members = [h.guild.add_member(f"m{n}") for n in range(10)]
+        await h.start(BANANA_GUILD_CONCURRENT="2", BANANA_MAX_CONCURRENT="8")
+        h.api.latency = 0.3
+        inters = await asyncio.gather(*(h.imagine(m, f"picture {n}") for n, m in enumerate(members)))
+        for inter in inters:
+            assert (await inter.wait_callback()).status == 200
+            assert inter.deferred_at is not None and inter.deferred_at < 3.0
+        results = await asyncio.gather(*(h.wait_result(i, timeout=30) for i in inters))
+        assert len({r.id for r in results}) == 10
+        assert h.api.max_in_flight == 2  # never more than the guild's cap at the image API
+        # Members further back were told their place in line.
+        first_statuses = [(r.edits[0].get("content") or "") for r in results if r.edits]
+        assert any("In line: number" in s for s in first_statuses), first_statuses
+
+
+async def test_two_guilds_take_turns(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        other = h.discord.add_guild("Other Guild")
+        carol = other.add_member("carol")
+        busy = [h.guild.add_member(f"b{n}") for n in range(4)]
+        await h.start(BANANA_MAX_CONCURRENT="1", BANANA_GUILD_CONCURRENT="1")
+        h.api.latency = 0.2
+        inters: list[FakeInteraction] = []
+        for n, member in enumerate(busy):
+            inters.append(await h.imagine(member, f"A{n}"))
+            await wait_queued(h, n + 1)
+        dave = other.add_member("dave")
+        for n, member in enumerate([carol, dave]):
+            inters.append(await h.discord.slash(other.id, other.channel_id, member, "imagine", {"prompt": f"B{n}"}))
+            await wait_queued(h, len(busy) + n + 1)
+        for inter in inters:
+            await h.wait_result(inter, timeout=30)
+        # A0 was already running; then the guilds alternate until only A is left.
+        assert prompts_sent(h) == ["A0", "B0", "A1", "B1", "A2", "A3"]
+
+
+async def test_cancel_is_for_the_requester_and_refunds(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(BANANA_MAX_CONCURRENT="1")
+        h.api.latency = 1.0
+        running = await h.imagine(h.alice, "first")
+        await wait_queued(h, 1)
+        waiting = await h.imagine(h.bob, "second")
+        status = await h.discord.wait_for_message(
+            lambda m: m.interaction_id == waiting.id and any(c.startswith("job:cancel:") for c in custom_ids(m))
+        )
+        assert "In line: number 1" in status.content
+        cancel_id = next(c for c in custom_ids(status) if c.startswith("job:cancel:"))
+
+        refused = await h.discord.click(status.id, cancel_id, h.alice)
+        answer = await h.discord.wait_for_message(lambda m: m.interaction_id == refused.id)
+        assert answer.ephemeral and "Only the person who asked" in answer.content
+
+        accepted = await h.discord.click(status.id, cancel_id, h.bob)
+        answer = await h.discord.wait_for_message(lambda m: m.interaction_id == accepted.id)
+        assert answer.ephemeral and answer.content.startswith("Cancelled")
+        await h.discord.wait_for_message(lambda m: m.id == status.id and m.content.startswith("Cancelled"))
+        await h.wait_result(running)
+        assert prompts_sent(h) == ["first"]
+        assert h.bot is not None
+        assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.bob.id) == 0
+        job = await get_job(h.bot.jobs.db, cancel_id.split(":")[2])
+        assert job is not None and job.status == "cancelled"
+
+
+async def test_the_daily_limit_says_which_limit_and_when_it_resets(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(BANANA_USER_DAILY="1")
+        await h.wait_result(await h.imagine(h.alice, "the one for today"))
+        refused = await h.imagine(h.alice, "one more")
+        message = await h.wait_ephemeral(refused)
+        assert "your 1 image for today" in message.content and "<t:" in message.content and ":R>" in message.content
+        assert len(h.gemini_requests()) == 1
+        # Someone else still can.
+        await h.wait_result(await h.imagine(h.bob, "bob's first"))
+
+
+async def test_too_many_pending_for_one_member(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(BANANA_USER_PENDING="1")
+        h.api.latency = 0.5
+        first = await h.imagine(h.alice, "one")
+        await wait_queued(h, 1)
+        second = await h.imagine(h.alice, "two")
+        message = await h.wait_ephemeral(second)
+        assert "already have 1 image waiting or in progress" in message.content
+        await h.wait_result(first)
+
+
+async def test_a_result_over_the_upload_limit_is_reencoded_and_the_original_kept(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path, api_payload="realistic") as h:
+        await h.start()
+        inter = await h.imagine(h.alice, "a detailed city at night", resolution="4K", aspect_ratio="1:1")
+        result = await h.wait_result(inter, timeout=60)
+        [file] = result.files
+        assert file.data[:3] == b"\xff\xd8\xff" and len(file.data) <= 10 * 2**20
+        assert "upload limit" in embed_fields(result)["Notes"]
+        assert h.bot is not None
+        job = await get_job(h.bot.jobs.db, custom_ids(result)[0].split(":")[2])
+        assert job is not None and job.image_key is not None
+        original = await h.bot.runtime.images.get(job.image_key)
+        assert original.startswith(b"\x89PNG") and len(original) > 10 * 2**20
+        assert image_size(original) == (4096, 4096)
+
+
+async def test_a_job_that_outlives_the_interaction_token_posts_through_the_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(presenter, "INTERACTION_TOKEN_LIFETIME", 1.0)
+    monkeypatch.setattr(presenter, "TOKEN_SAFETY_MARGIN", 0.2)
+    async with BotHarness(tmp_path, token_lifetime=1.0) as h:
+        await h.start()
+        h.api.latency = 1.5
+        await h.imagine(h.alice, "a slow masterpiece")
+        late = await h.discord.wait_for_message(
+            lambda m: m.interaction_id is None and bool(m.files) and m.channel_id == h.guild.channel_id
+        )
+        assert late.content.startswith(f"<@{h.alice.id}>") and "your image is ready" in late.content
+        assert h.alice.id in late.mention_ids
+        await h.discord.wait_for_message(lambda m: m.channel_id == late.id)  # its thread
+        assert not any(c.status == 401 for c in h.discord.calls)  # the expired token was never used
+
+
+async def test_an_unexpected_error_gives_a_reference_that_is_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with BotHarness(tmp_path) as h:
+        bot = await h.start()
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        bot.jobs.generation.generate = broken  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR):
+            inter = await h.imagine(h.alice, "anything")
+            message = await h.wait_ephemeral(inter)
+        assert message.content.startswith("Sorry, something went wrong")
+        reference = message.content.split("Reference: ")[1].split()[0]
+        assert any(reference in r.getMessage() for r in caplog.records)
+        assert "a bug" not in message.content
+        assert await count_reserved_since(bot.jobs.db, 0, user_id=h.alice.id) == 0
+
+
+async def test_queued_and_running_jobs_resume_after_a_restart_without_double_charging(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(BANANA_MAX_CONCURRENT="1")
+        h.api.latency = 2.0
+        running = await h.imagine(h.alice, "interrupted while drawing")
+        await wait_queued(h, 1)
+        waiting = await h.imagine(h.bob, "interrupted while waiting")
+        status = await h.discord.wait_for_message(lambda m: m.interaction_id == waiting.id and "In line" in m.content)
+        await h.stop()
+
+        h.api.latency = 0.1
+        bot = await h.restart(BANANA_MAX_CONCURRENT="1")
+        # Both post through the channel, mentioning their requester; the old status message says what happened.
+        for user, prompt in ((h.alice, "interrupted while drawing"), (h.bob, "interrupted while waiting")):
+            await h.discord.wait_for_message(
+                lambda m, u=user, p=prompt: (
+                    bool(m.files) and m.content.startswith(f"<@{u.id}>") and m.embeds[0]["description"] == p
+                )  # type: ignore[misc]
+            )
+        assert any("restarted" in (e.get("content") or "") for e in h.discord.messages[status.id].edits)
+        assert running.id != waiting.id
+        for user in (h.alice, h.bob):
+            assert await count_reserved_since(bot.jobs.db, 0, user_id=user.id) == 1
+        assert await count_generations(bot.jobs.db) == 2  # one usage row each, not one per attempt
+
+
+async def test_commands_sync_only_when_they_change_and_on_demand(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start()
+
+        def global_puts() -> int:
+            return sum(1 for c in h.discord.calls if c.method == "PUT" and c.path.endswith("/commands"))
+
+        assert global_puts() == 1
+        await h.restart()
+        assert global_puts() == 1  # unchanged tree: no sync
+        await h.stop()
+
+        settings = load_settings(h.settings_env(), env_file=None)
+        assert await sync_commands(settings, h.guild.id) == 0
+        assert {c["name"] for c in h.discord.synced_commands[h.guild.id]} >= {"imagine"}
+
+
+def test_discord_api_base_routes_rest_through_a_proxy(tmp_path: Path) -> None:
+    from bot.client import create_bot
+
+    saved = discord.http.Route.BASE
+    try:
+        settings = load_settings(
+            {"DISCORD_API_BASE": "http://nirn:8080", "BANANA_DATA_DIR": str(tmp_path)}, env_file=None
+        )
+        create_bot(settings)
+        assert discord.http.Route("GET", "/users/@me").url == "http://nirn:8080/api/v10/users/@me"
+    finally:
+        discord.http.Route.BASE = saved
