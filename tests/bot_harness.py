@@ -145,7 +145,8 @@ class BotHarness:
         message = await self.discord.wait_for_message(
             lambda m: m.interaction_id == inter.id and bool(m.files) and not m.deleted, timeout=timeout
         )
-        if self.discord.channels.get(message.channel_id) is not None:  # a text channel: a thread follows
+        channel = self.discord.channels.get(message.channel_id)
+        if channel is not None and channel.type == 0:  # a text channel: a thread follows
             await self.discord.wait_for_message(lambda m: m.channel_id == message.id, timeout=timeout)
         return message
 

@@ -186,3 +186,81 @@ async def test_edit_button_asks_for_an_instruction_and_continues_in_the_thread(h
     edited = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and bool(m.files))
     assert footer(edited).startswith("Version 2 · edited from version 1")
     assert h.sent_texts() == ["a cabin in the woods", "add snow on the roof"]
+
+
+async def test_the_command_offers_only_what_the_model_takes(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as harness:
+        await harness.start()
+        [pro] = [c for c in harness.discord.synced_commands[None] if c["name"] == "imagine"]
+        options = {o["name"]: o for o in pro["options"]}
+        assert "thinking" not in options  # Nano Banana Pro answers 400 to any thinking level
+        assert [c["value"] for c in options["resolution"]["choices"]] == ["1K", "2K", "4K"]
+        assert "21:9" in [c["value"] for c in options["aspect_ratio"]["choices"]]
+        assert options["prompt"]["required"] and all(o.get("description") for o in pro["options"])
+        assert [o["type"] for n, o in options.items() if n.startswith("reference")] == [11, 11, 11]
+
+        await harness.restart(GEMINI_MODEL="gemini-3.1-flash-image-preview")
+        [nb2] = [c for c in harness.discord.synced_commands[None] if c["name"] == "imagine"]
+        options = {o["name"]: o for o in nb2["options"]}
+        assert [c["value"] for c in options["thinking"]["choices"]] == ["minimal", "high"]
+        assert [c["value"] for c in options["resolution"]["choices"]] == ["512", "1K", "2K", "4K"]
+        inter = await harness.imagine(harness.alice, "a quick sketch", thinking="high", resolution="512")
+        await harness.wait_result(inter)
+        config = harness.gemini_requests()[-1].json["generationConfig"]
+        assert config["thinkingConfig"] == {"thinkingLevel": "high"} and config["imageConfig"]["imageSize"] == "512"
+
+
+async def test_status_shows_the_usual_time_from_recent_jobs(h: BotHarness) -> None:
+    for n in range(3):
+        await h.wait_result(await h.imagine(h.alice, f"warm-up {n}"))
+    h.api.latency = 0.5
+    inter = await h.imagine(h.alice, "now with an estimate")
+    result = await h.wait_result(inter)
+    statuses = [e.get("content") or "" for e in result.edits]
+    assert any("Generating at 1K" in s and "(usually ~" in s and "at 1K)" in s for s in statuses), statuses
+
+
+async def test_redo_at_a_larger_size_continues_from_the_image(h: BotHarness) -> None:
+    inter = await h.imagine(h.alice, "a paper boat", resolution="1K")
+    v1 = await h.wait_result(inter)
+    [upscale] = [c for c in custom_ids(v1) if c.startswith("job:upscale:")]
+    assert any(b.get("label") == "Redo at 2K" for row in v1.components for b in row["components"])
+    click = await h.discord.click(v1.id, upscale, h.bob)
+    await h.discord.wait_for_message(lambda m: m.interaction_id == click.id and m.ephemeral)
+    bigger = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and bool(m.files))
+    assert embed_fields(bigger)["Size"].startswith("2K")
+    request = h.gemini_requests()[-1].json
+    assert request["generationConfig"]["imageConfig"]["imageSize"] == "2K"
+    assert [c["role"] for c in request["contents"]] == ["user", "model", "user"]
+    # The bigger one is at the largest size the model makes but one: its own button offers 4K.
+    assert any(b.get("label") == "Redo at 4K" for row in bigger.components for b in row["components"])
+
+
+async def test_long_conversations_drop_the_oldest_turns_and_say_so(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as harness:
+        await harness.start(BANANA_CONTEXT_IMAGES="1")
+        v1 = await harness.wait_result(await harness.imagine(harness.alice, "a snowman"))
+        ask = await harness.discord.user_message(v1.id, harness.alice, "give it a hat", reply_to=v1.id)
+        v2 = await harness.wait_reply(ask)
+        assert "left out" not in embed_fields(v2).get("Notes", "")  # one image of context: within the budget
+        ask = await harness.discord.user_message(v1.id, harness.alice, "and a scarf", reply_to=v2.id)
+        v3 = await harness.wait_reply(ask)
+        assert "oldest edit was left out" in embed_fields(v3)["Notes"]
+        assert harness.sent_texts() == ["give it a hat", "and a scarf"]
+
+
+async def test_messages_not_for_the_bot_are_ignored_and_empty_replies_get_a_hint(h: BotHarness) -> None:
+    v1 = await h.wait_result(await h.imagine(h.alice, "a kite"))
+    chat = await h.discord.user_message(v1.id, h.bob, "nice one!")  # neither a reply to the bot nor a mention
+    ask = await h.discord.user_message(v1.id, h.bob, "", reply_to=v1.id)
+    hint = await h.discord.wait_for_message(lambda m: (m.message_reference or {}).get("message_id") == str(ask))
+    assert hint.content.startswith("Tell me what to change")
+    assert not any((m.message_reference or {}).get("message_id") == str(chat) for m in h.discord.messages.values())
+    assert len(h.gemini_requests()) == 1
+
+
+async def test_in_a_dm_the_bot_answers_in_place(h: BotHarness) -> None:
+    dm = h.discord.open_dm(h.alice)
+    inter = await h.discord.slash(None, dm, h.alice, "imagine", {"prompt": "a DM picture"})
+    result = await h.wait_result(inter)
+    assert result.channel_id == dm and result.files and not h.discord.threads
