@@ -236,3 +236,23 @@ def test_discord_api_base_routes_rest_through_a_proxy(tmp_path: Path) -> None:
         assert discord.http.Route("GET", "/users/@me").url == "http://nirn:8080/api/v10/users/@me"
     finally:
         discord.http.Route.BASE = saved
+
+
+async def test_one_member_bursting_runs_one_at_a_time(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(BANANA_USER_CONCURRENT="1", BANANA_USER_PENDING="4", BANANA_GUILD_CONCURRENT="4")
+        h.api.latency = 0.2
+        inters = await asyncio.gather(*(h.imagine(h.alice, f"mine {n}") for n in range(4)))
+        await asyncio.gather(*(h.wait_result(i, timeout=30) for i in inters))
+        assert h.api.max_in_flight == 1
+        assert sorted(prompts_sent(h)) == [f"mine {n}" for n in range(4)]
+
+
+async def test_imagine_inside_a_thread_answers_in_place(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start()
+        first = await h.wait_result(await h.imagine(h.alice, "a castle"))
+        threads_before = len(h.discord.threads)
+        inter = await h.imagine(h.alice, "a dragon", channel_id=first.id)  # run in the result's thread
+        result = await h.wait_result(inter)
+        assert result.channel_id == first.id and len(h.discord.threads) == threads_before
