@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -53,13 +53,13 @@ async def read_references(
     return keys
 
 
-def check_request(spec: ModelSpec, request: dict[str, object], reference_count: int, locale: str) -> None:
+def check_request(spec: ModelSpec, request: dict[str, Any], reference_count: int, locale: str) -> None:
     """The model's own limits (size, ratio, thinking, reference count), checked before anything is queued."""
     probe = ImageRequest(
-        prompt=str(request["prompt"]),
-        aspect_ratio=request.get("aspect_ratio"),  # type: ignore[arg-type]
-        size=str(request.get("size") or "1K"),
-        thinking=request.get("thinking"),  # type: ignore[arg-type]
+        prompt=request["prompt"],
+        aspect_ratio=request.get("aspect_ratio"),
+        size=request.get("size") or "1K",
+        thinking=request.get("thinking"),
         references=tuple(ImageInput(b"", "image/png") for _ in range(reference_count)),
     )
     try:

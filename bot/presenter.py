@@ -223,8 +223,11 @@ class DiscordPresenter:
         await self._stop_ticker()
         try:
             await self._show_result(job, outcome)
-        except discord.HTTPException:
-            log.exception("could not post the result of job %s", job.id)
+        except Exception:
+            # The image is stored and the job is done; say so rather than leave "Generating…" forever.
+            log.exception("could not post the result of job %s (reference %s)", job.id, job.id)
+            with contextlib.suppress(discord.HTTPException):
+                await self.surface.error(t(self.surface.private_locale, "error.internal", reference=job.id))
 
     async def failed(self, job: Job, error: GenerationError | None) -> None:
         await self._stop_ticker()
