@@ -82,7 +82,11 @@ def limit_text(locale: str, exc: LimitExceeded) -> str:
     if exc.resets_at is None:
         return tn(locale, f"limit.{exc.limit}", exc.allowed)
     # Discord shows <t:...:R> as "in 5 hours" in each reader's own language and time zone.
-    return tn(locale, f"limit.{exc.limit}", exc.allowed, reset=f"<t:{int(exc.resets_at)}:R>")
+    reset = f"<t:{int(exc.resets_at)}:R>"
+    if exc.used < exc.allowed:  # some left, but not enough for this request (a grid needs four)
+        left = exc.allowed - exc.used
+        return tn(locale, f"limit.{exc.limit}_short", exc.needed, left=left, reset=reset)
+    return tn(locale, f"limit.{exc.limit}", exc.allowed, reset=reset)
 
 
 def elapsed_ms(since: float) -> float:

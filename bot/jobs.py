@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,11 +35,14 @@ log = logging.getLogger(__name__)
 class LimitExceeded(Exception):
     """A quota refuses a new job. `limit` names it; `resets_at` is a unix time, or None (frees when a job ends)."""
 
-    def __init__(self, limit: str, allowed: int, resets_at: float | None) -> None:
+    def __init__(self, limit: str, allowed: int, resets_at: float | None, *, needed: int = 1, used: int = 0) -> None:
         super().__init__(f"{limit} limit of {allowed} reached")
         self.limit = limit
         self.allowed = allowed
         self.resets_at = resets_at
+        #: Images the refused request needed, and how many of the allowance are already used.
+        self.needed = needed
+        self.used = used
 
 
 @dataclass
@@ -91,34 +94,47 @@ class JobService:
     # --- admission ----------------------------------------------------------------------------------
     async def submit(self, job: Job, presenter: JobPresenter) -> None:
         """Reserve quota, persist and queue the job; raises LimitExceeded (nothing reserved) when over a limit."""
-        async with self._admission:
-            await self._check_limits(job)
-            job.status = "queued"
-            await insert_job(self.db, job)
-            self._enqueue(job, presenter)
-        await presenter.queued(job)
+        await self.submit_group([(job, presenter)])
 
-    async def _check_limits(self, job: Job) -> None:
+    async def submit_group(self, jobs: Sequence[tuple[Job, JobPresenter]]) -> None:
+        """Admit the jobs of one request (a grid's tiles) together: all of them or none."""
+        first = jobs[0][0]
+        async with self._admission:
+            await self._check_limits(first.user_id, first.guild_id, images=len(jobs))
+            for job, _ in jobs:
+                job.status = "queued"
+                await insert_job(self.db, job)
+            for job, presenter in jobs:
+                self._enqueue(job, presenter)
+        for job, presenter in jobs:
+            await presenter.queued(job)
+
+    async def _check_limits(self, user_id: int, guild_id: int | None, *, images: int) -> None:
         limits = self.limits
-        if self.queue.pending_for_user(job.user_id) >= limits.user_pending:
+        if self.queue.pending_for_user(user_id) >= limits.user_pending:
             raise LimitExceeded("user_pending", limits.user_pending, None)
-        now = self.clock()
-        day_start = utc_day_start(now)
+        day_start = utc_day_start(self.clock())
         resets_at = day_start + 86400
-        used_today = await count_reserved_since(self.db, day_start, user_id=job.user_id) if limits.user_daily else 0
-        if limits.user_daily and used_today >= limits.user_daily:
-            raise LimitExceeded("user_daily", limits.user_daily, resets_at)
-        if (
-            limits.guild_daily
-            and job.guild_id is not None
-            and await count_reserved_since(self.db, day_start, guild_id=job.guild_id) >= limits.guild_daily
-        ):
-            raise LimitExceeded("guild_daily", limits.guild_daily, resets_at)
+        if limits.user_daily:
+            used = await count_reserved_since(self.db, day_start, user_id=user_id)
+            if used + images > limits.user_daily:
+                raise LimitExceeded("user_daily", limits.user_daily, resets_at, needed=images, used=used)
+        if limits.guild_daily and guild_id is not None:
+            used = await count_reserved_since(self.db, day_start, guild_id=guild_id)
+            if used + images > limits.guild_daily:
+                raise LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=used)
 
     def _enqueue(self, job: Job, presenter: JobPresenter) -> None:
         self._presenters[job.id] = presenter
         lane = job.guild_id if job.guild_id is not None else -job.user_id
-        self.queue.submit(Ticket(job_id=job.id, lane=lane, user_id=job.user_id, run=lambda: self._run(job, presenter)))
+        ticket = Ticket(
+            job_id=job.id,
+            lane=lane,
+            user_id=job.user_id,
+            run=lambda: self._run(job, presenter),
+            group=job.grid_id or job.id,
+        )
+        self.queue.submit(ticket)
 
     async def resume(self, presenter_for: Callable[[Job], Awaitable[JobPresenter | None]]) -> list[Job]:
         """Queue again what a restart interrupted. Their quota is already reserved, so no limit applies.
@@ -232,8 +248,14 @@ class JobService:
 
     async def _build_request(self, job: Job) -> tuple[ImageRequest, dict[str, Any], int]:
         spec = job.request
-        references = tuple([await self._load_image(key) for key in spec.get("reference_keys", [])])
+        reference_keys: list[str] = list(spec.get("reference_keys", []))
         history, dropped = await self._history(job.parent_id)
+        if job.parent_id is not None and not history:
+            # A parent without a conversation (a tile cut from a grid): its image goes along as a reference.
+            parent = await get_job(self.db, job.parent_id)
+            if parent is not None and parent.image_key is not None:
+                reference_keys.insert(0, parent.image_key)
+        references = tuple([await self._load_image(key) for key in reference_keys])
         request = ImageRequest(
             prompt=spec["prompt"],
             aspect_ratio=spec.get("aspect_ratio"),
@@ -245,7 +267,7 @@ class JobService:
         )
         user_turn = {
             "role": "user",
-            "parts": [{"text": request.prompt}] + [{"image": key} for key in spec.get("reference_keys", [])],
+            "parts": [{"text": request.prompt}] + [{"image": key} for key in reference_keys],
         }
         return request, user_turn, dropped
 

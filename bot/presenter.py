@@ -14,10 +14,12 @@ import io
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
 
+from storage.db import Database
 from storage.jobs import Job, get_job, max_version_in_thread, update_job
 
 from .core.errors import BlockedError, GenerationError, NoImageError, RateLimitedError
@@ -290,47 +292,98 @@ class DiscordPresenter:
 
     # --- the result -------------------------------------------------------------------------------------
     async def _show_result(self, job: Job, outcome: JobOutcome) -> None:
+        image = outcome.result.image
+        facts = ResultFacts.from_outcome(job, outcome)
+        await post_result(self.bot, self.surface, job, facts, image.data, image.mime)
+
+
+@dataclass
+class ResultFacts:
+    """What a result message says about an image (from a fresh result, or from the usage log later)."""
+
+    prompt: str
+    model: str
+    size: str
+    aspect: str
+    width: int
+    height: int
+    seconds: float | None = None
+    cost_usd: float | None = None
+    model_text: str | None = None
+    dropped_turns: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_outcome(cls, job: Job, outcome: JobOutcome) -> ResultFacts:
         result = outcome.result
-        image = result.image
-        upload = await asyncio.to_thread(
-            fit_upload, image.data, image.mime, image.width, image.height, self.surface.upload_limit
+        return cls(
+            prompt=job.request["prompt"],
+            model=result.model,
+            size=result.size,
+            aspect=result.aspect_ratio or job.request.get("aspect_ratio") or "1:1",
+            width=result.image.width,
+            height=result.image.height,
+            seconds=result.timing.total_ms / 1000,
+            cost_usd=result.usage.cost_usd,
+            model_text=result.text,
+            dropped_turns=outcome.dropped_turns,
         )
-        thread_id = job.thread_id
+
+
+async def post_result(
+    bot: BananaBot, surface: Surface, job: Job, facts: ResultFacts, data: bytes, mime: str
+) -> discord.Message:
+    """Show `job`'s image on `surface` with its embed and buttons, number it in its thread, open a thread."""
+    db = bot.jobs.db
+    upload = await asyncio.to_thread(fit_upload, data, mime, facts.width, facts.height, surface.upload_limit)
+    if job.thread_id is not None:
+        job.version = await max_version_in_thread(db, job.thread_id) + 1
+        await update_job(db, job.id, version=job.version, thread_id=job.thread_id)
+    parent_version = await _parent_version(db, job)
+    embed = result_embed(surface.locale, job, facts, upload, parent_version)
+    file = discord.File(fp=io.BytesIO(upload.data), filename=f"banana-{job.id}.{upload.extension}")
+    embed.set_image(url=f"attachment://{file.filename}")
+    view = result_view(job, surface.locale, model=facts.model)
+    message = await surface.result(content="", embed=embed, file=file, view=view)
+    job.result_message_id = message.id
+    await update_job(db, job.id, result_message_id=message.id)
+    if job.thread_id is None and surface.can_thread:
+        thread_id = await open_thread(surface, job.request["prompt"], message)
         if thread_id is not None:
-            job.version = await max_version_in_thread(self.bot.jobs.db, thread_id) + 1
-            await update_job(self.bot.jobs.db, job.id, version=job.version)
-        parent_version = await self._parent_version(job)
-        embed = result_embed(self.locale, job, outcome, upload, parent_version)
-        file = discord.File(fp=io.BytesIO(upload.data), filename=f"banana-{job.id}.{upload.extension}")
-        embed.set_image(url=f"attachment://{file.filename}")
-        message = await self.surface.result(
-            content="", embed=embed, file=file, view=result_view(job, self.locale, model=result.model)
-        )
-        job.result_message_id = message.id
-        await update_job(self.bot.jobs.db, job.id, result_message_id=message.id)
-        if thread_id is None and self.surface.can_thread:
-            await self._open_thread(job, message)
+            job.thread_id = thread_id
+            await update_job(db, job.id, thread_id=thread_id)
+            await send_thread_hint(surface, thread_id)
+    return message
 
-    async def _parent_version(self, job: Job) -> int | None:
-        if job.parent_id is None:
-            return None
-        parent = await get_job(self.bot.jobs.db, job.parent_id)
-        return parent.version if parent is not None and parent.thread_id == job.thread_id else None
 
-    async def _open_thread(self, job: Job, message: discord.Message) -> None:
-        channel = self.surface.channel
-        assert isinstance(channel, discord.TextChannel)
-        name = job.request["prompt"].strip().replace("\n", " ")[:THREAD_NAME_LENGTH] or "Banana"
-        try:
-            thread = await channel.create_thread(name=name, message=message, auto_archive_duration=1440)
-        except discord.HTTPException as exc:
-            # Missing "Create Public Threads": the image is still there, just without a thread.
-            log.warning("could not open a thread for job %s: %s", job.id, exc)
-            return
-        job.thread_id = thread.id
-        await update_job(self.bot.jobs.db, job.id, thread_id=thread.id)
+async def _parent_version(db: Database, job: Job) -> int | None:
+    if job.parent_id is None:
+        return None
+    parent = await get_job(db, job.parent_id)
+    return parent.version if parent is not None and parent.thread_id == job.thread_id else None
+
+
+async def open_thread(surface: Surface, prompt: str, message: discord.Message) -> int | None:
+    """A thread on the result message, named after the prompt; None if the bot may not create one."""
+    channel = surface.channel
+    assert isinstance(channel, discord.TextChannel)
+    name = prompt.strip().replace("\n", " ")[:THREAD_NAME_LENGTH] or "Banana"
+    try:
+        thread = await channel.create_thread(name=name, message=message, auto_archive_duration=1440)
+    except discord.HTTPException as exc:
+        # Missing "Create Public Threads": the image is still there, just without a thread.
+        log.warning("could not open a thread on message %s: %s", message.id, exc)
+        return None
+    return thread.id
+
+
+async def send_thread_hint(surface: Surface, thread_id: int) -> None:
+    channel = surface.channel
+    assert isinstance(channel, discord.TextChannel)
+    thread = channel.guild.get_thread(thread_id)
+    if thread is not None:
         with contextlib.suppress(discord.HTTPException):
-            await thread.send(t(self.locale, "result.thread_hint"))
+            await thread.send(t(surface.locale, "result.thread_hint"))
 
 
 async def resumed_presenter(bot: BananaBot, job: Job) -> DiscordPresenter | None:
@@ -359,40 +412,26 @@ def public_locale(interaction: discord.Interaction) -> str:
 
 
 def result_embed(
-    locale: str, job: Job, outcome: JobOutcome, upload: Upload, parent_version: int | None
+    locale: str, job: Job, facts: ResultFacts, upload: Upload, parent_version: int | None
 ) -> discord.Embed:
-    result = outcome.result
-    request = job.request
-    embed = discord.Embed(description=_clip(request["prompt"], 4000), colour=discord.Colour.gold())
-    label = model_spec(result.model).label if result.model else result.model
-    embed.add_field(name=t(locale, "result.model"), value=label, inline=True)
-    aspect = result.aspect_ratio or request.get("aspect_ratio") or "1:1"
+    embed = discord.Embed(description=_clip(facts.prompt, 4000), colour=discord.Colour.gold())
+    embed.add_field(name=t(locale, "result.model"), value=model_label(facts.model), inline=True)
     size_text = t(
-        locale,
-        "result.size_value",
-        size=result.size,
-        aspect=aspect,
-        width=result.image.width,
-        height=result.image.height,
+        locale, "result.size_value", size=facts.size, aspect=facts.aspect, width=facts.width, height=facts.height
     )
     embed.add_field(name=t(locale, "result.size"), value=size_text, inline=True)
-    embed.add_field(name=t(locale, "result.time"), value=duration(locale, result.timing.total_ms / 1000), inline=True)
-    embed.add_field(name=t(locale, "result.cost"), value=money(locale, result.usage.cost_usd), inline=True)
-    notes = []
+    if facts.seconds is not None:
+        embed.add_field(name=t(locale, "result.time"), value=duration(locale, facts.seconds), inline=True)
+    if facts.cost_usd is not None:
+        embed.add_field(name=t(locale, "result.cost"), value=money(locale, facts.cost_usd), inline=True)
+    notes = list(facts.notes)
     if upload.change is not None:
-        notes.append(
-            t(
-                locale,
-                f"result.{upload.change}",
-                width=upload.width,
-                height=upload.height,
-                mb=f"{len(upload.data) / 2**20:.1f}",
-            )
-        )
-    if outcome.dropped_turns:
-        notes.append(tn(locale, "result.context_dropped", outcome.dropped_turns))
-    if result.text:
-        notes.append(t(locale, "result.model_said", text=_clip(result.text, 500)))
+        mb = f"{len(upload.data) / 2**20:.1f}"
+        notes.append(t(locale, f"result.{upload.change}", width=upload.width, height=upload.height, mb=mb))
+    if facts.dropped_turns:
+        notes.append(tn(locale, "result.context_dropped", facts.dropped_turns))
+    if facts.model_text:
+        notes.append(t(locale, "result.model_said", text=_clip(facts.model_text, 500)))
     if notes:
         embed.add_field(name=t(locale, "result.notes"), value=_clip("\n".join(notes), 1024), inline=False)
     footer = t(locale, "result.version", version=job.version)
@@ -400,6 +439,11 @@ def result_embed(
         footer += " · " + t(locale, "result.from_version", version=parent_version)
     embed.set_footer(text=f"{footer} · {job.id}")
     return embed
+
+
+def model_label(model: str) -> str:
+    """'Nano Banana Pro' for a model we know, else the id as the provider named it."""
+    return model_spec(model).label if model else model
 
 
 def error_text(locale: str, job: Job, error: GenerationError | None) -> str:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .limits import QueueLimits
 
@@ -26,6 +27,9 @@ class Ticket:
     lane: int
     user_id: int
     run: Callable[[], Awaitable[None]]
+    #: Jobs of one request (the four tiles of a grid) share a group: a member's caps count requests,
+    #: so a grid's tiles run side by side; the guild and global caps still count every job.
+    group: str = ""
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     task: asyncio.Task[None] | None = None
@@ -42,14 +46,16 @@ class FairQueue:
         self._serve_count = 0
         self._running: dict[str, Ticket] = {}
         self._running_by_lane: dict[int, int] = {}
-        self._running_by_user: dict[int, int] = {}
+        # user -> group -> running jobs of that group
+        self._running_by_user: dict[int, dict[str, int]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
     # --- what callers ask -------------------------------------------------------------------------
     def pending_for_user(self, user_id: int) -> int:
-        waiting = sum(1 for lane in self._waiting.values() for t in lane if t.user_id == user_id)
-        return waiting + self._running_by_user.get(user_id, 0)
+        """Requests (groups) the member has waiting or running."""
+        groups = {t.group for lane in self._waiting.values() for t in lane if t.user_id == user_id}
+        return len(groups | set(self._running_by_user.get(user_id, {})))
 
     def running_in_lane(self, lane: int) -> int:
         return self._running_by_lane.get(lane, 0)
@@ -74,6 +80,7 @@ class FairQueue:
 
     # --- changes ----------------------------------------------------------------------------------
     def submit(self, ticket: Ticket) -> None:
+        ticket.group = ticket.group or ticket.job_id
         self._waiting.setdefault(ticket.lane, deque()).append(ticket)
         self._idle.clear()
         self._dispatch()
@@ -102,11 +109,11 @@ class FairQueue:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- scheduling -------------------------------------------------------------------------------
-    def _may_start(self, ticket: Ticket, lanes: dict[int, int], users: dict[int, int]) -> bool:
-        return (
-            lanes.get(ticket.lane, 0) < self.limits.guild_concurrency
-            and users.get(ticket.user_id, 0) < self.limits.user_concurrency
-        )
+    def _may_start(self, ticket: Ticket) -> bool:
+        if self._running_by_lane.get(ticket.lane, 0) >= self.limits.guild_concurrency:
+            return False
+        running_groups = self._running_by_user.get(ticket.user_id, {})
+        return ticket.group in running_groups or len(running_groups) < self.limits.user_concurrency
 
     def _lanes_in_turn(self) -> list[int]:
         return sorted(self._waiting, key=lambda lane: self._last_served.get(lane, -1))
@@ -118,7 +125,7 @@ class FairQueue:
         for lane in self._lanes_in_turn():
             tickets = self._waiting[lane]
             for ticket in tickets:
-                if self._may_start(ticket, self._running_by_lane, self._running_by_user):
+                if self._may_start(ticket):
                     tickets.remove(ticket)
                     if not tickets:
                         del self._waiting[lane]
@@ -141,7 +148,8 @@ class FairQueue:
         while (ticket := self._pick()) is not None:
             self._running[ticket.job_id] = ticket
             self._running_by_lane[ticket.lane] = self._running_by_lane.get(ticket.lane, 0) + 1
-            self._running_by_user[ticket.user_id] = self._running_by_user.get(ticket.user_id, 0) + 1
+            groups = self._running_by_user.setdefault(ticket.user_id, {})
+            groups[ticket.group] = groups.get(ticket.group, 0) + 1
             ticket.started_at = time.monotonic()
             ticket.task = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job_id}")
 
@@ -157,12 +165,15 @@ class FairQueue:
             # Every path, exceptions and cancellation included, gives the slot back.
             del self._running[ticket.job_id]
             self._decrement(self._running_by_lane, ticket.lane)
-            self._decrement(self._running_by_user, ticket.user_id)
+            groups = self._running_by_user[ticket.user_id]
+            self._decrement(groups, ticket.group)
+            if not groups:
+                del self._running_by_user[ticket.user_id]
             self._dispatch()
             self._check_idle()
 
     @staticmethod
-    def _decrement(counts: dict[int, int], key: int) -> None:
+    def _decrement(counts: dict[Any, int], key: Any) -> None:
         counts[key] -= 1
         if counts[key] == 0:
             del counts[key]

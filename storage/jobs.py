@@ -53,6 +53,9 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     attempts_started: int = 0
+    #: The grid this job is a tile of, and which tile (1-4); see migration 0003.
+    grid_id: str | None = None
+    tile: int | None = None
 
 
 # Python field -> column. The JSON-valued fields are stored as text in *_json columns.
@@ -127,6 +130,13 @@ async def max_version_in_thread(db: Database, thread_id: int) -> int:
     async with db.conn.execute(sql, (thread_id,)) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+async def jobs_where(db: Database, condition: str, params: tuple[Any, ...]) -> list[Job]:
+    """Jobs matching a WHERE clause written in this package (never from user input; values go in `params`)."""
+    async with db.conn.execute(f"{_SELECT} WHERE {condition}", params) as cursor:
+        rows = await cursor.fetchall()
+    return [_from_row(r) for r in rows]
 
 
 async def unfinished_jobs(db: Database) -> list[Job]:
