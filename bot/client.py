@@ -21,10 +21,12 @@ import httpx
 from discord import app_commands
 from discord.ext import commands
 
+from storage.grids import get_grid
 from storage.jobs import Job, get_state, set_state
 
 from .config import Settings
 from .core.models import ModelSpec, model_spec
+from .grid_presenter import GridPresenter, resumed_grid_presenter
 from .jobs import JobPresenter, JobService
 from .presenter import resumed_presenter
 from .runtime import Runtime
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 #: ``banana-bot health`` (the container's health check) treats an older heartbeat as unhealthy.
 HEARTBEAT_INTERVAL = 30.0
 HEARTBEAT_MAX_AGE = 120.0
-EXTENSIONS = ("cogs.imagine", "cogs.results", "cogs.conversation")
+EXTENSIONS = ("cogs.imagine", "cogs.grid", "cogs.results", "cogs.conversation")
 SYNCED_HASH_KEY = "synced_commands_sha256"
 
 
@@ -85,6 +87,7 @@ class BananaBot(commands.Bot):
         self._sync_commands = sync_commands
         self._resumed = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self._resumed_grids: dict[str, GridPresenter] = {}
 
     @property
     def default_model(self) -> str:
@@ -159,7 +162,18 @@ class BananaBot(commands.Bot):
             return None
 
     async def _presenter_for_resumed(self, job: Job) -> JobPresenter | None:
-        return await resumed_presenter(self, job)
+        presenter = await resumed_presenter(self, job)
+        if presenter is None or job.grid_id is None:
+            return presenter
+        # A grid's tiles share one presenter, and so one status message and one preview.
+        grid = self._resumed_grids.get(job.grid_id)
+        if grid is None:
+            stored = await get_grid(self.jobs.db, job.grid_id)
+            if stored is None:
+                return presenter
+            grid = await resumed_grid_presenter(self, stored, presenter.surface)  # type: ignore[arg-type]
+            self._resumed_grids[job.grid_id] = grid
+        return grid.for_tile(job)
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _beat(self) -> None:

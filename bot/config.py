@@ -77,6 +77,8 @@ class Settings:
     #: Seconds between edits of a status message (Discord rate-limits edits; a few seconds is polite).
     status_interval: float = 3.0
     context_budget: ContextBudget = field(default_factory=ContextBudget)
+    #: /grid: 'tiles' (four requests) or 'sliced' (one request for a 2x2 image, cut up; cheaper, less reliable).
+    grid_mode: str = "tiles"
 
     @property
     def database_path(self) -> Path:
@@ -216,6 +218,7 @@ class _Parser:
                 guild_daily=self.integer("BANANA_GUILD_DAILY", 500),
             ),
             status_interval=self.number("BANANA_STATUS_INTERVAL", 3.0, minimum=0.05),
+            grid_mode=self._choice("BANANA_GRID_MODE", "tiles", ("tiles", "sliced")),
             context_budget=ContextBudget(
                 max_images=self.integer("BANANA_CONTEXT_IMAGES", 6, minimum=1),
                 max_bytes=int(self.number("BANANA_CONTEXT_MB", 24.0, minimum=1) * 1024 * 1024),

@@ -348,11 +348,11 @@ async def post_result(
     job.result_message_id = message.id
     await update_job(db, job.id, result_message_id=message.id)
     if job.thread_id is None and surface.can_thread:
-        thread_id = await open_thread(surface, job.request["prompt"], message)
-        if thread_id is not None:
-            job.thread_id = thread_id
-            await update_job(db, job.id, thread_id=thread_id)
-            await send_thread_hint(surface, thread_id)
+        thread = await open_thread(surface, job.request["prompt"], message)
+        if thread is not None:
+            job.thread_id = thread.id
+            await update_job(db, job.id, thread_id=thread.id)
+            await send_thread_hint(thread, surface.locale)
     return message
 
 
@@ -363,7 +363,7 @@ async def _parent_version(db: Database, job: Job) -> int | None:
     return parent.version if parent is not None and parent.thread_id == job.thread_id else None
 
 
-async def open_thread(surface: Surface, prompt: str, message: discord.Message) -> int | None:
+async def open_thread(surface: Surface, prompt: str, message: discord.Message) -> discord.Thread | None:
     """A thread on the result message, named after the prompt; None if the bot may not create one."""
     channel = surface.channel
     assert isinstance(channel, discord.TextChannel)
@@ -374,16 +374,13 @@ async def open_thread(surface: Surface, prompt: str, message: discord.Message) -
         # Missing "Create Public Threads": the image is still there, just without a thread.
         log.warning("could not open a thread on message %s: %s", message.id, exc)
         return None
-    return thread.id
+    return thread
 
 
-async def send_thread_hint(surface: Surface, thread_id: int) -> None:
-    channel = surface.channel
-    assert isinstance(channel, discord.TextChannel)
-    thread = channel.guild.get_thread(thread_id)
-    if thread is not None:
-        with contextlib.suppress(discord.HTTPException):
-            await thread.send(t(surface.locale, "result.thread_hint"))
+async def send_thread_hint(thread: discord.Thread, locale: str) -> None:
+    """How to continue in the thread. Sent after the thread is recorded, so a quick reply finds it."""
+    with contextlib.suppress(discord.HTTPException):
+        await thread.send(t(locale, "result.thread_hint"))
 
 
 async def resumed_presenter(bot: BananaBot, job: Job) -> DiscordPresenter | None:

@@ -25,6 +25,45 @@ def custom_id(action: str, job_id: str) -> str:
     return f"job:{action}:{job_id}"
 
 
+GRID_ACTIONS = ("u", "v", "reroll", "cancel")
+GRID_CUSTOM_ID = re.compile(
+    rf"grid:(?P<action>{'|'.join(GRID_ACTIONS)}):(?P<grid_id>[A-Za-z0-9_-]{{1,40}})(?::(?P<tile>[1-4]))?"
+)
+
+
+def grid_custom_id(action: str, grid_id: str, tile: int | None = None) -> str:
+    assert action in GRID_ACTIONS
+    return f"grid:{action}:{grid_id}" + (f":{tile}" if tile is not None else "")
+
+
+def grid_view(grid_id: str, tile_keys: list[str | None], locale: str) -> discord.ui.View:
+    """U1-U4 (take a variation further), V1-V4 (four new variations of it), Reroll; failed tiles greyed out."""
+    view = discord.ui.View(timeout=None)
+    for action, row, style in (("u", 0, discord.ButtonStyle.primary), ("v", 1, discord.ButtonStyle.secondary)):
+        for tile, key in enumerate(tile_keys, start=1):
+            view.add_item(
+                discord.ui.Button(
+                    style=style,
+                    label=f"{action.upper()}{tile}",
+                    custom_id=grid_custom_id(action, grid_id, tile),
+                    disabled=key is None,
+                    row=row,
+                )
+            )
+    view.add_item(
+        discord.ui.Button(
+            label=t(locale, "button.reroll"), emoji="🎲", custom_id=grid_custom_id("reroll", grid_id), row=2
+        )
+    )
+    return view
+
+
+def grid_cancel_view(grid_id: str, locale: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label=t(locale, "button.cancel"), custom_id=grid_custom_id("cancel", grid_id)))
+    return view
+
+
 def larger_size(model: str, size: str) -> str | None:
     """The next size up that the model makes, if any."""
     sizes = [s for s in model_spec(model).sizes if s != "512"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from storage.db import Database
 
-#: Statuses that hold a quota reservation.
+#: Statuses that hold a quota reservation. Jobs of kind 'tile' (a panel cut from a paid grid image) never do.
 RESERVED = ("queued", "running", "done")
 #: Statuses a restart must pick up again.
 UNFINISHED = ("queued", "running")
@@ -156,7 +156,7 @@ async def count_reserved_since(
     column, value = ("user_id", user_id) if user_id is not None else ("guild_id", guild_id)
     sql = (
         f"SELECT count(*) FROM jobs WHERE {column} = ? AND created_at >= ? "
-        f"AND status IN ({', '.join('?' for _ in RESERVED)})"
+        f"AND status IN ({', '.join('?' for _ in RESERVED)}) AND kind != 'tile'"
     )
     async with db.conn.execute(sql, (value, since, *RESERVED)) as cursor:
         row = await cursor.fetchone()

@@ -1,0 +1,307 @@
+"""A grid on Discord: four variations run as jobs, one status message, then one 2x2 preview with U/V buttons.
+
+In 'tiles' mode each tile is its own job (four images of quota and cost, run side by side); in 'sliced'
+mode one job asks the model for a 2x2 image and the preview's tiles are cut from it. Tiles that fail are
+drawn as a cross, named in the preview with the reason, and refunded (a failed job holds no quota).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from storage.grids import Grid, grid_jobs, insert_grid, update_grid
+from storage.jobs import Job, update_job
+
+from .core.errors import GenerationError
+from .core.imaging import sniff_mime
+from .grids import SLICED_PROMPT, compose_preview, slice_grid
+from .i18n import duration, money, t
+from .intake import limit_text
+from .jobs import JobOutcome, LimitExceeded
+from .presenter import ChannelSurface, Surface, model_label, open_thread, send_thread_hint
+from .views import grid_cancel_view, grid_view
+
+if TYPE_CHECKING:
+    from .client import BananaBot
+
+log = logging.getLogger(__name__)
+TILES = 4
+#: Error classes -> the short reason shown next to a failed tile.
+_REASONS = {
+    "blocked": "grid.reason.blocked",
+    "no_image": "grid.reason.no_image",
+    "invalid_request": "grid.reason.invalid",
+}
+
+
+def tile_reason(locale: str, error_class: str | None) -> str:
+    if error_class in ("rate_limited", "unavailable", "timeout", "bad_response"):
+        return t(locale, "grid.reason.busy")
+    return t(locale, _REASONS.get(error_class or "", "grid.reason.other"))
+
+
+async def start_grid(
+    bot: BananaBot,
+    surface: Surface,
+    *,
+    guild_id: int | None,
+    channel_id: int,
+    user_id: int,
+    request: dict[str, Any],
+    mode: str,
+    parents: list[str | None] | None = None,
+    model_prompt: str | None = None,
+    defer_ms: float | None = None,
+) -> bool:
+    """Queue a grid's jobs behind one presenter; False (and the member told) when a limit refuses it.
+
+    `request` is what the member asked (shown on the preview); `model_prompt`, if given, is what the tiles
+    send instead (V buttons ask for variations of an image)."""
+    grid = Grid(guild_id=guild_id, channel_id=channel_id, user_id=user_id, mode=mode, request=request)
+    in_thread = isinstance(surface.channel, discord.Thread)
+    thread_id = surface.channel.id if in_thread else None  # type: ignore[attr-defined]
+
+    def job(tile: int | None, prompt: str, parent: str | None) -> Job:
+        return Job(
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            kind="grid",
+            locale=surface.locale,
+            request={**request, "prompt": prompt},
+            parent_id=parent,
+            thread_id=thread_id,
+            defer_ms=defer_ms,
+            grid_id=grid.id,
+            tile=tile,
+            version=0,  # numbered in the thread only once a U button posts it
+        )
+
+    prompt = model_prompt or request["prompt"]
+    if mode == "sliced":
+        jobs = [job(None, SLICED_PROMPT.format(prompt=prompt), (parents or [None])[0])]
+    else:
+        jobs = [job(n, prompt, (parents or [None] * TILES)[n - 1]) for n in range(1, TILES + 1)]
+    await insert_grid(bot.jobs.db, grid)
+    presenter = GridPresenter(bot, surface, grid, jobs)
+    try:
+        await bot.jobs.submit_group([(j, presenter.for_tile(j)) for j in jobs])
+    except LimitExceeded as exc:
+        await surface.error(limit_text(surface.private_locale, exc))
+        return False
+    return True
+
+
+class TilePresenter:
+    """One tile's view of the shared grid presenter (the job service talks to presenters one job at a time)."""
+
+    def __init__(self, grid: GridPresenter) -> None:
+        self.grid = grid
+
+    async def queued(self, job: Job) -> None:
+        await self.grid.tile_queued(job)
+
+    async def started(self, job: Job) -> None:
+        await self.grid.tile_started()
+
+    async def finished(self, job: Job, outcome: JobOutcome) -> None:
+        await self.grid.tile_finished(job, outcome)
+
+    async def failed(self, job: Job, error: GenerationError | None) -> None:
+        await self.grid.tile_failed(job, error.error_class if error else "internal")
+
+    async def cancelled(self, job: Job) -> None:
+        await self.grid.tile_failed(job, "cancelled")
+
+    async def interrupted(self) -> None:
+        await self.grid.stop_ticker()
+
+
+class GridPresenter:
+    def __init__(self, bot: BananaBot, surface: Surface, grid: Grid, jobs: list[Job], *, resumed: bool = False) -> None:
+        self.bot = bot
+        self.surface = surface
+        self.grid = grid
+        self.jobs = {j.id: j for j in jobs}
+        self.pending = {j.id for j in jobs if j.status in ("queued", "running")}
+        self.tiles: list[bytes | None] = [None] * TILES
+        self.failures: dict[int, str] = {}  # tile -> error class
+        self.cost = 0.0
+        self.model = ""
+        self.resumed = resumed
+        self._queued_at = time.monotonic()
+        self._started_at: float | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._shown: str | None = None
+
+    def for_tile(self, job: Job) -> TilePresenter:
+        return TilePresenter(self)
+
+    # --- tiles report in ---------------------------------------------------------------------------------
+    async def tile_queued(self, job: Job) -> None:
+        if self._ticker is None:
+            await self._refresh()
+            self._ticker = asyncio.create_task(self._tick(), name=f"grid-status-{self.grid.id}")
+
+    async def tile_started(self) -> None:
+        if self._started_at is None:
+            self._started_at = time.monotonic()
+            await self._refresh()
+
+    async def tile_finished(self, job: Job, outcome: JobOutcome) -> None:
+        result = outcome.result
+        self.cost += result.usage.cost_usd
+        self.model = result.model
+        if self.grid.mode == "sliced":
+            self.tiles = list(await asyncio.to_thread(slice_grid, result.image.data))
+        else:
+            assert job.tile is not None
+            self.tiles[job.tile - 1] = result.image.data
+        await self._settle(job.id)
+
+    async def tile_failed(self, job: Job, error_class: str) -> None:
+        for tile in [job.tile] if job.tile is not None else range(1, TILES + 1):
+            self.failures[tile] = error_class
+        await self._settle(job.id)
+
+    async def load_settled(self) -> None:
+        """After a restart: what the grid's already-finished jobs produced."""
+        for job in self.jobs.values():
+            if job.status == "done" and job.image_key is not None:
+                data = await self.bot.runtime.images.get(job.image_key)
+                if self.grid.mode == "sliced":
+                    self.tiles = list(await asyncio.to_thread(slice_grid, data))
+                elif job.tile is not None:
+                    self.tiles[job.tile - 1] = data
+            elif job.status in ("failed", "cancelled"):
+                for tile in [job.tile] if job.tile is not None else range(1, TILES + 1):
+                    self.failures[tile] = job.error_class or job.status
+
+    # --- status ------------------------------------------------------------------------------------------
+    def status_text(self) -> str:
+        locale = self.surface.locale
+        now = time.monotonic()
+        if self._started_at is None:
+            positions = [p for j in self.pending if (p := self.bot.jobs.position(j)) is not None]
+            elapsed = duration(locale, now - self._queued_at, threshold=3)
+            text = (
+                t(locale, "status.queued", position=min(positions), elapsed=elapsed)
+                if positions
+                else t(locale, "status.starting")
+            )
+        else:
+            done = TILES - len(self.pending) if self.grid.mode == "tiles" else 0
+            elapsed = duration(locale, now - self._started_at, threshold=3)
+            size = self.grid.request.get("size", "1K")
+            text = t(locale, "grid.generating", size=size, done=done, elapsed=elapsed)
+        return t(locale, "status.resumed") + " " + text if self.resumed else text
+
+    async def _refresh(self) -> None:
+        text = self.status_text()
+        if text == self._shown:
+            return
+        self._shown = text
+        view = grid_cancel_view(self.grid.id, self.surface.locale) if self._started_at is None else None
+        with contextlib.suppress(discord.HTTPException):
+            await self.surface.update(content=text, view=view)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.bot.settings.status_interval)
+            await self._refresh()
+
+    async def stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    # --- the preview -------------------------------------------------------------------------------------
+    async def _settle(self, job_id: str) -> None:
+        self.pending.discard(job_id)
+        if self.pending:
+            await self._refresh()
+            return
+        await self.stop_ticker()
+        try:
+            await self._post_preview()
+        except Exception:
+            log.exception("could not post grid %s (reference %s)", self.grid.id, self.grid.id)
+            with contextlib.suppress(discord.HTTPException):
+                await self.surface.error(t(self.surface.private_locale, "error.internal", reference=self.grid.id))
+
+    async def _post_preview(self) -> None:
+        locale = self.surface.locale
+        if self.failures and all(f == "cancelled" for f in self.failures.values()):
+            with contextlib.suppress(discord.HTTPException):
+                await self.surface.update(content=t(locale, "status.cancelled"), view=None)
+            return
+        if all(tile is None for tile in self.tiles):
+            error_class = next(iter(self.failures.values()), "internal")
+            text = t(self.surface.private_locale, "grid.all_failed", reason=tile_reason(locale, error_class))
+            await self.surface.error(text + "\n" + t(self.surface.private_locale, "error.not_charged"))
+            return
+        keys: list[str | None] = []
+        for tile in self.tiles:
+            mime = sniff_mime(tile) or "image/png" if tile is not None else ""
+            keys.append(await self.bot.runtime.images.put(tile, mime) if tile is not None else None)
+        preview = await asyncio.to_thread(compose_preview, self.tiles)
+        file = discord.File(io.BytesIO(preview), filename=f"grid-{self.grid.id}.jpg")
+        message = await self.surface.result(
+            content="", embed=self._embed(file.filename), file=file, view=grid_view(self.grid.id, keys, locale)
+        )
+        self.grid.message_id, self.grid.tile_keys = message.id, keys
+        await update_grid(self.bot.jobs.db, self.grid.id, message_id=message.id, tile_keys=keys)
+        thread: discord.Thread | None = None
+        thread_id = self.grid.thread_id or (
+            self.surface.channel.id if isinstance(self.surface.channel, discord.Thread) else None
+        )
+        if thread_id is None and self.surface.can_thread:
+            thread = await open_thread(self.surface, self.grid.request["prompt"], message)
+            thread_id = thread.id if thread is not None else None
+        if thread_id is not None:
+            self.grid.thread_id = thread_id
+            await update_grid(self.bot.jobs.db, self.grid.id, thread_id=thread_id)
+            for job in self.jobs.values():
+                await update_job(self.bot.jobs.db, job.id, thread_id=thread_id)
+        if thread is not None:
+            await send_thread_hint(thread, locale)
+
+    def _embed(self, filename: str) -> discord.Embed:
+        locale = self.surface.locale
+        request = self.grid.request
+        embed = discord.Embed(description=request["prompt"][:4000], colour=discord.Colour.gold())
+        embed.add_field(name=t(locale, "result.model"), value=model_label(self.model), inline=True)
+        aspect = request.get("aspect_ratio") or "1:1"
+        embed.add_field(name=t(locale, "result.size"), value=f"{request.get('size', '1K')} · {aspect}", inline=True)
+        if self._started_at is not None:
+            seconds = time.monotonic() - self._started_at
+            embed.add_field(name=t(locale, "result.time"), value=duration(locale, seconds), inline=True)
+        embed.add_field(name=t(locale, "result.cost"), value=money(locale, self.cost), inline=True)
+        notes = [
+            t(locale, "grid.tile_failed", tile=tile, reason=tile_reason(locale, error_class))
+            for tile, error_class in sorted(self.failures.items())
+        ]
+        if notes:
+            notes.append(t(locale, "grid.failed_not_charged"))
+        notes.append(t(locale, "grid.how_to"))
+        embed.add_field(name=t(locale, "result.notes"), value="\n".join(notes)[:1024], inline=False)
+        embed.set_image(url=f"attachment://{filename}")
+        embed.set_footer(text=self.grid.id)
+        return embed
+
+
+async def resumed_grid_presenter(bot: BananaBot, grid: Grid, surface: ChannelSurface) -> GridPresenter:
+    """The presenter a restart rebuilds for a grid with unfinished tiles."""
+    jobs = await grid_jobs(bot.jobs.db, grid.id)
+    presenter = GridPresenter(bot, surface, grid, jobs, resumed=True)
+    await presenter.load_settled()
+    return presenter

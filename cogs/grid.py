@@ -1,0 +1,261 @@
+"""/grid: four variations as one 2x2 preview, with U1-U4 (take one further), V1-V4 (vary one) and Reroll.
+
+The buttons are persistent: their custom ids carry the grid id (``grid:u:<id>:2``) and the grid lives in
+SQLite, so they work after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import BananaBot
+from bot.core.imaging import image_size, sniff_mime
+from bot.core.models import ModelSpec
+from bot.grid_presenter import start_grid
+from bot.grids import VARIATION_PROMPT
+from bot.i18n import t
+from bot.intake import InputError, check_request, elapsed_ms, read_references
+from bot.presenter import ChannelSurface, InteractionSurface, ResultFacts, Surface, post_result, public_locale
+from bot.views import GRID_CUSTOM_ID, grid_custom_id
+from storage.generations import get_generation
+from storage.grids import Grid, get_grid, grid_jobs
+from storage.jobs import Job, insert_job
+
+DESCRIPTIONS = {
+    "prompt": "What to draw; you get four variations of it.",
+    "aspect_ratio": "Shape of each image (default 1:1).",
+    "resolution": "1K is fastest and cheapest; each variation is made at this size.",
+    "reference": "An image to work from (a person, product, style).",
+    "reference2": "A second reference image.",
+    "reference3": "A third reference image.",
+}
+Prompt = app_commands.Range[str, 1, 4000]
+
+
+class GridButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=GRID_CUSTOM_ID):
+    def __init__(self, action: str, grid_id: str, tile: int | None) -> None:
+        super().__init__(discord.ui.Button(custom_id=grid_custom_id(action, grid_id, tile)))
+        self.action, self.grid_id, self.tile = action, grid_id, tile
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> GridButton:
+        return cls(match["action"], match["grid_id"], int(match["tile"]) if match["tile"] else None)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog("GridCog")  # type: ignore[attr-defined]
+        assert isinstance(cog, GridCog)
+        await cog.handle(interaction, self.action, self.grid_id, self.tile)
+
+
+class GridCog(commands.Cog):
+    def __init__(self, bot: BananaBot) -> None:
+        self.bot = bot
+        self.command = build_command(self, bot.default_spec)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.command)
+        self.bot.add_dynamic_items(GridButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.command.name)
+        self.bot.remove_dynamic_items(GridButton)
+
+    async def grid(
+        self,
+        interaction: discord.Interaction,
+        *,
+        prompt: str,
+        aspect_ratio: str | None,
+        resolution: str | None,
+        references: list[tuple[str, discord.Attachment | None]],
+    ) -> None:
+        received = time.monotonic()
+        await interaction.response.defer(thinking=True)
+        surface = InteractionSurface(interaction, received_at=received)
+        spec = self.bot.default_spec
+        request: dict[str, Any] = {
+            "prompt": prompt,
+            "aspect_ratio": aspect_ratio,
+            "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+        }
+        attached = [(name, a) for name, a in references if a is not None]
+        try:
+            check_request(spec, request, len(attached), surface.private_locale)
+            request["reference_keys"] = await read_references(self.bot, attached, surface.private_locale)
+        except InputError as exc:
+            await surface.error(str(exc))
+            return
+        await self._start(interaction, surface, request, defer_ms=elapsed_ms(received))
+
+    async def _start(
+        self,
+        interaction: discord.Interaction,
+        surface: Surface,
+        request: dict[str, Any],
+        *,
+        defer_ms: float | None,
+        **options: Any,
+    ) -> None:
+        channel = interaction.channel
+        assert channel is not None
+        await start_grid(
+            self.bot,
+            surface,
+            guild_id=interaction.guild_id,
+            channel_id=channel.id,
+            user_id=interaction.user.id,
+            request=request,
+            mode=self.bot.settings.grid_mode,
+            defer_ms=defer_ms,
+            **options,
+        )
+
+    # --- the buttons -----------------------------------------------------------------------------------
+    async def handle(self, interaction: discord.Interaction, action: str, grid_id: str, tile: int | None) -> None:
+        locale = str(interaction.locale)
+        grid = await get_grid(self.bot.jobs.db, grid_id)
+        if grid is None or grid.guild_id != interaction.guild_id:
+            await interaction.response.send_message(t(locale, "job.missing"), ephemeral=True)
+            return
+        if action == "cancel":
+            await self.cancel(interaction, grid, locale)
+            return
+        if action == "reroll":
+            received = time.monotonic()
+            await interaction.response.defer(thinking=True)
+            surface = InteractionSurface(interaction, received_at=received)
+            await self._start(interaction, surface, dict(grid.request), defer_ms=elapsed_ms(received))
+            return
+        assert tile is not None
+        key = (grid.tile_keys or [None] * 4)[tile - 1]
+        if key is None:
+            await interaction.response.send_message(t(locale, "grid.tile_missing", tile=tile), ephemeral=True)
+            return
+        if action == "u":
+            await self.upscale(interaction, grid, tile, key)
+        else:
+            await self.vary(interaction, grid, tile, key)
+
+    async def cancel(self, interaction: discord.Interaction, grid: Grid, locale: str) -> None:
+        if interaction.user.id != grid.user_id:
+            await interaction.response.send_message(t(locale, "perm.cancel"), ephemeral=True)
+            return
+        cancelled = [await self.bot.jobs.cancel(job.id) for job in await grid_jobs(self.bot.jobs.db, grid.id)]
+        answer = t(locale, "cancel.done" if any(cancelled) else "cancel.too_late")
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    async def upscale(self, interaction: discord.Interaction, grid: Grid, tile: int, key: str) -> None:
+        """U: the variation at full size, as a result of its own in the grid's thread, ready to refine."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        job, facts = await self._tile_job(interaction, grid, tile, key)
+        thread = await self.bot.resolve_channel(grid.thread_id) if grid.thread_id else None
+        target = thread if isinstance(thread, discord.Thread) else interaction.channel
+        assert isinstance(target, discord.abc.Messageable)
+        job.thread_id = target.id if isinstance(target, discord.Thread) else None
+        surface = ChannelSurface(
+            target,
+            locale=public_locale(interaction),
+            private_locale=locale_of(interaction),
+            upload_limit=interaction.filesize_limit,
+        )
+        data = await self.bot.runtime.images.get(key)
+        message = await post_result(self.bot, surface, job, facts, data, sniff_mime(data) or "image/png")
+        await interaction.followup.send(t(locale_of(interaction), "grid.posted", link=message.jump_url), ephemeral=True)
+
+    async def _tile_job(
+        self, interaction: discord.Interaction, grid: Grid, tile: int, key: str
+    ) -> tuple[Job, ResultFacts]:
+        """The job behind a tile: its own job in tiles mode; in sliced mode a new one holding the cut-out."""
+        db = self.bot.jobs.db
+        request = grid.request
+        facts = ResultFacts(
+            prompt=request["prompt"],
+            model=self.bot.default_model,
+            size=request.get("size", "1K"),
+            aspect=request.get("aspect_ratio") or "1:1",
+            width=0,
+            height=0,
+        )
+        jobs = await grid_jobs(db, grid.id)
+        tile_job = next((j for j in jobs if j.tile == tile and j.status == "done"), None)
+        source = tile_job or next((j for j in jobs if j.status == "done"), None)
+        if source is not None and source.generation_id is not None:
+            row = await get_generation(db, source.generation_id)
+            if row is not None:
+                facts.model = row.model
+                if tile_job is not None:  # a whole job: its own time and cost
+                    facts.seconds = (row.total_ms or 0) / 1000
+                    facts.cost_usd = row.cost_usd
+        data = await self.bot.runtime.images.get(key)
+        facts.width, facts.height = await asyncio.to_thread(image_size, data)
+        if tile_job is not None:
+            return tile_job, facts
+        facts.notes.append(t(public_locale(interaction), "grid.cut_from", tile=tile))
+        cut = Job(
+            guild_id=grid.guild_id,
+            channel_id=grid.thread_id or grid.channel_id,
+            user_id=interaction.user.id,
+            kind="tile",  # a view of an image already paid for: holds no quota (see storage.jobs.RESERVED)
+            locale=public_locale(interaction),
+            status="done",
+            request=dict(request),
+            image_key=key,
+            grid_id=grid.id,
+            tile=tile,
+        )
+        await insert_job(db, cut)
+        return cut, facts
+
+    async def vary(self, interaction: discord.Interaction, grid: Grid, tile: int, key: str) -> None:
+        """V: four new variations of one tile, as a new grid where the button was pressed."""
+        received = time.monotonic()
+        await interaction.response.defer(thinking=True)
+        surface = InteractionSurface(interaction, received_at=received)
+        jobs = await grid_jobs(self.bot.jobs.db, grid.id)
+        tile_job = next((j for j in jobs if j.tile == tile and j.status == "done"), None)
+        request = {**grid.request, "reference_keys": [] if tile_job else [key]}
+        parents: list[str | None] | None = [tile_job.id] * 4 if tile_job else None
+        model_prompt = VARIATION_PROMPT.format(prompt=grid.request["prompt"])
+        await self._start(
+            interaction, surface, request, defer_ms=elapsed_ms(received), parents=parents, model_prompt=model_prompt
+        )
+
+
+def locale_of(interaction: discord.Interaction) -> str:
+    return str(interaction.locale)
+
+
+def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+    ratios = [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]
+    sizes = [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+
+    @app_commands.describe(**DESCRIPTIONS)
+    @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+    async def grid(
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+        reference: discord.Attachment | None = None,
+        reference2: discord.Attachment | None = None,
+        reference3: discord.Attachment | None = None,
+    ) -> None:
+        refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
+        await cog.grid(interaction, prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution, references=refs)
+
+    return app_commands.Command(
+        name="grid", description=f"Four variations of a prompt with {spec.label}, to pick from.", callback=grid
+    )
+
+
+async def setup(bot: BananaBot) -> None:
+    await bot.add_cog(GridCog(bot))
