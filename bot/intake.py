@@ -15,7 +15,7 @@ import discord
 from storage.jobs import Job
 
 from .core.errors import InvalidRequest
-from .core.imaging import MAX_REFERENCE_BYTES, prepare_reference
+from .core.imaging import prepare_reference, shrink_reference
 from .core.models import ModelSpec
 from .core.service import validate
 from .core.types import ImageInput, ImageRequest
@@ -33,24 +33,34 @@ class InputError(Exception):
     """Bad input from a member, already worded for them."""
 
 
+#: Attachments larger than this aren't even downloaded (bigger ones would be downscaled anyway).
+DOWNLOAD_LIMIT = 50 * 1024 * 1024
+
+
 async def read_references(
     bot: BananaBot, attachments: Sequence[tuple[str, discord.Attachment]], locale: str
-) -> list[str]:
-    """Download, check and store each attachment; return image-store keys. Raises InputError naming the option."""
-    keys = []
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Download, check, shrink if needed and store each attachment.
+
+    Returns the image-store keys and a note for each downscaled image (shown with the result).
+    Raises InputError naming the option."""
+    keys, notes = [], []
     for option, attachment in attachments:
-        if attachment.size > MAX_REFERENCE_BYTES:
-            raise InputError(t(locale, "input.too_large", option=option, mb=f"{MAX_REFERENCE_BYTES / 1e6:.0f}"))
+        if attachment.size > DOWNLOAD_LIMIT:
+            raise InputError(t(locale, "input.too_large", option=option, mb=f"{DOWNLOAD_LIMIT / 2**20:.0f}"))
         try:
             data = await attachment.read()
         except discord.HTTPException as exc:
             raise InputError(t(locale, "input.unreadable", option=option)) from exc
         try:
-            image = await asyncio.to_thread(prepare_reference, data, name=option)
+            image = await asyncio.to_thread(prepare_reference, data, name=option, max_bytes=DOWNLOAD_LIMIT)
         except InvalidRequest as exc:
             raise InputError(t(locale, "input.not_image", option=option, detail=str(exc))) from exc
-        keys.append(await bot.runtime.images.put(image.data, image.mime, width=image.width, height=image.height))
-    return keys
+        sent = await asyncio.to_thread(shrink_reference, image)
+        if sent is not image:
+            notes.append({"option": option, "from": [image.width, image.height], "to": [sent.width, sent.height]})
+        keys.append(await bot.runtime.images.put(sent.data, sent.mime, width=sent.width, height=sent.height))
+    return keys, notes
 
 
 def check_request(spec: ModelSpec, request: dict[str, Any], reference_count: int, locale: str) -> None:
@@ -66,6 +76,25 @@ def check_request(spec: ModelSpec, request: dict[str, Any], reference_count: int
         validate(probe, spec)
     except InvalidRequest as exc:
         raise InputError(t(locale, "error.invalid", detail=str(exc))) from exc
+
+
+async def take_inputs(
+    bot: BananaBot, surface: Surface, request: dict[str, Any], attached: Sequence[tuple[str, discord.Attachment]]
+) -> bool:
+    """Check the request against the model and read its attachments into it (``reference_keys``,
+    ``input_notes``). False, with the member told why, when something is wrong; nothing is spent."""
+    try:
+        check_request(
+            bot.default_spec, request, len(request.get("reference_keys", [])) + len(attached), surface.private_locale
+        )
+        keys, notes = await read_references(bot, attached, surface.private_locale)
+    except InputError as exc:
+        await surface.error(str(exc))
+        return False
+    request["reference_keys"] = [*request.get("reference_keys", []), *keys]
+    if notes:
+        request["input_notes"] = notes
+    return True
 
 
 async def submit(bot: BananaBot, job: Job, surface: Surface) -> bool:

@@ -312,6 +312,8 @@ class ResultFacts:
     model_text: str | None = None
     dropped_turns: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Reference images that were downscaled on the way in (intake.read_references).
+    input_notes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_outcome(cls, job: Job, outcome: JobOutcome) -> ResultFacts:
@@ -327,6 +329,7 @@ class ResultFacts:
             cost_usd=result.usage.cost_usd,
             model_text=result.text,
             dropped_turns=outcome.dropped_turns,
+            input_notes=list(job.request.get("input_notes") or []),
         )
 
 
@@ -422,6 +425,9 @@ def result_embed(
     if facts.cost_usd is not None:
         embed.add_field(name=t(locale, "result.cost"), value=money(locale, facts.cost_usd), inline=True)
     notes = list(facts.notes)
+    for note in facts.input_notes:
+        sizes = {"before": "×".join(map(str, note["from"])), "after": "×".join(map(str, note["to"]))}
+        notes.append(t(locale, "input.downscaled", option=note["option"], **sizes))
     if upload.change is not None:
         mb = f"{len(upload.data) / 2**20:.1f}"
         notes.append(t(locale, f"result.{upload.change}", width=upload.width, height=upload.height, mb=mb))

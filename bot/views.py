@@ -8,6 +8,7 @@ registers a `discord.ui.DynamicItem` matching these ids at start-up.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 import discord
 
@@ -16,7 +17,7 @@ from storage.jobs import Job
 from .core.models import model_spec
 from .i18n import t
 
-ACTIONS = ("reroll", "edit", "upscale", "delete", "cancel")
+ACTIONS = ("reroll", "remix", "edit", "upscale", "delete", "cancel")
 CUSTOM_ID = re.compile(rf"job:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>[A-Za-z0-9_-]{{1,40}})")
 
 
@@ -75,6 +76,7 @@ def larger_size(model: str, size: str) -> str | None:
 def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(_button("reroll", job, t(locale, "button.reroll"), "🎲"))
+    view.add_item(_button("remix", job, t(locale, "button.remix"), "🎛️"))
     view.add_item(_button("edit", job, t(locale, "button.edit"), "✏️"))
     bigger = larger_size(model, job.request.get("size", "1K"))
     if bigger is not None:
@@ -98,3 +100,31 @@ def _button(
     style: discord.ButtonStyle = discord.ButtonStyle.secondary,
 ) -> discord.ui.Button[discord.ui.View]:
     return discord.ui.Button(style=style, label=label, emoji=emoji, custom_id=custom_id(action, job.id))
+
+
+class TextModal(discord.ui.Modal):
+    """One paragraph of text from the member (an edit instruction, a remixed prompt), handed to `on_submit`."""
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        label: str,
+        on_submit: Callable[[discord.Interaction, str], Awaitable[None]],
+        placeholder: str | None = None,
+        default: str | None = None,
+        max_length: int = 2000,
+    ) -> None:
+        super().__init__(title=title[:45], timeout=15 * 60)
+        self._on_submit = on_submit
+        self.text: discord.ui.TextInput[TextModal] = discord.ui.TextInput(
+            label=label[:45],
+            placeholder=placeholder[:100] if placeholder else None,
+            default=default[:max_length] if default else None,
+            style=discord.TextStyle.paragraph,
+            max_length=max_length,
+        )
+        self.add_item(self.text)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self._on_submit(interaction, self.text.value)

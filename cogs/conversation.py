@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.i18n import t
-from bot.intake import InputError, check_request, read_references, submit
+from bot.intake import submit, take_inputs
 from bot.presenter import ChannelSurface
 from storage.jobs import Job, job_for_message, latest_done_job_in_thread
 
@@ -44,14 +44,8 @@ class Conversation(commands.Cog):
             await message.reply(t(locale, "reply.empty"), mention_author=False)
             return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
-        request = {**parent.request, "prompt": instruction, "reference_keys": []}
-        spec = self.bot.default_spec
-        try:
-            check_request(spec, request, len(images), locale)
-            named = [(a.filename, a) for a in images]
-            request["reference_keys"] = await read_references(self.bot, named, locale)
-        except InputError as exc:
-            await surface.error(str(exc))
+        request = {**parent.request, "prompt": instruction, "reference_keys": [], "input_notes": []}
+        if not await take_inputs(self.bot, surface, request, [(a.filename, a) for a in images]):
             return
         job = Job(
             guild_id=thread.guild.id,

@@ -21,7 +21,7 @@ from bot.core.models import ModelSpec
 from bot.grid_presenter import start_grid
 from bot.grids import VARIATION_PROMPT
 from bot.i18n import t
-from bot.intake import InputError, check_request, elapsed_ms, read_references
+from bot.intake import elapsed_ms, take_inputs
 from bot.presenter import ChannelSurface, InteractionSurface, ResultFacts, Surface, post_result, public_locale
 from bot.views import GRID_CUSTOM_ID, grid_custom_id
 from storage.generations import get_generation
@@ -88,11 +88,7 @@ class GridCog(commands.Cog):
             "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
         }
         attached = [(name, a) for name, a in references if a is not None]
-        try:
-            check_request(spec, request, len(attached), surface.private_locale)
-            request["reference_keys"] = await read_references(self.bot, attached, surface.private_locale)
-        except InputError as exc:
-            await surface.error(str(exc))
+        if not await take_inputs(self.bot, surface, request, attached):
             return
         await self._start(interaction, surface, request, defer_ms=elapsed_ms(received))
 

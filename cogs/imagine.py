@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
-from bot.intake import InputError, check_request, elapsed_ms, read_references, submit
+from bot.intake import elapsed_ms, submit, take_inputs
 from bot.presenter import InteractionSurface
 from storage.jobs import Job
 
@@ -68,11 +68,7 @@ class Imagine(commands.Cog):
             "thinking": thinking,
         }
         attached = [(name, a) for name, a in references if a is not None]
-        try:
-            check_request(spec, request, len(attached), surface.private_locale)
-            request["reference_keys"] = await read_references(self.bot, attached, surface.private_locale)
-        except InputError as exc:
-            await surface.error(str(exc))
+        if not await take_inputs(self.bot, surface, request, attached):
             return
         channel = interaction.channel
         assert channel is not None

@@ -17,7 +17,7 @@ from bot.client import BananaBot
 from bot.i18n import t
 from bot.intake import elapsed_ms, submit
 from bot.presenter import ChannelSurface, InteractionSurface, Surface, public_locale
-from bot.views import CUSTOM_ID, custom_id, larger_size
+from bot.views import CUSTOM_ID, TextModal, custom_id, larger_size
 from storage.jobs import Job, get_job
 
 #: What "re-render at a larger size" asks of the model: the same picture, more pixels.
@@ -43,25 +43,6 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_
         await cog.handle(interaction, self.action, self.job_id)
 
 
-class EditModal(discord.ui.Modal):
-    def __init__(self, cog: Results, job: Job, locale: str) -> None:
-        super().__init__(title=t(locale, "modal.edit.title"), timeout=15 * 60)
-        self.cog = cog
-        self.job = job
-        self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label=t(locale, "modal.edit.label"),
-            placeholder=t(locale, "modal.edit.placeholder"),
-            style=discord.TextStyle.paragraph,
-            max_length=MAX_INSTRUCTION,
-        )
-        self.add_item(self.instruction)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.continue_from(
-            interaction, self.job, kind="edit", prompt=self.instruction.value, size=self.job.request.get("size", "1K")
-        )
-
-
 class Results(commands.Cog):
     def __init__(self, bot: BananaBot) -> None:
         self.bot = bot
@@ -85,13 +66,45 @@ class Results(commands.Cog):
         elif action == "reroll":
             await self.reroll(interaction, job)
         elif action == "edit":
-            await interaction.response.send_modal(EditModal(self, job, locale))
+            await interaction.response.send_modal(self.edit_modal(job, locale))
+        elif action == "remix":
+            await interaction.response.send_modal(self.remix_modal(job, locale))
         elif action == "upscale":
             bigger = larger_size(job.request.get("model") or self.bot.default_model, job.request.get("size", "1K"))
             if bigger is None:
                 await interaction.response.send_message(t(locale, "upscale.largest"), ephemeral=True)
                 return
             await self.continue_from(interaction, job, kind="upscale", prompt=UPSCALE_PROMPT, size=bigger)
+
+    def edit_modal(self, job: Job, locale: str) -> TextModal:
+        """Edit: an instruction that continues from this image."""
+
+        async def submitted(interaction: discord.Interaction, instruction: str) -> None:
+            await self.continue_from(
+                interaction, job, kind="edit", prompt=instruction, size=job.request.get("size", "1K")
+            )
+
+        return TextModal(
+            title=t(locale, "modal.edit.title"),
+            label=t(locale, "modal.edit.label"),
+            placeholder=t(locale, "modal.edit.placeholder"),
+            on_submit=submitted,
+            max_length=MAX_INSTRUCTION,
+        )
+
+    def remix_modal(self, job: Job, locale: str) -> TextModal:
+        """Remix: the same request with a changed prompt, as a new image."""
+
+        async def submitted(interaction: discord.Interaction, prompt: str) -> None:
+            await self.reroll(interaction, job, prompt=prompt, kind="remix")
+
+        return TextModal(
+            title=t(locale, "modal.remix.title"),
+            label=t(locale, "modal.remix.label"),
+            default=job.request["prompt"],
+            on_submit=submitted,
+            max_length=4000,
+        )
 
     async def cancel(self, interaction: discord.Interaction, job: Job, locale: str) -> None:
         if interaction.user.id != job.user_id:
@@ -110,11 +123,14 @@ class Results(commands.Cog):
             await interaction.message.delete()
         await interaction.response.send_message(t(locale, "deleted"), ephemeral=True)
 
-    async def reroll(self, interaction: discord.Interaction, job: Job) -> None:
-        """The same request again, as a new image (and a new thread) where the button was pressed."""
+    async def reroll(
+        self, interaction: discord.Interaction, job: Job, *, prompt: str | None = None, kind: str = "reroll"
+    ) -> None:
+        """The same request again (with a new prompt for a remix), as a new image where the button was pressed."""
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
-        new = self._new_job(interaction, kind="reroll", request=dict(job.request), parent=None)
+        request = {**job.request, "prompt": prompt or job.request["prompt"]}
+        new = self._new_job(interaction, kind=kind, request=request, parent=None)
         new.defer_ms = elapsed_ms(received)
         await submit(self.bot, new, InteractionSurface(interaction, received_at=received))
 

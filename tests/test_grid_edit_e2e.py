@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from storage.jobs import count_reserved_since
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, image_size
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, image_size, png
 from tests.fake_discord import FakeInteraction, FakeMessage
 from tests.fake_image_api import Fault
 
@@ -138,3 +138,119 @@ async def test_cancel_a_waiting_grid(tmp_path: Path) -> None:
         assert h.sent_texts() == ["in front"] and len(h.gemini_requests()) == 1
         assert h.bot is not None
         assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 0
+
+
+async def test_edit_with_two_images_opens_a_thread_that_keeps_them(h: BotHarness) -> None:
+    inter = await h.discord.slash(
+        h.guild.id,
+        h.guild.channel_id,
+        h.alice,
+        "edit",
+        {"instruction": "put the person from image 2 into image 1", "aspect_ratio": "3:2"},
+        attachments={
+            "image": ("room.png", png(600, 400), "image/png"),
+            "image2": ("me.png", png(200, 300), "image/png"),
+        },
+    )
+    result = await h.wait_result(inter)
+    parts = h.gemini_requests()[-1].json["contents"][-1]["parts"]
+    assert parts[0] == {"text": "put the person from image 2 into image 1"}
+    assert [p["inlineData"]["mimeType"] for p in parts[1:]] == ["image/png", "image/png"]
+    assert h.gemini_requests()[-1].json["generationConfig"]["imageConfig"]["aspectRatio"] == "3:2"
+    # Replying in the thread keeps both images in the conversation.
+    ask = await h.discord.user_message(result.id, h.alice, "now make it sunset", reply_to=result.id)
+    await h.wait_reply(ask)
+    contents = h.gemini_requests()[-1].json["contents"]
+    assert (
+        sum("inlineData" in p for p in contents[0]["parts"]) == 2
+        and contents[-1]["parts"][0]["text"] == "now make it sunset"
+    )
+
+
+async def test_edit_refuses_bad_input_before_spending(h: BotHarness) -> None:
+    not_image = await h.discord.slash(
+        h.guild.id,
+        h.guild.channel_id,
+        h.alice,
+        "edit",
+        {"instruction": "make it blue"},
+        attachments={"image": ("a.png", png(), "image/png"), "image2": ("b.txt", b"plain text", "text/plain")},
+    )
+    message = await h.wait_ephemeral(not_image)
+    assert message.content.startswith("image2:") and "isn't an image" in message.content
+    truncated = await h.discord.slash(
+        h.guild.id,
+        h.guild.channel_id,
+        h.alice,
+        "edit",
+        {"instruction": "make it blue"},
+        attachments={"image": ("cut.png", png(300, 300)[:200], "image/png")},
+    )
+    message = await h.wait_ephemeral(truncated)
+    assert message.content.startswith("image:") and "damaged or truncated" in message.content
+    assert h.gemini_requests() == []
+
+
+async def test_a_huge_input_is_downscaled_and_the_member_told(h: BotHarness) -> None:
+    big = png(5000, 3000)
+    inter = await h.discord.slash(
+        h.guild.id,
+        h.guild.channel_id,
+        h.alice,
+        "edit",
+        {"instruction": "sharpen it"},
+        attachments={"image": ("huge.png", big, "image/png")},
+    )
+    result = await h.wait_result(inter)
+    assert "image was downscaled from 5000×3000 to 3072×1843" in embed_fields(result)["Notes"]
+    sent = h.gemini_requests()[-1].json["contents"][-1]["parts"][1]["inlineData"]
+    assert sent["mimeType"] == "image/jpeg"
+
+
+async def test_context_menu_edits_a_members_image_and_continues_a_result(h: BotHarness) -> None:
+    posted = await h.discord.user_message(
+        h.guild.channel_id, h.bob, "my cat", attachments=[("cat.png", png(320, 240), "image/png")]
+    )
+    menu = await h.discord.context_menu(h.guild.id, h.guild.channel_id, h.alice, "Edit image", posted)
+    await menu.wait_callback()
+    assert menu.modal is not None
+    field_id = menu.modal["components"][0]["components"][0]["custom_id"]
+    submitted = await h.discord.submit_modal(
+        menu.modal["custom_id"], {field_id: "give the cat a crown"}, h.alice, channel_id=h.guild.channel_id
+    )
+    result = await h.wait_result(submitted)
+    parts = h.gemini_requests()[-1].json["contents"][-1]["parts"]
+    assert parts[0] == {"text": "give the cat a crown"} and "inlineData" in parts[1]
+
+    # On the bot's own result the menu continues that image's conversation.
+    menu = await h.discord.context_menu(h.guild.id, h.guild.channel_id, h.bob, "Edit image", result.id)
+    await menu.wait_callback()
+    assert menu.modal is not None
+    field_id = menu.modal["components"][0]["components"][0]["custom_id"]
+    again = await h.discord.submit_modal(
+        menu.modal["custom_id"], {field_id: "and a cape"}, h.bob, channel_id=h.guild.channel_id
+    )
+    await h.discord.wait_for_message(lambda m: m.interaction_id == again.id)
+    await h.discord.wait_for_message(lambda m: m.channel_id == result.id and bool(m.files))
+    assert h.sent_texts() == ["give the cat a crown", "and a cape"]
+
+    # A message without an image gets a clear answer.
+    words = await h.discord.user_message(h.guild.channel_id, h.bob, "just words")
+    menu = await h.discord.context_menu(h.guild.id, h.guild.channel_id, h.alice, "Edit image", words)
+    answer = await h.discord.wait_for_message(lambda m: m.interaction_id == menu.id)
+    assert answer.ephemeral and "has no image" in answer.content
+
+
+async def test_remix_runs_a_changed_prompt_as_a_new_image(h: BotHarness) -> None:
+    first = await h.wait_result(await h.imagine(h.alice, "a blue bicycle"))
+    [remix] = [c for c in custom_ids(first) if c.startswith("job:remix:")]
+    click = await h.discord.click(first.id, remix, h.bob)
+    await click.wait_callback()
+    assert click.modal is not None
+    text_input = click.modal["components"][0]["components"][0]
+    assert text_input["value"] == "a blue bicycle"  # prefilled with the prompt
+    submitted = await h.discord.submit_modal(
+        click.modal["custom_id"], {text_input["custom_id"]: "a red bicycle"}, h.bob, channel_id=h.guild.channel_id
+    )
+    remixed = await h.wait_result(submitted)
+    assert remixed.embeds[0]["description"] == "a red bicycle" and h.sent_texts() == ["a red bicycle"]

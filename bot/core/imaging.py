@@ -18,6 +18,10 @@ from .types import ImageInput
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 #: Refuse images that would decompress to more than this many pixels (decompression bombs).
 MAX_PIXELS = 50_000_000
+#: References are sent within these bounds (all inline images of one Gemini request share 20 MB);
+#: larger ones are downscaled, which the models don't notice at this size.
+REFERENCE_MAX_SIDE = 3072
+REFERENCE_MAX_BYTES = 7 * 1024 * 1024
 #: MIME types the image APIs accept as input.
 ACCEPTED_INPUT = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
 
@@ -48,16 +52,16 @@ def image_size(data: bytes) -> tuple[int, int]:
         return (0, 0)
 
 
-def prepare_reference(data: bytes, *, name: str = "reference image") -> ImageInput:
+def prepare_reference(
+    data: bytes, *, name: str = "reference image", max_bytes: int = MAX_REFERENCE_BYTES
+) -> ImageInput:
     """Check that ``data`` is a whole, real image the APIs accept, and describe it.
 
     Raises InvalidRequest with a sentence a person can act on. GIFs are converted to PNG (first frame),
     since the image APIs do not take them.
     """
-    if len(data) > MAX_REFERENCE_BYTES:
-        raise InvalidRequest(
-            f"{name} is {len(data) / 1_048_576:.1f} MB; the limit is {MAX_REFERENCE_BYTES // 1_048_576} MB."
-        )
+    if len(data) > max_bytes:
+        raise InvalidRequest(f"{name} is {len(data) / 1_048_576:.1f} MB; the limit is {max_bytes // 1_048_576} MB.")
     mime = sniff_mime(data)
     if mime is None:
         raise InvalidRequest(f"{name} is not an image (PNG, JPEG, WebP or HEIC).")
@@ -85,6 +89,26 @@ def prepare_reference(data: bytes, *, name: str = "reference image") -> ImageInp
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidRequest(f"{name} is damaged or truncated ({type(exc).__name__}).") from None
     return ImageInput(data=data, mime=mime, width=width, height=height)
+
+
+def shrink_reference(image: ImageInput) -> ImageInput:
+    """The image as it is if within REFERENCE_MAX_SIDE and REFERENCE_MAX_BYTES; else a downscaled JPEG.
+
+    HEIC can't be decoded here, so it is passed through; the API takes it as it is."""
+    if image.mime in ("image/heic", "image/heif"):
+        return image
+    if max(image.width, image.height) <= REFERENCE_MAX_SIDE and len(image.data) <= REFERENCE_MAX_BYTES:
+        return image
+    with Image.open(io.BytesIO(image.data)) as img:
+        rgb = img.convert("RGB")
+    scale = min(1.0, REFERENCE_MAX_SIDE / max(rgb.width, rgb.height))
+    while True:
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        out = io.BytesIO()
+        rgb.resize(size, Image.Resampling.LANCZOS).save(out, "JPEG", quality=92)
+        if out.tell() <= REFERENCE_MAX_BYTES or scale < 0.1:
+            return ImageInput(data=out.getvalue(), mime="image/jpeg", width=size[0], height=size[1])
+        scale *= 0.8
 
 
 def read_reference_file(path: Path) -> ImageInput:

@@ -1,0 +1,153 @@
+"""/edit: change any image by instruction; and "Edit image", the same from any message's context menu.
+
+/edit takes up to three images ("put the person from image 2 into image 1"); the result opens a thread
+that keeps the edit context, like /imagine. On one of the bot's own results the context menu continues
+that image's conversation; on anyone else's image it starts one with that image.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol, cast
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import BananaBot
+from bot.core.models import ModelSpec
+from bot.i18n import t
+from bot.intake import elapsed_ms, submit, take_inputs
+from bot.presenter import InteractionSurface
+from bot.views import TextModal
+from storage.jobs import Job, job_for_message
+
+DESCRIPTIONS = {
+    "image": "The image to change.",
+    "instruction": "What to change, e.g. 'make it night and add snow'.",
+    "image2": "Another image to use (e.g. a person or object to put into the first).",
+    "image3": "A third image to use.",
+    "aspect_ratio": "Shape of the result (default: the model's choice).",
+    "resolution": "1K is fastest and cheapest; 4K takes longest.",
+}
+Instruction = app_commands.Range[str, 1, 2000]
+
+
+class ResultEditor(Protocol):
+    def edit_modal(self, job: Job, locale: str) -> TextModal: ...
+
+
+class Edit(commands.Cog):
+    def __init__(self, bot: BananaBot) -> None:
+        self.bot = bot
+        self.command = build_command(self, bot.default_spec)
+        self.menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_message_image)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.command)
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.command.name)
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        *,
+        instruction: str,
+        images: list[tuple[str, discord.Attachment | None]],
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+    ) -> None:
+        received = time.monotonic()
+        await interaction.response.defer(thinking=True)
+        surface = InteractionSurface(interaction, received_at=received)
+        spec = self.bot.default_spec
+        request: dict[str, Any] = {
+            "prompt": instruction,
+            "aspect_ratio": aspect_ratio,
+            "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+        }
+        attached = [(name, a) for name, a in images if a is not None]
+        if not await take_inputs(self.bot, surface, request, attached):
+            return
+        channel = interaction.channel
+        assert channel is not None
+        job = Job(
+            guild_id=interaction.guild_id,
+            channel_id=channel.id,
+            user_id=interaction.user.id,
+            kind="edit",
+            locale=surface.locale,
+            request=request,
+            thread_id=channel.id if isinstance(channel, discord.Thread) else None,
+            defer_ms=elapsed_ms(received),
+        )
+        await submit(self.bot, job, surface)
+
+    async def edit_message_image(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The context menu: ask for an instruction, then edit the message's image."""
+        locale = str(interaction.locale)
+        job = await job_for_message(self.bot.jobs.db, message.id) if message.author == self.bot.user else None
+        if job is not None and job.status == "done" and job.guild_id == interaction.guild_id:
+            # The Results cog owns "continue from this image". Extensions are loaded as fresh modules, so
+            # its class can't be imported here for an isinstance check: reach it through a protocol.
+            results = cast(ResultEditor, self.bot.get_cog("Results"))
+            await interaction.response.send_modal(results.edit_modal(job, locale))
+            return
+        image = first_image(message)
+        if image is None:
+            await interaction.response.send_message(t(locale, "edit.no_image"), ephemeral=True)
+            return
+
+        async def submitted(modal_interaction: discord.Interaction, instruction: str) -> None:
+            await self.edit(modal_interaction, instruction=instruction, images=[("image", image)])
+
+        modal = TextModal(
+            title=t(locale, "modal.edit.title"),
+            label=t(locale, "modal.edit.label"),
+            placeholder=t(locale, "modal.edit.placeholder"),
+            on_submit=submitted,
+        )
+        await interaction.response.send_modal(modal)
+
+
+def first_image(message: discord.Message) -> discord.Attachment | None:
+    """The message's first attached image (by content type, or by file name where Discord gave none)."""
+    for attachment in message.attachments:
+        content_type = attachment.content_type or ""
+        if content_type.startswith("image/") or attachment.filename.lower().endswith(
+            (".png", ".jpg", ".jpeg", ".webp", ".gif", ".heic")
+        ):
+            return attachment
+    return None
+
+
+def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+    ratios = [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]
+    sizes = [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+
+    @app_commands.describe(**DESCRIPTIONS)
+    @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+    async def edit(
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        instruction: Instruction,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+    ) -> None:
+        images = [("image", image), ("image2", image2), ("image3", image3)]
+        await cog.edit(
+            interaction, instruction=instruction, images=images, aspect_ratio=aspect_ratio, resolution=resolution
+        )
+
+    return app_commands.Command(
+        name="edit", description=f"Change an image by instruction with {spec.label}.", callback=edit
+    )
+
+
+async def setup(bot: BananaBot) -> None:
+    await bot.add_cog(Edit(bot))
