@@ -8,10 +8,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
+from discord import app_commands
 
+from storage.characters import get_character, list_characters
 from storage.jobs import Job
 
 from .core.errors import InvalidRequest
@@ -78,8 +80,22 @@ def check_request(spec: ModelSpec, request: dict[str, Any], reference_count: int
         raise InputError(t(locale, "error.invalid", detail=str(exc))) from exc
 
 
+async def character_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The `character` option: the guild's characters whose name starts with what the member typed."""
+    if interaction.guild_id is None:
+        return []
+    bot = cast("BananaBot", interaction.client)
+    found = await list_characters(bot.jobs.db, interaction.guild_id, current, limit=25)
+    return [app_commands.Choice(name=c.name, value=c.name) for c in found]
+
+
 async def take_inputs(
-    bot: BananaBot, surface: Surface, request: dict[str, Any], attached: Sequence[tuple[str, discord.Attachment]]
+    bot: BananaBot,
+    surface: Surface,
+    request: dict[str, Any],
+    attached: Sequence[tuple[str, discord.Attachment]],
+    *,
+    guild_id: int | None = None,
 ) -> bool:
     """Check the request against the model and read its attachments into it (``reference_keys``,
     ``input_notes``). False, with the member told why, when something is wrong; nothing is spent."""
@@ -95,6 +111,18 @@ async def take_inputs(
     if notes:
         request["input_notes"] = notes
     return True
+
+
+async def resolve_character(bot: BananaBot, request: dict[str, Any], guild_id: int | None, locale: str) -> None:
+    """``request["character"]`` (a name the member picked) -> the character's id; its sheet and images are
+    added when the job runs (bot.jobs), so a reroll uses the character as it is then."""
+    name = request.pop("character", None)
+    if not name:
+        return
+    character = await get_character(bot.jobs.db, guild_id, name) if guild_id is not None else None
+    if character is None:
+        raise InputError(t(locale, "input.character_unknown", name=name))
+    request["character_id"], request["character_name"] = character.id, character.name
 
 
 async def submit(bot: BananaBot, job: Job, surface: Surface) -> bool:

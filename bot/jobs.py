@@ -17,13 +17,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from storage.characters import character_images, get_character_by_id
 from storage.db import Database
 from storage.generations import recent_latencies_ms
 from storage.images import ImageStore
 from storage.jobs import Job, count_reserved_since, get_job, insert_job, unfinished_jobs, update_job
 
-from .core.errors import GenerationError
+from .characters import apply_character
+from .core.errors import GenerationError, InvalidRequest
 from .core.imaging import image_size, sniff_mime
+from .core.models import model_spec
 from .core.service import GenerationService
 from .core.types import GenerationResult, ImageInput, ImageRequest, Part, RequestContext, Turn
 from .limits import ContextBudget, QueueLimits
@@ -50,6 +53,8 @@ class JobOutcome:
     result: GenerationResult
     #: Earlier turns left out to stay within the context budget.
     dropped_turns: int = 0
+    #: A character's reference images left out to stay within the model's image limit.
+    character_images_left_out: int = 0
 
 
 class JobPresenter(Protocol):
@@ -198,7 +203,7 @@ class JobService:
         )
         await presenter.started(job)
         try:
-            request, user_turn, dropped = await self._build_request(job)
+            request, user_turn, dropped, left_out = await self._build_request(job)
             context = RequestContext(
                 command=job.kind,
                 guild_id=job.guild_id,
@@ -237,7 +242,8 @@ class JobService:
             user_turn=job.user_turn,
             model_turn=job.model_turn,
         )
-        await presenter.finished(job, JobOutcome(result=result, dropped_turns=dropped))
+        outcome = JobOutcome(result=result, dropped_turns=dropped, character_images_left_out=left_out)
+        await presenter.finished(job, outcome)
 
     async def _fail(self, job: Job, error_class: str, detail: str | None) -> None:
         job.status, job.error_class, job.error_detail = "failed", error_class, detail
@@ -246,7 +252,7 @@ class JobService:
             self.db, job.id, status="failed", error_class=error_class, error_detail=detail, finished_at=job.finished_at
         )
 
-    async def _build_request(self, job: Job) -> tuple[ImageRequest, dict[str, Any], int]:
+    async def _build_request(self, job: Job) -> tuple[ImageRequest, dict[str, Any], int, int]:
         spec = job.request
         reference_keys: list[str] = list(spec.get("reference_keys", []))
         history, dropped = await self._history(job.parent_id)
@@ -255,9 +261,15 @@ class JobService:
             parent = await get_job(self.db, job.parent_id)
             if parent is not None and parent.image_key is not None:
                 reference_keys.insert(0, parent.image_key)
+        prompt = spec["prompt"]
+        left_out = 0
+        if spec.get("character_id") is not None and job.parent_id is None:
+            # Applied when the job runs, so a reroll uses the character as it is now.
+            prompt, character_keys, left_out = await self._apply_character(spec, prompt, len(reference_keys))
+            reference_keys = character_keys + reference_keys
         references = tuple([await self._load_image(key) for key in reference_keys])
         request = ImageRequest(
-            prompt=spec["prompt"],
+            prompt=prompt,
             aspect_ratio=spec.get("aspect_ratio"),
             size=spec.get("size", "1K"),
             thinking=spec.get("thinking"),
@@ -269,7 +281,17 @@ class JobService:
             "role": "user",
             "parts": [{"text": request.prompt}] + [{"image": key} for key in reference_keys],
         }
-        return request, user_turn, dropped
+        return request, user_turn, dropped, left_out
+
+    async def _apply_character(
+        self, spec: dict[str, Any], prompt: str, own_references: int
+    ) -> tuple[str, list[str], int]:
+        character = await get_character_by_id(self.db, int(spec["character_id"]))
+        if character is None:
+            raise InvalidRequest(f"The character {spec.get('character_name', '')!r} has been deleted.")
+        keys = await character_images(self.db, character.id)
+        model = model_spec(spec.get("model") or self.generation.providers[0].config.model)
+        return apply_character(prompt, character, keys, own_references, model)
 
     async def _history(self, parent_id: str | None) -> tuple[tuple[Turn, ...], int]:
         """The conversation up to and including `parent_id`'s image, oldest first, within the budget."""

@@ -276,6 +276,8 @@ class DiscordPresenter:
                 await update_job(self.bot.jobs.db, job.id, status_message_id=shown_in)
         except discord.HTTPException as exc:
             log.warning("could not update the status of job %s: %s", job.id, exc)
+        except RuntimeError as exc:  # the HTTP session closed under us: the bot is shutting down
+            log.debug("status of job %s not updated: %s", job.id, exc)
 
     async def _tick(self, job: Job) -> None:
         # One edit per interval at most: Discord rate-limits message edits (about 5 per 5 s per channel).
@@ -311,6 +313,7 @@ class ResultFacts:
     cost_usd: float | None = None
     model_text: str | None = None
     dropped_turns: int = 0
+    character_images_left_out: int = 0
     notes: list[str] = field(default_factory=list)
     #: Reference images that were downscaled on the way in (intake.read_references).
     input_notes: list[dict[str, Any]] = field(default_factory=list)
@@ -329,6 +332,7 @@ class ResultFacts:
             cost_usd=result.usage.cost_usd,
             model_text=result.text,
             dropped_turns=outcome.dropped_turns,
+            character_images_left_out=outcome.character_images_left_out,
             input_notes=list(job.request.get("input_notes") or []),
         )
 
@@ -433,6 +437,8 @@ def result_embed(
         notes.append(t(locale, f"result.{upload.change}", width=upload.width, height=upload.height, mb=mb))
     if facts.dropped_turns:
         notes.append(tn(locale, "result.context_dropped", facts.dropped_turns))
+    if facts.character_images_left_out:
+        notes.append(tn(locale, "result.character_images_left_out", facts.character_images_left_out))
     if facts.model_text:
         notes.append(t(locale, "result.model_said", text=_clip(facts.model_text, 500)))
     if notes:

@@ -17,7 +17,7 @@ from storage.jobs import Job
 from .core.models import model_spec
 from .i18n import t
 
-ACTIONS = ("reroll", "remix", "edit", "upscale", "delete", "cancel")
+ACTIONS = ("reroll", "remix", "edit", "upscale", "delete", "cancel", "addchar")
 CUSTOM_ID = re.compile(rf"job:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>[A-Za-z0-9_-]{{1,40}})")
 
 
@@ -82,6 +82,8 @@ def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
     if bigger is not None:
         view.add_item(_button("upscale", job, t(locale, "button.upscale", size=bigger), "🔍"))
     view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))
+    if job.guild_id is not None:  # characters belong to a server
+        view.add_item(_button("addchar", job, t(locale, "button.add_character"), "🧬"))
     return view
 
 

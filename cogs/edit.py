@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
 from bot.i18n import t
-from bot.intake import elapsed_ms, submit, take_inputs
+from bot.intake import character_autocomplete, elapsed_ms, submit, take_inputs
 from bot.presenter import InteractionSurface
 from bot.views import TextModal
 from storage.jobs import Job, job_for_message
@@ -29,6 +29,7 @@ DESCRIPTIONS = {
     "image3": "A third image to use.",
     "aspect_ratio": "Shape of the result (default: the model's choice).",
     "resolution": "1K is fastest and cheapest; 4K takes longest.",
+    "character": "A saved character to keep consistent in the result (see /character).",
 }
 Instruction = app_commands.Range[str, 1, 2000]
 
@@ -59,6 +60,7 @@ class Edit(commands.Cog):
         images: list[tuple[str, discord.Attachment | None]],
         aspect_ratio: str | None = None,
         resolution: str | None = None,
+        character: str | None = None,
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
@@ -68,9 +70,10 @@ class Edit(commands.Cog):
             "prompt": instruction,
             "aspect_ratio": aspect_ratio,
             "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+            "character": character,
         }
         attached = [(name, a) for name, a in images if a is not None]
-        if not await take_inputs(self.bot, surface, request, attached):
+        if not await take_inputs(self.bot, surface, request, attached, guild_id=interaction.guild_id):
             return
         channel = interaction.channel
         assert channel is not None
@@ -130,6 +133,7 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+    @app_commands.autocomplete(character=character_autocomplete)
     async def edit(
         interaction: discord.Interaction,
         image: discord.Attachment,
@@ -138,10 +142,16 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
         image3: discord.Attachment | None = None,
         aspect_ratio: str | None = None,
         resolution: str | None = None,
+        character: str | None = None,
     ) -> None:
         images = [("image", image), ("image2", image2), ("image3", image3)]
         await cog.edit(
-            interaction, instruction=instruction, images=images, aspect_ratio=aspect_ratio, resolution=resolution
+            interaction,
+            instruction=instruction,
+            images=images,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            character=character,
         )
 
     return app_commands.Command(

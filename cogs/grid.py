@@ -21,7 +21,7 @@ from bot.core.models import ModelSpec
 from bot.grid_presenter import start_grid
 from bot.grids import VARIATION_PROMPT
 from bot.i18n import t
-from bot.intake import elapsed_ms, take_inputs
+from bot.intake import character_autocomplete, elapsed_ms, take_inputs
 from bot.presenter import ChannelSurface, InteractionSurface, ResultFacts, Surface, post_result, public_locale
 from bot.views import GRID_CUSTOM_ID, grid_custom_id
 from storage.generations import get_generation
@@ -35,6 +35,7 @@ DESCRIPTIONS = {
     "reference": "An image to work from (a person, product, style).",
     "reference2": "A second reference image.",
     "reference3": "A third reference image.",
+    "character": "A saved character to draw (see /character).",
 }
 Prompt = app_commands.Range[str, 1, 4000]
 
@@ -77,6 +78,7 @@ class GridCog(commands.Cog):
         aspect_ratio: str | None,
         resolution: str | None,
         references: list[tuple[str, discord.Attachment | None]],
+        character: str | None = None,
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
@@ -86,9 +88,10 @@ class GridCog(commands.Cog):
             "prompt": prompt,
             "aspect_ratio": aspect_ratio,
             "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+            "character": character,
         }
         attached = [(name, a) for name, a in references if a is not None]
-        if not await take_inputs(self.bot, surface, request, attached):
+        if not await take_inputs(self.bot, surface, request, attached, guild_id=interaction.guild_id):
             return
         await self._start(interaction, surface, request, defer_ms=elapsed_ms(received))
 
@@ -236,6 +239,7 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+    @app_commands.autocomplete(character=character_autocomplete)
     async def grid(
         interaction: discord.Interaction,
         prompt: Prompt,
@@ -244,9 +248,17 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
         reference: discord.Attachment | None = None,
         reference2: discord.Attachment | None = None,
         reference3: discord.Attachment | None = None,
+        character: str | None = None,
     ) -> None:
         refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
-        await cog.grid(interaction, prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution, references=refs)
+        await cog.grid(
+            interaction,
+            prompt=prompt,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            references=refs,
+            character=character,
+        )
 
     return app_commands.Command(
         name="grid", description=f"Four variations of a prompt with {spec.label}, to pick from.", callback=grid

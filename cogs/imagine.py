@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
-from bot.intake import elapsed_ms, submit, take_inputs
+from bot.intake import character_autocomplete, elapsed_ms, submit, take_inputs
 from bot.presenter import InteractionSurface
 from storage.jobs import Job
 
@@ -31,6 +31,7 @@ DESCRIPTIONS = {
     "reference": "An image to work from (a person, product, style).",
     "reference2": "A second reference image.",
     "reference3": "A third reference image.",
+    "character": "A saved character to draw (see /character).",
 }
 
 
@@ -54,6 +55,7 @@ class Imagine(commands.Cog):
         resolution: str | None,
         thinking: str | None,
         references: list[tuple[str, discord.Attachment | None]],
+        character: str | None = None,
     ) -> None:
         received = time.monotonic()
         # Within Discord's 3 seconds, before any work: downloading references alone can take longer.
@@ -66,9 +68,10 @@ class Imagine(commands.Cog):
             "aspect_ratio": aspect_ratio,
             "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
             "thinking": thinking,
+            "character": character,
         }
         attached = [(name, a) for name, a in references if a is not None]
-        if not await take_inputs(self.bot, surface, request, attached):
+        if not await take_inputs(self.bot, surface, request, attached, guild_id=interaction.guild_id):
             return
         channel = interaction.channel
         assert channel is not None
@@ -94,6 +97,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
 
         @app_commands.describe(**DESCRIPTIONS)
         @app_commands.choices(aspect_ratio=ratios, resolution=sizes, thinking=levels)
+        @app_commands.autocomplete(character=character_autocomplete)
         async def imagine_thinking(
             interaction: discord.Interaction,
             prompt: Prompt,
@@ -103,6 +107,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
             reference: discord.Attachment | None = None,
             reference2: discord.Attachment | None = None,
             reference3: discord.Attachment | None = None,
+            character: str | None = None,
         ) -> None:
             refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
             await cog.imagine(
@@ -112,6 +117,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
                 resolution=resolution,
                 thinking=thinking,
                 references=refs,
+                character=character,
             )
 
         callback: Any = imagine_thinking
@@ -120,6 +126,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
 
         @app_commands.describe(**describe)
         @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+        @app_commands.autocomplete(character=character_autocomplete)
         async def imagine_plain(
             interaction: discord.Interaction,
             prompt: Prompt,
@@ -128,6 +135,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
             reference: discord.Attachment | None = None,
             reference2: discord.Attachment | None = None,
             reference3: discord.Attachment | None = None,
+            character: str | None = None,
         ) -> None:
             refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
             await cog.imagine(
@@ -137,6 +145,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
                 resolution=resolution,
                 thinking=None,
                 references=refs,
+                character=character,
             )
 
         callback = imagine_plain

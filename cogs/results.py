@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, Protocol, cast
 
 import discord
 from discord.ext import commands
@@ -23,6 +23,10 @@ from storage.jobs import Job, get_job
 #: What "re-render at a larger size" asks of the model: the same picture, more pixels.
 UPSCALE_PROMPT = "Render this exact image again at a higher resolution. Change nothing: same composition, same details."
 MAX_INSTRUCTION = 2000
+
+
+class CharacterAdder(Protocol):
+    async def offer_add(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
@@ -67,6 +71,10 @@ class Results(commands.Cog):
             await self.reroll(interaction, job)
         elif action == "edit":
             await interaction.response.send_modal(self.edit_modal(job, locale))
+        elif action == "addchar":
+            # The Characters cog owns characters; extensions are separate modules, so reach it via a protocol.
+            characters = cast(CharacterAdder, self.bot.get_cog("Characters"))
+            await characters.offer_add(interaction, job.id)
         elif action == "remix":
             await interaction.response.send_modal(self.remix_modal(job, locale))
         elif action == "upscale":

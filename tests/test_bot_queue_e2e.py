@@ -189,6 +189,12 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
         await wait_queued(h, 1)
         waiting = await h.imagine(h.bob, "interrupted while waiting")
         status = await h.discord.wait_for_message(lambda m: m.interaction_id == waiting.id and "In line" in m.content)
+        assert h.bot is not None
+        for _ in range(100):  # the bot records the status message once Discord has answered the edit
+            job = await get_job(h.bot.jobs.db, custom_ids(status)[0].split(":")[2])
+            if job is not None and job.status_message_id == status.id:
+                break
+            await asyncio.sleep(0.02)
         await h.stop()
 
         h.api.latency = 0.1

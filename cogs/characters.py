@@ -1,0 +1,389 @@
+"""/character: saved characters (a sheet plus reference images) that keep one person the same across scenes.
+
+Characters belong to a guild: every member may use them; their creator and members with Manage Guild may
+change or delete them; other guilds never see them. /imagine, /grid and /edit take a `character` option
+(autocomplete below), and results have an "Add to character" action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.characters import MAX_DESCRIPTION, SHEET_SECTIONS, name_problem, sheet_text
+from bot.client import BananaBot
+from bot.i18n import t, tn
+from bot.intake import InputError, character_autocomplete, read_references
+from bot.uploads import fit_upload
+from storage.characters import (
+    Character,
+    DuplicateName,
+    add_character_images,
+    character_images,
+    count_images,
+    create_character,
+    delete_character,
+    get_character,
+    get_character_by_id,
+    list_characters,
+    update_description,
+)
+from storage.jobs import get_job
+
+#: At most this many reference images shown by /character show (Discord allows 10 files per message).
+SHOWN_IMAGES = 4
+DELETE_ID = re.compile(r"char:delete:(?P<character_id>[0-9]{1,20}):(?P<user_id>[0-9]{1,20})")
+ADD_ID = re.compile(r"char:add:(?P<job_id>[A-Za-z0-9_-]{1,40})")
+
+
+def may_change(interaction: discord.Interaction, character: Character) -> bool:
+    return interaction.user.id == character.created_by or interaction.permissions.manage_guild
+
+
+class SheetModal(discord.ui.Modal):
+    """The structured character sheet: five inputs covering appearance, hair, eyes, build, outfit, style, marks."""
+
+    def __init__(
+        self,
+        locale: str,
+        title: str,
+        on_submit: Callable[[discord.Interaction, str], Awaitable[None]],
+        *,
+        current: str | None = None,
+    ) -> None:
+        super().__init__(title=title[:45], timeout=15 * 60)
+        self._on_submit = on_submit
+        self.inputs: list[tuple[str, discord.ui.TextInput[SheetModal]]] = []
+        if current is not None:
+            # Editing: one box with the whole current description (the sheet may be free text).
+            box: discord.ui.TextInput[SheetModal] = discord.ui.TextInput(
+                label=t(locale, "character.description")[:45],
+                style=discord.TextStyle.paragraph,
+                default=current[:MAX_DESCRIPTION],
+                max_length=MAX_DESCRIPTION,
+            )
+            self.inputs.append(("", box))
+            self.add_item(box)
+            return
+        for section in SHEET_SECTIONS:
+            field: discord.ui.TextInput[SheetModal] = discord.ui.TextInput(
+                label=t(locale, section.key)[:45],
+                placeholder=t(locale, section.key + ".hint")[:100],
+                style=discord.TextStyle.paragraph,
+                required=section is SHEET_SECTIONS[0],
+                max_length=500,
+            )
+            self.inputs.append((section.key, field))
+            self.add_item(field)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        if len(self.inputs) == 1 and not self.inputs[0][0]:
+            text = self.inputs[0][1].value.strip()
+        else:
+            text = sheet_text({key: field.value for key, field in self.inputs})
+        await self._on_submit(interaction, text)
+
+
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=DELETE_ID):
+    """ "Yes, delete": persistent, and only for the member who asked to delete."""
+
+    def __init__(self, character_id: int, user_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(style=discord.ButtonStyle.danger, custom_id=f"char:delete:{character_id}:{user_id}")
+        )
+        self.character_id, self.user_id = character_id, user_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> DeleteButton:
+        return cls(int(match["character_id"]), int(match["user_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog("Characters")  # type: ignore[attr-defined]
+        await cog.confirm_delete(interaction, self.character_id, self.user_id)
+
+
+class AddSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ADD_ID):
+    """ "Add to character": a menu of the characters the member may change; the pick gets the result's image."""
+
+    def __init__(self, job_id: str, options: list[discord.SelectOption] | None = None) -> None:
+        super().__init__(
+            discord.ui.Select(custom_id=f"char:add:{job_id}", options=options or [discord.SelectOption(label="-")])
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> AddSelect:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog("Characters")  # type: ignore[attr-defined]
+        data = cast(dict[str, Any], interaction.data or {})
+        values = cast(list[str], data.get("values", []))
+        await cog.add_image(interaction, self.job_id, int(values[0]) if values else 0)
+
+
+class Characters(commands.Cog):
+    group = app_commands.Group(
+        name="character",
+        description="Saved characters that stay the same from scene to scene.",
+        guild_only=True,
+    )
+
+    def __init__(self, bot: BananaBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(DeleteButton, AddSelect)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(DeleteButton, AddSelect)
+
+    @property
+    def max_images(self) -> int:
+        return self.bot.default_spec.max_reference_images
+
+    # --- create ---------------------------------------------------------------------------------------
+    @group.command(name="create", description="Save a character: a description and reference images.")
+    @app_commands.describe(
+        name="What to call the character (used in the character option).",
+        description="Appearance, hair, eyes, face, build, outfit, art style, colours, marks. Leave out for a form.",
+        reference="A clear image of the character (front view works best).",
+        reference2="Another view (side, back, full body).",
+        reference3="A third view.",
+    )
+    async def create(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 100],
+        description: app_commands.Range[str, 1, MAX_DESCRIPTION] | None = None,
+        reference: discord.Attachment | None = None,
+        reference2: discord.Attachment | None = None,
+        reference3: discord.Attachment | None = None,
+    ) -> None:
+        locale = str(interaction.locale)
+        problem = name_problem(name)
+        if problem is not None:
+            await interaction.response.send_message(t(locale, problem, max=32), ephemeral=True)
+            return
+        assert interaction.guild_id is not None
+        if await get_character(self.bot.jobs.db, interaction.guild_id, name) is not None:
+            await interaction.response.send_message(t(locale, "character.exists", name=name), ephemeral=True)
+            return
+        attached = [
+            (o, a) for o, a in (("reference", reference), ("reference2", reference2), ("reference3", reference3)) if a
+        ]
+
+        async def finish(done: discord.Interaction, text: str) -> None:
+            await done.response.defer(ephemeral=True, thinking=True)
+            try:
+                keys, _ = await read_references(self.bot, attached, locale)
+            except InputError as exc:
+                await done.followup.send(str(exc), ephemeral=True)
+                return
+            try:
+                character = await create_character(
+                    self.bot.jobs.db,
+                    guild_id=interaction.guild_id,  # type: ignore[arg-type]
+                    name=name,
+                    description=text,
+                    created_by=interaction.user.id,
+                )
+            except DuplicateName:
+                await done.followup.send(t(locale, "character.exists", name=name), ephemeral=True)
+                return
+            if keys:
+                await add_character_images(self.bot.jobs.db, character.id, keys, self.max_images)
+            answer = tn(locale, "character.created", len(keys), name=character.name)
+            await done.followup.send(answer, ephemeral=True)
+
+        if description is None:
+            await interaction.response.send_modal(
+                SheetModal(locale, t(locale, "character.form_title", name=name), finish)
+            )
+        else:
+            await finish(interaction, description.strip())
+
+    # --- list / show ----------------------------------------------------------------------------------
+    @group.command(name="list", description="The characters saved in this server.")
+    async def list(self, interaction: discord.Interaction) -> None:
+        locale = str(interaction.locale)
+        assert interaction.guild_id is not None
+        found = await list_characters(self.bot.jobs.db, interaction.guild_id, limit=25)
+        if not found:
+            await interaction.response.send_message(t(locale, "character.none"), ephemeral=True)
+            return
+        lines = []
+        for character in found:
+            images = await count_images(self.bot.jobs.db, character.id)
+            lines.append(
+                tn(locale, "character.list_line", images, name=character.name, creator=f"<@{character.created_by}>")
+            )
+        embed = discord.Embed(title=t(locale, "character.list_title"), description="\n".join(lines)[:4000])
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @group.command(name="show", description="A character's sheet and reference images.")
+    @app_commands.describe(name="The character.")
+    @app_commands.autocomplete(name=character_autocomplete)
+    async def show(self, interaction: discord.Interaction, name: str) -> None:
+        locale = str(interaction.locale)
+        character = await self._find(interaction, name, locale)
+        if character is None:
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        keys = await character_images(self.bot.jobs.db, character.id)
+        embed = discord.Embed(title=character.name, description=character.description[:4000])
+        embed.add_field(name=t(locale, "character.creator"), value=f"<@{character.created_by}>")
+        embed.add_field(name=t(locale, "character.version"), value=str(character.version))
+        embed.add_field(name=t(locale, "character.images"), value=str(len(keys)))
+        if len(keys) > SHOWN_IMAGES:
+            embed.set_footer(text=tn(locale, "character.more_images", len(keys) - SHOWN_IMAGES))
+        files = []
+        per_file = max(interaction.filesize_limit // (SHOWN_IMAGES + 1), 256 * 1024)
+        for index, key in enumerate(keys[-SHOWN_IMAGES:], start=1):
+            data = await self.bot.runtime.images.get(key)
+            upload = await asyncio.to_thread(fit_upload, data, "image/png", 0, 0, per_file)
+            files.append(discord.File(io.BytesIO(upload.data), filename=f"{character.name}-{index}.{upload.extension}"))
+        await interaction.followup.send(embed=embed, files=files, ephemeral=True)
+
+    # --- edit / delete --------------------------------------------------------------------------------
+    @group.command(name="edit", description="Change a character's description or add reference images.")
+    @app_commands.describe(
+        name="The character.",
+        description="The new description (leave out to edit the current one in a form).",
+        reference="An image to add to its references.",
+        reference2="Another image to add.",
+        reference3="A third image to add.",
+    )
+    @app_commands.autocomplete(name=character_autocomplete)
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        description: app_commands.Range[str, 1, MAX_DESCRIPTION] | None = None,
+        reference: discord.Attachment | None = None,
+        reference2: discord.Attachment | None = None,
+        reference3: discord.Attachment | None = None,
+    ) -> None:
+        locale = str(interaction.locale)
+        character = await self._find(interaction, name, locale, change=True)
+        if character is None:
+            return
+        attached = [
+            (o, a) for o, a in (("reference", reference), ("reference2", reference2), ("reference3", reference3)) if a
+        ]
+
+        async def finish(done: discord.Interaction, text: str | None) -> None:
+            await done.response.defer(ephemeral=True, thinking=True)
+            try:
+                keys, _ = await read_references(self.bot, attached, locale)
+            except InputError as exc:
+                await done.followup.send(str(exc), ephemeral=True)
+                return
+            if text:
+                await update_description(self.bot.jobs.db, character.id, text)
+            dropped = await add_character_images(self.bot.jobs.db, character.id, keys, self.max_images) if keys else []
+            lines = [t(locale, "character.updated", name=character.name)]
+            if keys:
+                lines.append(tn(locale, "character.images_added", len(keys)))
+            if dropped:
+                lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
+            await done.followup.send("\n".join(lines), ephemeral=True)
+
+        if description is None and not attached:
+            title = t(locale, "character.form_title", name=character.name)
+            await interaction.response.send_modal(SheetModal(locale, title, finish, current=character.description))
+        else:
+            await finish(interaction, description.strip() if description else None)
+
+    @group.command(name="delete", description="Delete a character (asks first).")
+    @app_commands.describe(name="The character.")
+    @app_commands.autocomplete(name=character_autocomplete)
+    async def delete(self, interaction: discord.Interaction, name: str) -> None:
+        locale = str(interaction.locale)
+        character = await self._find(interaction, name, locale, change=True)
+        if character is None:
+            return
+        view = discord.ui.View(timeout=None)
+        button = DeleteButton(character.id, interaction.user.id)
+        button.item.label = t(locale, "character.delete_confirm_button")
+        view.add_item(button)
+        await interaction.response.send_message(
+            t(locale, "character.delete_confirm", name=character.name), view=view, ephemeral=True
+        )
+
+    async def confirm_delete(self, interaction: discord.Interaction, character_id: int, user_id: int) -> None:
+        locale = str(interaction.locale)
+        character = await get_character_by_id(self.bot.jobs.db, character_id)
+        if character is None or character.guild_id != interaction.guild_id:
+            await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
+            return
+        if interaction.user.id != user_id or not may_change(interaction, character):
+            await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
+            return
+        await delete_character(self.bot.jobs.db, character.id)
+        await interaction.response.edit_message(content=t(locale, "character.deleted", name=character.name), view=None)
+
+    # --- add a result's image -------------------------------------------------------------------------
+    async def offer_add(self, interaction: discord.Interaction, job_id: str) -> None:
+        """The "Add to character" button: a menu of the characters this member may change."""
+        locale = str(interaction.locale)
+        assert interaction.guild_id is not None
+        mine = [
+            c
+            for c in await list_characters(self.bot.jobs.db, interaction.guild_id, limit=25)
+            if may_change(interaction, c)
+        ]
+        if not mine:
+            await interaction.response.send_message(t(locale, "character.none_to_add"), ephemeral=True)
+            return
+        options = [discord.SelectOption(label=c.name[:100], value=str(c.id)) for c in mine]
+        menu = AddSelect(job_id, options)
+        menu.item.placeholder = t(locale, "character.pick")
+        view = discord.ui.View(timeout=None)
+        view.add_item(menu)
+        await interaction.response.send_message(view=view, ephemeral=True)
+
+    async def add_image(self, interaction: discord.Interaction, job_id: str, character_id: int) -> None:
+        locale = str(interaction.locale)
+        job = await get_job(self.bot.jobs.db, job_id)
+        character = await get_character_by_id(self.bot.jobs.db, character_id)
+        if job is None or job.image_key is None or character is None or character.guild_id != interaction.guild_id:
+            await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
+            return
+        if not may_change(interaction, character):
+            await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
+            return
+        dropped = await add_character_images(self.bot.jobs.db, character.id, [job.image_key], self.max_images)
+        lines = [t(locale, "character.image_added", name=character.name)]
+        if dropped:
+            lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
+        await interaction.response.edit_message(content="\n".join(lines), view=None)
+
+    async def _find(
+        self, interaction: discord.Interaction, name: str, locale: str, *, change: bool = False
+    ) -> Character | None:
+        """The guild's character by name, or None after telling the member (unknown, or not theirs to change)."""
+        assert interaction.guild_id is not None
+        character = await get_character(self.bot.jobs.db, interaction.guild_id, name)
+        if character is None:
+            await interaction.response.send_message(t(locale, "character.unknown", name=name), ephemeral=True)
+            return None
+        if change and not may_change(interaction, character):
+            await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
+            return None
+        return character
+
+
+async def setup(bot: BananaBot) -> None:
+    await bot.add_cog(Characters(bot))
