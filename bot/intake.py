@@ -100,9 +100,9 @@ async def take_inputs(
     """Check the request against the model and read its attachments into it (``reference_keys``,
     ``input_notes``). False, with the member told why, when something is wrong; nothing is spent."""
     try:
-        check_request(
-            bot.default_spec, request, len(request.get("reference_keys", [])) + len(attached), surface.private_locale
-        )
+        count = len(request.get("reference_keys", [])) + len(attached)
+        check_request(bot.default_spec, request, count, surface.private_locale)
+        await resolve_character(bot, request, guild_id, surface.private_locale)
         keys, notes = await read_references(bot, attached, surface.private_locale)
     except InputError as exc:
         await surface.error(str(exc))

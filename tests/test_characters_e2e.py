@@ -1,0 +1,235 @@
+"""/character end to end: lifecycle, the sheet form, permissions, guild isolation, use in /imagine, the cap."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage.characters import character_images, get_character
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, png
+from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeInteraction, FakeMessage, FakeUser
+
+pytestmark = pytest.mark.timeout(60)
+REFS = ("reference", "reference2", "reference3")
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[BotHarness]:
+    async with BotHarness(tmp_path) as harness:
+        await harness.start()
+        yield harness
+        assert not harness.discord.unknown_routes, harness.discord.unknown_routes
+        assert not harness.discord.internal_errors, harness.discord.internal_errors
+
+
+async def character(
+    h: BotHarness, sub: str, user: FakeUser, options: dict[str, object], *, guild_id: int | None = None, **kw: object
+) -> FakeInteraction:
+    guild = guild_id or h.guild.id
+    channel = h.guild.channel_id if guild == h.guild.id else h.discord.guilds[guild].channel_id
+    return await h.discord.slash(guild, channel, user, "character", options, subcommand=sub, **kw)  # type: ignore[arg-type]
+
+
+async def answer(h: BotHarness, inter: FakeInteraction) -> FakeMessage:
+    return await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and not m.loading)
+
+
+async def test_lifecycle_create_list_show_edit_delete(h: BotHarness) -> None:
+    created = await character(
+        h,
+        "create",
+        h.alice,
+        {"name": "Mira", "description": "About 30, red braid, green wool coat, freckles."},
+        attachments={
+            "reference": ("front.png", png(300, 400), "image/png"),
+            "reference2": ("side.png", png(), "image/png"),
+        },
+    )
+    reply = await answer(h, created)
+    assert reply.ephemeral and "Saved Mira with 2 reference images" in reply.content
+
+    listed = await answer(h, await character(h, "list", h.bob, {}))
+    assert "**Mira**" in listed.embeds[0]["description"] and "2 images" in listed.embeds[0]["description"]
+
+    shown = await answer(h, await character(h, "show", h.bob, {"name": "mira"}))
+    assert shown.embeds[0]["title"] == "Mira" and len(shown.files) == 2
+    assert "red braid" in shown.embeds[0]["description"]
+
+    choices = await h.discord.autocomplete(
+        h.guild.id, h.guild.channel_id, h.bob, "imagine", {"prompt": "x", "character": "m"}, "character"
+    )
+    assert [c["value"] for c in choices] == ["Mira"]
+
+    edited = await character(
+        h, "edit", h.alice, {"name": "Mira"}, attachments={"reference": ("back.png", png(200, 200), "image/png")}
+    )
+    reply = await answer(h, edited)
+    assert "Updated Mira" in reply.content and "Added 1 reference image" in reply.content
+    assert h.bot is not None
+    stored = await get_character(h.bot.jobs.db, h.guild.id, "Mira")
+    assert stored is not None and stored.version == 3 and len(await character_images(h.bot.jobs.db, stored.id)) == 3
+
+    deleting = await character(h, "delete", h.alice, {"name": "Mira"})
+    confirm = await answer(h, deleting)
+    [button] = custom_ids(confirm)
+    assert button.startswith("char:delete:")
+    click = await h.discord.click(confirm.id, button, h.alice)
+    await h.discord.wait_for_message(lambda m: m.id == confirm.id and m.content.startswith("Deleted Mira"))
+    assert click.responded
+    assert await get_character(h.bot.jobs.db, h.guild.id, "Mira") is None
+
+
+async def test_the_sheet_form_fills_a_structured_description(h: BotHarness) -> None:
+    created = await character(h, "create", h.alice, {"name": "Tomo"})
+    await created.wait_callback()
+    assert created.modal is not None
+    inputs = [row["components"][0] for row in created.modal["components"]]
+    assert [i["label"] for i in inputs] == [
+        "Appearance and face",
+        "Hair and eyes",
+        "Build and outfit",
+        "Art style and colour palette",
+        "Distinguishing marks",
+    ]
+    values = {inputs[0]["custom_id"]: "boy of ten, round face", inputs[3]["custom_id"]: "flat cel shading"}
+    submitted = await h.discord.submit_modal(created.modal["custom_id"], values, h.alice, channel_id=h.guild.channel_id)
+    reply = await answer(h, submitted)
+    assert "Saved Tomo with 0 reference images" in reply.content
+    assert h.bot is not None
+    tomo = await get_character(h.bot.jobs.db, h.guild.id, "tomo")
+    assert tomo is not None
+    assert (
+        tomo.description
+        == "Appearance and face: boy of ten, round face\nArt style and colour palette: flat cel shading"
+    )
+
+
+async def test_only_the_creator_or_manage_server_may_change(h: BotHarness) -> None:
+    await answer(h, await character(h, "create", h.alice, {"name": "Mira", "description": "red braid"}))
+    refused = await answer(h, await character(h, "edit", h.bob, {"name": "Mira", "description": "blue hair"}))
+    assert refused.ephemeral and "Only the character's creator" in refused.content
+    refused = await answer(h, await character(h, "delete", h.bob, {"name": "Mira"}))
+    assert "Only the character's creator" in refused.content
+    admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+    done = await answer(h, await character(h, "edit", admin, {"name": "Mira", "description": "blue hair"}))
+    assert "Updated Mira" in done.content
+    # A confirmation button pressed by someone else does nothing.
+    confirm = await answer(h, await character(h, "delete", h.alice, {"name": "Mira"}))
+    click = await h.discord.click(confirm.id, custom_ids(confirm)[0], admin)
+    nope = await h.discord.wait_for_message(lambda m: m.interaction_id == click.id)
+    assert "Only the character's creator" in nope.content
+    assert h.bot is not None and await get_character(h.bot.jobs.db, h.guild.id, "Mira") is not None
+
+
+async def test_another_guild_can_neither_see_nor_use_it(h: BotHarness) -> None:
+    await answer(h, await character(h, "create", h.alice, {"name": "Mira", "description": "red braid"}))
+    other = h.discord.add_guild("Elsewhere")
+    carol = other.add_member("carol")
+    listed = await answer(h, await character(h, "list", carol, {}, guild_id=other.id))
+    assert "no characters yet" in listed.content
+    shown = await answer(h, await character(h, "show", carol, {"name": "Mira"}, guild_id=other.id))
+    assert "no character called Mira" in shown.content
+    choices = await h.discord.autocomplete(
+        other.id, other.channel_id, carol, "imagine", {"prompt": "x", "character": ""}, "character"
+    )
+    assert choices == []
+    inter = await h.discord.slash(other.id, other.channel_id, carol, "imagine", {"prompt": "x", "character": "Mira"})
+    refused = await h.wait_ephemeral(inter)
+    assert refused.content.startswith("character: this server has no character called Mira")
+    assert h.gemini_requests() == []
+
+
+async def test_imagine_with_a_character_sends_the_sheet_and_its_references(h: BotHarness) -> None:
+    await answer(
+        h,
+        await character(
+            h,
+            "create",
+            h.alice,
+            {"name": "Mira", "description": "About 30, red braid, green wool coat."},
+            attachments={"reference": ("front.png", png(300, 400, (200, 40, 40)), "image/png")},
+        ),
+    )
+    inter = await h.imagine(
+        h.bob,
+        "Mira reading in a rainy café",
+        character="Mira",
+        attachments={"reference": ("cafe.png", png(), "image/png")},
+    )
+    result = await h.wait_result(inter)
+    parts = h.gemini_requests()[-1].json["contents"][-1]["parts"]
+    text = parts[0]["text"]
+    assert "Character: Mira." in text and "red braid, green wool coat" in text
+    assert text.endswith("Scene: Mira reading in a rainy café")
+    assert sum("inlineData" in p for p in parts) == 2  # the character's image first, then the member's
+    assert result.embeds[0]["description"] == "Mira reading in a rainy café"  # the member's words, as typed
+
+    # "Add to character" puts this result into Mira's references.
+    [add] = [c for c in custom_ids(result) if c.startswith("job:addchar:")]
+    click = await h.discord.click(result.id, add, h.alice)
+    menu = await h.discord.wait_for_message(lambda m: m.interaction_id == click.id)
+    [select_id] = custom_ids(menu)
+    picked = await h.discord.select(
+        menu.id, select_id, h.alice, [menu.components[0]["components"][0]["options"][0]["value"]]
+    )
+    await h.discord.wait_for_message(lambda m: m.id == menu.id and "Added the image to Mira" in m.content)
+    assert picked.responded
+    assert h.bot is not None
+    mira = await get_character(h.bot.jobs.db, h.guild.id, "Mira")
+    assert mira is not None and len(await character_images(h.bot.jobs.db, mira.id)) == 2
+
+
+async def test_the_reference_cap_drops_the_oldest_and_says_so(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(GEMINI_MODEL="gemini-2.5-flash-image")  # Nano Banana: 3 reference images at most
+        await answer(
+            h,
+            await character(
+                h,
+                "create",
+                h.alice,
+                {"name": "Mira", "description": "red braid"},
+                attachments={name: (f"{name}.png", png(50 + n, 50), "image/png") for n, name in enumerate(REFS)},
+            ),
+        )
+        reply = await answer(
+            h,
+            await character(
+                h, "edit", h.alice, {"name": "Mira"}, attachments={"reference": ("new.png", png(99, 50), "image/png")}
+            ),
+        )
+        assert "The oldest image was removed: a character keeps at most 3." in reply.content
+        # With a reference of the member's own, one of the character's three images is left out, and said so.
+        inter = await h.imagine(
+            h.bob, "Mira at the sea", character="Mira", attachments={"reference": ("sea.png", png(), "image/png")}
+        )
+        result = await h.wait_result(inter)
+        parts = h.gemini_requests()[-1].json["contents"][-1]["parts"]
+        assert sum("inlineData" in p for p in parts) == 3
+        assert "1 of the character's images was left out" in embed_fields(result)["Notes"]
+
+
+async def test_bad_character_input(h: BotHarness) -> None:
+    too_long = await answer(h, await character(h, "create", h.alice, {"name": "x" * 40, "description": "d"}))
+    assert "at most 32 characters" in too_long.content
+    bad_chars = await answer(h, await character(h, "create", h.alice, {"name": "@here", "description": "d"}))
+    assert "can't contain" in bad_chars.content
+    not_image = await answer(
+        h,
+        await character(
+            h,
+            "create",
+            h.alice,
+            {"name": "Mira", "description": "d"},
+            attachments={"reference": ("a.txt", b"words", "text/plain")},
+        ),
+    )
+    assert not_image.content.startswith("reference:") and "isn't an image" in not_image.content
+    assert h.bot is not None and await get_character(h.bot.jobs.db, h.guild.id, "Mira") is None
+    await answer(h, await character(h, "create", h.alice, {"name": "Mira", "description": "d"}))
+    duplicate = await answer(h, await character(h, "create", h.bob, {"name": "MIRA", "description": "d"}))
+    assert "already has a character called MIRA" in duplicate.content
+    unknown = await answer(h, await character(h, "show", h.bob, {"name": "Nobody"}))
+    assert "no character called Nobody" in unknown.content
