@@ -212,6 +212,7 @@ class JobService:
                 queue_ms=job.queue_ms,
                 job_id=job.id,
                 defer_ms=job.defer_ms,
+                on_image=getattr(presenter, "prepare", None),
             )
             result = await self.generation.generate(request, context)
         except GenerationError as exc:
@@ -231,7 +232,7 @@ class JobService:
         job.status, job.finished_at = "done", self.clock()
         job.image_key, job.generation_id = result.image_key, result.generation_id
         job.user_turn = user_turn
-        job.model_turn = await self._turn_to_json(result.model_turn) if result.model_turn else None
+        job.model_turn = await self._turn_to_json(result.model_turn, result) if result.model_turn else None
         await update_job(
             self.db,
             job.id,
@@ -330,14 +331,16 @@ class JobService:
         width, height = await asyncio.to_thread(image_size, data)
         return ImageInput(data=data, mime=sniff_mime(data) or "image/png", width=width, height=height)
 
-    async def _turn_to_json(self, turn: Turn) -> dict[str, Any]:
+    async def _turn_to_json(self, turn: Turn, result: GenerationResult) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []
         for part in turn.parts:
             if part.thought:
                 # Drafts carry no signature and the API doesn't need them back; they would double the bytes.
                 continue
             item: dict[str, Any] = {}
-            if part.image is not None:
+            if part.image is not None and result.image_key and part.image.data is result.image.data:
+                item["image"] = result.image_key  # the service just stored it: no second hash of a 4K image
+            elif part.image is not None:
                 item["image"] = await self.images.put(
                     part.image.data, part.image.mime, width=part.image.width, height=part.image.height
                 )

@@ -24,6 +24,7 @@ from storage.jobs import Job, get_job, max_version_in_thread, update_job
 
 from .core.errors import BlockedError, GenerationError, NoImageError, RateLimitedError
 from .core.models import model_spec
+from .core.types import GeneratedImage
 from .i18n import duration, money, t, tn
 from .jobs import JobOutcome
 from .uploads import Upload, fit_upload
@@ -207,8 +208,17 @@ class DiscordPresenter:
         self._queued_at = time.monotonic()
         self._shown: str | None = None
         self._estimate: float | None = None
+        self._upload: asyncio.Task[Upload] | None = None
 
     # --- the JobPresenter protocol ----------------------------------------------------------------------
+    def prepare(self, image: GeneratedImage) -> None:
+        """Start fitting the image to the upload limit while the job stores and logs it (a 4K re-encode
+        takes a few hundred ms of CPU: on the other core, it costs the member no time)."""
+        limit = self.surface.upload_limit
+        self._upload = asyncio.create_task(
+            asyncio.to_thread(fit_upload, image.data, image.mime, image.width, image.height, limit)
+        )
+
     async def queued(self, job: Job) -> None:
         await self._refresh(job)
         if self._ticker is None:
@@ -296,7 +306,8 @@ class DiscordPresenter:
     async def _show_result(self, job: Job, outcome: JobOutcome) -> None:
         image = outcome.result.image
         facts = ResultFacts.from_outcome(job, outcome)
-        await post_result(self.bot, self.surface, job, facts, image.data, image.mime)
+        upload = await self._upload if self._upload is not None else None
+        await post_result(self.bot, self.surface, job, facts, image.data, image.mime, upload=upload)
 
 
 @dataclass
@@ -338,11 +349,21 @@ class ResultFacts:
 
 
 async def post_result(
-    bot: BananaBot, surface: Surface, job: Job, facts: ResultFacts, data: bytes, mime: str
+    bot: BananaBot,
+    surface: Surface,
+    job: Job,
+    facts: ResultFacts,
+    data: bytes,
+    mime: str,
+    *,
+    upload: Upload | None = None,
 ) -> discord.Message:
-    """Show `job`'s image on `surface` with its embed and buttons, number it in its thread, open a thread."""
+    """Show `job`'s image on `surface` with its embed and buttons, number it in its thread, open a thread.
+
+    `upload` is the image already fitted to the surface's upload limit, if the caller prepared it."""
     db = bot.jobs.db
-    upload = await asyncio.to_thread(fit_upload, data, mime, facts.width, facts.height, surface.upload_limit)
+    if upload is None:
+        upload = await asyncio.to_thread(fit_upload, data, mime, facts.width, facts.height, surface.upload_limit)
     if job.thread_id is not None:
         job.version = await max_version_in_thread(db, job.thread_id) + 1
         await update_job(db, job.id, version=job.version, thread_id=job.thread_id)

@@ -32,16 +32,19 @@ def fit_upload(data: bytes, mime: str, width: int, height: int, limit: int) -> U
     if len(data) <= budget:
         return Upload(data, mime, width, height)
     with Image.open(io.BytesIO(data)) as opened:
-        image = opened.convert("RGB")  # JPEG has no alpha; generated images are opaque anyway
-    encoded = _jpeg(image, quality=92)
-    if len(encoded) <= budget:
-        return Upload(encoded, "image/jpeg", image.width, image.height, "reencoded")
+        opened.load()
+        # JPEG has no alpha; generated images are opaque anyway. An RGB image needs no converted copy.
+        image = opened if opened.mode == "RGB" else opened.convert("RGB")
+    for quality in (92, 85):  # full size first: a detailed 4K image can need the lower quality to fit
+        encoded = _jpeg(image, quality=quality)
+        if len(encoded) <= budget:
+            return Upload(encoded, "image/jpeg", image.width, image.height, "reencoded")
     scale = 1.0
     while True:
         # Bytes shrink roughly with the pixel count: aim straight for the budget, then step down.
         scale *= min(0.9, (budget / len(encoded)) ** 0.5)
         size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-        smaller = image.resize(size, Image.Resampling.LANCZOS)
+        smaller = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
         encoded = _jpeg(smaller, quality=90)
         if len(encoded) <= budget or size == (1, 1):
             return Upload(encoded, "image/jpeg", size[0], size[1], "downscaled")

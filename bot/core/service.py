@@ -86,6 +86,8 @@ class GenerationService:
                     failed.append((provider.name, exc.error_class))
                     continue
                 break
+            if context.on_image is not None:
+                context.on_image(result.image)
             result.attempts += attempts
             result.failed_over_from = failed
             result.timing.total_ms = (time.perf_counter() - started) * 1000

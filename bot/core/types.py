@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -65,6 +66,9 @@ class RequestContext:
     queue_ms: float | None = None
     job_id: str | None = None
     defer_ms: float | None = None
+    #: Called with the image as soon as it exists, before it is stored and logged, so a caller can start
+    #: preparing it (the bot re-encodes 4K images for Discord meanwhile).
+    on_image: Callable[[GeneratedImage], None] | None = None
 
 
 @dataclass

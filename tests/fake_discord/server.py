@@ -106,7 +106,9 @@ class FakeDiscord:
         app.router.add_route("*", "/{tail:.*}", rest.Rest(self).handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # A deep accept queue, like a real front end: discord.py opens a connection per concurrent request,
+        # and 200 at once overflow the default backlog of 128 (the rest would wait out a 1 s SYN retry).
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
