@@ -36,7 +36,15 @@ log = logging.getLogger(__name__)
 #: ``banana-bot health`` (the container's health check) treats an older heartbeat as unhealthy.
 HEARTBEAT_INTERVAL = 30.0
 HEARTBEAT_MAX_AGE = 120.0
-EXTENSIONS = ("cogs.imagine", "cogs.grid", "cogs.edit", "cogs.characters", "cogs.results", "cogs.conversation")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.grid",
+    "cogs.edit",
+    "cogs.characters",
+    "cogs.settings",
+    "cogs.results",
+    "cogs.conversation",
+)
 SYNCED_HASH_KEY = "synced_commands_sha256"
 
 

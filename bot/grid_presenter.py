@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from storage.grids import Grid, grid_jobs, insert_grid, update_grid
+from storage.guild_settings import get_guild_settings
 from storage.jobs import Job, update_job
 
 from .core.errors import GenerationError
@@ -45,6 +46,13 @@ def tile_reason(locale: str, error_class: str | None) -> str:
     if error_class in ("rate_limited", "unavailable", "timeout", "bad_response"):
         return t(locale, "grid.reason.busy")
     return t(locale, _REASONS.get(error_class or "", "grid.reason.other"))
+
+
+async def grid_mode_for(bot: BananaBot, guild_id: int | None) -> str:
+    """The guild's /grid mode (set with /settings), or the bot-wide default (BANANA_GRID_MODE)."""
+    if guild_id is None:
+        return bot.settings.grid_mode
+    return (await get_guild_settings(bot.jobs.db, guild_id)).grid_mode or bot.settings.grid_mode
 
 
 async def start_grid(

@@ -18,7 +18,7 @@ from discord.ext import commands
 from bot.client import BananaBot
 from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import ModelSpec
-from bot.grid_presenter import start_grid
+from bot.grid_presenter import grid_mode_for, start_grid
 from bot.grids import VARIATION_PROMPT
 from bot.i18n import t
 from bot.intake import character_autocomplete, elapsed_ms, take_inputs
@@ -113,7 +113,7 @@ class GridCog(commands.Cog):
             channel_id=channel.id,
             user_id=interaction.user.id,
             request=request,
-            mode=self.bot.settings.grid_mode,
+            mode=await grid_mode_for(self.bot, interaction.guild_id),
             defer_ms=defer_ms,
             **options,
         )

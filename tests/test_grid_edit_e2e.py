@@ -254,3 +254,26 @@ async def test_remix_runs_a_changed_prompt_as_a_new_image(h: BotHarness) -> None
     )
     remixed = await h.wait_result(submitted)
     assert remixed.embeds[0]["description"] == "a red bicycle" and h.sent_texts() == ["a red bicycle"]
+
+
+async def test_an_admin_sets_the_grid_mode_for_their_server_only(h: BotHarness) -> None:
+    from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS
+
+    refused = await h.discord.slash(h.guild.id, h.guild.channel_id, h.bob, "settings", {"grid_mode": "sliced"})
+    answer = await h.discord.wait_for_message(lambda m: m.interaction_id == refused.id)
+    assert answer.ephemeral and "Manage Server" in answer.content
+    [command] = [c for c in h.discord.synced_commands[None] if c["name"] == "settings"]
+    assert int(command["default_member_permissions"]) == MANAGE_GUILD
+
+    admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+    changed = await h.discord.slash(h.guild.id, h.guild.channel_id, admin, "settings", {"grid_mode": "sliced"})
+    answer = await h.discord.wait_for_message(lambda m: m.interaction_id == changed.id)
+    assert answer.content.startswith("Saved") and embed_fields(answer)["/grid mode"] == "sliced"
+    await grid(h, "four pears")
+    assert len(h.gemini_requests()) == 1  # sliced: one request
+
+    other = h.discord.add_guild("Other")
+    carol = other.add_member("carol")
+    inter = await h.discord.slash(other.id, other.channel_id, carol, "grid", {"prompt": "four plums"})
+    await h.wait_result(inter)
+    assert len(h.gemini_requests()) == 5  # the other server keeps the default: four requests
