@@ -135,6 +135,51 @@ async def submit(bot: BananaBot, job: Job, surface: Surface) -> bool:
     return True
 
 
+async def start_job(
+    bot: BananaBot,
+    interaction: discord.Interaction,
+    surface: Surface,
+    request: dict[str, Any],
+    attached: Sequence[tuple[str, discord.Attachment]],
+    *,
+    kind: str,
+    defer_ms: float,
+) -> None:
+    """A command's one job: inputs checked and read, then queued in this channel (in its thread if it is one)."""
+    if not await take_inputs(bot, surface, request, attached, guild_id=interaction.guild_id):
+        return
+    channel = interaction.channel
+    assert channel is not None
+    job = Job(
+        guild_id=interaction.guild_id,
+        channel_id=channel.id,
+        user_id=interaction.user.id,
+        kind=kind,
+        locale=surface.locale,
+        request=request,
+        thread_id=channel.id if isinstance(channel, discord.Thread) else None,
+        defer_ms=defer_ms,
+    )
+    await submit(bot, job, surface)
+
+
+def default_size(spec: ModelSpec) -> str:
+    return "1K" if "1K" in spec.sizes else spec.sizes[0]
+
+
+def ratio_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]  # Discord's limit
+
+
+def size_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+
+
+def attached_only(options: Sequence[tuple[str, discord.Attachment | None]]) -> list[tuple[str, discord.Attachment]]:
+    """The attachment options the member filled in, with their names (errors name the option)."""
+    return [(name, a) for name, a in options if a is not None]
+
+
 def limit_text(locale: str, exc: LimitExceeded) -> str:
     if exc.resets_at is None:
         return tn(locale, f"limit.{exc.limit}", exc.allowed)

@@ -17,7 +17,15 @@ from discord.ext import commands
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
 from bot.i18n import t
-from bot.intake import character_autocomplete, elapsed_ms, submit, take_inputs
+from bot.intake import (
+    attached_only,
+    character_autocomplete,
+    default_size,
+    elapsed_ms,
+    ratio_choices,
+    size_choices,
+    start_job,
+)
 from bot.presenter import InteractionSurface
 from bot.views import TextModal
 from storage.jobs import Job, job_for_message
@@ -64,30 +72,16 @@ class Edit(commands.Cog):
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
-        surface = InteractionSurface(interaction, received_at=received)
-        spec = self.bot.default_spec
         request: dict[str, Any] = {
             "prompt": instruction,
             "aspect_ratio": aspect_ratio,
-            "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+            "size": resolution or default_size(self.bot.default_spec),
             "character": character,
         }
-        attached = [(name, a) for name, a in images if a is not None]
-        if not await take_inputs(self.bot, surface, request, attached, guild_id=interaction.guild_id):
-            return
-        channel = interaction.channel
-        assert channel is not None
-        job = Job(
-            guild_id=interaction.guild_id,
-            channel_id=channel.id,
-            user_id=interaction.user.id,
-            kind="edit",
-            locale=surface.locale,
-            request=request,
-            thread_id=channel.id if isinstance(channel, discord.Thread) else None,
-            defer_ms=elapsed_ms(received),
+        surface = InteractionSurface(interaction, received_at=received)
+        await start_job(
+            self.bot, interaction, surface, request, attached_only(images), kind="edit", defer_ms=elapsed_ms(received)
         )
-        await submit(self.bot, job, surface)
 
     async def edit_message_image(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The context menu: ask for an instruction, then edit the message's image."""
@@ -128,8 +122,7 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
 
 
 def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
-    ratios = [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]
-    sizes = [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+    ratios, sizes = ratio_choices(spec), size_choices(spec)
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(aspect_ratio=ratios, resolution=sizes)

@@ -21,7 +21,15 @@ from bot.core.models import ModelSpec
 from bot.grid_presenter import grid_mode_for, start_grid
 from bot.grids import VARIATION_PROMPT
 from bot.i18n import t
-from bot.intake import character_autocomplete, elapsed_ms, take_inputs
+from bot.intake import (
+    attached_only,
+    character_autocomplete,
+    default_size,
+    elapsed_ms,
+    ratio_choices,
+    size_choices,
+    take_inputs,
+)
 from bot.presenter import ChannelSurface, InteractionSurface, ResultFacts, Surface, post_result, public_locale
 from bot.views import GRID_CUSTOM_ID, grid_custom_id
 from storage.generations import get_generation
@@ -87,11 +95,10 @@ class GridCog(commands.Cog):
         request: dict[str, Any] = {
             "prompt": prompt,
             "aspect_ratio": aspect_ratio,
-            "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+            "size": resolution or default_size(spec),
             "character": character,
         }
-        attached = [(name, a) for name, a in references if a is not None]
-        if not await take_inputs(self.bot, surface, request, attached, guild_id=interaction.guild_id):
+        if not await take_inputs(self.bot, surface, request, attached_only(references), guild_id=interaction.guild_id):
             return
         await self._start(interaction, surface, request, defer_ms=elapsed_ms(received))
 
@@ -234,8 +241,7 @@ def locale_of(interaction: discord.Interaction) -> str:
 
 
 def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
-    ratios = [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]
-    sizes = [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+    ratios, sizes = ratio_choices(spec), size_choices(spec)
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(aspect_ratio=ratios, resolution=sizes)

@@ -15,9 +15,16 @@ from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
-from bot.intake import character_autocomplete, elapsed_ms, submit, take_inputs
+from bot.intake import (
+    attached_only,
+    character_autocomplete,
+    default_size,
+    elapsed_ms,
+    ratio_choices,
+    size_choices,
+    start_job,
+)
 from bot.presenter import InteractionSurface
-from storage.jobs import Job
 
 MAX_PROMPT = 4000
 # Module level: discord.py resolves the callbacks' annotations against this module's globals.
@@ -61,37 +68,22 @@ class Imagine(commands.Cog):
         # Within Discord's 3 seconds, before any work: downloading references alone can take longer.
         await interaction.response.defer(thinking=True)
         defer_ms = elapsed_ms(received)
-        surface = InteractionSurface(interaction, received_at=received)
-        spec = self.bot.default_spec
         request: dict[str, Any] = {
             "prompt": prompt,
             "aspect_ratio": aspect_ratio,
-            "size": resolution or ("1K" if "1K" in spec.sizes else spec.sizes[0]),
+            "size": resolution or default_size(self.bot.default_spec),
             "thinking": thinking,
             "character": character,
         }
-        attached = [(name, a) for name, a in references if a is not None]
-        if not await take_inputs(self.bot, surface, request, attached, guild_id=interaction.guild_id):
-            return
-        channel = interaction.channel
-        assert channel is not None
-        job = Job(
-            guild_id=interaction.guild_id,
-            channel_id=channel.id,
-            user_id=interaction.user.id,
-            kind="imagine",
-            locale=surface.locale,
-            request=request,
-            thread_id=channel.id if isinstance(channel, discord.Thread) else None,
-            defer_ms=defer_ms,
+        surface = InteractionSurface(interaction, received_at=received)
+        await start_job(
+            self.bot, interaction, surface, request, attached_only(references), kind="imagine", defer_ms=defer_ms
         )
-        await submit(self.bot, job, surface)
 
 
 def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
     """/imagine with the choices `spec` allows; the thinking option only where the model takes one."""
-    ratios = [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]
-    sizes = [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+    ratios, sizes = ratio_choices(spec), size_choices(spec)
     levels = [app_commands.Choice(name=level, value=level) for level in spec.thinking_levels]
     if levels:
 
