@@ -277,3 +277,24 @@ async def test_an_admin_sets_the_grid_mode_for_their_server_only(h: BotHarness) 
     inter = await h.discord.slash(other.id, other.channel_id, carol, "grid", {"prompt": "four plums"})
     await h.wait_result(inter)
     assert len(h.gemini_requests()) == 5  # the other server keeps the default: four requests
+
+
+async def test_gif_inputs_use_their_first_frame(h: BotHarness) -> None:
+    import io
+
+    from PIL import Image
+
+    frames = [Image.new("RGB", (120, 80), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    inter = await h.discord.slash(
+        h.guild.id,
+        h.guild.channel_id,
+        h.alice,
+        "edit",
+        {"instruction": "make it a poster"},
+        attachments={"image": ("anim.gif", buffer.getvalue(), "image/gif")},
+    )
+    await h.wait_result(inter)
+    sent = h.gemini_requests()[-1].json["contents"][-1]["parts"][1]["inlineData"]
+    assert sent["mimeType"] == "image/png"  # the APIs don't take GIFs
