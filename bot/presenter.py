@@ -416,6 +416,9 @@ async def resumed_presenter(bot: BananaBot, job: Job) -> DiscordPresenter | None
     token is gone), editing the old status message where there is one. None if the channel is gone."""
     channel = await bot.resolve_channel(job.channel_id)
     if not isinstance(channel, discord.abc.Messageable):
+        await tell_requester_directly(
+            bot, job, t(job.locale, "job.channel_gone", prompt=_clip(job.request["prompt"], 200))
+        )
         return None
     guild = getattr(channel, "guild", None)
     status = None
@@ -429,6 +432,15 @@ async def resumed_presenter(bot: BananaBot, job: Job) -> DiscordPresenter | None
         mention=discord.Object(job.user_id),
     )
     return DiscordPresenter(bot, surface, resumed=True)
+
+
+async def tell_requester_directly(bot: BananaBot, job: Job, text: str) -> None:
+    """A DM to the member who asked, for news that has nowhere else to go; silent if their DMs are closed."""
+    try:
+        channel = await bot.create_dm(discord.Object(id=job.user_id))
+        await channel.send(text)
+    except discord.HTTPException as exc:
+        log.info("could not tell member %s about job %s: %s", job.user_id, job.id, exc)
 
 
 def public_locale(interaction: discord.Interaction) -> str:

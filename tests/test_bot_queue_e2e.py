@@ -262,3 +262,26 @@ async def test_imagine_inside_a_thread_answers_in_place(tmp_path: Path) -> None:
         inter = await h.imagine(h.alice, "a dragon", channel_id=first.id)  # run in the result's thread
         result = await h.wait_result(inter)
         assert result.channel_id == first.id and len(h.discord.threads) == threads_before
+
+
+async def test_a_job_whose_channel_is_gone_after_a_restart_is_refunded_and_reported(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        side = h.guild.add_channel("side")
+        await h.start(BANANA_MAX_CONCURRENT="1")
+        h.api.latency = 2.0
+        await h.imagine(h.alice, "keeps the slot busy")
+        await wait_queued(h, 1)
+        await h.imagine(h.bob, "a lost cause", channel_id=side)
+        await wait_queued(h, 2)
+        await h.stop()
+        del h.discord.channels[side]  # deleted while the bot was down
+        h.guild.channel_ids.remove(side)
+
+        bot = await h.restart(BANANA_MAX_CONCURRENT="1")
+        dm = await h.discord.wait_for_message(lambda m: "its channel is gone" in m.content)
+        assert h.discord.channels[dm.channel_id].recipient == h.bob and "a lost cause" in dm.content
+        for _ in range(100):  # the refund is written right after the DM goes out
+            if await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0
