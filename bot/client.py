@@ -36,12 +36,15 @@ log = logging.getLogger(__name__)
 #: ``banana-bot health`` (the container's health check) treats an older heartbeat as unhealthy.
 HEARTBEAT_INTERVAL = 30.0
 HEARTBEAT_MAX_AGE = 120.0
+#: How often stored images older than BANANA_IMAGE_RETENTION_DAYS are deleted while the bot runs.
+RETENTION_INTERVAL = 6 * 3600.0
 EXTENSIONS = (
     "cogs.imagine",
     "cogs.grid",
     "cogs.edit",
     "cogs.characters",
     "cogs.settings",
+    "cogs.privacy",
     "cogs.results",
     "cogs.conversation",
 )
@@ -95,6 +98,7 @@ class BananaBot(commands.Bot):
         self._sync_commands = sync_commands
         self._resumed = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._resumed_grids: dict[str, GridPresenter] = {}
 
     @property
@@ -119,6 +123,8 @@ class BananaBot(commands.Bot):
         if self._sync_commands:
             await self.sync_if_changed()
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        if self.settings.image_retention_days > 0:
+            self._retention = asyncio.create_task(self._enforce_retention(), name="retention")
         log.info("generation service ready: providers %s", ", ".join(self.settings.configured_providers))
 
     async def on_ready(self) -> None:
@@ -192,11 +198,25 @@ class BananaBot(commands.Bot):
                 await asyncio.to_thread(path.write_text, f"{time.time():.0f}\n")
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
+    async def _enforce_retention(self) -> None:
+        """Delete stored images past the retention period, now and then (Runtime.open does it at start)."""
+        days = self.settings.image_retention_days
+        while True:
+            await asyncio.sleep(RETENTION_INTERVAL)
+            try:
+                pruned = await self.runtime.images.prune(days)
+            except Exception:
+                log.exception("could not prune old images")
+                continue
+            if pruned:
+                log.info("pruned %d images older than %g days", pruned, days)
+
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        for task in (self._heartbeat, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if hasattr(self, "jobs"):
             # Running jobs stay 'running' in the database and are picked up by the next start.
             await self.jobs.aclose()

@@ -57,6 +57,10 @@ class FairQueue:
         groups = {t.group for lane in self._waiting.values() for t in lane if t.user_id == user_id}
         return len(groups | set(self._running_by_user.get(user_id, {})))
 
+    def pending_in_lane(self, lane: int) -> int:
+        """Jobs of this guild waiting or running."""
+        return len(self._waiting.get(lane, ())) + self._running_by_lane.get(lane, 0)
+
     def running_in_lane(self, lane: int) -> int:
         return self._running_by_lane.get(lane, 0)
 

@@ -143,6 +143,25 @@ class ImageStore:
                 await conn.executemany("DELETE FROM images WHERE key = ?", [(key,) for key, _ in old])
         return len(old)
 
+    async def delete(self, keys: list[str]) -> int:
+        """Delete these images (files and rows); returns how many were stored. Unknown keys are ignored."""
+        if not keys:
+            return 0
+        for key in keys:
+            _check_key(key)
+        async with self._lock:
+            found: list[tuple[str, str]] = []
+            for key in keys:
+                async with self._db.conn.execute("SELECT mime FROM images WHERE key = ?", (key,)) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None:
+                    found.append((key, str(row[0])))
+            # Files first, then rows, as in prune: a crash in between leaves rows that a retry cleans up.
+            await asyncio.to_thread(_unlink_all, [self._path_for(key, _extension(mime)) for key, mime in found])
+            async with self._db.transaction() as conn:
+                await conn.executemany("DELETE FROM images WHERE key = ?", [(key,) for key, _ in found])
+        return len(found)
+
     def _path_for(self, key: str, ext: str) -> Path:
         _check_key(key)  # every path is built here, so this one check guards them all
         return self._root / key[0:2] / key[2:4] / f"{key}.{ext}"

@@ -479,3 +479,13 @@ async def test_prune_tolerates_missing_files(db: Database, store: ImageStore) ->
     store.path(key).unlink()  # e.g. a crash between deleting the file and the row
     assert await store.prune(older_than_days=0, now=time.time() + 1) == 1
     assert await fetch_one(db, "SELECT count(*) FROM images") == 0
+
+
+async def test_delete_removes_files_and_rows_and_ignores_unknown_keys(store: ImageStore) -> None:
+    kept = await store.put(b"\x89PNG\r\n\x1a\n" + b"k" * 100, "image/png")
+    gone = await store.put(b"\x89PNG\r\n\x1a\n" + b"g" * 100, "image/png")
+    path = store.path(gone)
+    assert await store.delete([gone, "0" * 64]) == 1
+    assert not path.exists() and not await store.exists(gone) and await store.exists(kept)
+    with pytest.raises(ValueError):
+        await store.delete(["../escape"])
