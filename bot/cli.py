@@ -8,12 +8,16 @@ import io
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import DISCORD_TOKEN_HELP, Settings, load_settings
 from .core.errors import ConfigError, GenerationError
 from .core.imaging import read_reference_file
 from .core.models import normalise_aspect_ratio, normalise_size
 from .core.types import GenerationResult, ImageRequest
+
+if TYPE_CHECKING:
+    from storage.reports import UsageReport
 
 TOKEN_REFUSED = "Discord refused DISCORD_TOKEN: reset the token in the Developer Portal and update .env."
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -25,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="connect to Discord and serve commands")
     sub.add_parser("health", help="exit 0 if a running bot has checked in recently (for container health checks)")
+    report = sub.add_parser("report", help="usage, speed and cost across all servers (or one), from the log")
+    report.add_argument("--since", default="30d", help="7d, 12h, 30m or a date like 2026-11-01 (default 30d)")
+    report.add_argument("--guild", type=int, help="one server's id")
+    report.add_argument("--csv", type=Path, help="also write the period's rows to this CSV file")
     sync = sub.add_parser("sync", help="push the slash commands to Discord (run also does this when they change)")
     sync.add_argument("--guild", type=int, help="a server id: sync there only (shows up at once; handy for testing)")
     gen = sub.add_parser("generate", help="generate one image and print where the time and money went")
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bot(settings)
     if args.command == "health":
         return check_health(settings)
+    if args.command == "report":
+        return asyncio.run(print_report(settings, args))
     if args.command == "sync":
         return asyncio.run(sync_commands(settings, args.guild))
     try:
@@ -110,6 +120,59 @@ async def sync_commands(settings: Settings, guild: int | None) -> int:
     where = f"to server {guild}" if guild else "globally (they can take up to an hour to appear everywhere)"
     print(f"synced {len(synced)} commands {where}: {', '.join('/' + c.name for c in synced)}")
     return 0
+
+
+async def print_report(settings: Settings, args: argparse.Namespace) -> int:
+    """The owner's report: the same numbers as /usage, across every server unless --guild says one."""
+    import time
+
+    from storage.db import Database
+    from storage.reports import Scope, csv_text, parse_since, usage_report
+
+    now = time.time()
+    try:
+        since = parse_since(args.since, now)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.database_path.exists():
+        print(f"error: no usage log at {settings.database_path} yet (BANANA_DATA_DIR)", file=sys.stderr)
+        return 1
+    db = await Database.open(settings.database_path)
+    try:
+        scope = Scope(since, now + 1, guild_id=args.guild)
+        print(format_report(await usage_report(db, scope, top=10)))
+        if args.csv is not None:
+            args.csv.write_text(await csv_text(db, scope), encoding="utf-8")
+            print(f"wrote {args.csv}")
+    finally:
+        await db.close()
+    return 0
+
+
+def format_report(report: UsageReport) -> str:
+    import datetime as dt
+
+    start = dt.datetime.fromtimestamp(report.scope.since, dt.UTC).strftime("%Y-%m-%d %H:%M")
+    where = f"server {report.scope.guild_id}" if report.scope.guild_id else "all servers"
+    lines = [
+        f"usage since {start} UTC, {where}",
+        f"requests {report.requests}, images {report.images}, success {report.success_rate:.1%}, "
+        f"blocked {report.blocked_rate:.1%}, cost ${report.cost_usd:.2f}",
+    ]
+    if report.errors:
+        lines.append("errors  " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items())))
+    if report.latency:
+        lines.append("latency (s)            count   gen p50   p95   p99  queue p50   p95   p99")
+        for row in report.latency:
+            gen = "".join(f"{ms / 1000:6.1f}" for ms in row.generation_ms)
+            wait = "".join(f"{ms / 1000:6.1f}" for ms in row.queue_ms)
+            lines.append(f"  {row.model[:22]:<22} {row.size:>3} {row.count:>6}  {gen}     {wait}")
+    if report.top_users:
+        lines.append("top users: " + ", ".join(f"{u} {n} images ${c:.2f}" for u, n, c in report.top_users))
+    if report.days:
+        lines.append("per day: " + ", ".join(f"{d} {n} ${c:.2f}" for d, n, c in report.days[-14:]))
+    return "\n".join(lines)
 
 
 def check_health(settings: Settings) -> int:

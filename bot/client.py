@@ -45,6 +45,7 @@ EXTENSIONS = (
     "cogs.characters",
     "cogs.settings",
     "cogs.privacy",
+    "cogs.usage",
     "cogs.results",
     "cogs.conversation",
 )

@@ -78,8 +78,8 @@ def tn(locale: str | None, key: str, n: int, /, **values: object) -> str:
 
 
 def money(locale: str | None, usd: float) -> str:
-    """US dollars for people: cents, or a tenth of a cent where prices have one ($0.134)."""
-    places = 2 if round(usd, 2) == round(usd, 3) else 3
+    """US dollars for people: cents, or a tenth of a cent for prices under a dollar that have one ($0.134)."""
+    places = 3 if usd < 1 and round(usd, 2) != round(usd, 3) else 2
     fmt = "¤#,##0." + "0" * places
     return format_currency(usd, "USD", format=fmt, locale=_babel_locale(supported(locale)), currency_digits=False)
 

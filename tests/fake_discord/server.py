@@ -378,13 +378,23 @@ class FakeDiscord:
         return inter
 
     def _options(
-        self, spec: list[dict[str, Any]], values: dict[str, object], resolved: dict[str, dict[str, Any]]
+        self,
+        spec: list[dict[str, Any]],
+        values: dict[str, object],
+        resolved: dict[str, dict[str, Any]],
+        guild: FakeGuild | None = None,
     ) -> list[dict[str, Any]]:
         types = {o["name"]: o.get("type") for o in spec}
         out: list[dict[str, Any]] = []
         for name, value in values.items():
             if isinstance(value, FakeUser):
                 resolved.setdefault("users", {})[str(value.id)] = user_json(value)
+                member = guild.members.get(value.id) if guild is not None else None
+                if member is not None:  # in a guild Discord resolves the member too (without its user)
+                    permissions = member_permissions(guild, value.id)
+                    resolved.setdefault("members", {})[str(value.id)] = member_json(
+                        member, with_user=False, permissions=permissions
+                    )
                 out.append({"name": name, "type": 6, "value": str(value.id)})
                 continue
             otype = types.get(name) or OPTION_TYPES.get(type(value), 3)
@@ -416,7 +426,7 @@ class FakeDiscord:
         for part in path:  # descend into the group / subcommand to find the options' types
             spec = next((o.get("options", []) for o in spec if o["name"] == part), [])
         resolved: dict[str, dict[str, Any]] = {}
-        opts = self._options(spec, options or {}, resolved)
+        opts = self._options(spec, options or {}, resolved, self.guilds.get(guild_id) if guild_id else None)
         for opt_name, (filename, raw, content_type) in (attachments or {}).items():
             att = self.store_file(channel_id, UploadedFile(filename, raw, content_type), ephemeral=True)
             resolved.setdefault("attachments", {})[att["id"]] = att

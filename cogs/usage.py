@@ -1,0 +1,126 @@
+"""/usage: who used what, how fast, at what cost. `/usage server` for members with Manage Server (the whole
+server, or one member); `/usage me` for anyone, about themselves. An embed, a chart, and a CSV on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.charts import usage_chart
+from bot.client import BananaBot
+from bot.i18n import duration, money, t, tn
+from bot.presenter import model_label
+from storage.reports import PERIODS, Scope, UsageReport, csv_text, period_bounds, usage_report
+
+PERIOD_CHOICES = [app_commands.Choice(name=p, value=p) for p in PERIODS]
+
+
+class Usage(commands.Cog):
+    group = app_commands.Group(name="usage", description="Image usage, speed and cost.", guild_only=True)
+
+    def __init__(self, bot: BananaBot) -> None:
+        self.bot = bot
+
+    @group.command(name="server", description="This server's usage (Manage Server), or one member's.")
+    @app_commands.describe(
+        period="Which days (default: 30 days).", user="Only this member.", csv="Attach the rows as CSV."
+    )
+    @app_commands.choices(period=PERIOD_CHOICES)
+    async def server(
+        self,
+        interaction: discord.Interaction,
+        period: str = "30d",
+        user: discord.Member | None = None,
+        csv: bool = False,
+    ) -> None:
+        if not interaction.permissions.manage_guild and (user is None or user.id != interaction.user.id):
+            await interaction.response.send_message(t(str(interaction.locale), "usage.not_allowed"), ephemeral=True)
+            return
+        await self._report(interaction, period, user.id if user else None, csv)
+
+    @group.command(name="me", description="Your own usage in this server.")
+    @app_commands.describe(period="Which days (default: 30 days).", csv="Attach the rows as CSV.")
+    @app_commands.choices(period=PERIOD_CHOICES)
+    async def me(self, interaction: discord.Interaction, period: str = "30d", csv: bool = False) -> None:
+        await self._report(interaction, period, interaction.user.id, csv)
+
+    async def _report(self, interaction: discord.Interaction, period: str, user_id: int | None, with_csv: bool) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = str(interaction.locale)
+        since, until = period_bounds(period, time.time())
+        scope = Scope(since, until, guild_id=interaction.guild_id, user_id=user_id)
+        report = await usage_report(self.bot.jobs.db, scope)
+        title = t(locale, f"usage.period.{period}")
+        if user_id is not None:
+            title = t(locale, "usage.title_user", period=title, user=f"<@{user_id}>")
+        embed = usage_embed(locale, report, title)
+        labels = {key: t(locale, f"usage.chart.{key}") for key in ("images", "cost", "per_day", "latency", "seconds")}
+        chart = await asyncio.to_thread(
+            usage_chart, report.days, report.generation_times, title=t(locale, f"usage.period.{period}"), labels=labels
+        )
+        files = [discord.File(io.BytesIO(chart), filename="usage.png")]
+        embed.set_image(url="attachment://usage.png")
+        if with_csv:
+            text = await csv_text(self.bot.jobs.db, scope)
+            files.append(discord.File(io.BytesIO(text.encode()), filename=f"usage-{period}.csv"))
+        await interaction.followup.send(embed=embed, files=files, ephemeral=True)
+
+
+def usage_embed(locale: str, report: UsageReport, title: str) -> discord.Embed:
+    embed = discord.Embed(title=t(locale, "usage.title", period=title), colour=discord.Colour.gold())
+    if report.requests == 0:
+        embed.description = t(locale, "usage.nothing")
+        return embed
+    embed.add_field(
+        name=t(locale, "usage.images"),
+        value=tn(locale, "usage.images_value", report.images, requests=report.requests),
+        inline=True,
+    )
+    embed.add_field(
+        name=t(locale, "usage.outcomes"),
+        value=t(
+            locale,
+            "usage.outcomes_value",
+            success=f"{report.success_rate:.0%}",
+            blocked=f"{report.blocked_rate:.0%}",
+        ),
+        inline=True,
+    )
+    embed.add_field(name=t(locale, "usage.cost"), value=money(locale, report.cost_usd), inline=True)
+    if report.errors:
+        errors = ", ".join(f"{name} {count}" for name, count in sorted(report.errors.items(), key=lambda e: -e[1]))
+        embed.add_field(name=t(locale, "usage.errors"), value=errors[:1024], inline=False)
+    lines = []
+    for row in report.latency[:8]:
+        gen = " / ".join(duration(locale, ms / 1000, threshold=3) for ms in row.generation_ms)
+        wait = " / ".join(duration(locale, ms / 1000, threshold=3) for ms in row.queue_ms)
+        lines.append(
+            t(
+                locale,
+                "usage.latency_line",
+                model=model_label(row.model),
+                size=row.size,
+                n=row.count,
+                gen=gen,
+                wait=wait,
+            )
+        )
+    if lines:
+        embed.add_field(name=t(locale, "usage.latency"), value="\n".join(lines)[:1024], inline=False)
+    if report.top_users:
+        top = [
+            tn(locale, "usage.top_line", images, user=f"<@{user}>", cost=money(locale, cost))
+            for user, images, cost in report.top_users
+        ]
+        embed.add_field(name=t(locale, "usage.top"), value="\n".join(top)[:1024], inline=False)
+    return embed
+
+
+async def setup(bot: BananaBot) -> None:
+    await bot.add_cog(Usage(bot))

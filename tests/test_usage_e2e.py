@@ -1,0 +1,124 @@
+"""/usage and `banana-bot report` with known data: the known figures, a valid PNG and CSV, and who may see what."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.cli import format_report
+from storage.generations import GenerationRow, insert_generation
+from storage.reports import Scope, parse_since, period_bounds, usage_report
+from tests.bot_harness import BotHarness, embed_fields
+from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeMessage
+
+pytestmark = pytest.mark.timeout(60)
+MODEL = "gemini-3-pro-image-preview"
+
+
+def row(guild: int, user: int, *, status: str = "ok", total_ms: float = 1000, queue_ms: float = 0, age: float = 3600,
+        error_class: str | None = None) -> GenerationRow:  # fmt: skip
+    return GenerationRow(
+        created_at=time.time() - age,
+        guild_id=guild,
+        channel_id=1,
+        user_id=user,
+        command="imagine",
+        provider="gemini",
+        model=MODEL,
+        size="1K",
+        aspect_ratio="1:1",
+        thinking=None,
+        reference_count=0,
+        prompt="secret prompt",
+        status=status,
+        error_class=error_class,
+        total_ms=total_ms if status == "ok" else None,
+        queue_ms=queue_ms,
+        cost_usd=0.134 if status == "ok" else 0.0,
+    )
+
+
+async def seed(h: BotHarness) -> None:
+    assert h.bot is not None
+    db = h.bot.jobs.db
+    g, alice, bob = h.guild.id, h.alice.id, h.bob.id
+    for n in range(6):
+        await insert_generation(db, row(g, alice, total_ms=1000 * (n + 1), queue_ms=100 * n))
+    await insert_generation(db, row(g, alice, status="blocked", error_class="blocked"))
+    await insert_generation(db, row(g, bob, total_ms=10_000))
+    await insert_generation(db, row(g, bob, total_ms=20_000, queue_ms=3000))
+    await insert_generation(db, row(g, bob, status="error", error_class="timeout"))
+    await insert_generation(db, row(g, alice, age=40 * 86400))  # outside 30 days
+    await insert_generation(db, row(g + 1, alice))  # another server
+
+
+async def usage(h: BotHarness, sub: str, user: object, options: dict[str, object]) -> FakeMessage:
+    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, user, "usage", options, subcommand=sub)  # type: ignore[arg-type]
+    return await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and not m.loading)
+
+
+async def test_usage_gives_the_known_figures_a_chart_and_a_csv(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start()
+        await seed(h)
+        admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+        answer = await usage(h, "server", admin, {"period": "30d", "csv": True})
+        assert answer.ephemeral
+        fields = embed_fields(answer)
+        assert fields["Images"] == "8 images from 10 requests"
+        assert fields["Outcomes"] == "80% succeeded, 10% blocked"
+        assert fields["Cost"] == "$1.07"
+        assert fields["Errors by kind"] == "timeout 1"
+        # Nearest-rank percentiles of 1-6, 10 and 20 s: p50 4 s, p95 and p99 20 s; queue p99 3 s.
+        assert fields["Time p50 / p95 / p99 (generating · waiting in line)"] == (
+            "Nano Banana Pro 1K (8): 4 sec / 20 sec / 20 sec · 0 sec / 3 sec / 3 sec"
+        )
+        assert fields["Top members"].splitlines() == [
+            f"<@{h.alice.id}>: 6 images, $0.804",
+            f"<@{h.bob.id}>: 2 images, $0.268",
+        ]
+        png = next(f for f in answer.files if f.filename == "usage.png")
+        with Image.open(io.BytesIO(png.data)) as chart:
+            assert chart.format == "PNG" and chart.size == (1200, 700)
+        table = next(f for f in answer.files if f.filename.endswith(".csv"))
+        rows = list(csv.DictReader(io.StringIO(table.data.decode())))
+        assert len(rows) == 10 and {r["status"] for r in rows} == {"ok", "blocked", "error"}
+        assert "prompt" not in rows[0]  # prompts stay out of exports
+
+        mine = await usage(h, "me", h.bob, {"period": "30d"})
+        assert embed_fields(mine)["Images"] == "2 images from 3 requests"
+
+        # The owner's CLI report gives the same figures as the embed.
+        assert h.bot is not None
+        since, until = period_bounds("30d", time.time())
+        text = format_report(await usage_report(h.bot.jobs.db, Scope(since, until, guild_id=h.guild.id), top=10))
+        assert "requests 10, images 8, success 80.0%, blocked 10.0%, cost $1.07" in text
+
+
+async def test_members_see_only_their_own(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start()
+        await seed(h)
+        refused = await usage(h, "server", h.bob, {})
+        assert "Only members with Manage Server" in refused.content and not refused.embeds
+        refused = await usage(h, "server", h.bob, {"user": h.alice})
+        assert "Only members with Manage Server" in refused.content
+        own = await usage(h, "server", h.bob, {"user": h.bob})
+        assert embed_fields(own)["Images"] == "2 images from 3 requests"
+
+
+def test_periods_and_since() -> None:
+    now = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC
+    assert period_bounds("today", now)[0] == 1_794_960_000.0
+    assert period_bounds("7d", now)[0] == now - 7 * 86400
+    assert period_bounds("month", now)[0] == 1_793_491_200.0  # 2026-11-01
+    assert period_bounds("all", now)[0] == 0.0
+    assert parse_since("12h", now) == now - 12 * 3600
+    assert parse_since("2026-11-01", now) == 1_793_491_200.0
+    with pytest.raises(ValueError, match=r"expected e\.g\. 7d"):
+        parse_since("soon", now)
