@@ -20,15 +20,16 @@ LATENCY = (120, 200, 140)
 
 
 def usage_chart(
-    days: list[tuple[str, int, float]], generation_ms: list[float], *, title: str, labels: dict[str, str]
+    days: list[tuple[str, int, float]], seconds: list[tuple[int, int]], *, title: str, labels: dict[str, str]
 ) -> bytes:
+    """`seconds`: (whole seconds, how many generations took that long), as storage.reports gives it."""
     """`labels`: the member-facing words (images, cost, per_day, latency, seconds), already translated."""
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
     big, small = ImageFont.load_default(26), ImageFont.load_default(16)
     draw.text((30, 18), title, fill=TEXT, font=big)
     _per_day(draw, days, (60, 80, WIDTH - 60, 400), small, labels)
-    _histogram(draw, generation_ms, (60, 470, WIDTH - 60, HEIGHT - 50), small, labels)
+    _histogram(draw, seconds, (60, 470, WIDTH - 60, HEIGHT - 50), small, labels)
     out = io.BytesIO()
     image.save(out, "PNG", optimize=True)
     return out.getvalue()
@@ -69,7 +70,7 @@ def _per_day(
 
 def _histogram(
     draw: ImageDraw.ImageDraw,
-    values_ms: list[float],
+    seconds: list[tuple[int, int]],
     box: tuple[int, int, int, int],
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
     labels: dict[str, str],
@@ -77,19 +78,24 @@ def _histogram(
     left, top, right, bottom = box
     draw.text((left, top - 30), labels["latency"], fill=MUTED, font=font)
     draw.line((left, bottom, right, bottom), fill=GRID, width=2)
-    if not values_ms:
+    total = sum(n for _, n in seconds)
+    if not total:
         return
-    seconds = sorted(v / 1000 for v in values_ms)
-    high = max(seconds[int(len(seconds) * 0.99) - 1 if len(seconds) > 1 else 0], 1.0)
-    buckets = 30
-    counts = [0] * buckets
-    for value in seconds:
-        counts[min(buckets - 1, int(value / high * buckets))] += 1
-    tallest = max(counts) or 1
-    slot = (right - left) / buckets
-    for index, count in enumerate(counts):
+    # Up to the second that covers 99% of the generations; the slow tail piles up in the last bar.
+    covered, high = 0, seconds[-1][0]
+    for second, count in seconds:
+        covered += count
+        if covered >= total * 0.99:
+            high = second
+            break
+    bars = [0] * (high + 1)
+    for second, count in seconds:
+        bars[min(second, high)] += count
+    tallest = max(bars) or 1
+    slot = (right - left) / len(bars)
+    for index, count in enumerate(bars):
         x0 = left + index * slot
-        draw.rectangle((x0 + 1, bottom - (bottom - top) * count / tallest, x0 + slot - 1, bottom), fill=LATENCY)
+        draw.rectangle((x0 + 1, bottom - (bottom - top) * count / tallest, x0 + max(slot - 1, 1), bottom), fill=LATENCY)
     for fraction in (0, 0.25, 0.5, 0.75, 1.0):
         x = left + (right - left) * fraction
         draw.text((x - 10, bottom + 6), f"{high * fraction:.0f} {labels['seconds']}", fill=MUTED, font=font)

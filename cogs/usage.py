@@ -62,7 +62,7 @@ class Usage(commands.Cog):
         embed = usage_embed(locale, report, title)
         labels = {key: t(locale, f"usage.chart.{key}") for key in ("images", "cost", "per_day", "latency", "seconds")}
         chart = await asyncio.to_thread(
-            usage_chart, report.days, report.generation_times, title=t(locale, f"usage.period.{period}"), labels=labels
+            usage_chart, report.days, report.seconds_histogram, title=t(locale, f"usage.period.{period}"), labels=labels
         )
         files = [discord.File(io.BytesIO(chart), filename="usage.png")]
         embed.set_image(url="attachment://usage.png")

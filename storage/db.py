@@ -67,9 +67,14 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 class Database:
     """An open SQLite database with an up-to-date schema. Create it with `Database.open`."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path | str = ":memory:") -> None:
         self._conn = conn
+        self._path = path
         self._write_lock = asyncio.Lock()
+        # Extra read-only connections for reports: each has its own thread, and WAL lets them read while
+        # the bot writes, so a report's queries can run side by side (on several cores).
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._reader_count = 0
 
     @classmethod
     async def open(cls, path: Path | str, *, migrations_dir: Path = MIGRATIONS_DIR) -> Database:
@@ -89,7 +94,7 @@ class Database:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute("PRAGMA synchronous = NORMAL")
-            db = cls(conn)
+            db = cls(conn, path)
             await db._migrate(load_migrations(migrations_dir))
         except BaseException:
             # aiosqlite's worker thread is not a daemon: an unclosed connection would
@@ -129,7 +134,28 @@ class Database:
         assert row is not None
         return int(row[0])
 
+    @asynccontextmanager
+    async def reading(self, *, limit: int = 4) -> AsyncIterator[aiosqlite.Connection]:
+        """A read-only connection of its own (the main one for an in-memory database), for report queries
+        that may run concurrently with each other and with writes."""
+        if str(self._path) == ":memory:":
+            yield self._conn
+            return
+        if self._readers.empty() and self._reader_count < limit:
+            self._reader_count += 1
+            reader = await aiosqlite.connect(self._path)
+            await reader.execute("PRAGMA query_only = ON")
+            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._readers.put_nowait(reader)
+        reader = await self._readers.get()
+        try:
+            yield reader
+        finally:
+            self._readers.put_nowait(reader)
+
     async def close(self) -> None:
+        while not self._readers.empty():
+            await self._readers.get_nowait().close()
         await self._conn.close()
 
     async def __aenter__(self) -> Database:

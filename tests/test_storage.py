@@ -291,7 +291,7 @@ async def test_recent_latencies_newest_first_filtered_and_limited(db: Database) 
 async def test_indexes_exist(db: Database) -> None:
     names = {r[1] for r in await fetch_all(db, "PRAGMA index_list(generations)")}
     assert {
-        "generations_guild_created",
+        "generations_guild_report",
         "generations_user_created",
         "generations_created",
         "generations_model_size_created",
@@ -311,7 +311,7 @@ async def query_plan(db: Database, sql: str, params: tuple[Any, ...]) -> str:
             "SELECT date(created_at, 'unixepoch') AS day, count(*), sum(cost_usd) FROM generations "
             "WHERE guild_id = ? AND created_at >= ? AND created_at < ? GROUP BY day",
             (1, 0.0, DAY * 30),
-            "generations_guild_created",
+            "generations_guild_report",
         ),
         (  # per-user, per-day report
             "SELECT date(created_at, 'unixepoch') AS day, count(*) FROM generations "
