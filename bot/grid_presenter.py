@@ -25,7 +25,7 @@ from .core.imaging import sniff_mime
 from .grids import SLICED_PROMPT, compose_preview, slice_grid
 from .i18n import duration, money, t
 from .intake import limit_text
-from .jobs import JobOutcome, LimitExceeded
+from .jobs import BudgetExceeded, JobOutcome, LimitExceeded
 from .presenter import ChannelSurface, Surface, model_label, open_thread, send_thread_hint
 from .views import grid_cancel_view, grid_view
 
@@ -101,7 +101,7 @@ async def start_grid(
     presenter = GridPresenter(bot, surface, grid, jobs)
     try:
         await bot.jobs.submit_group([(j, presenter.for_tile(j)) for j in jobs])
-    except LimitExceeded as exc:
+    except (LimitExceeded, BudgetExceeded) as exc:
         await surface.error(limit_text(surface.private_locale, exc))
         return False
     return True

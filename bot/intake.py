@@ -21,8 +21,8 @@ from .core.imaging import prepare_reference, shrink_reference
 from .core.models import ModelSpec
 from .core.service import validate
 from .core.types import ImageInput, ImageRequest
-from .i18n import t, tn
-from .jobs import LimitExceeded
+from .i18n import money, t, tn
+from .jobs import BudgetExceeded, LimitExceeded
 from .presenter import DiscordPresenter, Surface
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ async def submit(bot: BananaBot, job: Job, surface: Surface) -> bool:
     """Queue the job behind a presenter for `surface`; on a refused quota, tell the member. True if queued."""
     try:
         await bot.jobs.submit(job, DiscordPresenter(bot, surface))
-    except LimitExceeded as exc:
+    except (LimitExceeded, BudgetExceeded) as exc:
         await surface.error(limit_text(surface.private_locale, exc))
         return False
     return True
@@ -180,7 +180,17 @@ def attached_only(options: Sequence[tuple[str, discord.Attachment | None]]) -> l
     return [(name, a) for name, a in options if a is not None]
 
 
-def limit_text(locale: str, exc: LimitExceeded) -> str:
+def limit_text(locale: str, exc: LimitExceeded | BudgetExceeded) -> str:
+    """Which limit refused the request, and when it frees up."""
+    if isinstance(exc, BudgetExceeded):
+        return t(
+            locale,
+            "limit.budget",
+            needed=money(locale, exc.needed),
+            left=money(locale, exc.left),
+            budget=money(locale, exc.budget),
+            reset=f"<t:{int(exc.resets_at)}:R>",
+        )
     if exc.resets_at is None:
         return tn(locale, f"limit.{exc.limit}", exc.allowed)
     # Discord shows <t:...:R> as "in 5 hours" in each reader's own language and time zone.

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from storage.characters import character_images, get_character_by_id
 from storage.db import Database
 from storage.generations import recent_latencies_ms
+from storage.guild_settings import get_guild_settings, spent_since
 from storage.images import ImageStore
 from storage.jobs import Job, count_reserved_since, get_job, insert_job, unfinished_jobs, update_job
 
@@ -33,6 +34,14 @@ from .limits import ContextBudget, QueueLimits
 from .queue import FairQueue, Ticket
 
 log = logging.getLogger(__name__)
+
+
+class BudgetExceeded(Exception):
+    """The guild's monthly budget can't cover the job's estimated cost."""
+
+    def __init__(self, *, budget: float, left: float, needed: float, resets_at: float) -> None:
+        super().__init__(f"budget of ${budget:.2f} would be exceeded")
+        self.budget, self.left, self.needed, self.resets_at = budget, left, needed, resets_at
 
 
 class LimitExceeded(Exception):
@@ -95,6 +104,9 @@ class JobService:
         self._presenters: dict[str, JobPresenter] = {}
         # Quota check and reservation must be one step, or a burst could slip past a limit together.
         self._admission = asyncio.Lock()
+        #: job id -> (guild id, estimated cost) of admitted jobs whose cost is not logged yet: what a budget
+        #: must count besides the month's spending, so concurrent jobs can't overshoot it together.
+        self._reserved_cost: dict[str, tuple[int | None, float]] = {}
 
     # --- admission ----------------------------------------------------------------------------------
     async def submit(self, job: Job, presenter: JobPresenter) -> None:
@@ -104,17 +116,19 @@ class JobService:
     async def submit_group(self, jobs: Sequence[tuple[Job, JobPresenter]]) -> None:
         """Admit the jobs of one request (a grid's tiles) together: all of them or none."""
         first = jobs[0][0]
+        cost = self.estimate_cost(first.request.get("model"), first.request.get("size", "1K"), 1)
         async with self._admission:
-            await self._check_limits(first.user_id, first.guild_id, images=len(jobs))
+            await self._check_limits(first.user_id, first.guild_id, images=len(jobs), cost=cost * len(jobs))
             for job, _ in jobs:
                 job.status = "queued"
                 await insert_job(self.db, job)
+                self._reserved_cost[job.id] = (job.guild_id, cost)
             for job, presenter in jobs:
                 self._enqueue(job, presenter)
         for job, presenter in jobs:
             await presenter.queued(job)
 
-    async def _check_limits(self, user_id: int, guild_id: int | None, *, images: int) -> None:
+    async def _check_limits(self, user_id: int, guild_id: int | None, *, images: int, cost: float) -> None:
         limits = self.limits
         if self.queue.pending_for_user(user_id) >= limits.user_pending:
             raise LimitExceeded("user_pending", limits.user_pending, None)
@@ -128,6 +142,39 @@ class JobService:
             used = await count_reserved_since(self.db, day_start, guild_id=guild_id)
             if used + images > limits.guild_daily:
                 raise LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=used)
+        if guild_id is not None:
+            await self._check_budget(guild_id, cost)
+
+    async def _check_budget(self, guild_id: int, cost: float) -> None:
+        budget = (await get_guild_settings(self.db, guild_id)).monthly_budget_usd
+        if budget is None:
+            return
+        committed = await self.spent_this_month(guild_id) + sum(
+            c for g, c in self._reserved_cost.values() if g == guild_id
+        )
+        if committed + cost > budget + 1e-9:
+            raise BudgetExceeded(
+                budget=budget, left=max(0.0, budget - committed), needed=cost, resets_at=self._next_month()
+            )
+
+    def estimate_cost(self, model: str | None, size: str, images: int) -> float:
+        """What `images` images at `size` should cost, from the price table (the image tokens; the prompt's
+        few hundred input tokens add well under a cent)."""
+        spec = self.generation.spec_for(self.generation.providers[0], ImageRequest(prompt="", model=model, size=size))
+        return spec.pricing.image_price(size) * images
+
+    async def spent_this_month(self, guild_id: int) -> float:
+        return await spent_since(self.db, guild_id, self._month_start())
+
+    def _month_start(self) -> float:
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+    def _next_month(self) -> float:
+        start = dt.datetime.fromtimestamp(self._month_start(), dt.UTC)
+        return (
+            start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        ).timestamp()
 
     def _enqueue(self, job: Job, presenter: JobPresenter) -> None:
         self._presenters[job.id] = presenter
@@ -156,6 +203,8 @@ class JobService:
             if job.status == "running":
                 job.status = "queued"
                 await update_job(self.db, job.id, status="queued")
+            size = job.request.get("size", "1K")
+            self._reserved_cost[job.id] = (job.guild_id, self.estimate_cost(job.request.get("model"), size, 1))
             self._enqueue(job, presenter)
             await presenter.queued(job)
             resumed.append(job)
@@ -165,6 +214,7 @@ class JobService:
         """Cancel a waiting job (refunding it); False if it already started or is unknown."""
         if not self.queue.cancel(job_id):
             return False
+        self._reserved_cost.pop(job_id, None)
         await update_job(self.db, job_id, status="cancelled", finished_at=self.clock())
         presenter = self._presenters.pop(job_id, None)
         job = await get_job(self.db, job_id)
@@ -216,6 +266,7 @@ class JobService:
             )
             result = await self.generation.generate(request, context)
         except GenerationError as exc:
+            self._reserved_cost.pop(job.id, None)  # its row (cost 0) is logged: nothing left to reserve
             await self._fail(job, exc.error_class, str(exc))
             await presenter.failed(job, exc)
             return
@@ -223,12 +274,14 @@ class JobService:
             # Shutting down: the job stays 'running' in the database and the next start runs it again.
             raise
         except Exception:
+            self._reserved_cost.pop(job.id, None)
             log.exception("job %s failed unexpectedly (reference %s)", job.id, job.id)
             await self._fail(job, "internal", None)
             await presenter.failed(job, None)
             return
         finally:
             self._presenters.pop(job.id, None)
+        self._reserved_cost.pop(job.id, None)  # its real cost is in the log now
         job.status, job.finished_at = "done", self.clock()
         job.image_key, job.generation_id = result.image_key, result.generation_id
         job.user_turn = user_turn

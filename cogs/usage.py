@@ -16,6 +16,7 @@ from bot.charts import usage_chart
 from bot.client import BananaBot
 from bot.i18n import duration, money, t, tn
 from bot.presenter import model_label
+from storage.guild_settings import get_guild_settings
 from storage.reports import PERIODS, Scope, UsageReport, csv_text, period_bounds, usage_report
 
 PERIOD_CHOICES = [app_commands.Choice(name=p, value=p) for p in PERIODS]
@@ -60,6 +61,18 @@ class Usage(commands.Cog):
         if user_id is not None:
             title = t(locale, "usage.title_user", period=title, user=f"<@{user_id}>")
         embed = usage_embed(locale, report, title)
+        if user_id is None and interaction.guild_id is not None:
+            budget = (await get_guild_settings(self.bot.jobs.db, interaction.guild_id)).monthly_budget_usd
+            if budget is not None:
+                spent = await self.bot.jobs.spent_this_month(interaction.guild_id)
+                value = t(
+                    locale,
+                    "usage.budget_value",
+                    spent=money(locale, spent),
+                    budget=money(locale, budget),
+                    left=money(locale, max(0.0, budget - spent)),
+                )
+                embed.add_field(name=t(locale, "usage.budget"), value=value, inline=True)
         labels = {key: t(locale, f"usage.chart.{key}") for key in ("images", "cost", "per_day", "latency", "seconds")}
         chart = await asyncio.to_thread(
             usage_chart, report.days, report.seconds_histogram, title=t(locale, f"usage.period.{period}"), labels=labels
