@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 
 from storage.characters import get_character, list_characters
+from storage.guild_settings import get_guild_settings
 from storage.jobs import Job
 
 from .core.errors import InvalidRequest
@@ -100,6 +101,9 @@ async def take_inputs(
     """Check the request against the model and read its attachments into it (``reference_keys``,
     ``input_notes``). False, with the member told why, when something is wrong; nothing is spent."""
     try:
+        if guild_id is not None:
+            await apply_guild_settings(bot, request, guild_id, surface)
+        request["size"] = request.get("size") or default_size(bot.default_spec)
         count = len(request.get("reference_keys", [])) + len(attached)
         check_request(bot.default_spec, request, count, surface.private_locale)
         await resolve_character(bot, request, guild_id, surface.private_locale)
@@ -111,6 +115,24 @@ async def take_inputs(
     if notes:
         request["input_notes"] = notes
     return True
+
+
+async def apply_guild_settings(bot: BananaBot, request: dict[str, Any], guild_id: int, surface: Surface) -> None:
+    """Where the bot may be used in this guild, and its defaults for what the member left out."""
+    settings = await get_guild_settings(bot.jobs.db, guild_id)
+    allowed = settings.allowed_channels
+    channel = surface.channel
+    here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}  # a thread counts as its channel
+    if allowed and not here & set(allowed):
+        channels = " ".join(f"<#{c}>" for c in allowed)
+        raise InputError(t(surface.private_locale, "settings.channel_not_allowed", channels=channels))
+    spec = bot.default_spec
+    if not request.get("size") and settings.default_size in spec.sizes:
+        request["size"] = settings.default_size
+    if not request.get("aspect_ratio") and settings.default_aspect_ratio in spec.aspect_ratios:
+        request["aspect_ratio"] = settings.default_aspect_ratio
+    if "thinking" in request and not request["thinking"] and settings.default_thinking in spec.thinking_levels:
+        request["thinking"] = settings.default_thinking
 
 
 async def resolve_character(bot: BananaBot, request: dict[str, Any], guild_id: int | None, locale: str) -> None:

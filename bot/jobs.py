@@ -14,13 +14,13 @@ import logging
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from storage.characters import character_images, get_character_by_id
 from storage.db import Database
 from storage.generations import recent_latencies_ms
-from storage.guild_settings import get_guild_settings, spent_since
+from storage.guild_settings import GuildSettings, get_guild_settings, spent_since
 from storage.images import ImageStore
 from storage.jobs import Job, count_reserved_since, get_job, insert_job, unfinished_jobs, update_job
 
@@ -129,7 +129,11 @@ class JobService:
             await presenter.queued(job)
 
     async def _check_limits(self, user_id: int, guild_id: int | None, *, images: int, cost: float) -> None:
-        limits = self.limits
+        settings = await get_guild_settings(self.db, guild_id) if guild_id is not None else None
+        limits = self.limits_for(settings)
+        if guild_id is not None:
+            # The guild's caps apply from this job on, in the queue as in admission.
+            self.queue.lane_limits[guild_id] = limits
         if self.queue.pending_for_user(user_id) >= limits.user_pending:
             raise LimitExceeded("user_pending", limits.user_pending, None)
         day_start = utc_day_start(self.clock())
@@ -142,13 +146,21 @@ class JobService:
             used = await count_reserved_since(self.db, day_start, guild_id=guild_id)
             if used + images > limits.guild_daily:
                 raise LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=used)
-        if guild_id is not None:
-            await self._check_budget(guild_id, cost)
+        if settings is not None and settings.monthly_budget_usd is not None:
+            await self._check_budget(settings.guild_id, settings.monthly_budget_usd, cost)
 
-    async def _check_budget(self, guild_id: int, cost: float) -> None:
-        budget = (await get_guild_settings(self.db, guild_id)).monthly_budget_usd
-        if budget is None:
-            return
+    def limits_for(self, settings: GuildSettings | None) -> QueueLimits:
+        """The bot-wide limits with the guild's own (from /settings) in their place."""
+        if settings is None:
+            return self.limits
+        overrides = {
+            name: value
+            for name in ("guild_concurrency", "user_concurrency", "user_pending", "user_daily", "guild_daily")
+            if (value := getattr(settings, name)) is not None
+        }
+        return replace(self.limits, **overrides)
+
+    async def _check_budget(self, guild_id: int, budget: float, cost: float) -> None:
         committed = await self.spent_this_month(guild_id) + sum(
             c for g, c in self._reserved_cost.values() if g == guild_id
         )

@@ -50,6 +50,8 @@ class FairQueue:
         self._running_by_user: dict[int, dict[str, int]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        #: A guild's own caps (its /settings), where they differ from `limits`; keyed by lane.
+        self.lane_limits: dict[int, QueueLimits] = {}
 
     # --- what callers ask -------------------------------------------------------------------------
     def pending_for_user(self, user_id: int) -> int:
@@ -114,10 +116,11 @@ class FairQueue:
 
     # --- scheduling -------------------------------------------------------------------------------
     def _may_start(self, ticket: Ticket) -> bool:
-        if self._running_by_lane.get(ticket.lane, 0) >= self.limits.guild_concurrency:
+        limits = self.lane_limits.get(ticket.lane, self.limits)
+        if self._running_by_lane.get(ticket.lane, 0) >= limits.guild_concurrency:
             return False
         running_groups = self._running_by_user.get(ticket.user_id, {})
-        return ticket.group in running_groups or len(running_groups) < self.limits.user_concurrency
+        return ticket.group in running_groups or len(running_groups) < limits.user_concurrency
 
     def _lanes_in_turn(self) -> list[int]:
         return sorted(self._waiting, key=lambda lane: self._last_served.get(lane, -1))

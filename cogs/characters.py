@@ -35,6 +35,7 @@ from storage.characters import (
     list_characters,
     update_description,
 )
+from storage.guild_settings import get_guild_settings
 from storage.jobs import get_job
 
 #: At most this many reference images shown by /character show (Discord allows 10 files per message).
@@ -43,8 +44,11 @@ DELETE_ID = re.compile(r"char:delete:(?P<character_id>[0-9]{1,20}):(?P<user_id>[
 ADD_ID = re.compile(r"char:add:(?P<job_id>[A-Za-z0-9_-]{1,40})")
 
 
-def may_change(interaction: discord.Interaction, character: Character) -> bool:
-    return interaction.user.id == character.created_by or interaction.permissions.manage_guild
+def may_change(interaction: discord.Interaction, character: Character, managers: str | None = None) -> bool:
+    """Manage Server always; the creator too unless the server's /settings says admins only."""
+    if interaction.permissions.manage_guild:
+        return True
+    return managers != "admins" and interaction.user.id == character.created_by
 
 
 class SheetModal(discord.ui.Modal):
@@ -328,7 +332,7 @@ class Characters(commands.Cog):
         if character is None or character.guild_id != interaction.guild_id:
             await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
             return
-        if interaction.user.id != user_id or not may_change(interaction, character):
+        if interaction.user.id != user_id or not may_change(interaction, character, await self._managers(interaction)):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
         await delete_character(self.bot.jobs.db, character.id)
@@ -339,10 +343,11 @@ class Characters(commands.Cog):
         """The "Add to character" button: a menu of the characters this member may change."""
         locale = str(interaction.locale)
         assert interaction.guild_id is not None
+        managers = await self._managers(interaction)
         mine = [
             c
             for c in await list_characters(self.bot.jobs.db, interaction.guild_id, limit=25)
-            if may_change(interaction, c)
+            if may_change(interaction, c, managers)
         ]
         if not mine:
             await interaction.response.send_message(t(locale, "character.none_to_add"), ephemeral=True)
@@ -361,7 +366,7 @@ class Characters(commands.Cog):
         if job is None or job.image_key is None or character is None or character.guild_id != interaction.guild_id:
             await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
             return
-        if not may_change(interaction, character):
+        if not may_change(interaction, character, await self._managers(interaction)):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
         dropped = await add_character_images(self.bot.jobs.db, character.id, [job.image_key], self.max_images)
@@ -369,6 +374,11 @@ class Characters(commands.Cog):
         if dropped:
             lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
         await interaction.response.edit_message(content="\n".join(lines), view=None)
+
+    async def _managers(self, interaction: discord.Interaction) -> str | None:
+        if interaction.guild_id is None:
+            return None
+        return (await get_guild_settings(self.bot.jobs.db, interaction.guild_id)).character_managers
 
     async def _find(
         self, interaction: discord.Interaction, name: str, locale: str, *, change: bool = False
@@ -379,7 +389,7 @@ class Characters(commands.Cog):
         if character is None:
             await interaction.response.send_message(t(locale, "character.unknown", name=name), ephemeral=True)
             return None
-        if change and not may_change(interaction, character):
+        if change and not may_change(interaction, character, await self._managers(interaction)):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return None
         return character

@@ -20,7 +20,6 @@ from bot.i18n import t
 from bot.intake import (
     attached_only,
     character_autocomplete,
-    default_size,
     elapsed_ms,
     ratio_choices,
     size_choices,
@@ -75,7 +74,7 @@ class Edit(commands.Cog):
         request: dict[str, Any] = {
             "prompt": instruction,
             "aspect_ratio": aspect_ratio,
-            "size": resolution or default_size(self.bot.default_spec),
+            "size": resolution,  # None: the guild's default, else the model's (intake.take_inputs)
             "character": character,
         }
         surface = InteractionSurface(interaction, received_at=received)

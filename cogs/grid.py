@@ -24,7 +24,6 @@ from bot.i18n import t
 from bot.intake import (
     attached_only,
     character_autocomplete,
-    default_size,
     elapsed_ms,
     ratio_choices,
     size_choices,
@@ -91,11 +90,10 @@ class GridCog(commands.Cog):
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
         surface = InteractionSurface(interaction, received_at=received)
-        spec = self.bot.default_spec
         request: dict[str, Any] = {
             "prompt": prompt,
             "aspect_ratio": aspect_ratio,
-            "size": resolution or default_size(spec),
+            "size": resolution,  # None: the guild's default, else the model's (intake.take_inputs)
             "character": character,
         }
         if not await take_inputs(self.bot, surface, request, attached_only(references), guild_id=interaction.guild_id):

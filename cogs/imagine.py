@@ -18,7 +18,6 @@ from bot.core.models import ModelSpec
 from bot.intake import (
     attached_only,
     character_autocomplete,
-    default_size,
     elapsed_ms,
     ratio_choices,
     size_choices,
@@ -71,7 +70,7 @@ class Imagine(commands.Cog):
         request: dict[str, Any] = {
             "prompt": prompt,
             "aspect_ratio": aspect_ratio,
-            "size": resolution or default_size(self.bot.default_spec),
+            "size": resolution,  # None: the guild's default, else the model's (intake.take_inputs)
             "thinking": thinking,
             "character": character,
         }

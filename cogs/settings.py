@@ -1,4 +1,5 @@
-"""/settings: what a server's admins (Manage Server) can change about the bot there.
+"""/settings: what a server's admins (Manage Server) can change about the bot there. Every change applies
+from the next request, without a restart.
 
 Discord hides the command from members without Manage Server (default permissions); the handler checks
 again, because server admins can change who sees a command.
@@ -6,72 +7,178 @@ again, because server admins can change who sees a command.
 
 from __future__ import annotations
 
+from typing import Any
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.client import BananaBot
+from bot.core.models import ModelSpec
 from bot.i18n import money, t
-from storage.guild_settings import get_guild_settings, update_guild_settings
+from bot.intake import default_size, ratio_choices, size_choices
+from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
 
+DEFAULT = "default"
 GRID_MODES = [
     app_commands.Choice(name="tiles: four requests, most reliable", value="tiles"),
     app_commands.Choice(name="sliced: one 2x2 request, about a quarter of the cost", value="sliced"),
-    app_commands.Choice(name="default: the bot's setting", value="default"),
+    app_commands.Choice(name="default: the bot's setting", value=DEFAULT),
 ]
+CHARACTER_MANAGERS = [
+    app_commands.Choice(name="creators: a character's creator, and Manage Server", value="creators"),
+    app_commands.Choice(name="admins: members with Manage Server only", value="admins"),
+]
+DESCRIPTIONS = {
+    "grid_mode": "How /grid makes its four variations.",
+    "monthly_budget": "Most this server may spend per calendar month (UTC), in US dollars; 0 for no budget.",
+    "default_size": "Size when a member doesn't pick one.",
+    "default_aspect_ratio": "Aspect ratio when a member doesn't pick one.",
+    "member_daily": "Images per member per day (0: no limit).",
+    "server_daily": "Images for the whole server per day (0: no limit).",
+    "server_at_once": "Images this server may have generating at once.",
+    "member_at_once": "Images one member may have generating at once.",
+    "member_waiting": "Requests one member may have waiting or running.",
+    "only_in": "Allow the bot in this channel (repeat to add more; then it works only in those).",
+    "everywhere": "Allow the bot in every channel again.",
+    "character_managers": "Who may change or delete characters.",
+}
 
 
 class Settings(commands.Cog):
     def __init__(self, bot: BananaBot) -> None:
         self.bot = bot
+        self.command = build_command(self, bot.default_spec)
 
-    @app_commands.command(name="settings", description="See or change how Banana Bot works in this server.")
-    @app_commands.describe(
-        grid_mode="How /grid makes its four variations.",
-        monthly_budget="Most this server may spend per calendar month (UTC), in US dollars; 0 for no budget.",
-    )
-    @app_commands.choices(grid_mode=GRID_MODES)
-    @app_commands.default_permissions(manage_guild=True)
-    @app_commands.guild_only()
-    async def settings(
-        self,
-        interaction: discord.Interaction,
-        grid_mode: str | None = None,
-        monthly_budget: app_commands.Range[float, 0, 1_000_000] | None = None,
-    ) -> None:
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.command)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.command.name)
+
+    async def settings(self, interaction: discord.Interaction, changes: dict[str, Any]) -> None:
         locale = str(interaction.locale)
         assert interaction.guild_id is not None
         if not interaction.permissions.manage_guild:
             await interaction.response.send_message(t(locale, "settings.not_allowed"), ephemeral=True)
             return
         db = self.bot.jobs.db
-        changes: dict[str, object] = {}
-        if grid_mode is not None:
-            changes["grid_mode"] = None if grid_mode == "default" else grid_mode
-        if monthly_budget is not None:
-            changes["monthly_budget_usd"] = monthly_budget or None  # 0 removes the budget
-        await update_guild_settings(db, interaction.guild_id, updated_by=interaction.user.id, **changes)
         current = await get_guild_settings(db, interaction.guild_id)
-        default = self.bot.settings.grid_mode
-        embed = discord.Embed(title=t(locale, "settings.title"))
-        value = current.grid_mode or t(locale, "settings.default_value", value=default)
-        embed.add_field(name=t(locale, "settings.grid_mode"), value=value, inline=False)
+        values: dict[str, Any] = {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            if name == "monthly_budget_usd":
+                values[name] = value or None  # 0 removes the budget
+            elif name == "only_in":
+                values["allowed_channels"] = tuple(dict.fromkeys((*(current.allowed_channels or ()), value.id)))
+            elif name == "everywhere":
+                if value:
+                    values["allowed_channels"] = None
+            else:
+                values[name] = None if value == DEFAULT else value
+        await update_guild_settings(db, interaction.guild_id, updated_by=interaction.user.id, **values)
+        current = await get_guild_settings(db, interaction.guild_id)
+        embed = await self.embed(locale, current)
+        await interaction.response.send_message(
+            t(locale, "settings.saved") if values else None, embed=embed, ephemeral=True
+        )
+
+    async def embed(self, locale: str, current: GuildSettings) -> discord.Embed:
+        bot_settings, spec = self.bot.settings, self.bot.default_spec
+        limits = self.bot.jobs.limits_for(current)
+
+        def shown(value: object, default: object) -> str:
+            return str(value) if value is not None else t(locale, "settings.default_value", value=default)
+
+        embed = discord.Embed(title=t(locale, "settings.title"), colour=discord.Colour.gold())
+        embed.add_field(name=t(locale, "settings.grid_mode"), value=shown(current.grid_mode, bot_settings.grid_mode))
+        size = current.default_size or default_size(spec)
+        embed.add_field(name=t(locale, "settings.default_size"), value=shown(current.default_size, default_size(spec)))
+        embed.add_field(
+            name=t(locale, "settings.default_aspect_ratio"), value=shown(current.default_aspect_ratio, "1:1")
+        )
+        embed.add_field(
+            name=t(locale, "settings.limits"),
+            value=t(
+                locale,
+                "settings.limits_value",
+                member_daily=limits.user_daily or "∞",
+                server_daily=limits.guild_daily or "∞",
+                server_at_once=limits.guild_concurrency,
+                member_at_once=limits.user_concurrency,
+                member_waiting=limits.user_pending,
+            ),
+            inline=False,
+        )
+        channels = " ".join(f"<#{c}>" for c in current.allowed_channels or ()) or t(locale, "settings.everywhere")
+        embed.add_field(name=t(locale, "settings.channels"), value=channels, inline=False)
+        managers = current.character_managers or "creators"
+        embed.add_field(name=t(locale, "settings.character_managers"), value=t(locale, f"settings.managers.{managers}"))
         budget = current.monthly_budget_usd
         if budget is None:
             budget_text = t(locale, "settings.no_budget")
         else:
-            spent = await self.bot.jobs.spent_this_month(interaction.guild_id)
+            spent = await self.bot.jobs.spent_this_month(current.guild_id)
             budget_text = t(locale, "settings.budget_value", spent=money(locale, spent), budget=money(locale, budget))
         embed.add_field(name=t(locale, "settings.budget"), value=budget_text, inline=False)
-        size = "1K" if "1K" in self.bot.default_spec.sizes else self.bot.default_spec.sizes[0]
         estimate = self.bot.jobs.estimate_cost(None, size, 1)
         embed.add_field(
             name=t(locale, "settings.estimate"),
             value=t(locale, "settings.estimate_value", size=size, cost=money(locale, estimate)),
             inline=False,
         )
-        content = t(locale, "settings.saved") if changes else None
-        await interaction.response.send_message(content, embed=embed, ephemeral=True)
+        return embed
+
+
+def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+    """/settings with the configured model's sizes and ratios as the choices for the defaults."""
+    default_choice = app_commands.Choice(name="default", value=DEFAULT)
+    sizes = [*size_choices(spec), default_choice]
+    ratios = [*ratio_choices(spec)[:24], default_choice]
+
+    @app_commands.describe(**DESCRIPTIONS)
+    @app_commands.choices(
+        grid_mode=GRID_MODES, default_size=sizes, default_aspect_ratio=ratios, character_managers=CHARACTER_MANAGERS
+    )
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    async def settings(
+        interaction: discord.Interaction,
+        grid_mode: str | None = None,
+        monthly_budget: app_commands.Range[float, 0, 1_000_000] | None = None,
+        default_size: str | None = None,
+        default_aspect_ratio: str | None = None,
+        member_daily: app_commands.Range[int, 0, 100_000] | None = None,
+        server_daily: app_commands.Range[int, 0, 1_000_000] | None = None,
+        server_at_once: app_commands.Range[int, 1, 64] | None = None,
+        member_at_once: app_commands.Range[int, 1, 16] | None = None,
+        member_waiting: app_commands.Range[int, 1, 64] | None = None,
+        only_in: discord.TextChannel | None = None,
+        everywhere: bool | None = None,
+        character_managers: str | None = None,
+    ) -> None:
+        await cog.settings(
+            interaction,
+            {
+                "grid_mode": grid_mode,
+                "monthly_budget_usd": monthly_budget,
+                "default_size": default_size,
+                "default_aspect_ratio": default_aspect_ratio,
+                "user_daily": member_daily,
+                "guild_daily": server_daily,
+                "guild_concurrency": server_at_once,
+                "user_concurrency": member_at_once,
+                "user_pending": member_waiting,
+                "only_in": only_in,
+                "everywhere": everywhere,
+                "character_managers": character_managers,
+            },
+        )
+
+    return app_commands.Command(
+        name="settings", description="See or change how Banana Bot works in this server.", callback=settings
+    )
 
 
 async def setup(bot: BananaBot) -> None:

@@ -1,7 +1,13 @@
-"""Per-guild settings: what a server's admins changed from the bot-wide defaults (see migration 0005)."""
+"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007, 0008).
+
+Every field is None where the guild uses the default, so the bot-wide settings (.env) keep applying until
+an admin changes one here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,38 +18,61 @@ from storage.db import Database
 @dataclass(frozen=True, slots=True)
 class GuildSettings:
     guild_id: int
-    #: None: the bot-wide default (BANANA_GRID_MODE).
     grid_mode: str | None = None
-    #: None: no budget.
     monthly_budget_usd: float | None = None
+    default_size: str | None = None
+    default_aspect_ratio: str | None = None
+    default_thinking: str | None = None
+    guild_concurrency: int | None = None
+    user_concurrency: int | None = None
+    user_pending: int | None = None
+    user_daily: int | None = None
+    guild_daily: int | None = None
+    #: Channels where the bot may be used; None = everywhere.
+    allowed_channels: tuple[int, ...] | None = None
+    #: 'creators' (a character's creator or Manage Server) or 'admins' (Manage Server only); None = creators.
+    character_managers: str | None = None
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(GuildSettings) if f.name != "guild_id")
+_COLUMNS = tuple("allowed_channels_json" if name == "allowed_channels" else name for name in _FIELDS)
+
+
+def _encode(name: str, value: Any) -> Any:
+    if name == "allowed_channels":
+        return None if value is None else json.dumps([int(v) for v in value])
+    return value
 
 
 async def get_guild_settings(db: Database, guild_id: int) -> GuildSettings:
-    sql = "SELECT grid_mode, monthly_budget_usd FROM guild_settings WHERE guild_id = ?"
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM guild_settings WHERE guild_id = ?"
     async with db.conn.execute(sql, (guild_id,)) as cursor:
         row = await cursor.fetchone()
-    return GuildSettings(guild_id, row[0], row[1]) if row else GuildSettings(guild_id)
-
-
-_SETTABLE = ("grid_mode", "monthly_budget_usd")
+    if row is None:
+        return GuildSettings(guild_id)
+    values = dict(zip(_FIELDS, row, strict=True))
+    if values["allowed_channels"] is not None:
+        values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
+    return GuildSettings(guild_id, **values)
 
 
 async def update_guild_settings(db: Database, guild_id: int, *, updated_by: int, **values: Any) -> None:
     """Set some of a guild's settings (None puts one back to the default)."""
-    unknown = set(values) - set(_SETTABLE)
+    unknown = set(values) - set(_FIELDS)
     if unknown:
         raise ValueError(f"unknown guild settings: {sorted(unknown)}")
     if not values:
         return
-    columns = list(values)
+    columns = [_COLUMNS[_FIELDS.index(name)] for name in values]
     sql = (
         f"INSERT INTO guild_settings (guild_id, {', '.join(columns)}, updated_at, updated_by) "
         f"VALUES (?, {', '.join('?' for _ in columns)}, ?, ?) "
         f"ON CONFLICT (guild_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns)}, "
         "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
     )
+    encoded = [_encode(name, value) for name, value in values.items()]
     async with db.transaction() as conn:
-        await conn.execute(sql, (guild_id, *values.values(), time.time(), updated_by))
+        await conn.execute(sql, (guild_id, *encoded, time.time(), updated_by))
 
 
 async def spent_since(db: Database, guild_id: int, since: float) -> float:

@@ -398,6 +398,11 @@ class FakeDiscord:
                 out.append({"name": name, "type": 6, "value": str(value.id)})
                 continue
             otype = types.get(name) or OPTION_TYPES.get(type(value), 3)
+            if otype == 7:  # a channel option: Discord resolves the channel, with the invoker's permissions
+                channel = self.channel_payload(int(value))  # type: ignore[call-overload]
+                assert channel is not None, f"fake Discord: unknown channel {value} for option {name!r}"
+                resolved.setdefault("channels", {})[str(value)] = {**channel, "permissions": str(BOT_PERMISSIONS)}
+                value = str(value)
             out.append({"name": name, "type": otype, "value": value})
         return out
 
