@@ -122,3 +122,30 @@ def test_periods_and_since() -> None:
     assert parse_since("2026-11-01", now) == 1_793_491_200.0
     with pytest.raises(ValueError, match=r"expected e\.g\. 7d"):
         parse_since("soon", now)
+
+
+def test_the_report_command_prints_the_figures_and_writes_the_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio as aio
+
+    from bot.cli import main
+    from storage.db import Database
+
+    async def fill() -> None:
+        db = await Database.open(tmp_path / "data" / "banana.sqlite3")
+        for n in range(4):
+            await insert_generation(db, row(42, 7, total_ms=1000 * (n + 1)))
+        await insert_generation(db, row(42, 8, status="error", error_class="rate_limited"))
+        await insert_generation(db, row(43, 7))
+        await db.close()
+
+    aio.run(fill())
+    monkeypatch.setenv("BANANA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no .env here
+    out_csv = tmp_path / "rows.csv"
+    assert main(["report", "--since", "7d", "--guild", "42", "--csv", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert "server 42" in printed and "requests 5, images 4, success 80.0%" in printed and "rate_limited 1" in printed
+    assert len(out_csv.read_text().splitlines()) == 1 + 5
+    assert main(["report", "--since", "soon"]) == 2
