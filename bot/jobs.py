@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -107,6 +107,8 @@ class JobService:
         #: job id -> (guild id, estimated cost) of admitted jobs whose cost is not logged yet: what a budget
         #: must count besides the month's spending, so concurrent jobs can't overshoot it together.
         self._reserved_cost: dict[str, tuple[int | None, float]] = {}
+        #: Presenters telling members about finished jobs (see _after_slot).
+        self._telling: set[asyncio.Task[None]] = set()
 
     # --- admission ----------------------------------------------------------------------------------
     async def submit(self, job: Job, presenter: JobPresenter) -> None:
@@ -248,6 +250,14 @@ class JobService:
         for presenter in list(self._presenters.values()):
             await presenter.interrupted()
         await self.queue.aclose()
+        # Results being posted get a moment to finish; the bot is closing, so not forever.
+        if self._telling:
+            await asyncio.wait(self._telling, timeout=5)
+
+    async def wait_told(self) -> None:
+        """Until every finished job's member has been told (tests)."""
+        while self._telling:
+            await asyncio.gather(*self._telling, return_exceptions=True)
 
     # --- running --------------------------------------------------------------------------------------
     async def _run(self, job: Job, presenter: JobPresenter) -> None:
@@ -280,7 +290,7 @@ class JobService:
         except GenerationError as exc:
             self._reserved_cost.pop(job.id, None)  # its row (cost 0) is logged: nothing left to reserve
             await self._fail(job, exc.error_class, str(exc))
-            await presenter.failed(job, exc)
+            self._after_slot(presenter.failed(job, exc))
             return
         except asyncio.CancelledError:
             # Shutting down: the job stays 'running' in the database and the next start runs it again.
@@ -289,7 +299,7 @@ class JobService:
             self._reserved_cost.pop(job.id, None)
             log.exception("job %s failed unexpectedly (reference %s)", job.id, job.id)
             await self._fail(job, "internal", None)
-            await presenter.failed(job, None)
+            self._after_slot(presenter.failed(job, None))
             return
         finally:
             self._presenters.pop(job.id, None)
@@ -309,7 +319,14 @@ class JobService:
             model_turn=job.model_turn,
         )
         outcome = JobOutcome(result=result, dropped_turns=dropped, character_images_left_out=left_out)
-        await presenter.finished(job, outcome)
+        self._after_slot(presenter.finished(job, outcome))
+
+    def _after_slot(self, telling: Coroutine[Any, Any, None]) -> None:
+        """Tell the member after the job gives its slot back: posting to Discord needs no provider capacity,
+        so the next job in line starts at once instead of waiting for the upload."""
+        task = asyncio.create_task(telling)
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     async def _fail(self, job: Job, error_class: str, detail: str | None) -> None:
         job.status, job.error_class, job.error_detail = "failed", error_class, detail
