@@ -12,7 +12,6 @@ from typing import Any, Protocol, cast
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
@@ -25,6 +24,7 @@ from bot.intake import (
     size_choices,
     start_job,
 )
+from bot.model_cog import ModelCommandCog
 from bot.presenter import InteractionSurface
 from bot.views import TextModal
 from storage.jobs import Job, job_for_message
@@ -45,18 +45,20 @@ class ResultEditor(Protocol):
     def edit_modal(self, job: Job, locale: str) -> TextModal: ...
 
 
-class Edit(commands.Cog):
+class Edit(ModelCommandCog):
     def __init__(self, bot: BananaBot) -> None:
-        self.bot = bot
-        self.command = build_command(self, bot.default_spec)
+        super().__init__(bot)
         self.menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_message_image)
 
+    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+        return build_command(self, spec)
+
     async def cog_load(self) -> None:
-        self.bot.tree.add_command(self.command)
+        await super().cog_load()
         self.bot.tree.add_command(self.menu)
 
     async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self.command.name)
+        await super().cog_unload()
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     async def edit(

@@ -13,7 +13,6 @@ from typing import Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.imaging import image_size, sniff_mime
@@ -29,6 +28,7 @@ from bot.intake import (
     size_choices,
     take_inputs,
 )
+from bot.model_cog import ModelCommandCog
 from bot.presenter import ChannelSurface, InteractionSurface, ResultFacts, Surface, post_result, public_locale
 from bot.views import GRID_CUSTOM_ID, grid_custom_id
 from storage.generations import get_generation
@@ -64,17 +64,16 @@ class GridButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=GRID_C
         await cog.handle(interaction, self.action, self.grid_id, self.tile)
 
 
-class GridCog(commands.Cog):
-    def __init__(self, bot: BananaBot) -> None:
-        self.bot = bot
-        self.command = build_command(self, bot.default_spec)
+class GridCog(ModelCommandCog):
+    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+        return build_command(self, spec)
 
     async def cog_load(self) -> None:
-        self.bot.tree.add_command(self.command)
+        await super().cog_load()
         self.bot.add_dynamic_items(GridButton)
 
     async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self.command.name)
+        await super().cog_unload()
         self.bot.remove_dynamic_items(GridButton)
 
     async def grid(

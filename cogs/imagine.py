@@ -11,7 +11,6 @@ from typing import Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
@@ -23,6 +22,7 @@ from bot.intake import (
     size_choices,
     start_job,
 )
+from bot.model_cog import ModelCommandCog
 from bot.presenter import InteractionSurface
 
 MAX_PROMPT = 4000
@@ -41,16 +41,9 @@ DESCRIPTIONS = {
 }
 
 
-class Imagine(commands.Cog):
-    def __init__(self, bot: BananaBot) -> None:
-        self.bot = bot
-        self.command = build_command(self, bot.default_spec)
-
-    async def cog_load(self) -> None:
-        self.bot.tree.add_command(self.command)
-
-    async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self.command.name)
+class Imagine(ModelCommandCog):
+    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+        return build_command(self, spec)
 
     async def imagine(
         self,

@@ -11,12 +11,12 @@ from typing import Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
 from bot.i18n import money, t
 from bot.intake import default_size, ratio_choices, size_choices
+from bot.model_cog import ModelCommandCog
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
 
 DEFAULT = "default"
@@ -45,16 +45,9 @@ DESCRIPTIONS = {
 }
 
 
-class Settings(commands.Cog):
-    def __init__(self, bot: BananaBot) -> None:
-        self.bot = bot
-        self.command = build_command(self, bot.default_spec)
-
-    async def cog_load(self) -> None:
-        self.bot.tree.add_command(self.command)
-
-    async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self.command.name)
+class Settings(ModelCommandCog):
+    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+        return build_command(self, spec)
 
     async def settings(self, interaction: discord.Interaction, changes: dict[str, Any]) -> None:
         locale = str(interaction.locale)
