@@ -19,7 +19,7 @@ from storage.jobs import Job
 
 from .core.errors import InvalidRequest
 from .core.imaging import prepare_reference, shrink_reference
-from .core.models import ModelSpec
+from .core.models import ModelSpec, model_spec
 from .core.service import validate
 from .core.types import ImageInput, ImageRequest
 from .i18n import money, t, tn
@@ -103,9 +103,10 @@ async def take_inputs(
     try:
         if guild_id is not None:
             await apply_guild_settings(bot, request, guild_id, surface)
-        request["size"] = request.get("size") or default_size(bot.default_spec)
+        spec = model_spec(request.get("model") or bot.default_model, price_overrides=bot.settings.price_overrides)
+        request["size"] = request.get("size") or default_size(spec)
         count = len(request.get("reference_keys", [])) + len(attached)
-        check_request(bot.default_spec, request, count, surface.private_locale)
+        check_request(spec, request, count, surface.private_locale)
         await resolve_character(bot, request, guild_id, surface.private_locale)
         keys, notes = await read_references(bot, attached, surface.private_locale)
     except InputError as exc:
@@ -126,12 +127,16 @@ async def apply_guild_settings(bot: BananaBot, request: dict[str, Any], guild_id
     if allowed and not here & set(allowed):
         channels = " ".join(f"<#{c}>" for c in allowed)
         raise InputError(t(surface.private_locale, "settings.channel_not_allowed", channels=channels))
-    spec = bot.default_spec
+    if settings.default_model and not request.get("model"):
+        # A server's own model is a Gemini model: such requests don't fail over to the other provider,
+        # which wouldn't know that model id.
+        request["model"], request["provider"] = settings.default_model, "gemini"
+    spec = model_spec(request.get("model") or bot.default_model, price_overrides=bot.settings.price_overrides)
     if not request.get("size") and settings.default_size in spec.sizes:
         request["size"] = settings.default_size
     if not request.get("aspect_ratio") and settings.default_aspect_ratio in spec.aspect_ratios:
         request["aspect_ratio"] = settings.default_aspect_ratio
-    if "thinking" in request and not request["thinking"] and settings.default_thinking in spec.thinking_levels:
+    if not request.get("thinking") and settings.default_thinking in spec.thinking_levels:
         request["thinking"] = settings.default_thinking
 
 

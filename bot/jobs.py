@@ -359,6 +359,7 @@ class JobService:
             model=spec.get("model"),
             references=references,
             history=history,
+            provider=spec.get("provider"),
         )
         user_turn = {
             "role": "user",

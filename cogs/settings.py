@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.client import BananaBot
-from bot.core.models import ModelSpec
+from bot.core.models import MODELS, ModelSpec, model_spec
 from bot.i18n import money, t
 from bot.intake import default_size, ratio_choices, size_choices
 from bot.model_cog import ModelCommandCog
@@ -42,6 +42,8 @@ DESCRIPTIONS = {
     "only_in": "Allow the bot in this channel (repeat to add more; then it works only in those).",
     "everywhere": "Allow the bot in every channel again.",
     "character_managers": "Who may change or delete characters.",
+    "default_model": "The Gemini model this server uses (requests then don't fail over to another provider).",
+    "default_thinking": "Thinking level when a member doesn't pick one (models that take one).",
 }
 
 
@@ -57,6 +59,10 @@ class Settings(ModelCommandCog):
             return
         db = self.bot.jobs.db
         current = await get_guild_settings(db, interaction.guild_id)
+        problem = self.problem(changes, current, locale)
+        if problem is not None:
+            await interaction.response.send_message(problem, ephemeral=True)
+            return
         values: dict[str, Any] = {}
         for name, value in changes.items():
             if value is None:
@@ -77,6 +83,21 @@ class Settings(ModelCommandCog):
             t(locale, "settings.saved") if values else None, embed=embed, ephemeral=True
         )
 
+    def problem(self, changes: dict[str, Any], current: GuildSettings, locale: str) -> str | None:
+        """A sentence on what is accepted, for a thinking level the (new) model doesn't take."""
+        thinking = changes.get("default_thinking")
+        if thinking in (None, DEFAULT):
+            return None
+        chosen = changes.get("default_model")
+        model = (
+            self.bot.default_model if chosen == DEFAULT else chosen or current.default_model or self.bot.default_model
+        )
+        spec = model_spec(model)
+        if thinking not in spec.thinking_levels:
+            accepted = ", ".join(spec.thinking_levels) or t(locale, "settings.no_thinking")
+            return t(locale, "settings.bad_thinking", value=thinking, model=spec.label, accepted=accepted)
+        return None
+
     async def embed(self, locale: str, current: GuildSettings) -> discord.Embed:
         bot_settings, spec = self.bot.settings, self.bot.default_spec
         limits = self.bot.jobs.limits_for(current)
@@ -85,6 +106,15 @@ class Settings(ModelCommandCog):
             return str(value) if value is not None else t(locale, "settings.default_value", value=default)
 
         embed = discord.Embed(title=t(locale, "settings.title"), colour=discord.Colour.gold())
+        model = model_spec(current.default_model or self.bot.default_model)
+        embed.add_field(
+            name=t(locale, "settings.default_model"),
+            value=model.label if current.default_model else t(locale, "settings.default_value", value=model.label),
+        )
+        embed.add_field(
+            name=t(locale, "settings.default_thinking"),
+            value=shown(current.default_thinking, "-"),
+        )
         embed.add_field(name=t(locale, "settings.grid_mode"), value=shown(current.grid_mode, bot_settings.grid_mode))
         size = current.default_size or default_size(spec)
         embed.add_field(name=t(locale, "settings.default_size"), value=shown(current.default_size, default_size(spec)))
@@ -130,9 +160,18 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
     sizes = [*size_choices(spec), default_choice]
     ratios = [*ratio_choices(spec)[:24], default_choice]
 
+    models = [app_commands.Choice(name=m.label, value=m.model_id) for m in MODELS.values()] + [default_choice]
+    levels = sorted({level for m in MODELS.values() for level in m.thinking_levels})
+    thinking = [app_commands.Choice(name=level, value=level) for level in levels] + [default_choice]
+
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(
-        grid_mode=GRID_MODES, default_size=sizes, default_aspect_ratio=ratios, character_managers=CHARACTER_MANAGERS
+        grid_mode=GRID_MODES,
+        default_size=sizes,
+        default_aspect_ratio=ratios,
+        character_managers=CHARACTER_MANAGERS,
+        default_model=models,
+        default_thinking=thinking,
     )
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
@@ -150,10 +189,14 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
         only_in: discord.TextChannel | None = None,
         everywhere: bool | None = None,
         character_managers: str | None = None,
+        default_model: str | None = None,
+        default_thinking: str | None = None,
     ) -> None:
         await cog.settings(
             interaction,
             {
+                "default_model": default_model,
+                "default_thinking": default_thinking,
                 "grid_mode": grid_mode,
                 "monthly_budget_usd": monthly_budget,
                 "default_size": default_size,

@@ -20,6 +20,8 @@ class GuildSettings:
     guild_id: int
     grid_mode: str | None = None
     monthly_budget_usd: float | None = None
+    #: A Gemini model id from the bot's table; requests then go to Gemini only (see bot.intake).
+    default_model: str | None = None
     default_size: str | None = None
     default_aspect_ratio: str | None = None
     default_thinking: str | None = None

@@ -80,3 +80,18 @@ async def test_admins_only_may_change_characters_when_set(h: BotHarness) -> None
 async def test_members_without_manage_server_are_refused(h: BotHarness) -> None:
     answer = await settings(h, {"member_daily": 0}, user=h.bob)
     assert answer.ephemeral and "Manage Server" in answer.content and not answer.embeds
+
+
+async def test_a_server_can_pick_its_model_and_thinking_level(h: BotHarness) -> None:
+    refused = await settings(h, {"default_thinking": "high"})
+    assert "Nano Banana Pro doesn't take thinking level high" in refused.content
+    answer = await settings(h, {"default_model": "gemini-3.1-flash-image-preview", "default_thinking": "high"})
+    fields = embed_fields(answer)
+    assert fields["Model"] == "Nano Banana 2" and fields["Default thinking level"] == "high"
+    await h.wait_result(await h.imagine(h.alice, "fast and thoughtful"))
+    request = h.gemini_requests()[-1]
+    assert request.path.endswith("gemini-3.1-flash-image-preview:generateContent")
+    assert request.json["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high"}
+    await settings(h, {"default_model": "default", "default_thinking": "default"})
+    await h.wait_result(await h.imagine(h.alice, "back to the bot's model"))
+    assert h.gemini_requests()[-1].path.endswith("gemini-3-pro-image-preview:generateContent")
