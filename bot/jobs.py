@@ -350,7 +350,12 @@ class JobService:
             # Applied when the job runs, so a reroll uses the character as it is now.
             prompt, character_keys, left_out = await self._apply_character(spec, prompt, len(reference_keys))
             reference_keys = character_keys + reference_keys
-        references = tuple([await self._load_image(key) for key in reference_keys])
+        try:
+            references = tuple([await self._load_image(key) for key in reference_keys])
+        except FileNotFoundError:
+            raise InvalidRequest(
+                "An image this request uses is no longer stored (deleted by the retention setting or /forget-me)."
+            ) from None
         request = ImageRequest(
             prompt=prompt,
             aspect_ratio=spec.get("aspect_ratio"),

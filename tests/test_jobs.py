@@ -280,3 +280,16 @@ async def test_a_restart_runs_interrupted_jobs_once_without_charging_twice(
     finally:
         await service.aclose()
         await runtime.aclose()
+
+
+async def test_a_reference_that_is_no_longer_stored_fails_clearly_and_is_refunded(
+    opened: tuple[Runtime, JobService],
+) -> None:
+    runtime, service = opened
+    events = Events()
+    job = new_job("reroll of something old", request={"reference_keys": ["ab" * 32]})
+    await service.submit(job, events)
+    await events.wait(job.id)
+    error = events.errors[job.id]
+    assert error is not None and error.error_class == "invalid_request" and "no longer stored" in str(error)
+    assert await count_reserved_since(runtime.db, 0, user_id=1) == 0
