@@ -79,6 +79,8 @@ class ModelSpec:
     #: Whether replayed model turns must carry thought signatures (Gemini 3).
     uses_thought_signatures: bool
     pricing: Pricing
+    #: Whether the model draws interim draft images while it thinks (thought parts, streamed as previews).
+    draws_drafts: bool = False
     pixel_table: str = "gemini3"
 
     def pixel_size(self, aspect_ratio: str, size: str) -> tuple[int, int]:
@@ -102,6 +104,7 @@ MODELS: dict[str, ModelSpec] = {
             max_people=5,
             sends_image_size=True,
             uses_thought_signatures=True,
+            draws_drafts=True,
             pricing=Pricing(
                 input_per_m=2.0,
                 text_output_per_m=12.0,
@@ -119,6 +122,7 @@ MODELS: dict[str, ModelSpec] = {
             max_people=4,
             sends_image_size=True,
             uses_thought_signatures=True,
+            draws_drafts=True,
             pricing=Pricing(
                 input_per_m=0.5,
                 text_output_per_m=3.0,
@@ -166,6 +170,7 @@ def model_spec(model_id: str, *, price_overrides: dict[str, Pricing] | None = No
             max_people=5,
             sends_image_size=True,
             uses_thought_signatures=bare.startswith("gemini-3"),
+            draws_drafts=bare.startswith("gemini-3"),
             pricing=Pricing(),
         )
     elif spec.model_id != model_id:

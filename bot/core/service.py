@@ -77,7 +77,7 @@ class GenerationService:
                     log.info("not failing over to %s: %s", provider.name, exc)
                     break
             try:
-                result = await provider.generate(request, spec)
+                result = await provider.generate(request, spec, on_preview=context.on_preview)
             except GenerationError as exc:
                 attempts += exc.attempts
                 last_error = exc

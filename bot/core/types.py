@@ -69,6 +69,9 @@ class RequestContext:
     #: Called with the image as soon as it exists, before it is stored and logged, so a caller can start
     #: preparing it (the bot re-encodes 4K images for Discord meanwhile).
     on_image: Callable[[GeneratedImage], None] | None = None
+    #: Called with each draft and thought headline while the image renders (models that draw drafts, over
+    #: Gemini's streaming API). It runs on the event loop between reads: keep it quick, hand work off.
+    on_preview: Callable[[Preview], None] | None = None
 
 
 @dataclass
@@ -107,6 +110,24 @@ class GeneratedImage:
     mime: str
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the model has shown so far of an image it is still rendering.
+
+    Gemini 3 image models think before they draw and show up to two draft images on the way (thought
+    parts, not charged); the last draft has the final composition. ``headline`` is the model's latest
+    thought title ("Composing the scene").
+    """
+
+    headline: str | None
+    #: The latest draft, or None while there is only a headline.
+    draft: GeneratedImage | None
+    #: How many drafts have arrived so far in this attempt.
+    drafts: int
+    #: Seconds since this attempt's request was sent.
+    elapsed: float
 
 
 @dataclass

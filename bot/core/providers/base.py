@@ -20,7 +20,7 @@ from ..http import HttpClient, HttpResult, HttpVersion
 from ..keys import KeyPool
 from ..models import ModelSpec
 from ..retry import RetryPolicy, call_with_retries
-from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Timing, Turn, Usage
+from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Preview, Timing, Turn, Usage
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +73,30 @@ class Provider(ABC):
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def generate(self, request: ImageRequest, spec: ModelSpec) -> GenerationResult:
-        """Generate with retries and key rotation; the result carries attempts and total time."""
+    def wants_stream(self, spec: ModelSpec) -> bool:
+        """Whether this provider can show previews of what `spec` draws (by streaming the answer)."""
+        return False
+
+    async def generate(
+        self, request: ImageRequest, spec: ModelSpec, *, on_preview: Callable[[Preview], None] | None = None
+    ) -> GenerationResult:
+        """Generate with retries and key rotation; the result carries attempts and total time.
+
+        ``on_preview`` hears of drafts where the provider and model can show them; elsewhere it is never
+        called and the request is the plain one.
+        """
         if request.history and not self.carries_turns:
             request = history_as_reference(request)
         started = time.perf_counter()
-        prepared = await self.prepare(request, spec)
+        if on_preview is not None and not self.wants_stream(spec):
+            on_preview = None
+        prepared = await self.prepare(request, spec, stream=on_preview is not None)
 
         async def attempt() -> GenerationResult:
             while True:  # leaves by returning, raising, or when KeyPool.acquire finds no key left
                 key, label = self.keys.acquire()
                 try:
-                    return await self.attempt(prepared, request, spec, key, label)
+                    return await self.attempt(prepared, request, spec, key, label, on_preview)
                 except AuthError as exc:
                     log.warning("%s: %s refused (%s); benching it", self.name, label, exc.message)
                     self.keys.bench(key, exc.message)
@@ -113,12 +125,18 @@ class Provider(ABC):
         return result
 
     @abstractmethod
-    async def prepare(self, request: ImageRequest, spec: ModelSpec) -> Any:
-        """Build what can be built once for all attempts (the encoded request body)."""
+    async def prepare(self, request: ImageRequest, spec: ModelSpec, *, stream: bool) -> Any:
+        """Build what can be built once for all attempts (the encoded request body, for streaming or not)."""
 
     @abstractmethod
     async def attempt(
-        self, prepared: Any, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
+        self,
+        prepared: Any,
+        request: ImageRequest,
+        spec: ModelSpec,
+        key: str,
+        key_label: str,
+        on_preview: Callable[[Preview], None] | None,
     ) -> GenerationResult:
         """One HTTP attempt with one key; raises a GenerationError subclass on failure."""
 
@@ -151,7 +169,7 @@ class Provider(ABC):
             ),
             usage=usage,
             bytes_sent=reply.bytes_sent,
-            bytes_received=len(reply.content),
+            bytes_received=reply.bytes_received,
         )
 
     def redact(self, text: str) -> str:

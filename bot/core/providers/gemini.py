@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
+import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,10 +27,14 @@ from ..errors import (
     ResponseError,
     UnavailableError,
 )
+from ..http import HttpResult
 from ..imaging import image_size, sniff_mime
 from ..models import ModelSpec
-from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Part, Turn
+from ..sse import SSEDecoder
+from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Part, Preview, Turn
 from .base import Provider, load_json, parse_duration, parse_retry_after
+
+log = logging.getLogger(__name__)
 
 #: finishReason values that mean "the output was withheld by safety filters".
 BLOCK_FINISH_REASONS = frozenset(
@@ -43,30 +51,102 @@ BLOCK_FINISH_REASONS = frozenset(
 )
 
 
+#: Answers to the streaming URL that mean "this server does not stream" (a relay that only proxies the
+#: plain call): the request is made again the plain way.
+NO_STREAMING_STATUSES = frozenset({404, 405, 501})
+
+
 class GeminiProvider(Provider):
     carries_turns = True
+    #: Cleared when the server turns out not to stream; previews then quietly stop.
+    streams = True
 
-    async def prepare(self, request: ImageRequest, spec: ModelSpec) -> bytes:
+    def wants_stream(self, spec: ModelSpec) -> bool:
+        return self.streams and spec.draws_drafts
+
+    async def prepare(self, request: ImageRequest, spec: ModelSpec, *, stream: bool) -> bytes:
         # Base64 of several MB of references is CPU work: keep it off the event loop.
-        return await asyncio.to_thread(build_request_body, request, spec)
+        return await asyncio.to_thread(build_request_body, request, spec, include_thoughts=stream)
 
     async def attempt(
-        self, prepared: Any, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
+        self,
+        prepared: Any,
+        request: ImageRequest,
+        spec: ModelSpec,
+        key: str,
+        key_label: str,
+        on_preview: Callable[[Preview], None] | None,
     ) -> GenerationResult:
-        url = f"{self.config.base_url}/{self.config.api_version}/models/{spec.model_id}:generateContent"
+        if on_preview is not None and self.streams:
+            result = await self._streamed(prepared, request, spec, key, key_label, on_preview)
+            if result is not None:
+                return result
+            prepared = await self.prepare(request, spec, stream=False)
+            result = await self._plain(prepared, request, spec, key, key_label)
+            log.info("%s does not stream; previews are off for it from now on", self.name)
+            self.streams = False
+            return result
+        return await self._plain(prepared, request, spec, key, key_label)
+
+    def _url(self, spec: ModelSpec, method: str) -> str:
+        return f"{self.config.base_url}/{self.config.api_version}/models/{spec.model_id}:{method}"
+
+    def _headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key, "content-type": "application/json"}
+
+    async def _plain(
+        self, prepared: bytes, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
+    ) -> GenerationResult:
         reply = await self.http.request(
             "POST",
-            url,
-            headers={"x-goog-api-key": key, "content-type": "application/json"},
+            self._url(spec, "generateContent"),
+            headers=self._headers(key),
             content=prepared,
             read_timeout=self.config.timeout_for(request.size),
         )
         if reply.status != 200:
             raise map_error(reply.status, reply.content, reply.headers, provider=self.name, key_label=key_label)
         decode_started = time.perf_counter()
-        parsed = await asyncio.to_thread(parse_response, reply.content, self.name)
-        decode_ms = (time.perf_counter() - decode_started) * 1000
-        images, text, turn, meta = parsed
+        images, text, turn, meta = await asyncio.to_thread(parse_response, reply.content, self.name)
+        return self._result(reply, request, spec, images, text, turn, meta, (time.perf_counter() - decode_started))
+
+    async def _streamed(
+        self,
+        prepared: bytes,
+        request: ImageRequest,
+        spec: ModelSpec,
+        key: str,
+        key_label: str,
+        on_preview: Callable[[Preview], None],
+    ) -> GenerationResult | None:
+        """One streamed attempt (spec A5); None when the server does not stream at all."""
+        assembler = StreamAssembler(self.name, on_preview)
+        reply = await self.http.request(
+            "POST",
+            self._url(spec, "streamGenerateContent") + "?alt=sse",
+            headers=self._headers(key),
+            content=prepared,
+            read_timeout=self.config.timeout_for(request.size),
+            sink=assembler.feed,
+        )
+        if reply.status in NO_STREAMING_STATUSES:
+            return None
+        if reply.status != 200:
+            raise map_error(reply.status, reply.content, reply.headers, provider=self.name, key_label=key_label)
+        images, text, turn, meta = await assembler.finish_stream()
+        return self._result(reply, request, spec, images, text, turn, meta, assembler.decode_ms / 1000)
+
+    def _result(
+        self,
+        reply: HttpResult,
+        request: ImageRequest,
+        spec: ModelSpec,
+        images: list[GeneratedImage],
+        text: str | None,
+        turn: Turn,
+        meta: dict[str, Any],
+        decode_s: float,
+    ) -> GenerationResult:
         return self.result(
             reply,
             request,
@@ -74,7 +154,7 @@ class GeminiProvider(Provider):
             images=images,
             text=text,
             usage=gemini_usage(meta, spec.pricing, size=request.size, images=len(images)),
-            decode_ms=decode_ms,
+            decode_ms=decode_s * 1000,
             model_turn=turn,
         )
 
@@ -93,7 +173,7 @@ def part_to_json(part: Part) -> dict[str, Any]:
     return out
 
 
-def build_request_body(request: ImageRequest, spec: ModelSpec) -> bytes:
+def build_request_body(request: ImageRequest, spec: ModelSpec, *, include_thoughts: bool = False) -> bytes:
     contents: list[dict[str, Any]] = [
         {"role": turn.role, "parts": [part_to_json(p) for p in turn.parts]} for turn in request.history
     ]
@@ -110,8 +190,13 @@ def build_request_body(request: ImageRequest, spec: ModelSpec) -> bytes:
     if image_config:
         generation["imageConfig"] = image_config
     # Only where the model takes it: Nano Banana Pro answers 400 to any thinkingLevel.
+    thinking: dict[str, Any] = {}
     if request.thinking and request.thinking in spec.thinking_levels:
-        generation["thinkingConfig"] = {"thinkingLevel": request.thinking}
+        thinking["thinkingLevel"] = request.thinking
+    if include_thoughts:  # the thought headlines and drafts, for previews
+        thinking["includeThoughts"] = True
+    if thinking:
+        generation["thinkingConfig"] = thinking
     return orjson.dumps({"contents": contents, "generationConfig": generation})
 
 
@@ -172,13 +257,7 @@ def cut_inline_payloads(content: bytes | bytearray) -> tuple[bytes | bytearray, 
     return b"".join(pieces), payloads
 
 
-def parse_response(
-    content: bytes | bytearray, provider: str
-) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
-    """A 200 body into images, text, the model turn (for replay) and usage metadata.
-
-    Raises BlockedError, NoImageError or ResponseError. Runs in a worker thread.
-    """
+def _load(content: bytes | bytearray, provider: str) -> tuple[dict[str, Any], list[memoryview]]:
     try:
         skeleton, payloads = cut_inline_payloads(content)
         data = orjson.loads(skeleton)
@@ -186,6 +265,10 @@ def parse_response(
         raise ResponseError(f"{provider} returned malformed JSON.", provider=provider) from None
     if not isinstance(data, dict):
         raise ResponseError(f"{provider} returned an unexpected JSON document.", provider=provider)
+    return data, payloads
+
+
+def _check_prompt_block(data: dict[str, Any], provider: str) -> None:
     feedback = _get(data, "promptFeedback", "prompt_feedback") or {}
     block_reason = _get(feedback, "blockReason", "block_reason")
     if block_reason:
@@ -196,18 +279,12 @@ def parse_response(
             model_text=_get(feedback, "blockReasonMessage", "block_reason_message"),
             provider=provider,
         )
-    meta = _get(data, "usageMetadata", "usage_metadata") or {}
-    candidates = data.get("candidates") or []
-    if not candidates:
-        raise NoImageError("The model returned no answer at all.", provider=provider)
-    candidate = candidates[0]
-    finish = _get(candidate, "finishReason", "finish_reason")
-    raw_parts = (candidate.get("content") or {}).get("parts") or []
 
-    images: list[GeneratedImage] = []
-    texts: list[str] = []
+
+def _parts(candidate: dict[str, Any], payloads: list[memoryview], provider: str) -> list[Part]:
+    """A candidate's parts, images decoded (and checked by their bytes, not their label)."""
     parts: list[Part] = []
-    for raw in raw_parts:
+    for raw in (candidate.get("content") or {}).get("parts") or []:
         if not isinstance(raw, dict):
             continue
         thought = bool(raw.get("thought"))
@@ -226,19 +303,23 @@ def parse_response(
                     continue  # a broken draft is no reason to fail the request
                 raise ResponseError(f"{provider} returned image data that is not an image.", provider=provider)
             width, height = image_size(blob)
-            parts.append(
-                Part(
-                    image=ImageInput(data=blob, mime=mime, width=width, height=height),
-                    thought=thought,
-                    thought_signature=signature,
-                )
-            )
-            if not thought:
-                images.append(GeneratedImage(data=blob, mime=mime, width=width, height=height))
+            image = ImageInput(data=blob, mime=mime, width=width, height=height)
+            parts.append(Part(image=image, thought=thought, thought_signature=signature))
         elif "text" in raw:
             parts.append(Part(text=str(raw["text"]), thought=thought, thought_signature=signature))
-            if not thought:
-                texts.append(str(raw["text"]))
+    return parts
+
+
+def _answer(
+    parts: list[Part], finish: str | None, meta: dict[str, Any], provider: str
+) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+    """The images, text and replayable turn of a complete answer; raises for a block or a missing image."""
+    images = [
+        GeneratedImage(data=p.image.data, mime=p.image.mime, width=p.image.width, height=p.image.height)
+        for p in parts
+        if p.image is not None and not p.thought
+    ]
+    texts = [p.text for p in parts if p.text is not None and not p.thought]
     text = "\n".join(t for t in texts if t.strip()) or None
     if not images:
         if finish in BLOCK_FINISH_REASONS:
@@ -257,6 +338,165 @@ def parse_response(
             provider=provider,
         )
     return images, text, Turn(role="model", parts=tuple(parts)), meta
+
+
+def parse_response(
+    content: bytes | bytearray, provider: str
+) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+    """A 200 body into images, text, the model turn (for replay) and usage metadata.
+
+    Raises BlockedError, NoImageError or ResponseError. Runs in a worker thread.
+    """
+    data, payloads = _load(content, provider)
+    _check_prompt_block(data, provider)
+    meta = _get(data, "usageMetadata", "usage_metadata") or {}
+    candidates = data.get("candidates") or []
+    if not candidates:
+        raise NoImageError("The model returned no answer at all.", provider=provider)
+    candidate = candidates[0]
+    finish = _get(candidate, "finishReason", "finish_reason")
+    return _answer(_parts(candidate, payloads, provider), finish, meta, provider)
+
+
+@dataclass
+class StreamEvent:
+    """One ``streamGenerateContent`` chunk, parsed."""
+
+    parts: list[Part]
+    finish: str | None
+    meta: dict[str, Any] | None
+
+
+def parse_stream_event(content: bytes | bytearray, provider: str) -> StreamEvent:
+    """One chunk of a stream (a GenerateContentResponse holding a part or two). Raises for a prompt block."""
+    data, payloads = _load(content, provider)
+    _check_prompt_block(data, provider)
+    candidates = data.get("candidates") or []
+    candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+    return StreamEvent(
+        parts=_parts(candidate, payloads, provider),
+        finish=_get(candidate, "finishReason", "finish_reason"),
+        meta=_get(data, "usageMetadata", "usage_metadata"),
+    )
+
+
+#: Events larger than this are parsed in a worker thread (an image event is megabytes of base64).
+_THREAD_PARSE_BYTES = 64 * 1024
+
+_HEADLINE = re.compile(r"^\s*\*\*(.+?)\*\*")
+
+
+def thought_headline(text: str) -> str | None:
+    """The title of a thought ("**Composing the scene**\n\nI'm ..."), or its first line, shortened."""
+    match = _HEADLINE.match(text)
+    line = match.group(1) if match else text.strip().split("\n", 1)[0]
+    line = line.strip().strip("*").strip()
+    return (line[:97] + "…" if len(line) > 100 else line) or None
+
+
+class StreamAssembler:
+    """Builds the final answer from a stream of events, telling the caller about drafts as they come.
+
+    Thought parts (headlines and drafts) are shown, never kept: the result and the turn replayed on the
+    next edit are exactly what the non-streaming call returns. Adjacent text parts, which a stream
+    splits, are joined again.
+    """
+
+    def __init__(self, provider: str, on_preview: Callable[[Preview], None]) -> None:
+        self.provider = provider
+        self.on_preview = on_preview
+        self.started = time.perf_counter()
+        self.decoder = SSEDecoder()
+        self.parts: list[Part] = []
+        self.finish: str | None = None
+        self.meta: dict[str, Any] = {}
+        self.headline: str | None = None
+        self.drafts = 0
+        self.decode_ms = 0.0
+        self.events = 0
+        self.seen_bytes = False
+        #: A server that answered the stream URL with one plain JSON body (some relays): kept whole.
+        self.plain: bytearray | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        if not self.seen_bytes and chunk.strip():
+            self.seen_bytes = True
+            if chunk.lstrip()[:1] in (b"{", b"["):
+                self.plain = bytearray()
+        if self.plain is not None:
+            self.plain += chunk
+            return
+        for data in self.decoder.feed(chunk):
+            await self._event(data)
+
+    async def finish_stream(self) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+        """The whole answer once the body has ended; a stream cut short is an error, never a result."""
+        if self.plain is not None:
+            return await self._plain(bytes(self.plain))
+        for data in self.decoder.close():
+            await self._event(data)
+        if self.finish is None:
+            raise ResponseError(
+                f"{self.provider}'s stream ended before the answer was complete.", provider=self.provider
+            )
+        return _answer(_join_text(self.parts), self.finish, self.meta, self.provider)
+
+    async def _plain(self, body: bytes) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+        if body.lstrip().startswith(b"{"):
+            return await asyncio.to_thread(parse_response, body, self.provider)
+        chunks = load_json(body)  # the non-SSE stream form: a JSON array of chunks
+        if not isinstance(chunks, list):
+            raise ResponseError(f"{self.provider} returned malformed JSON.", provider=self.provider)
+        for chunk in chunks:
+            await self._event(orjson.dumps(chunk))
+        self.decoder = SSEDecoder()
+        self.plain = None
+        return await self.finish_stream()
+
+    async def _event(self, data: bytes) -> None:
+        self.events += 1
+        started = time.perf_counter()
+        if len(data) > _THREAD_PARSE_BYTES:
+            event = await asyncio.to_thread(parse_stream_event, data, self.provider)
+        else:
+            event = parse_stream_event(data, self.provider)
+        self.decode_ms += (time.perf_counter() - started) * 1000
+        if event.meta:
+            self.meta = event.meta
+        if event.finish:
+            self.finish = event.finish
+        for part in event.parts:
+            if not part.thought:
+                self.parts.append(part)
+            elif part.image is not None:
+                self.drafts += 1
+                image = part.image
+                draft = GeneratedImage(data=image.data, mime=image.mime, width=image.width, height=image.height)
+                self._tell(draft)
+            elif part.text and (headline := thought_headline(part.text)) and headline != self.headline:
+                self.headline = headline
+                self._tell(None)
+
+    def _tell(self, draft: GeneratedImage | None) -> None:
+        preview = Preview(
+            headline=self.headline, draft=draft, drafts=self.drafts, elapsed=time.perf_counter() - self.started
+        )
+        try:
+            self.on_preview(preview)
+        except Exception:  # a caller's display problem must not cost the member their image
+            log.exception("the preview callback failed")
+
+
+def _join_text(parts: list[Part]) -> list[Part]:
+    """Rejoin text that the stream split into pieces, keeping the first signature among them."""
+    joined: list[Part] = []
+    for part in parts:
+        last = joined[-1] if joined else None
+        if last is not None and last.text is not None and part.text is not None and not part.thought_signature:
+            joined[-1] = Part(text=last.text + part.text, thought_signature=last.thought_signature)
+        else:
+            joined.append(part)
+    return joined
 
 
 def map_error(

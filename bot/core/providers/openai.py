@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from ..errors import (
 )
 from ..imaging import image_size, sniff_mime
 from ..models import ModelSpec
-from ..types import GeneratedImage, GenerationResult, ImageRequest
+from ..types import GeneratedImage, GenerationResult, ImageRequest, Preview
 from .base import Provider, load_json, parse_retry_after
 
 #: Images behind a URL are downloaded through the same pool, up to this size.
@@ -74,7 +75,7 @@ class _OpenAIBase(Provider):
 class OpenAIImagesProvider(_OpenAIBase):
     """``/images/generations`` without references, ``/images/edits`` (multipart) with them."""
 
-    async def prepare(self, request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
+    async def prepare(self, request: ImageRequest, spec: ModelSpec, *, stream: bool) -> dict[str, Any]:
         width, height = spec.pixel_size(request.aspect_ratio or "1:1", request.size)
         fields: dict[str, Any] = {
             "model": spec.model_id,
@@ -86,7 +87,13 @@ class OpenAIImagesProvider(_OpenAIBase):
         return fields
 
     async def attempt(
-        self, prepared: Any, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
+        self,
+        prepared: Any,
+        request: ImageRequest,
+        spec: ModelSpec,
+        key: str,
+        key_label: str,
+        on_preview: Callable[[Preview], None] | None,
     ) -> GenerationResult:
         timeout = self.config.timeout_for(request.size)
         if request.references:
@@ -161,11 +168,17 @@ class OpenAIChatProvider(_OpenAIBase):
         body.update(self._extras(request))
         return orjson.dumps(body)
 
-    async def prepare(self, request: ImageRequest, spec: ModelSpec) -> bytes:
+    async def prepare(self, request: ImageRequest, spec: ModelSpec, *, stream: bool) -> bytes:
         return await asyncio.to_thread(self._build, request, spec)
 
     async def attempt(
-        self, prepared: Any, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
+        self,
+        prepared: Any,
+        request: ImageRequest,
+        spec: ModelSpec,
+        key: str,
+        key_label: str,
+        on_preview: Callable[[Preview], None] | None,
     ) -> GenerationResult:
         timeout = self.config.timeout_for(request.size)
         reply = await self.http.request(
