@@ -14,7 +14,7 @@ from .config import DISCORD_TOKEN_HELP, Settings, load_settings
 from .core.errors import ConfigError, GenerationError
 from .core.imaging import read_reference_file
 from .core.models import normalise_aspect_ratio, normalise_size
-from .core.types import GenerationResult, ImageRequest
+from .core.types import GenerationResult, ImageRequest, Preview, RequestContext
 
 if TYPE_CHECKING:
     from storage.reports import UsageReport
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ref", action="append", type=Path, default=[], help="a reference image (repeatable)")
     gen.add_argument("--model", help="model id (default: GEMINI_MODEL / OPENAI_IMAGE_MODEL)")
     gen.add_argument("--provider", choices=("gemini", "openai"), help="use only this provider (no failover)")
+    gen.add_argument(
+        "--previews",
+        type=Path,
+        metavar="DIR",
+        help="write the model's drafts here as they arrive (models that draw them)",
+    )
     return parser
 
 
@@ -216,16 +222,46 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(f"config: {line}", file=sys.stderr)
         return 2
+    drafts = DraftWriter(args.previews) if args.previews else None
     try:
-        result = await runtime.service.generate(request)
+        context = RequestContext(on_preview=drafts.tell if drafts else None)
+        result = await runtime.service.generate(request, context)
     except GenerationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         await runtime.aclose()
+        if drafts:
+            await drafts.wait()
     size_written = await asyncio.to_thread(write_image, result, args.output, output_format)
     print(describe(result, args.output, size_written))
     return 0
+
+
+class DraftWriter:
+    """Writes each draft to DIR/draft-N.<ext> as it arrives and says when it came."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.written = 0
+        self._writes: list[asyncio.Task[None]] = []
+
+    def tell(self, preview: Preview) -> None:
+        if preview.draft is None:
+            print(f"thinking {preview.elapsed:6.1f} s  {preview.headline}", flush=True)
+            return
+        self.written += 1
+        suffix = {"image/jpeg": "jpg", "image/webp": "webp"}.get(preview.draft.mime, "png")
+        path = self.folder / f"draft-{self.written}.{suffix}"
+        print(f"draft    {preview.elapsed:6.1f} s  {path} ({preview.draft.width}x{preview.draft.height})", flush=True)
+        self._writes.append(asyncio.create_task(asyncio.to_thread(self._write, path, preview.draft.data)))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._writes)
 
 
 def write_image(result: GenerationResult, path: Path, output_format: str) -> int:

@@ -103,3 +103,20 @@ async def test_provider_failure_is_one_line_with_nonzero_exit(fake: FakeImageAPI
     assert not (tmp_path / "x.png").exists()
     with sqlite3.connect(tmp_path / "data" / "banana.sqlite3") as db:
         assert db.execute("SELECT status, error_class FROM generations").fetchall() == [("blocked", "blocked")]
+
+
+async def test_previews_are_written_as_they_arrive(fake: FakeImageAPI, tmp_path: Path) -> None:
+    code, out, err = await run_cli(fake, tmp_path, "generate", "a fox", "--previews", "drafts", "-o", "fox.png")
+    assert code == 0, err
+    drafts = sorted((tmp_path / "drafts").iterdir())
+    assert drafts and drafts[0].name == "draft-1.png"
+    for draft in drafts:
+        with Image.open(draft) as img:
+            assert img.format == "PNG" and img.width > 0
+    lines = out.splitlines()
+    # When each came, in order, before the final image's summary.
+    assert lines[0].startswith("thinking") and any(
+        line.startswith("draft ") and "draft-1.png" in line for line in lines
+    )
+    assert lines.index(next(line for line in lines if line.startswith("wrote fox.png"))) > 1
+    assert fake.requests[-1].path.endswith(":streamGenerateContent")
