@@ -138,6 +138,8 @@ async def apply_guild_settings(bot: BananaBot, request: dict[str, Any], guild_id
         request["aspect_ratio"] = settings.default_aspect_ratio
     if not request.get("thinking") and settings.default_thinking in spec.thinking_levels:
         request["thinking"] = settings.default_thinking
+    # Set on every request (a reply copies its parent's), so a change applies from the next one.
+    request["previews"] = settings.previews is not False
 
 
 async def resolve_character(bot: BananaBot, request: dict[str, Any], guild_id: int | None, locale: str) -> None:

@@ -285,6 +285,8 @@ class JobService:
                 job_id=job.id,
                 defer_ms=job.defer_ms,
                 on_image=getattr(presenter, "prepare", None),
+                # Drafts stream only where someone will see them (the server may have turned them off).
+                on_preview=getattr(presenter, "preview", None) if job.request.get("previews", True) else None,
             )
             result = await self.generation.generate(request, context)
         except GenerationError as exc:

@@ -24,9 +24,10 @@ from storage.jobs import Job, get_job, max_version_in_thread, update_job
 
 from .core.errors import BlockedError, GenerationError, NoImageError, RateLimitedError
 from .core.models import model_spec
-from .core.types import GeneratedImage
+from .core.types import GeneratedImage, Preview
 from .i18n import duration, money, t, tn
 from .jobs import JobOutcome
+from .previews import draft_thumbnail
 from .uploads import Upload, fit_upload
 from .views import cancel_view, result_view
 
@@ -60,8 +61,10 @@ class Surface(ABC):
         self.status_message_id: int | None = None
 
     @abstractmethod
-    async def update(self, *, content: str, view: discord.ui.View | None = None) -> None:
-        """Show a status line (replacing the previous one)."""
+    async def update(
+        self, *, content: str, view: discord.ui.View | None = None, draft: DraftAttachment | None = None
+    ) -> None:
+        """Show a status line (replacing the previous one), with a new draft image if one is given."""
 
     @abstractmethod
     async def result(
@@ -99,9 +102,13 @@ class InteractionSurface(Surface):
     def token_fresh(self) -> bool:
         return time.monotonic() - self.received_at < INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
 
-    async def update(self, *, content: str, view: discord.ui.View | None = None) -> None:
+    async def update(
+        self, *, content: str, view: discord.ui.View | None = None, draft: DraftAttachment | None = None
+    ) -> None:
         if self.token_fresh:
-            message = await self.interaction.edit_original_response(content=content, view=view)
+            # Fields left out of an edit stay as they are: a shown draft survives the ticking status.
+            extra: dict[str, Any] = {"embed": draft.embed, "attachments": [draft.file()]} if draft else {}
+            message = await self.interaction.edit_original_response(content=content, view=view, **extra)
             self.status_message_id = message.id
 
     async def result(
@@ -165,14 +172,18 @@ class ChannelSurface(Surface):
     def _prefix(self) -> str:
         return f"<@{self.mention.id}> " if self.mention is not None else ""
 
-    async def update(self, *, content: str, view: discord.ui.View | None = None) -> None:
+    async def update(
+        self, *, content: str, view: discord.ui.View | None = None, draft: DraftAttachment | None = None
+    ) -> None:
         if self.status_message is not None:
+            extra: dict[str, Any] = {"embed": draft.embed, "attachments": [draft.file()]} if draft else {}
             try:
-                await self.status_message.edit(content=self._prefix() + content, view=view)
+                await self.status_message.edit(content=self._prefix() + content, view=view, **extra)
                 return
             except discord.NotFound:
                 self.status_message = None  # deleted by someone: post a new one
-        self.status_message = await self._send(self._prefix() + content, view=view)
+        sent = {"embed": draft.embed, "file": draft.file()} if draft else {}
+        self.status_message = await self._send(self._prefix() + content, view=view, **sent)
         self.status_message_id = self.status_message.id
 
     async def result(
@@ -194,8 +205,36 @@ class ChannelSurface(Surface):
             self.status_message = None
 
 
+@dataclass(frozen=True)
+class DraftAttachment:
+    """A draft for the status message: a labelled embed showing a small JPEG."""
+
+    embed: discord.Embed
+    data: bytes
+    filename: str
+
+    def file(self) -> discord.File:
+        return discord.File(fp=io.BytesIO(self.data), filename=self.filename)
+
+    @classmethod
+    def build(cls, locale: str, number: int, data: bytes) -> DraftAttachment:
+        filename = f"draft-{number}.jpg"
+        embed = discord.Embed(
+            title=t(locale, "status.draft_title", number=number),
+            description=t(locale, "status.draft_note"),
+            colour=discord.Colour.light_grey(),
+        )
+        embed.set_image(url=f"attachment://{filename}")
+        return cls(embed=embed, data=data, filename=filename)
+
+
 class DiscordPresenter:
-    """Keeps one job's surface current: queued with position, generating with elapsed seconds, then the result."""
+    """Keeps one job's surface current: queued with position, generating with elapsed seconds and the
+    model's latest draft, then the result.
+
+    Every status edit happens under one lock and stops for good once the job ends, so a late edit can
+    never land on top of the result.
+    """
 
     def __init__(self, bot: BananaBot, surface: Surface, *, resumed: bool = False) -> None:
         self.bot = bot
@@ -209,6 +248,15 @@ class DiscordPresenter:
         self._shown: str | None = None
         self._estimate: float | None = None
         self._upload: asyncio.Task[Upload] | None = None
+        self._edit_lock = asyncio.Lock()
+        self._closed = False
+        #: Set when there is news (a draft, a headline) worth an edit before the next tick.
+        self._news = asyncio.Event()
+        self._last_edit = 0.0
+        self._headline: str | None = None
+        self._drafts = 0
+        self._draft: DraftAttachment | None = None  # shrunk, waiting to be shown
+        self._shrinking: set[asyncio.Task[None]] = set()
 
     # --- the JobPresenter protocol ----------------------------------------------------------------------
     def prepare(self, image: GeneratedImage) -> None:
@@ -218,6 +266,30 @@ class DiscordPresenter:
         self._upload = asyncio.create_task(
             asyncio.to_thread(fit_upload, image.data, image.mime, image.width, image.height, limit)
         )
+
+    def preview(self, preview: Preview) -> None:
+        """The model's latest thought headline or draft (called between stream reads: only hands off)."""
+        if self._closed:
+            return
+        if preview.headline:
+            self._headline = preview.headline
+        if preview.draft is None:
+            self._news.set()
+            return
+        self._drafts += 1
+        task = asyncio.create_task(self._shrink(preview.draft, self._drafts))
+        self._shrinking.add(task)
+        task.add_done_callback(self._shrinking.discard)
+
+    async def _shrink(self, draft: GeneratedImage, number: int) -> None:
+        try:
+            data = await asyncio.to_thread(draft_thumbnail, draft.data)
+        except Exception:  # an odd draft is not worth a word to anyone
+            log.debug("could not shrink a draft", exc_info=True)
+            return
+        if number == self._drafts:  # a later draft supersedes this one
+            self._draft = DraftAttachment.build(self.locale, number, data)
+            self._news.set()
 
     async def queued(self, job: Job) -> None:
         await self._refresh(job)
@@ -270,16 +342,26 @@ class DiscordPresenter:
         text = t(self.locale, "status.generating", size=size, elapsed=elapsed)
         if self._estimate is not None:
             text += " " + t(self.locale, "status.estimate", estimate=duration(self.locale, self._estimate), size=size)
+        if self._headline:
+            headline = discord.utils.escape_mentions(discord.utils.escape_markdown(self._headline))
+            text += "\n" + t(self.locale, "status.thinking", headline=headline)
         return text
 
     async def _refresh(self, job: Job) -> None:
+        async with self._edit_lock:
+            if not self._closed:
+                await self._edit(job)
+
+    async def _edit(self, job: Job) -> None:
         text = self.status_text(job)
-        if text == self._shown:
+        draft, self._draft = self._draft, None
+        if text == self._shown and draft is None:
             return
         self._shown = text
+        self._last_edit = time.monotonic()
         view = cancel_view(job, self.locale) if self._started_at is None else None
         try:
-            await self.surface.update(content=text, view=view)
+            await self.surface.update(content=text, view=view, draft=draft)
             shown_in = self.surface.status_message_id
             if shown_in is not None and job.status_message_id != shown_in:
                 job.status_message_id = shown_in
@@ -290,12 +372,23 @@ class DiscordPresenter:
             log.debug("status of job %s not updated: %s", job.id, exc)
 
     async def _tick(self, job: Job) -> None:
-        # One edit per interval at most: Discord rate-limits message edits (about 5 per 5 s per channel).
+        # An edit per interval, sooner when a draft arrives, but never two within a third of the interval:
+        # Discord rate-limits message edits (about 5 per 5 s per channel, shared by every job there).
+        interval = self.bot.settings.status_interval
         while True:
-            await asyncio.sleep(self.bot.settings.status_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._news.wait()
+            self._news.clear()
+            await asyncio.sleep(max(0.0, self._last_edit + interval / 3 - time.monotonic()))
             await self._refresh(job)
 
     async def _stop_ticker(self) -> None:
+        """No status edit after this: one in flight finishes first, so the result is always the last word."""
+        async with self._edit_lock:
+            self._closed = True
+        for task in list(self._shrinking):
+            task.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

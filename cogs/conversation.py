@@ -45,7 +45,8 @@ class Conversation(commands.Cog):
             return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
         request = {**parent.request, "prompt": instruction, "reference_keys": [], "input_notes": []}
-        if not await take_inputs(self.bot, surface, request, [(a.filename, a) for a in images]):
+        attached = [(a.filename, a) for a in images]
+        if not await take_inputs(self.bot, surface, request, attached, guild_id=thread.guild.id):
             return
         job = Job(
             guild_id=thread.guild.id,

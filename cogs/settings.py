@@ -44,6 +44,7 @@ DESCRIPTIONS = {
     "character_managers": "Who may change or delete characters.",
     "default_model": "The Gemini model this server uses (requests then don't fail over to another provider).",
     "default_thinking": "Thinking level when a member doesn't pick one (models that take one).",
+    "previews": "Show the model's drafts in the status message while an image renders.",
 }
 
 
@@ -138,6 +139,10 @@ class Settings(ModelCommandCog):
         embed.add_field(name=t(locale, "settings.channels"), value=channels, inline=False)
         managers = current.character_managers or "creators"
         embed.add_field(name=t(locale, "settings.character_managers"), value=t(locale, f"settings.managers.{managers}"))
+        embed.add_field(
+            name=t(locale, "settings.previews"),
+            value=t(locale, "settings.previews_on" if current.previews is not False else "settings.previews_off"),
+        )
         budget = current.monthly_budget_usd
         if budget is None:
             budget_text = t(locale, "settings.no_budget")
@@ -191,6 +196,7 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
         character_managers: str | None = None,
         default_model: str | None = None,
         default_thinking: str | None = None,
+        previews: bool | None = None,
     ) -> None:
         await cog.settings(
             interaction,
@@ -209,6 +215,7 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
                 "only_in": only_in,
                 "everywhere": everywhere,
                 "character_managers": character_managers,
+                "previews": previews,
             },
         )
 

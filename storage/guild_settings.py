@@ -1,4 +1,4 @@
-"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007, 0008).
+"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007-0010).
 
 Every field is None where the guild uses the default, so the bot-wide settings (.env) keep applying until
 an admin changes one here.
@@ -34,6 +34,8 @@ class GuildSettings:
     allowed_channels: tuple[int, ...] | None = None
     #: 'creators' (a character's creator or Manage Server) or 'admins' (Manage Server only); None = creators.
     character_managers: str | None = None
+    #: Whether status messages show the model's drafts while an image renders; None = yes.
+    previews: bool | None = None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(GuildSettings) if f.name != "guild_id")
@@ -53,6 +55,8 @@ async def get_guild_settings(db: Database, guild_id: int) -> GuildSettings:
     if row is None:
         return GuildSettings(guild_id)
     values = dict(zip(_FIELDS, row, strict=True))
+    if values["previews"] is not None:
+        values["previews"] = bool(values["previews"])
     if values["allowed_channels"] is not None:
         values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
     return GuildSettings(guild_id, **values)

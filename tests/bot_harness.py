@@ -165,7 +165,7 @@ class BotHarness:
         return await inter.wait_followup(timeout=timeout, predicate=lambda m: m.ephemeral)
 
     def gemini_requests(self) -> list[Any]:
-        return [r for r in self.api.requests if r.path.endswith(":generateContent")]
+        return [r for r in self.api.requests if r.path.endswith((":generateContent", ":streamGenerateContent"))]
 
     def sent_texts(self, request_index: int = -1) -> list[str]:
         """The user turns' words in one request to the image API, oldest first."""
