@@ -207,7 +207,8 @@ async def test_the_command_offers_only_what_the_model_takes(tmp_path: Path) -> N
         inter = await harness.imagine(harness.alice, "a quick sketch", thinking="high", resolution="512")
         await harness.wait_result(inter)
         config = harness.gemini_requests()[-1].json["generationConfig"]
-        assert config["thinkingConfig"] == {"thinkingLevel": "high", "includeThoughts": True} and config["imageConfig"]["imageSize"] == "512"
+        assert config["thinkingConfig"] == {"thinkingLevel": "high", "includeThoughts": True}
+        assert config["imageConfig"]["imageSize"] == "512"
 
 
 async def test_status_shows_the_usual_time_from_recent_jobs(h: BotHarness) -> None:

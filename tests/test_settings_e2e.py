@@ -91,7 +91,7 @@ async def test_a_server_can_pick_its_model_and_thinking_level(h: BotHarness) -> 
     await h.wait_result(await h.imagine(h.alice, "fast and thoughtful"))
     request = h.gemini_requests()[-1]
     assert request.path.endswith("gemini-3.1-flash-image-preview:streamGenerateContent")
-    assert request.json["generationConfig"]["thinkingConfig"] ["thinkingLevel"] == "high"
+    assert request.json["generationConfig"]["thinkingConfig"]["thinkingLevel"] == "high"
     await settings(h, {"default_model": "default", "default_thinking": "default"})
     await h.wait_result(await h.imagine(h.alice, "back to the bot's model"))
     assert h.gemini_requests()[-1].path.endswith("gemini-3-pro-image-preview:streamGenerateContent")
