@@ -30,6 +30,7 @@ from .grid_presenter import GridPresenter, resumed_grid_presenter
 from .jobs import JobPresenter, JobService
 from .presenter import resumed_presenter
 from .runtime import Runtime
+from .translator import CatalogueTranslator
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class BananaBot(commands.Bot):
             limits=self.settings.limits,
             budget=self.settings.context_budget,
         )
+        await self.tree.set_translator(CatalogueTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_commands:
@@ -138,15 +140,23 @@ class BananaBot(commands.Bot):
             log.info("picked up %d jobs interrupted by the restart", len(resumed))
 
     # --- command sync ---------------------------------------------------------------------------------
-    def command_payload(self) -> list[dict[str, object]]:
-        return sorted((cmd.to_dict(self.tree) for cmd in self.tree.get_commands()), key=lambda c: str(c["name"]))
+    async def command_payload(self) -> list[dict[str, Any]]:
+        """The global commands as sync sends them, translations included."""
+        translator = self.tree.translator
+        commands = self.tree.get_commands()
+        if translator is None:
+            payload = [cmd.to_dict(self.tree) for cmd in commands]
+        else:
+            payload = [await cmd.get_translated_payload(self.tree, translator) for cmd in commands]
+        return sorted(payload, key=lambda c: str(c["name"]))
 
-    def command_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.command_payload(), sort_keys=True).encode()).hexdigest()
+    async def command_hash(self) -> str:
+        payload = await self.command_payload()
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def sync_if_changed(self) -> bool:
         """Sync the global commands only when they differ from the last sync (Discord rate-limits syncs)."""
-        current = self.command_hash()
+        current = await self.command_hash()
         if await get_state(self.runtime.db, SYNCED_HASH_KEY) == current:
             return False
         await self.sync(guild=None)
@@ -156,7 +166,7 @@ class BananaBot(commands.Bot):
         """Push the command tree to Discord: globally, or to one guild (instant, handy while testing)."""
         if guild is None:
             synced = await self.tree.sync()
-            await set_state(self.runtime.db, SYNCED_HASH_KEY, self.command_hash())
+            await set_state(self.runtime.db, SYNCED_HASH_KEY, await self.command_hash())
         else:
             target = discord.Object(id=guild)
             self.tree.copy_global_to(guild=target)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_timedelta
+from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
@@ -27,6 +28,24 @@ def _file_for(locale: str) -> Path:
     return LOCALES_DIR / f"{locale}.po"
 
 
+def _files_for(locale: str) -> list[Path]:
+    """The messages, then the slash commands' names and descriptions (kept apart: Discord rules them)."""
+    return [p for p in (_file_for(locale), LOCALES_DIR / "commands" / f"{locale}.po") if p.is_file()]
+
+
+def _read_catalog(locale: str) -> Catalog:
+    catalog = Catalog(locale=_babel_locale(locale))
+    for path in _files_for(locale):
+        with path.open("rb") as po:
+            part = read_po(po, locale=_babel_locale(locale))
+        if path == _file_for(locale):  # its header says the language's plural forms
+            catalog.mime_headers = part.mime_headers
+        for message in part:
+            if message.id:
+                catalog[message.id] = message
+    return catalog
+
+
 @functools.cache
 def _translations(locale: str) -> gettext.NullTranslations:
     """The compiled catalogue for a Discord locale, falling back to English key by key."""
@@ -35,10 +54,8 @@ def _translations(locale: str) -> gettext.NullTranslations:
     if not path.is_file():
         assert fallback is not None, f"the English catalogue {path} is missing"
         return fallback
-    with path.open("rb") as po:
-        catalog = read_po(po, locale=_babel_locale(locale))
     buffer = io.BytesIO()
-    write_mo(buffer, catalog)  # compile in memory: no build step, no .mo files to forget
+    write_mo(buffer, _read_catalog(locale))  # compile in memory: no build step, no .mo files to forget
     buffer.seek(0)
     translations = gettext.GNUTranslations(buffer)
     if fallback is not None:
@@ -52,6 +69,27 @@ def _babel_locale(locale: str) -> Locale:
         return Locale.parse(locale, sep="-")
     except (UnknownLocaleError, ValueError):
         return Locale.parse(FALLBACK, sep="-")
+
+
+@functools.cache
+def _own_messages(locale: str) -> dict[str, str]:
+    """The singular messages that `locale`'s own files have (no English fallback)."""
+    messages: dict[str, str] = {}
+    for message in _read_catalog(locale):
+        if isinstance(message.id, str) and isinstance(message.string, str) and message.id and message.string:
+            messages[message.id] = message.string
+    return messages
+
+
+def own_translation(locale: str, key: str) -> str | None:
+    """`key` in `locale`'s own file, or None where that language has no message for it (no fallback)."""
+    return _own_messages(locale).get(key)
+
+
+def available_locales() -> list[str]:
+    """Every language with a catalogue, English first."""
+    others = sorted(p.stem for p in LOCALES_DIR.glob("*.po") if p.stem != FALLBACK)
+    return [FALLBACK, *others]
 
 
 def supported(locale: str | None) -> str:

@@ -204,6 +204,11 @@ def size_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=s, value=s) for s in spec.sizes]
 
 
+def thinking_choice(level: str) -> app_commands.Choice[str]:
+    """A thinking level, named in the member's language (see bot.translator)."""
+    return app_commands.Choice(name=app_commands.locale_str(level, key=f"choice.thinking.{level}"), value=level)
+
+
 def attached_only(options: Sequence[tuple[str, discord.Attachment | None]]) -> list[tuple[str, discord.Attachment]]:
     """The attachment options the member filled in, with their names (errors name the option)."""
     return [(name, a) for name, a in options if a is not None]

@@ -12,6 +12,7 @@ from typing import Any, Protocol, cast
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
@@ -149,7 +150,9 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
         )
 
     return app_commands.Command(
-        name="edit", description=f"Change an image by instruction with {spec.label}.", callback=edit
+        name="edit",
+        description=locale_str(f"Change an image by instruction with {spec.label}.", model=spec.label),
+        callback=edit,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from bot.client import BananaBot
 from bot.core.imaging import image_size, sniff_mime
@@ -264,7 +265,9 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
         )
 
     return app_commands.Command(
-        name="grid", description=f"Four variations of a prompt with {spec.label}, to pick from.", callback=grid
+        name="grid",
+        description=locale_str(f"Four variations of a prompt with {spec.label}, to pick from.", model=spec.label),
+        callback=grid,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from bot.client import BananaBot
 from bot.core.models import ModelSpec
@@ -21,6 +22,7 @@ from bot.intake import (
     ratio_choices,
     size_choices,
     start_job,
+    thinking_choice,
 )
 from bot.model_cog import ModelCommandCog
 from bot.presenter import InteractionSurface
@@ -76,7 +78,7 @@ class Imagine(ModelCommandCog):
 def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
     """/imagine with the choices `spec` allows; the thinking option only where the model takes one."""
     ratios, sizes = ratio_choices(spec), size_choices(spec)
-    levels = [app_commands.Choice(name=level, value=level) for level in spec.thinking_levels]
+    levels = [thinking_choice(level) for level in spec.thinking_levels]
     if levels:
 
         @app_commands.describe(**DESCRIPTIONS)
@@ -134,7 +136,9 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
 
         callback = imagine_plain
     return app_commands.Command(
-        name="imagine", description=f"Create an image with {spec.label} from a prompt.", callback=callback
+        name="imagine",
+        description=locale_str(f"Create an image with {spec.label} from a prompt.", model=spec.label),
+        callback=callback,
     )
 
 

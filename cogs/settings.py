@@ -11,23 +11,34 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from bot.client import BananaBot
 from bot.core.models import MODELS, ModelSpec, model_spec
 from bot.i18n import money, t
-from bot.intake import default_size, ratio_choices, size_choices
+from bot.intake import default_size, ratio_choices, size_choices, thinking_choice
 from bot.model_cog import ModelCommandCog
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
 
 DEFAULT = "default"
 GRID_MODES = [
-    app_commands.Choice(name="tiles: four requests, most reliable", value="tiles"),
-    app_commands.Choice(name="sliced: one 2x2 request, about a quarter of the cost", value="sliced"),
-    app_commands.Choice(name="default: the bot's setting", value=DEFAULT),
+    app_commands.Choice(
+        name=locale_str("tiles: four requests, most reliable", key="choice.grid_mode.tiles"), value="tiles"
+    ),
+    app_commands.Choice(
+        name=locale_str("sliced: one 2x2 request, about a quarter of the cost", key="choice.grid_mode.sliced"),
+        value="sliced",
+    ),
+    app_commands.Choice(name=locale_str("default: the bot's setting", key="choice.grid_mode.default"), value=DEFAULT),
 ]
 CHARACTER_MANAGERS = [
-    app_commands.Choice(name="creators: a character's creator, and Manage Server", value="creators"),
-    app_commands.Choice(name="admins: members with Manage Server only", value="admins"),
+    app_commands.Choice(
+        name=locale_str("creators: a character's creator, and Manage Server", key="choice.managers.creators"),
+        value="creators",
+    ),
+    app_commands.Choice(
+        name=locale_str("admins: members with Manage Server only", key="choice.managers.admins"), value="admins"
+    ),
 ]
 DESCRIPTIONS = {
     "grid_mode": "How /grid makes its four variations.",
@@ -161,13 +172,13 @@ class Settings(ModelCommandCog):
 
 def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
     """/settings with the configured model's sizes and ratios as the choices for the defaults."""
-    default_choice = app_commands.Choice(name="default", value=DEFAULT)
+    default_choice = app_commands.Choice(name=locale_str("default", key="choice.default"), value=DEFAULT)
     sizes = [*size_choices(spec), default_choice]
     ratios = [*ratio_choices(spec)[:24], default_choice]
 
     models = [app_commands.Choice(name=m.label, value=m.model_id) for m in MODELS.values()] + [default_choice]
     levels = sorted({level for m in MODELS.values() for level in m.thinking_levels})
-    thinking = [app_commands.Choice(name=level, value=level) for level in levels] + [default_choice]
+    thinking = [thinking_choice(level) for level in levels] + [default_choice]
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(

@@ -10,6 +10,7 @@ import time
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bot.charts import usage_chart
@@ -19,7 +20,7 @@ from bot.presenter import model_label
 from storage.guild_settings import get_guild_settings
 from storage.reports import PERIODS, Scope, UsageReport, csv_text, period_bounds, usage_report
 
-PERIOD_CHOICES = [app_commands.Choice(name=p, value=p) for p in PERIODS]
+PERIOD_CHOICES = [app_commands.Choice(name=locale_str(p, key=f"choice.period.{p}"), value=p) for p in PERIODS]
 
 
 class Usage(commands.Cog):
