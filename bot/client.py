@@ -22,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from storage.grids import get_grid
+from storage.guild_settings import pinned_locales
 from storage.jobs import Job, get_state, set_state
 
 from .config import Settings
@@ -102,6 +103,9 @@ class BananaBot(commands.Bot):
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._resumed_grids: dict[str, GridPresenter] = {}
+        #: Guilds whose admins pinned a language for public messages (/settings language), kept in memory
+        #: because every status message needs it.
+        self.pinned_locales: dict[int, str] = {}
 
     @property
     def default_model(self) -> str:
@@ -120,6 +124,7 @@ class BananaBot(commands.Bot):
             limits=self.settings.limits,
             budget=self.settings.context_budget,
         )
+        self.pinned_locales = await pinned_locales(self.runtime.db)
         await self.tree.set_translator(CatalogueTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)

@@ -15,7 +15,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
@@ -537,8 +537,10 @@ async def tell_requester_directly(bot: BananaBot, job: Job, text: str) -> None:
 
 
 def public_locale(interaction: discord.Interaction) -> str:
-    """The language for messages everyone in the channel reads: the server's, else the member's."""
-    return str(interaction.guild_locale or interaction.locale)
+    """The language for messages everyone in the channel reads: the one the server's admins pinned, else the
+    server's Discord language, else the member's."""
+    pinned = cast("BananaBot", interaction.client).pinned_locales.get(interaction.guild_id or 0)
+    return pinned or str(interaction.guild_locale or interaction.locale)
 
 
 def result_embed(

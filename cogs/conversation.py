@@ -37,7 +37,7 @@ class Conversation(commands.Cog):
         if parent is None:
             return
         thread = message.channel
-        locale = str(thread.guild.preferred_locale)
+        locale = self.bot.pinned_locales.get(thread.guild.id) or str(thread.guild.preferred_locale)
         instruction = re.sub(rf"<@!?{self.bot.user.id}>", "", message.content).strip()
         surface = ChannelSurface(thread, locale=locale, upload_limit=thread.guild.filesize_limit, reply_to=message)
         if not instruction:

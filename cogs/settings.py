@@ -15,7 +15,7 @@ from discord.app_commands import locale_str
 
 from bot.client import BananaBot
 from bot.core.models import MODELS, ModelSpec, model_spec
-from bot.i18n import money, t
+from bot.i18n import available_locales, money, t
 from bot.intake import default_size, ratio_choices, size_choices, thinking_choice
 from bot.model_cog import ModelCommandCog
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
@@ -56,6 +56,7 @@ DESCRIPTIONS = {
     "default_model": "The Gemini model this server uses (requests then don't fail over to another provider).",
     "default_thinking": "Thinking level when a member doesn't pick one (models that take one).",
     "previews": "Show the model's drafts in the status message while an image renders.",
+    "language": "The language of the bot's messages everyone here sees (members' own replies follow their app).",
 }
 
 
@@ -90,6 +91,10 @@ class Settings(ModelCommandCog):
                 values[name] = None if value == DEFAULT else value
         await update_guild_settings(db, interaction.guild_id, updated_by=interaction.user.id, **values)
         current = await get_guild_settings(db, interaction.guild_id)
+        if current.locale:
+            self.bot.pinned_locales[current.guild_id] = current.locale
+        else:
+            self.bot.pinned_locales.pop(current.guild_id, None)
         embed = await self.embed(locale, current)
         await interaction.response.send_message(
             t(locale, "settings.saved") if values else None, embed=embed, ephemeral=True
@@ -150,6 +155,8 @@ class Settings(ModelCommandCog):
         embed.add_field(name=t(locale, "settings.channels"), value=channels, inline=False)
         managers = current.character_managers or "creators"
         embed.add_field(name=t(locale, "settings.character_managers"), value=t(locale, f"settings.managers.{managers}"))
+        language = t(current.locale, "language.name") if current.locale else t(locale, "settings.language_default")
+        embed.add_field(name=t(locale, "settings.language"), value=language)
         embed.add_field(
             name=t(locale, "settings.previews"),
             value=t(locale, "settings.previews_on" if current.previews is not False else "settings.previews_off"),
@@ -179,6 +186,8 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
     models = [app_commands.Choice(name=m.label, value=m.model_id) for m in MODELS.values()] + [default_choice]
     levels = sorted({level for m in MODELS.values() for level in m.thinking_levels})
     thinking = [thinking_choice(level) for level in levels] + [default_choice]
+    # Each language by its own name, as its speakers would look for it.
+    languages = [app_commands.Choice(name=t(code, "language.name"), value=code) for code in available_locales()]
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(
@@ -188,6 +197,7 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
         character_managers=CHARACTER_MANAGERS,
         default_model=models,
         default_thinking=thinking,
+        language=[*languages, default_choice],
     )
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
@@ -208,6 +218,7 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
         default_model: str | None = None,
         default_thinking: str | None = None,
         previews: bool | None = None,
+        language: str | None = None,
     ) -> None:
         await cog.settings(
             interaction,
@@ -227,6 +238,7 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
                 "everywhere": everywhere,
                 "character_managers": character_managers,
                 "previews": previews,
+                "locale": language,
             },
         )
 

@@ -1,4 +1,4 @@
-"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007-0010).
+"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007-0011).
 
 Every field is None where the guild uses the default, so the bot-wide settings (.env) keep applying until
 an admin changes one here.
@@ -36,6 +36,8 @@ class GuildSettings:
     character_managers: str | None = None
     #: Whether status messages show the model's drafts while an image renders; None = yes.
     previews: bool | None = None
+    #: The language of the bot's public messages here (a Discord locale); None = the server's Discord language.
+    locale: str | None = None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(GuildSettings) if f.name != "guild_id")
@@ -79,6 +81,12 @@ async def update_guild_settings(db: Database, guild_id: int, *, updated_by: int,
     encoded = [_encode(name, value) for name, value in values.items()]
     async with db.transaction() as conn:
         await conn.execute(sql, (guild_id, *encoded, time.time(), updated_by))
+
+
+async def pinned_locales(db: Database) -> dict[int, str]:
+    """Every guild whose admins pinned a language, with that language."""
+    async with db.conn.execute("SELECT guild_id, locale FROM guild_settings WHERE locale IS NOT NULL") as cursor:
+        return {int(guild_id): str(locale) async for guild_id, locale in cursor}
 
 
 async def spent_since(db: Database, guild_id: int, since: float) -> float:
