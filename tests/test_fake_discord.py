@@ -319,3 +319,26 @@ async def test_boosted_guild_added_while_connected(fake: FakeDiscord, alice: Fak
     assert inter.payload["attachment_size_limit"] == 50 * 2**20
     assert inter.payload["member"]["permissions"] == str(fake.guilds[boosted.id].members[bob.id].permissions)
     await fake.wait_for_message(lambda m: m.channel_id == boosted.channel_id and m.content == "failed: 400 50035")
+
+
+def test_localisations_discord_would_refuse_are_refused() -> None:
+    from tests.fake_discord.rest import localization_problem
+
+    good = {
+        "name": "imagine",
+        "name_localizations": {"id": "bayangkan", "zh-TW": "生成圖片"},
+        "description_localizations": {"fr": "Créer une image."},
+        "options": [
+            {
+                "name": "period",
+                "choices": [{"name": "today", "value": "today", "name_localizations": {"fr": "Aujourd'hui"}}],
+            }
+        ],
+    }
+    assert localization_problem(good, chat_input=True) is None
+    assert localization_problem({"name_localizations": {"fr": "Imaginer"}}, chat_input=True) is not None  # case
+    assert localization_problem({"name_localizations": {"fr": "créer image"}}, chat_input=True) is not None  # space
+    assert localization_problem({"name_localizations": {"fr": "Modifier l'image"}}, chat_input=False) is None  # menu
+    assert localization_problem({"name_localizations": {"xx": "a"}}, chat_input=True) is not None  # no such locale
+    nested = {"options": [{"name": "a", "name_localizations": {"id": "x" * 33}}]}
+    assert localization_problem(nested, chat_input=True) is not None

@@ -191,6 +191,9 @@ class Rest:
                 raise ApiError(
                     400, 50035, "Invalid Form Body", {"name": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}}
                 )
+            problem = localization_problem(cmd, chat_input=ctype == 1)
+            if problem is not None:
+                raise ApiError(400, 50035, "Invalid Form Body", {"name_localizations": {"_errors": [problem]}})
             entry = {"description": "", "options": [], "default_member_permissions": None, "nsfw": False, **cmd}
             entry.update(id=str(old.get((name, ctype), snowflake())), application_id=app, type=ctype)
             entry["version"] = str(snowflake())
@@ -476,3 +479,69 @@ def content_mentions(content: str, allowed: dict[str, Any] | None) -> list[int]:
         return found
     listed = {int(u) for u in allowed.get("users") or []}
     return [u for u in found if u in listed]
+
+
+#: The locales Discord accepts in ``*_localizations`` (discord.com/developers/docs/reference#locales).
+DISCORD_LOCALES = frozenset(
+    {
+        "id",
+        "da",
+        "de",
+        "en-GB",
+        "en-US",
+        "es-ES",
+        "es-419",
+        "fr",
+        "hr",
+        "it",
+        "lt",
+        "hu",
+        "nl",
+        "no",
+        "pl",
+        "pt-BR",
+        "ro",
+        "fi",
+        "sv-SE",
+        "vi",
+        "tr",
+        "cs",
+        "el",
+        "bg",
+        "ru",
+        "uk",
+        "hi",
+        "th",
+        "zh-CN",
+        "ja",
+        "zh-TW",
+        "ko",
+    }
+)
+#: Names of chat-input commands and options, localised or not (Discord's regex; Python's \w is \p{L}\p{N}_).
+CHAT_INPUT_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def localization_problem(item: dict[str, Any], *, chat_input: bool) -> dict[str, str] | None:
+    """What Discord would refuse in a command's (or option's, or choice's) localisations, recursively."""
+    names = item.get("name_localizations") or {}
+    descriptions = item.get("description_localizations") or {}
+    for locale in (*names, *descriptions):
+        if locale not in DISCORD_LOCALES:
+            return {"code": "LOCALE_INVALID", "message": f"{locale!r} is not a valid locale"}
+    for locale, name in names.items():
+        if "value" in item:  # a choice: any text of 1-100 characters
+            if not 1 <= len(name) <= 100:
+                return {"code": "BASE_TYPE_BAD_LENGTH", "message": f"choice {locale}: {name!r}"}
+        elif chat_input and (not CHAT_INPUT_NAME.match(name) or name != name.lower()):
+            return {"code": "APPLICATION_COMMAND_INVALID_NAME", "message": f"{locale}: {name!r}"}
+        elif not 1 <= len(name) <= 32:
+            return {"code": "BASE_TYPE_BAD_LENGTH", "message": f"{locale}: {name!r}"}
+    for locale, text in descriptions.items():
+        if not 1 <= len(text) <= 100:
+            return {"code": "BASE_TYPE_BAD_LENGTH", "message": f"description {locale}: {text!r}"}
+    for child in (*(item.get("options") or []), *(item.get("choices") or [])):
+        problem = localization_problem(child, chat_input=chat_input)
+        if problem is not None:
+            return problem
+    return None
