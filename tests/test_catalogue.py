@@ -53,4 +53,4 @@ def test_plurals_pick_the_right_form() -> None:
 
     assert tn("en-US", "usage.images_value", 1, requests=2) == "1 image from 2 requests"
     assert tn("en-US", "usage.images_value", 3, requests=4) == "3 images from 4 requests"
-    assert t("fr", "button.reroll") == "Reroll"  # no French catalogue yet: English
+    assert t("de", "button.reroll") == "Reroll"  # no German catalogue: English
