@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[BotHarness]:
-    async with BotHarness(tmp_path) as harness:
-        await harness.start()
-        yield harness
-        assert not harness.discord.unknown_routes, harness.discord.unknown_routes
-        assert not harness.discord.internal_errors, harness.discord.internal_errors
+def h(harness: BotHarness) -> BotHarness:
+    return harness
 
 
 async def test_imagine_from_interaction_to_image_in_a_thread(h: BotHarness) -> None:

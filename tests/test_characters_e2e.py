@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,8 @@ REFS = ("reference", "reference2", "reference3")
 
 
 @pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[BotHarness]:
-    async with BotHarness(tmp_path) as harness:
-        await harness.start()
-        yield harness
-        assert not harness.discord.unknown_routes, harness.discord.unknown_routes
-        assert not harness.discord.internal_errors, harness.discord.internal_errors
+def h(harness: BotHarness) -> BotHarness:
+    return harness
 
 
 async def character(
