@@ -555,7 +555,7 @@ async def test_stream_generate_content_sse(fake_api: FakeImageAPI, client: httpx
     )
     assert resp.headers["content-type"] == "text/event-stream"
     events = [json.loads(line[6:]) for line in resp.text.split("\r\n\r\n") if line.startswith("data: ")]
-    assert len(events) == 4
+    assert len(events) == 6  # headline, draft, headline, draft, text, image (tests/test_fake_stream.py)
     assert "usageMetadata" not in events[0] and events[-1]["candidates"][0]["finishReason"] == "STOP"
     assert "usageMetadata" in events[-1]
     assert "thoughtSignature" in events[-1]["candidates"][0]["content"]["parts"][0]

@@ -150,6 +150,9 @@ class Fault:
     code: str | None = None
     type_: str | None = None
     param: str | None = None
+    chunk: int = 0
+    lf_only: bool = False
+    after_events: int = 0
 
     # ---- Gemini errors (spec A4) -------------------------------------------------------------------
     @classmethod
@@ -202,9 +205,32 @@ class Fault:
 
     @classmethod
     def drop(cls) -> Fault:
-        """Send 200 headers (with the full Content-Length) and half the body, then abort the connection
-        (HTTP/1.1) or reset the stream (HTTP/2)."""
+        """Send 200 headers (with the full Content-Length) and half the body, then shut the TCP connection
+        down (over HTTP/2 this takes every stream on it). On a streamed answer (``:streamGenerateContent``)
+        it acts as ``drop_stream(after_events=<half the events>)``."""
         return cls("drop")
+
+    # ---- streaming (spec A5) -----------------------------------------------------------------------
+    @classmethod
+    def split_stream(cls, chunk: int = 7, lf_only: bool = False) -> Fault:
+        """A streamed answer keeps its timing but is written in ``chunk``-byte writes, so events and their
+        separators split across the client's reads. Only the first and last 4 KiB of an event longer than
+        8 KiB go out ``chunk`` bytes at a time, the middle of a multi-MB image event in 4 KiB writes (that
+        keeps a big image at hundreds of writes, not millions). ``lf_only``: events end with ``\\n\\n``
+        instead of the ``\\r\\n\\r\\n`` Google sends. Other endpoints answer normally."""
+        if chunk < 1:
+            raise ValueError("chunk must be >= 1")
+        return cls("split_stream", chunk=chunk, lf_only=lf_only)
+
+    @classmethod
+    def drop_stream(cls, after_events: int = 1) -> Fault:
+        """A streamed answer sends its 200 headers and its first ``after_events`` events on time, then the
+        connection is cut: HTTP/2 resets just that stream (RST_STREAM), HTTP/1.1 shuts the TCP connection
+        down mid-body. ``after_events=0`` cuts right after the headers; a count of at least the number of
+        events sends them all and cuts instead of ending the body. Other endpoints answer normally."""
+        if after_events < 0:
+            raise ValueError("after_events must be >= 0")
+        return cls("drop_stream", after_events=after_events)
 
     @classmethod
     def malformed_json(cls) -> Fault:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .catalog import INPUT_IMAGE_TOKENS, MODELS, ModelSpec, closest_ratio, quote_list
 from .faults import JSON, Fault, gemini_error, not_found_message
 from .images import Payload, aimage_b64, aimage_bytes, image_dimensions, sniff_mime
-from .wire import Blobs, Reply, camelize, decode_b64, json_reply
+from .wire import Blobs, Reply, StreamReply, camelize, decode_b64, json_reply
 
 if TYPE_CHECKING:
     from .server import FakeImageAPI
@@ -30,6 +30,10 @@ REFUSAL_TEXT = "I'm unable to generate that image. Please try a different prompt
 NOT_AN_IMAGE = b"<!DOCTYPE html><html><head><title>Error</title></head><body>upstream error</body></html>\n"
 TROUBLESHOOTING = "https://developers.generativeai.google/guide/troubleshooting"
 SIGNATURE_DOCS = "https://ai.google.dev/gemini-api/docs/thought-signatures#model-behavior"
+# When each part of a streamed answer goes out, as a share of the latency (spec A5; the drafts at ~40% and
+# ~70% are what a member sees as live previews). The final parts and the last event come at 100%.
+HEADLINE_AT = (0.10, 0.55)
+DRAFT_AT = (0.40, 0.70)
 
 
 class GeminiError(Exception):
@@ -295,8 +299,11 @@ def _thought_text(p: ParsedRequest) -> str:
     )
 
 
-async def build_response(fake: FakeImageAPI, p: ParsedRequest, fault: Fault | None) -> tuple[JSON, Blobs]:
-    """The GenerateContentResponse (camelCase, image data as Blobs tokens)."""
+async def build_response(
+    fake: FakeImageAPI, p: ParsedRequest, fault: Fault | None, *, thoughts: bool = True
+) -> tuple[JSON, Blobs]:
+    """The GenerateContentResponse (camelCase, image data as Blobs tokens). ``thoughts=False`` leaves the
+    thought parts out (the stream sends its own); nothing else, usage included, depends on it."""
     blobs = Blobs()
     payload: Payload = fake.payload
     seed = zlib.crc32(p.prompt.encode())
@@ -315,7 +322,7 @@ async def build_response(fake: FakeImageAPI, p: ParsedRequest, fault: Fault | No
         return response, blobs
 
     parts: list[JSON] = []
-    if p.include_thoughts:
+    if p.include_thoughts and thoughts:
         parts.append({"text": _thought_text(p), "thought": True})
         if "IMAGE" in p.modalities and kind not in ("output_block", "text_only"):
             dw, dh = p.spec.pixel_size(p.ratio, "1K")
@@ -386,27 +393,75 @@ def error_reply(err: GeminiError) -> Reply:
     return json_reply(err.code, gemini_error(err.code, err.message, err.status))
 
 
-def _stream_chunks(response: JSON) -> list[JSON]:
-    """Split a whole response into streamGenerateContent chunks: one part per chunk, the last one carrying
-    finishReason and usageMetadata (spec A5)."""
+def _refine_text(p: ParsedRequest) -> str:
+    return (
+        "**Refining the details**\n\n"
+        "The layout works. I'm sharpening edges, balancing the light and checking the small details "
+        f"before the final {p.size} render.\n\n"
+    )
+
+
+def _composing_text(p: ParsedRequest) -> str:
+    subject = p.prompt.strip().replace("\n", " ")[:80] or "the scene"
+    return (
+        "**Composing the scene**\n\n"
+        f'I\'m placing the elements of "{subject}" in a {p.ratio} frame, blocking in shapes and colour first.\n\n'
+    )
+
+
+async def build_stream(
+    fake: FakeImageAPI, p: ParsedRequest, fault: Fault | None
+) -> tuple[list[tuple[float, JSON]], Blobs]:
+    """The streamGenerateContent events (spec A5) with the share of the latency at which each goes out.
+
+    With thoughts: a headline (10%), draft 1 (40%, half the 1K size), a second headline (55%), draft 2
+    (70%, 1K); drafts are ``thought: true`` PNGs without a signature, and come only when an image is wanted
+    (not for ``text_only``). Then at 100% each final part in its own event, the last event carrying
+    finishReason and usageMetadata, both exactly as the non-streaming call gives them. A prompt block is a
+    single event; an output block ends with its finishReason and no final image (the drafts were sent)."""
+    response, blobs = await build_response(fake, p, fault, thoughts=False)
     head = {k: v for k, v in response.items() if k not in ("candidates", "usageMetadata")}
     candidates = response.get("candidates")
     if not candidates:
-        return [response]
-    cand = candidates[0]
-    parts = (cand.get("content") or {}).get("parts") or []
-    chunks: list[JSON] = []
+        return [(1.0, response)], blobs
+
+    def event(parts: list[JSON] | None, last: bool = False) -> JSON:
+        cand: JSON = {}
+        if parts is not None:
+            cand["content"] = {"parts": parts, "role": "model"}
+        if last:
+            cand.update({k: v for k, v in candidates[0].items() if k not in ("content", "index")})
+        cand["index"] = 0
+        out: JSON = {"candidates": [cand]}
+        if last:
+            out["usageMetadata"] = response["usageMetadata"]
+        out.update(head)
+        return out
+
+    timeline: list[tuple[float, JSON]] = []
+    if p.include_thoughts:
+        kind = fault.name if fault is not None else None
+        drafts = "IMAGE" in p.modalities and kind != "text_only"
+        variant = zlib.crc32(p.prompt.encode()) % 8
+        w, h = p.spec.pixel_size(p.ratio, "1K")
+        timeline.append((HEADLINE_AT[0], event([{"text": _composing_text(p), "thought": True}])))
+        if drafts:
+            data = await aimage_b64(max(w // 2, 1), max(h // 2, 1), fake.payload, (variant + 3) % 8)
+            draft: JSON = {"inlineData": {"mimeType": "image/png", "data": blobs.add(data)}, "thought": True}
+            timeline.append((DRAFT_AT[0], event([draft])))
+        timeline.append((HEADLINE_AT[1], event([{"text": _refine_text(p), "thought": True}])))
+        if drafts:
+            data = await aimage_b64(w, h, fake.payload, variant)
+            draft = {"inlineData": {"mimeType": "image/png", "data": blobs.add(data)}, "thought": True}
+            timeline.append((DRAFT_AT[1], event([draft])))
+
+    content = candidates[0].get("content")
+    parts: list[JSON] = (content.get("parts") or []) if content else []
     for i, part in enumerate(parts):
-        c: JSON = {"content": {"parts": [part], "role": "model"}, "index": 0}
-        chunk: JSON = {"candidates": [c]}
-        if i == len(parts) - 1:
-            c.update({k: v for k, v in cand.items() if k not in ("content", "index")})
-            chunk["usageMetadata"] = response["usageMetadata"]
-        chunk.update(head)
-        chunks.append(chunk)
-    if not chunks:
-        chunks.append({**response})
-    return chunks
+        timeline.append((1.0, event([part], last=i == len(parts) - 1)))
+    if not parts:  # an output block without content: the last event holds only the finishReason
+        timeline.append((1.0, event([] if content is not None else None, last=True)))
+    return timeline, blobs
 
 
 async def handle(
@@ -425,22 +480,12 @@ async def handle(
         parsed = parse_request(fake, body, model, api_version)
     except GeminiError as err:
         return error_reply(err)
-    response, blobs = await build_response(fake, parsed, fault)
     headers = [("vary", "Origin, X-Origin, Referer"), ("server-timing", f"gfet4t7; dur={int(fake.latency * 1000) + 7}")]
     if method == "generateContent":
+        response, blobs = await build_response(fake, parsed, fault)
         return json_reply(200, response, headers, blobs)
-    chunks = _stream_chunks(response)
+    timeline, blobs = await build_stream(fake, parsed, fault)
+    events = [(at, blobs.dumps(chunk)) for at, chunk in timeline]
     if query.get("alt") == "sse":
-        segs: list[bytes] = []
-        for chunk in chunks:
-            segs.append(b"data: ")
-            segs.extend(blobs.dumps(chunk))
-            segs.append(b"\r\n\r\n")
-        return Reply(200, [("content-type", "text/event-stream"), *headers], segs)
-    segs = [b"["]
-    for i, chunk in enumerate(chunks):
-        if i:
-            segs.append(b",\r\n")
-        segs.extend(blobs.dumps(chunk))
-    segs.append(b"]")
-    return Reply(200, [("content-type", "application/json; charset=UTF-8"), *headers], segs)
+        return StreamReply(200, [("content-type", "text/event-stream"), *headers], events)
+    return StreamReply(200, [("content-type", "application/json; charset=UTF-8"), *headers], events, sse=False)

@@ -24,7 +24,7 @@ from . import gemini, openai_compat
 from .faults import NO_KEY_MESSAGE as GEMINI_NO_KEY
 from .faults import Family, Fault, gemini_error, invalid_key_body, openai_invalid_key_body
 from .images import Payload
-from .wire import Reply, decode_b64, json_reply, parse_multipart
+from .wire import Reply, StreamReply, decode_b64, json_reply, parse_multipart
 
 log = logging.getLogger("tests.fake_image_api")
 
@@ -32,6 +32,7 @@ GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateConten
 OPENAI_PATH = re.compile(r"^(?:/api)?/v1/(images/generations|images/edits|chat/completions)$")
 FILES_PATH = re.compile(r"^/files/([A-Za-z0-9_-]+)\.(png|jpeg|jpg|webp)$")
 CHUNK = 1 << 20
+SPLIT_SPAN = 4096  # Fault.split_stream: bytes at each end of an event written `chunk` bytes at a time
 MALFORMED = {
     "gemini": b'{\n  "candidates": [\n    {\n      "content": {\n        "parts": [\n          {\n'
     b'            "inlineData": {\n              "mimeType": "image/png",\n              "data": "iVBORw0KGgoAAAAN',
@@ -94,6 +95,47 @@ def _api_key(headers: dict[str, str], query: dict[str, str]) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return None
+
+
+def _pieces(data: bytes, chunk: int) -> list[bytes]:
+    """The writes for one event: up to 1 MB each, or (``chunk``) ``chunk`` bytes each, except the middle of
+    a long event, which goes in SPLIT_SPAN writes."""
+    if not chunk:
+        return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    if len(data) <= 2 * SPLIT_SPAN:
+        return [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    end = len(data) - SPLIT_SPAN
+    return [
+        *(data[i : min(i + chunk, SPLIT_SPAN)] for i in range(0, SPLIT_SPAN, chunk)),
+        *(data[i : min(i + SPLIT_SPAN, end)] for i in range(SPLIT_SPAN, end, SPLIT_SPAN)),
+        *(data[i : i + chunk] for i in range(end, len(data), chunk)),
+    ]
+
+
+async def _reset_h2_stream(send: Any) -> bool:
+    """Send RST_STREAM for the HTTP/2 stream that ``send`` answers, leaving the connection up.
+
+    ASGI has no reset message, so this reaches into hypercorn (0.18): ``send`` is the stream's
+    ``HTTPStream.app_send`` and its ``send`` is ``H2Protocol.stream_send``. What follows is what hypercorn
+    does when the client resets a stream. False (nothing done) if hypercorn is not shaped like that."""
+    stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    stream_id = getattr(stream, "stream_id", None)
+    connection = getattr(protocol, "connection", None)
+    if stream_id is None or connection is None or not hasattr(connection, "reset_stream"):
+        return False
+    try:
+        buffer = protocol.stream_buffers.get(stream_id)  # type: ignore[union-attr]
+        if buffer is not None:
+            await asyncio.wait_for(buffer.drain(), 5)  # the events sent so far reach the client first
+        connection.reset_stream(stream_id, error_code=2)  # INTERNAL_ERROR
+        await protocol._flush()  # type: ignore[union-attr]
+        await protocol._close_stream(stream_id)  # type: ignore[union-attr]
+        await protocol._window_updated(stream_id)  # type: ignore[union-attr]
+    except Exception:
+        log.debug("resetting HTTP/2 stream %s failed", stream_id, exc_info=True)
+        return False
+    return True
 
 
 class FakeImageAPI:
@@ -332,11 +374,14 @@ class FakeImageAPI:
         if self.record:
             self.requests.append(rec)
         reply = await self._dispatch(rec, receive)
-        if reply is not None:
+        if isinstance(reply, StreamReply):
+            rec.status = reply.status
+            await self._send_stream(send, reply, receive, rec)
+        elif reply is not None:
             rec.status = reply.status
             await self._send(send, reply, drop=rec.fault == "drop", client=rec.client)
 
-    async def _dispatch(self, rec: RecordedRequest, receive: Any) -> Reply | None:
+    async def _dispatch(self, rec: RecordedRequest, receive: Any) -> Reply | StreamReply | None:
         path = rec.path
         files = FILES_PATH.match(path)
         if files:
@@ -407,12 +452,12 @@ class FakeImageAPI:
     async def _finish(
         self,
         rec: RecordedRequest,
-        reply: Reply,
+        reply: Reply | StreamReply,
         fault: Fault | None,
         family: Family,
         receive: Any,
         delay: bool = True,
-    ) -> Reply | None:
+    ) -> Reply | StreamReply | None:
         seconds = self.latency if delay else 0.0
         if fault is not None:
             if fault.name == "hang":
@@ -422,6 +467,9 @@ class FakeImageAPI:
                 seconds += fault.seconds
             if fault.name == "malformed_json":
                 reply = Reply(200, [("content-type", "application/json")], [MALFORMED[family]])
+        if isinstance(reply, StreamReply):  # the headers go at once; the latency is spread over the events
+            reply.seconds, reply.fault = seconds, fault
+            return reply
         if seconds > 0:
             await self._wait(seconds, receive)
         return reply
@@ -494,8 +542,7 @@ class FakeImageAPI:
             await send({"type": "http.response.body", "body": bytes(buf), "more_body": True})
             sent += len(buf)
         if drop:
-            await asyncio.sleep(0.02)  # let hypercorn flush the partial body
-            if client is not None and self._shutdown_socket(client):
+            if await self._drop(send, client, reset_h2_stream=False):
                 return
             # Fallback: end the response short of its Content-Length. h11 refuses, and hypercorn
             # closes the connection; over h2 only the stream ends early (a protocol error for the client).
@@ -503,6 +550,44 @@ class FakeImageAPI:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_stream(self, send: Any, reply: StreamReply, receive: Any, rec: RecordedRequest) -> None:
+        """Headers now, then each event at its share of ``reply.seconds`` after them (spec A5), shaped by
+        ``Fault.split_stream`` / ``drop_stream`` / ``drop``. No Content-Length: chunked (HTTP/1.1) or a
+        plain h2 stream."""
+        fault: Fault | None = reply.fault
+        name = fault.name if fault is not None else None
+        chunk = fault.chunk if fault is not None and name == "split_stream" else 0
+        events = reply.framed(lf_only=fault is not None and name == "split_stream" and fault.lf_only)
+        cut: int | None = None
+        if fault is not None and name == "drop_stream":
+            cut = fault.after_events
+        elif name == "drop":
+            cut = len(events) // 2
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        started = time.monotonic()
+        for i, (at, data) in enumerate(events):
+            if cut is not None and i >= cut:
+                break
+            wait = started + at * reply.seconds - time.monotonic()
+            if wait > 0:
+                await self._wait(wait, receive)
+            for piece in _pieces(data, chunk):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if cut is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await self._drop(send, rec.client, reset_h2_stream=rec.http_version == "2")
+        # Returning without ending the body: hypercorn closes an HTTP/1.1 connection whose body is unfinished.
+
+    async def _drop(self, send: Any, client: tuple[str, int] | None, *, reset_h2_stream: bool) -> bool:
+        """Cut the answer being sent, as a network failure would: reset just this HTTP/2 stream
+        (``reset_h2_stream``), or shut our end of the TCP connection down. False if neither was possible."""
+        await asyncio.sleep(0.02)  # let hypercorn flush what was sent so far
+        if reset_h2_stream and await _reset_h2_stream(send):
+            return True
+        return client is not None and self._shutdown_socket(client)
 
     def _shutdown_socket(self, client: tuple[str, int]) -> bool:
         """Shut down our end of the TCP connection to ``client``, as a network drop would (this takes every

@@ -104,6 +104,32 @@ class Reply:
         return sum(len(s) for s in self.segments)
 
 
+@dataclass(slots=True)
+class StreamReply:
+    """A streamed 200 answer (spec A5): the headers go out at once, then each event at its moment.
+
+    ``events`` holds (share of the stream's duration, the event's JSON as segments). The server sets
+    ``seconds`` (the latency, plus any ``Fault.slow``) and ``fault`` (which may split or cut the stream)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    events: list[tuple[float, list[bytes]]]
+    sse: bool = True  # False: the JSON-array form (``streamGenerateContent`` without ``?alt=sse``)
+    seconds: float = 0.0
+    fault: Any = None
+
+    def framed(self, lf_only: bool = False) -> list[tuple[float, bytes]]:
+        """Each event as written: ``data: {...}\\r\\n\\r\\n`` (SSE), or a piece of one JSON array."""
+        if self.sse:
+            end = b"\n\n" if lf_only else b"\r\n\r\n"
+            return [(at, b"".join([b"data: ", *segs, end])) for at, segs in self.events]
+        last = len(self.events) - 1
+        return [
+            (at, b"".join([b"[" if i == 0 else b",\r\n", *segs, b"]" if i == last else b""]))
+            for i, (at, segs) in enumerate(self.events)
+        ]
+
+
 class Blobs:
     """Stand-ins for big base64 strings inside a JSON document, swapped in after serialisation."""
 
