@@ -5,6 +5,7 @@ If the fake drifted from the real wire format, these SDKs would raise or mis-par
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator
@@ -168,6 +169,48 @@ async def test_raw_body_passes_strict_model_validate(fake_api: FakeImageAPI, mod
             tolerant.prompt_feedback and tolerant.prompt_feedback.block_reason == types.BlockedReason.PROHIBITED_CONTENT
         )
         assert not tolerant.candidates
+
+
+async def test_genai_generate_content_stream_parses_thoughts_drafts_and_usage(fake_api: FakeImageAPI) -> None:
+    # The sync client, in a worker thread: the fake serves from this test's event loop.
+    fake_api.latency = 0.3
+    client = genai.Client(
+        api_key="g-key",
+        http_options=types.HttpOptions(
+            base_url=fake_api.base_url, api_version="v1beta", retry_options=types.HttpRetryOptions(attempts=1)
+        ),
+    )
+    plain = await client.aio.models.generate_content(model=PRO, contents="a red fox", config=image_config())
+
+    def stream() -> list[types.GenerateContentResponse]:
+        return list(
+            client.models.generate_content_stream(model=PRO, contents="a red fox", config=image_config("16:9", "2K"))
+        )
+
+    try:
+        chunks = await asyncio.to_thread(stream)
+    finally:
+        client.close()
+        await client.aio.aclose()
+
+    rec = fake_api.requests[-1]
+    assert rec.path == f"/v1beta/models/{PRO}:streamGenerateContent" and rec.query == {"alt": "sse"}
+    parts: list[types.Part] = []
+    for chunk in chunks:  # one part per chunk
+        assert chunk.candidates and chunk.candidates[0].content and chunk.candidates[0].content.parts
+        parts += chunk.candidates[0].content.parts
+    thoughts = [p for p in parts if p.thought]
+    assert [p.text is not None for p in thoughts] == [True, False, True, False]
+    assert thoughts[0].text and thoughts[0].text.startswith("**Composing the scene**")
+    drafts = [p.inline_data for p in thoughts if p.inline_data is not None]
+    assert [size_of(d.data) for d in drafts if d.data] == [(688, 384), (1376, 768)]
+    assert all(d.mime_type == "image/png" for d in drafts) and all(p.thought_signature is None for p in thoughts)
+    final = parts[-1]
+    assert not final.thought and final.inline_data is not None and final.inline_data.data
+    assert size_of(final.inline_data.data) == (2752, 1536) and isinstance(final.thought_signature, bytes)
+    assert [c.usage_metadata is not None for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    assert chunks[-1].usage_metadata == plain.usage_metadata and chunks[-1].model_version == PRO
 
 
 @pytest.mark.parametrize("model", [PRO, FLASH31])
