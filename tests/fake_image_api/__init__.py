@@ -17,6 +17,14 @@ delayed: ``GET /_fake/stats``, ``POST /_fake/config`` ({latency, payload, always
 
 ``latency`` is added before every API answer (errors included, not /files or /_fake); ``Fault.slow`` adds
 to it. Faults are consumed FIFO by the first matching request, after authentication.
+
+``:streamGenerateContent`` (spec A5) spreads the latency over the stream instead: 200 headers at once, then
+with ``includeThoughts`` on a thinking model a thought headline at 10%, a PNG draft (``thought: true``) at 40%,
+a second headline at 55%, a second draft at 70%, and the final parts at 100%, the last event carrying
+finishReason and the same usageMetadata as ``:generateContent``. Stream faults::
+
+    fake.script(Fault.split_stream(chunk=7, lf_only=True))   # tiny writes, LF-only event separators
+    fake.script(Fault.drop_stream(after_events=2))           # headline + draft 1, then the cut (h2: RST_STREAM)
 Separate process: ``python -m tests.fake_image_api --port 0 --latency 0.5 --payload realistic``.
 """
 

@@ -473,7 +473,7 @@ async def handle(
     body_size: int,
     query: dict[str, str],
     fault: Fault | None,
-) -> Reply:
+) -> Reply | StreamReply:
     if body_size > MAX_REQUEST_BYTES:
         return error_reply(GeminiError(400, f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes."))
     try:

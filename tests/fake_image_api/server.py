@@ -121,17 +121,17 @@ async def _reset_h2_stream(send: Any) -> bool:
     stream = getattr(send, "__self__", None)
     protocol = getattr(getattr(stream, "send", None), "__self__", None)
     stream_id = getattr(stream, "stream_id", None)
-    connection = getattr(protocol, "connection", None)
-    if stream_id is None or connection is None or not hasattr(connection, "reset_stream"):
+    if protocol is None or stream_id is None or not hasattr(getattr(protocol, "connection", None), "reset_stream"):
         return False
+    connection = protocol.connection
     try:
-        buffer = protocol.stream_buffers.get(stream_id)  # type: ignore[union-attr]
+        buffer = protocol.stream_buffers.get(stream_id)
         if buffer is not None:
             await asyncio.wait_for(buffer.drain(), 5)  # the events sent so far reach the client first
         connection.reset_stream(stream_id, error_code=2)  # INTERNAL_ERROR
-        await protocol._flush()  # type: ignore[union-attr]
-        await protocol._close_stream(stream_id)  # type: ignore[union-attr]
-        await protocol._window_updated(stream_id)  # type: ignore[union-attr]
+        await protocol._flush()
+        await protocol._close_stream(stream_id)
+        await protocol._window_updated(stream_id)
     except Exception:
         log.debug("resetting HTTP/2 stream %s failed", stream_id, exc_info=True)
         return False
