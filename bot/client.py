@@ -100,6 +100,7 @@ class BananaBot(commands.Bot):
         self._transport = transport
         self._sync_commands = sync_commands
         self._resumed = False
+        self._interrupted: list[Job] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._resumed_grids: dict[str, GridPresenter] = {}
@@ -124,6 +125,7 @@ class BananaBot(commands.Bot):
             limits=self.settings.limits,
             budget=self.settings.context_budget,
         )
+        self._interrupted = await self.jobs.interrupted()
         self.pinned_locales = await pinned_locales(self.runtime.db)
         await self.tree.set_translator(CatalogueTranslator())
         for extension in EXTENSIONS:
@@ -140,7 +142,10 @@ class BananaBot(commands.Bot):
         if self._resumed:
             return
         self._resumed = True
-        resumed = await self.jobs.resume(self._presenter_for_resumed)
+        # Only the jobs found before the gateway connected: one admitted since (between READY and this
+        # event) is already queued in this process and would otherwise run twice.
+        interrupted, self._interrupted = self._interrupted, []
+        resumed = await self.jobs.resume(interrupted, self._presenter_for_resumed)
         if resumed:
             log.info("picked up %d jobs interrupted by the restart", len(resumed))
 

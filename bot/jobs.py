@@ -202,11 +202,16 @@ class JobService:
         )
         self.queue.submit(ticket)
 
-    async def resume(self, presenter_for: Callable[[Job], Awaitable[JobPresenter | None]]) -> list[Job]:
-        """Queue again what a restart interrupted. Their quota is already reserved, so no limit applies.
+    async def interrupted(self) -> list[Job]:
+        """What the last run left queued or running. Read before this run admits anything of its own."""
+        return await unfinished_jobs(self.db)
 
-        A job whose channel is gone can't be shown: it fails (and so is refunded)."""
-        jobs = await unfinished_jobs(self.db)
+    async def resume(
+        self, jobs: list[Job], presenter_for: Callable[[Job], Awaitable[JobPresenter | None]]
+    ) -> list[Job]:
+        """Queue again what a restart interrupted (`jobs`, from `interrupted()`). Their quota is already
+        reserved, so no limit applies. A job whose channel is gone can't be shown: it fails (and so is
+        refunded)."""
         resumed = []
         for job in jobs:
             presenter = await presenter_for(job)

@@ -285,3 +285,23 @@ async def test_a_job_whose_channel_is_gone_after_a_restart_is_refunded_and_repor
                 break
             await asyncio.sleep(0.02)
         assert await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0
+
+
+async def test_a_job_admitted_before_on_ready_runs_once(tmp_path: Path) -> None:
+    """Interactions can arrive between READY and on_ready (which waits for every GUILD_CREATE); a job
+    admitted then is queued in this process and must not be 'resumed' a second time by on_ready."""
+    async with BotHarness(tmp_path) as h:
+        bot = await h.start()
+        h.api.latency = 0.5
+        inter = await h.imagine(h.alice, "admitted early")
+        await wait_queued(h, 1)
+        # Replay the start-up order: this process's on_ready has not run yet when the job is admitted.
+        bot._resumed = False
+        await bot.on_ready()
+        result = await h.wait_result(inter)
+        await bot.jobs.wait_told()
+        await asyncio.sleep(0.6)  # a second run, if any, would have reached the API by now
+        assert len(h.gemini_requests()) == 1
+        posts = [m for m in h.discord.messages.values() if m.files and m.interaction_id == inter.id]
+        assert [m.id for m in posts] == [result.id]
+        assert await count_generations(bot.jobs.db) == 1

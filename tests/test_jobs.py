@@ -264,7 +264,7 @@ async def test_a_restart_runs_interrupted_jobs_once_without_charging_twice(
         async def presenter_for(job: Job) -> Events:
             return events
 
-        resumed = await service.resume(presenter_for)
+        resumed = await service.resume(await service.interrupted(), presenter_for)
         assert {j.id for j in resumed} == {was_running.id, was_queued.id}
         await events.wait(was_running.id)
         await events.wait(was_queued.id)
