@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass
 
 from PIL import Image
@@ -51,7 +52,11 @@ def fit_upload(data: bytes, mime: str, width: int, height: int, limit: int) -> U
 
 
 def _jpeg(image: Image.Image, *, quality: int) -> bytes:
-    out = io.BytesIO()
-    # No optimize=True: on 4K images it overflows Pillow's encoder buffer ("broken data stream").
-    image.save(out, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
-    return out.getvalue()
+    # Into a real file, not a BytesIO: Pillow then encodes in one C call that releases the GIL, where a
+    # BytesIO makes it encode tile by tile holding the GIL, and the bot's event loop stalls for the whole
+    # 4K encode (bench/README.md, "What blocks the loop").
+    with tempfile.TemporaryFile() as out:
+        # No optimize=True: on 4K images it overflows Pillow's encoder buffer ("broken data stream").
+        image.save(out, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+        out.seek(0)
+        return out.read()
