@@ -153,7 +153,8 @@ class RecordingCalls(list[RecordedCall]):
     def append(self, call: RecordedCall) -> None:
         super().append(call)
         # Images reach the member through the interaction's webhook (the deferred original or a follow-up).
-        if call.files and call.status == 200 and call.path.startswith("/webhooks/"):
+        # A status edit carrying a draft (live previews) is not the result.
+        if is_result_upload(call) and call.status == 200 and call.path.startswith("/webhooks/"):
             self.posted.setdefault(call.path.split("/")[3], time.monotonic())
             self.changed.set()
 
@@ -337,11 +338,17 @@ async def run_phase(bench: Bench, work: Coroutine[Any, Any, list[Job]]) -> Phase
     return Phase(jobs, cpu, mark[0], Counter(call_kind(c) for c in bench.calls[first_call:]))
 
 
+def is_result_upload(call: RecordedCall) -> bool:
+    return any(not f.filename.startswith("draft-") for f in call.files or [])
+
+
 def call_kind(call: RecordedCall) -> str:
     if call.path.startswith("/interactions/"):
         return "callback"
     if call.path.startswith("/webhooks/"):
-        return "image" if call.files else "status"  # status edits of the deferred message, and notices
+        if is_result_upload(call):
+            return "image"
+        return "draft" if call.files else "status"  # status edits of the deferred message, and notices
     return "channel"  # threads, thread hints, status messages in channels
 
 
