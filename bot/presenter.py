@@ -255,8 +255,10 @@ class DiscordPresenter:
         self._last_edit = 0.0
         self._headline: str | None = None
         self._drafts = 0
-        self._draft: DraftAttachment | None = None  # shrunk, waiting to be shown
-        self._shrinking: set[asyncio.Task[None]] = set()
+        #: The newest draft as the model sent it, shrunk only when an edit is due (a draft that a newer
+        #: one replaces before then costs nothing), and that draft shrunk, waiting to be shown.
+        self._raw_draft: tuple[int, GeneratedImage] | None = None
+        self._draft: DraftAttachment | None = None
 
     # --- the JobPresenter protocol ----------------------------------------------------------------------
     def prepare(self, image: GeneratedImage) -> None:
@@ -277,19 +279,20 @@ class DiscordPresenter:
             self._news.set()
             return
         self._drafts += 1
-        task = asyncio.create_task(self._shrink(preview.draft, self._drafts))
-        self._shrinking.add(task)
-        task.add_done_callback(self._shrinking.discard)
+        self._raw_draft = (self._drafts, preview.draft)
+        self._news.set()
 
-    async def _shrink(self, draft: GeneratedImage, number: int) -> None:
+    async def _shrink_newest_draft(self) -> None:
+        """Decode and shrink the newest draft for the edit that is about to happen (off the loop)."""
+        if self._raw_draft is None:
+            return
+        (number, draft), self._raw_draft = self._raw_draft, None
         try:
             data = await asyncio.to_thread(draft_thumbnail, draft.data)
         except Exception:  # an odd draft is not worth a word to anyone
             log.debug("could not shrink a draft", exc_info=True)
             return
-        if number == self._drafts:  # a later draft supersedes this one
-            self._draft = DraftAttachment.build(self.locale, number, data)
-            self._news.set()
+        self._draft = DraftAttachment.build(self.locale, number, data)
 
     async def queued(self, job: Job) -> None:
         await self._refresh(job)
@@ -381,14 +384,13 @@ class DiscordPresenter:
                     await self._news.wait()
             self._news.clear()
             await asyncio.sleep(max(0.0, self._last_edit + interval / 3 - time.monotonic()))
+            await self._shrink_newest_draft()
             await self._refresh(job)
 
     async def _stop_ticker(self) -> None:
         """No status edit after this: one in flight finishes first, so the result is always the last word."""
         async with self._edit_lock:
             self._closed = True
-        for task in list(self._shrinking):
-            task.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

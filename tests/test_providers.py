@@ -529,3 +529,31 @@ async def test_sixty_four_concurrent_image_sized_responses_over_one_http2_connec
             assert api.connections_seen == 1
         finally:
             await rt.aclose()
+
+
+async def test_staggered_requests_on_one_http2_connection_never_wait_for_each_other(tmp_path: Path) -> None:
+    """A response that has fully arrived is handed over at once, even while another request on the same
+    connection is still waiting for its answer. httpcore reads for every stream under one lock; a stream
+    queued for it behind a request blocked on its headers waited for that request's answer, a whole extra
+    generation, for ~1 in 5 responses (bot/core/h2tuning.py). The bot's requests are always staggered: each
+    starts when a slot frees."""
+    latency = 0.6
+    async with FakeImageAPI(payload="realistic", latency=latency) as api:
+        rt, _ = await open_runtime(api, tmp_path)
+        slots = asyncio.Semaphore(8)
+        took: list[float] = []
+
+        async def one(i: int) -> None:
+            async with slots:
+                started = asyncio.get_running_loop().time()
+                await rt.service.generate(ImageRequest(prompt=f"cat {i}"))
+                took.append(asyncio.get_running_loop().time() - started)
+
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.gather(*(one(i) for i in range(32)))
+            assert api.connections_seen == 1
+            slow = [round(t, 2) for t in took if t > latency * 1.8]
+            assert not slow, f"{len(slow)} of {len(took)} requests waited for another's answer: {slow}"
+        finally:
+            await rt.aclose()
