@@ -45,6 +45,9 @@ class FairQueue:
         self._last_served: dict[int, int] = {}
         self._serve_count = 0
         self._running: dict[str, Ticket] = {}
+        # Jobs that gave their slot back (their provider call is over) but are still storing and logging:
+        # they hold no capacity, yet they are not done, so a member's or guild's pending work includes them.
+        self._finishing: dict[str, Ticket] = {}
         self._running_by_lane: dict[int, int] = {}
         # user -> group -> running jobs of that group
         self._running_by_user: dict[int, dict[str, int]] = {}
@@ -57,11 +60,13 @@ class FairQueue:
     def pending_for_user(self, user_id: int) -> int:
         """Requests (groups) the member has waiting or running."""
         groups = {t.group for lane in self._waiting.values() for t in lane if t.user_id == user_id}
+        groups |= {t.group for t in self._finishing.values() if t.user_id == user_id}
         return len(groups | set(self._running_by_user.get(user_id, {})))
 
     def pending_in_lane(self, lane: int) -> int:
-        """Jobs of this guild waiting or running."""
-        return len(self._waiting.get(lane, ())) + self._running_by_lane.get(lane, 0)
+        """Jobs of this guild waiting, running or finishing."""
+        finishing = sum(1 for t in self._finishing.values() if t.lane == lane)
+        return len(self._waiting.get(lane, ())) + self._running_by_lane.get(lane, 0) + finishing
 
     def running_in_lane(self, lane: int) -> int:
         return self._running_by_lane.get(lane, 0)
@@ -103,13 +108,29 @@ class FairQueue:
                     return True
         return False
 
+    def release(self, job_id: str) -> None:
+        """Give a running job's slot to the next in line before the job returns: its provider call is over
+        and what is left (storing the image, logging) needs no provider capacity. The job still counts as
+        pending until it returns. A no-op for a job that isn't running."""
+        ticket = self._running.pop(job_id, None)
+        if ticket is None:
+            return
+        self._finishing[job_id] = ticket
+        self._decrement(self._running_by_lane, ticket.lane)
+        groups = self._running_by_user[ticket.user_id]
+        self._decrement(groups, ticket.group)
+        if not groups:
+            del self._running_by_user[ticket.user_id]
+        self._dispatch()
+
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
     async def aclose(self) -> None:
         """Cancel running jobs and forget waiting ones (they stay queued in the database for the next start)."""
         self._waiting.clear()
-        tasks = [t.task for t in self._running.values() if t.task is not None]
+        tickets = [*self._running.values(), *self._finishing.values()]
+        tasks = [t.task for t in tickets if t.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,14 +190,9 @@ class FairQueue:
             # The job's own code reports failures to the member; this is the last line of defence.
             log.exception("job %s raised", ticket.job_id)
         finally:
-            # Every path, exceptions and cancellation included, gives the slot back.
-            del self._running[ticket.job_id]
-            self._decrement(self._running_by_lane, ticket.lane)
-            groups = self._running_by_user[ticket.user_id]
-            self._decrement(groups, ticket.group)
-            if not groups:
-                del self._running_by_user[ticket.user_id]
-            self._dispatch()
+            # Every path, exceptions and cancellation included, gives the slot back (unless it did already).
+            self.release(ticket.job_id)
+            del self._finishing[ticket.job_id]
             self._check_idle()
 
     @staticmethod
@@ -186,5 +202,5 @@ class FairQueue:
             del counts[key]
 
     def _check_idle(self) -> None:
-        if not self._running and not self._waiting:
+        if not self._running and not self._finishing and not self._waiting:
             self._idle.set()

@@ -147,3 +147,39 @@ async def test_dms_get_a_lane_per_member(queues: list[FairQueue]) -> None:
     queue.submit(rec.ticket("dm2-a", lane=-2, user=2))
     await settle()
     assert queue.position("dm2-a") == 1
+
+
+async def test_a_released_slot_starts_the_next_job_while_the_first_still_counts_as_pending(
+    queues: list[FairQueue],
+) -> None:
+    """A job that has its image gives its slot back before it has stored and logged it (FairQueue.release):
+    the next job starts at once, but the member's and guild's pending work (which /forget-me waits for,
+    and the per-member waiting cap counts) still includes the finishing one until it returns."""
+    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=1)
+    rec = Recorder(queue)
+    queue.submit(rec.ticket("first", lane=1, user=1))
+    queue.submit(rec.ticket("second", lane=1, user=2))
+    await settle()
+    assert rec.started == ["first"]
+    queue.release("first")
+    await settle()
+    assert rec.started == ["first", "second"]
+    assert queue.running_count == 1  # only "second" holds capacity
+    assert queue.pending_for_user(1) == 1 and queue.pending_in_lane(1) == 2
+    queue.release("first")  # again: a no-op
+    queue.release("unknown")
+    await rec.finish("first")
+    assert queue.pending_for_user(1) == 0 and queue.pending_in_lane(1) == 1
+    await rec.finish("second")
+    await asyncio.wait_for(queue.wait_idle(), 1)
+    assert queue.pending_in_lane(1) == 0
+
+
+async def test_shutdown_cancels_a_finishing_job_too(queues: list[FairQueue]) -> None:
+    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=1)
+    rec = Recorder(queue)
+    queue.submit(rec.ticket("first", lane=1, user=1))
+    await settle()
+    queue.release("first")
+    await queue.aclose()
+    assert queue.pending_for_user(1) == 0 and queue.pending_in_lane(1) == 0
