@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot import presenter
 from bot.i18n import t
+from bot.previews import draft_thumbnail
 from tests.bot_harness import BotHarness
 from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS
 from tests.fake_image_api import Fault
@@ -77,3 +79,28 @@ async def test_a_stream_dropped_after_a_draft_retries_and_posts_only_the_final_i
         assert [r.path.rsplit(":", 1)[1] for r in h.gemini_requests()] == ["streamGenerateContent"] * 2
         with Image.open(io.BytesIO(result.files[0].data)) as image:
             assert image.size == (1024, 1024)  # the final 1K image, never a draft
+
+
+async def test_a_draft_replaced_before_its_edit_is_due_is_never_decoded_or_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status edits are spaced (a third of the interval at least); a draft that a newer one replaces in
+    that time is skipped: the status shows draft 2 directly, and only one draft is shrunk and uploaded.
+    Timeline: drafts at 40% and 70% of the 3 s latency (1.2 s, 2.1 s), the first edit allowed 2.5 s after
+    the "generating" edit, the final image at 3 s."""
+    shrunk: list[int] = []
+
+    def counting_thumbnail(data: bytes) -> bytes:
+        shrunk.append(len(data))
+        return draft_thumbnail(data)
+
+    monkeypatch.setattr(presenter, "draft_thumbnail", counting_thumbnail)
+    async with BotHarness(tmp_path) as h:
+        h.api.latency = 3.0
+        await h.start(BANANA_STATUS_INTERVAL="7.5")
+        result = await h.wait_result(await h.imagine(h.alice, "a windmill at dusk"))
+        drafts = draft_edits(result.edits)
+        assert [d["embeds"][0]["title"] for d in drafts] == [t("en-US", "status.draft_title", number=2)]  # type: ignore[index]
+        uploads = [f.filename for call in h.discord.calls for f in call.files or [] if f.filename.startswith("draft-")]
+        assert uploads == ["draft-2.jpg"]
+        assert len(shrunk) == 1  # draft 1 was never decoded
