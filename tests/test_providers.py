@@ -557,3 +557,29 @@ async def test_staggered_requests_on_one_http2_connection_never_wait_for_each_ot
             assert not slow, f"{len(slow)} of {len(took)} requests waited for another's answer: {slow}"
         finally:
             await rt.aclose()
+
+
+async def test_requests_cancelled_while_others_read_leave_the_connection_working(tmp_path: Path) -> None:
+    """Streams waiting for the current reader can be cancelled (a member's job cancelled, a deadline) at any
+    moment, including just after being picked to read next: the others must still get their answers."""
+    async with FakeImageAPI(payload="realistic", latency=0.4) as api:
+        rt, _ = await open_runtime(api, tmp_path)
+        try:
+            async with asyncio.timeout(60):
+                for wave in range(3):
+                    tasks = [
+                        asyncio.create_task(rt.service.generate(ImageRequest(prompt=f"cat {i}"))) for i in range(12)
+                    ]
+                    for i, task in enumerate(tasks[::2]):
+                        await asyncio.sleep(0.05 + 0.03 * i + 0.1 * wave)
+                        task.cancel()
+                    done = await asyncio.gather(*tasks, return_exceptions=True)
+                    kept = [r for r in done if not isinstance(r, BaseException)]
+                    assert len(kept) >= 6 and all(r.image.width == 1024 for r in kept)
+            # And the connection still serves new requests at once.
+            started = asyncio.get_running_loop().time()
+            await rt.service.generate(ImageRequest(prompt="after"))
+            assert asyncio.get_running_loop().time() - started < 0.4 * 3
+            assert api.connections_seen == 1
+        finally:
+            await rt.aclose()

@@ -119,21 +119,28 @@ def apply() -> bool:
             super().__init__(*args, **kwargs)
             if frame_reader:
                 self._h2_state.incoming_buffer = _FrameReader()
-            #: Tasks inside httpcore's `_receive_events` (the one reading, and any waiting for its lock), and
-            #: an event set (and replaced) whenever one of them leaves.
+            #: Tasks inside httpcore's `_receive_events` (the one reading, and any waiting for its lock);
+            #: streams waiting outside it (stream id -> future); streams that got events in the last reads.
             self._banana_inside = 0
-            self._banana_left = asyncio.Event()
+            self._banana_waiting: dict[int, asyncio.Future[None]] = {}
+            self._banana_fresh: set[int] = set()
 
         async def _receive_events(self, request: object, stream_id: int | None = None) -> None:
             # httpcore reads the socket for every stream under one FIFO lock, and a stream looks at the events
             # queued for it only once it holds that lock. So a request still waiting for its response headers
             # (a whole generation) could hold the lock, blocked in a socket read, while streams queued behind
             # it had their whole body read and queued for them: they waited until something arrived for the
-            # reader, ~a generation more for 1 in 5 staggered requests (bench/README.md). Here a stream only
-            # queues for the lock when nobody else is in there; otherwise it waits for whoever is to leave
-            # (after each read) and looks at its own events again first.
+            # reader, ~a generation more for 1 in 5 staggered requests (bench/bench_staggered.py). Here a
+            # stream queues for the lock only when nobody is in there; otherwise it waits outside, and is
+            # woken when a read brings it events, or to take over the reading when everyone has left.
             while stream_id is not None and self._banana_inside:
-                await self._banana_left.wait()
+                waiter = self._banana_waiting[stream_id] = asyncio.get_running_loop().create_future()
+                try:
+                    await waiter
+                finally:
+                    del self._banana_waiting[stream_id]
+                    if waiter.cancelled() or not waiter.done():
+                        self._banana_wake()  # it may have been picked to read next: pick another
                 if self._events.get(stream_id):
                     return
             self._banana_inside += 1
@@ -141,8 +148,25 @@ def apply() -> bool:
                 await super()._receive_events(request, stream_id)
             finally:
                 self._banana_inside -= 1
-                left, self._banana_left = self._banana_left, asyncio.Event()
-                left.set()
+                self._banana_wake()
+
+        def _banana_wake(self) -> None:
+            """Wake the waiting streams that have events now, and one more to read if nobody is reading."""
+            fresh, self._banana_fresh = self._banana_fresh, set()
+            reader_needed = not self._banana_inside
+            for waiting_id, waiter in self._banana_waiting.items():
+                if waiter.done():
+                    continue
+                if waiting_id in fresh and self._events.get(waiting_id):
+                    waiter.set_result(None)
+                elif reader_needed:
+                    waiter.set_result(None)
+                    reader_needed = False
+
+        async def _read_incoming_data(self, request: object) -> list[Any]:
+            events: list[Any] = await super()._read_incoming_data(request)
+            self._banana_fresh.update(sid for event in events if (sid := getattr(event, "stream_id", None)))
+            return events
 
         async def _send_connection_init(self, request: object) -> None:
             await super()._send_connection_init(request)
