@@ -78,6 +78,17 @@ def test_sse_events_survive_any_split_and_any_line_ending(newline: bytes) -> Non
         assert _events(stream, rng) == [b'{"n":1}', b"two\nlines", big, b"end"]
 
 
+def test_a_crlf_split_around_an_empty_read_is_one_line_end() -> None:
+    decoder = SSEDecoder()
+    events = [
+        *decoder.feed(b"data: one\r"),
+        *decoder.feed(b""),
+        *decoder.feed(b"\n\r"),
+        *decoder.feed(b"\ndata: two\r\n"),
+    ]
+    assert events + decoder.close() == [b"one", b"two"]
+
+
 def test_sse_decoder_does_not_rescan_a_long_event() -> None:
     # One byte at a time through a 200 KB line: quadratic rescanning would take minutes, not milliseconds.
     decoder = SSEDecoder()
