@@ -27,7 +27,7 @@ from .core.models import model_spec
 from .core.types import GeneratedImage, Preview
 from .i18n import duration, money, t, tn
 from .jobs import JobOutcome
-from .previews import draft_thumbnail
+from .previews import DRAFT_EXECUTOR, draft_thumbnail
 from .uploads import Upload, fit_upload
 from .views import cancel_view, result_view
 
@@ -288,7 +288,7 @@ class DiscordPresenter:
             return
         (number, draft), self._raw_draft = self._raw_draft, None
         try:
-            data = await asyncio.to_thread(draft_thumbnail, draft.data)
+            data = await asyncio.get_running_loop().run_in_executor(DRAFT_EXECUTOR, draft_thumbnail, draft.data)
         except Exception:  # an odd draft is not worth a word to anyone
             log.debug("could not shrink a draft", exc_info=True)
             return
