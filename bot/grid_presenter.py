@@ -24,6 +24,7 @@ from .core.errors import GenerationError
 from .core.imaging import sniff_mime
 from .grids import SLICED_PROMPT, compose_preview, slice_grid
 from .i18n import duration, money, t
+from .imagework import run_image_work
 from .intake import limit_text
 from .jobs import BudgetExceeded, JobOutcome, LimitExceeded
 from .presenter import ChannelSurface, Surface, model_label, open_thread, send_thread_hint
@@ -168,7 +169,7 @@ class GridPresenter:
         self.cost += result.usage.cost_usd
         self.model = result.model
         if self.grid.mode == "sliced":
-            self.tiles = list(await asyncio.to_thread(slice_grid, result.image.data))
+            self.tiles = list(await run_image_work(slice_grid, result.image.data))
         else:
             assert job.tile is not None
             self.tiles[job.tile - 1] = result.image.data
@@ -185,7 +186,7 @@ class GridPresenter:
             if job.status == "done" and job.image_key is not None:
                 data = await self.bot.runtime.images.get(job.image_key)
                 if self.grid.mode == "sliced":
-                    self.tiles = list(await asyncio.to_thread(slice_grid, data))
+                    self.tiles = list(await run_image_work(slice_grid, data))
                 elif job.tile is not None:
                     self.tiles[job.tile - 1] = data
             elif job.status in ("failed", "cancelled"):
@@ -261,7 +262,7 @@ class GridPresenter:
         for tile in self.tiles:
             mime = sniff_mime(tile) or "image/png" if tile is not None else ""
             keys.append(await self.bot.runtime.images.put(tile, mime) if tile is not None else None)
-        preview = await asyncio.to_thread(compose_preview, self.tiles)
+        preview = await run_image_work(compose_preview, self.tiles)
         file = discord.File(io.BytesIO(preview), filename=f"grid-{self.grid.id}.jpg")
         message = await self.surface.result(
             content="", embed=self._embed(file.filename), file=file, view=grid_view(self.grid.id, keys, locale)

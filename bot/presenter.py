@@ -26,8 +26,9 @@ from .core.errors import BlockedError, GenerationError, NoImageError, RateLimite
 from .core.models import model_spec
 from .core.types import GeneratedImage, Preview
 from .i18n import duration, money, t, tn
+from .imagework import run_image_work
 from .jobs import JobOutcome
-from .previews import DRAFT_EXECUTOR, draft_thumbnail
+from .previews import draft_thumbnail
 from .uploads import Upload, fit_upload
 from .views import cancel_view, result_view
 
@@ -266,7 +267,7 @@ class DiscordPresenter:
         takes a few hundred ms of CPU: on the other core, it costs the member no time)."""
         limit = self.surface.upload_limit
         self._upload = asyncio.create_task(
-            asyncio.to_thread(fit_upload, image.data, image.mime, image.width, image.height, limit)
+            run_image_work(fit_upload, image.data, image.mime, image.width, image.height, limit)
         )
 
     def preview(self, preview: Preview) -> None:
@@ -288,7 +289,7 @@ class DiscordPresenter:
             return
         (number, draft), self._raw_draft = self._raw_draft, None
         try:
-            data = await asyncio.get_running_loop().run_in_executor(DRAFT_EXECUTOR, draft_thumbnail, draft.data)
+            data = await run_image_work(draft_thumbnail, draft.data)
         except Exception:  # an odd draft is not worth a word to anyone
             log.debug("could not shrink a draft", exc_info=True)
             return
@@ -458,7 +459,7 @@ async def post_result(
     `upload` is the image already fitted to the surface's upload limit, if the caller prepared it."""
     db = bot.jobs.db
     if upload is None:
-        upload = await asyncio.to_thread(fit_upload, data, mime, facts.width, facts.height, surface.upload_limit)
+        upload = await run_image_work(fit_upload, data, mime, facts.width, facts.height, surface.upload_limit)
     if job.thread_id is not None:
         job.version = await max_version_in_thread(db, job.thread_id) + 1
         await update_job(db, job.id, version=job.version, thread_id=job.thread_id)

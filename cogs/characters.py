@@ -7,7 +7,6 @@ change or delete them; other guilds never see them. /imagine, /grid and /edit ta
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from discord.ext import commands
 from bot.characters import MAX_DESCRIPTION, SHEET_SECTIONS, name_problem, sheet_text
 from bot.client import BananaBot
 from bot.i18n import t, tn
+from bot.imagework import run_image_work
 from bot.intake import InputError, character_autocomplete, read_references
 from bot.uploads import fit_upload
 from storage.characters import (
@@ -256,7 +256,7 @@ class Characters(commands.Cog):
         per_file = max(interaction.filesize_limit // (SHOWN_IMAGES + 1), 256 * 1024)
         for index, key in enumerate(keys[-SHOWN_IMAGES:], start=1):
             data = await self.bot.runtime.images.get(key)
-            upload = await asyncio.to_thread(fit_upload, data, "image/png", 0, 0, per_file)
+            upload = await run_image_work(fit_upload, data, "image/png", 0, 0, per_file)
             files.append(discord.File(io.BytesIO(upload.data), filename=f"{character.name}-{index}.{upload.extension}"))
         await interaction.followup.send(embed=embed, files=files, ephemeral=True)
 
