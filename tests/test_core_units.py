@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -364,3 +365,37 @@ async def test_response_bodies_are_read_whole_and_capped(declare_length: bool) -
             await client.request("GET", "http://127.0.0.1/x", read_timeout=5, max_bytes=500_000)
     finally:
         await client.aclose()
+
+
+async def test_a_stream_cancelled_right_after_being_picked_to_read_hands_the_turn_on() -> None:
+    """h2tuning item 6: the waiter picked to take over the reading may be cancelled before it runs; the
+    next waiter must be picked instead, or every stream still waiting would wait for ever."""
+    from httpcore._async import http2
+
+    from bot.core import h2tuning
+
+    assert h2tuning.apply()
+    conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
+    conn._banana_inside, conn._banana_waiting, conn._banana_fresh, conn._events = 1, {}, set(), {1: [], 3: []}
+    entered: list[int] = []
+
+    async def enter(self: object, request: object, stream_id: int | None = None) -> None:
+        entered.append(stream_id or 0)
+
+    parent = http2.AsyncHTTP2Connection.__mro__[1]
+    original = parent._receive_events
+    parent._receive_events = enter  # type: ignore[method-assign]
+    try:
+        first = asyncio.create_task(conn._receive_events(None, 1))
+        second = asyncio.create_task(conn._receive_events(None, 3))
+        await asyncio.sleep(0)
+        assert set(conn._banana_waiting) == {1, 3}
+        conn._banana_inside = 0
+        conn._banana_wake()  # the reader leaves: exactly one waiter (stream 1) is picked to read next
+        assert [conn._banana_waiting[s].done() for s in (1, 3)] == [True, False]
+        first.cancel()  # ... and is cancelled before it runs
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.wait_for(second, 1)  # stream 3 was handed the turn and went in to read
+        assert entered == [3]
+    finally:
+        parent._receive_events = original  # type: ignore[method-assign]

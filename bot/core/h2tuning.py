@@ -137,10 +137,12 @@ def apply() -> bool:
                 waiter = self._banana_waiting[stream_id] = asyncio.get_running_loop().create_future()
                 try:
                     await waiter
-                finally:
+                except BaseException:
+                    # Cancelled, perhaps just after being picked to read next: another must take that turn.
                     del self._banana_waiting[stream_id]
-                    if waiter.cancelled() or not waiter.done():
-                        self._banana_wake()  # it may have been picked to read next: pick another
+                    self._banana_wake()
+                    raise
+                del self._banana_waiting[stream_id]
                 if self._events.get(stream_id):
                     return
             self._banana_inside += 1
