@@ -376,7 +376,7 @@ async def test_a_stream_cancelled_right_after_being_picked_to_read_hands_the_tur
 
     assert h2tuning.apply()
     conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
-    conn._banana_inside, conn._banana_waiting, conn._banana_fresh, conn._events = 1, {}, set(), {1: [], 3: []}
+    conn._banana_inside, conn._banana_waiting, conn._events = 1, {}, {1: [], 3: []}
     entered: list[int] = []
 
     async def enter(self: object, request: object, stream_id: int | None = None) -> None:
@@ -399,3 +399,23 @@ async def test_a_stream_cancelled_right_after_being_picked_to_read_hands_the_tur
         assert entered == [3]
     finally:
         parent._receive_events = original  # type: ignore[method-assign]
+
+
+async def test_a_waiting_stream_is_woken_for_events_queued_whenever_they_were_read() -> None:
+    """h2tuning item 6: httpcore queues a read's events after the read and may yield in between (a SETTINGS
+    change); a wake in that gap must not make the stream miss them. Whether a stream has events is looked
+    up at each wake, never remembered from the reads."""
+    from httpcore._async import http2
+
+    from bot.core import h2tuning
+
+    assert h2tuning.apply()
+    conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
+    conn._banana_inside, conn._banana_waiting, conn._events = 1, {}, {5: []}
+    waiting = asyncio.create_task(conn._receive_events(None, 5))
+    await asyncio.sleep(0)
+    conn._banana_wake()  # someone leaves while the reader is between its read and queueing the events
+    conn._events[5].append("data for stream 5")  # the reader queues them ...
+    conn._banana_wake()  # ... and leaves
+    await asyncio.wait_for(waiting, 1)
+    assert conn._banana_waiting == {}

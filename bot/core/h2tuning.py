@@ -119,11 +119,10 @@ def apply() -> bool:
             super().__init__(*args, **kwargs)
             if frame_reader:
                 self._h2_state.incoming_buffer = _FrameReader()
-            #: Tasks inside httpcore's `_receive_events` (the one reading, and any waiting for its lock);
-            #: streams waiting outside it (stream id -> future); streams that got events in the last reads.
+            #: Tasks inside httpcore's `_receive_events` (the one reading, and any waiting for its lock), and
+            #: the streams waiting outside it (stream id -> future).
             self._banana_inside = 0
             self._banana_waiting: dict[int, asyncio.Future[None]] = {}
-            self._banana_fresh: set[int] = set()
 
         async def _receive_events(self, request: object, stream_id: int | None = None) -> None:
             # httpcore reads the socket for every stream under one FIFO lock, and a stream looks at the events
@@ -144,6 +143,8 @@ def apply() -> bool:
                     raise
                 del self._banana_waiting[stream_id]
                 if self._events.get(stream_id):
+                    if not self._banana_inside:
+                        self._banana_wake()  # it may have been picked to read: the others may need a reader
                     return
             self._banana_inside += 1
             try:
@@ -153,22 +154,21 @@ def apply() -> bool:
                 self._banana_wake()
 
         def _banana_wake(self) -> None:
-            """Wake the waiting streams that have events now, and one more to read if nobody is reading."""
-            fresh, self._banana_fresh = self._banana_fresh, set()
+            """Wake the waiting streams that have events now, and one more to read if nobody is reading.
+
+            Whether a stream has events is looked up here, not remembered from the reads: httpcore queues
+            a read's events only after the read, and may yield in between (a SETTINGS change), so a wake
+            in that gap would have forgotten a stream for good (found in review, reproduced with a server
+            that lowers MAX_CONCURRENT_STREAMS)."""
             reader_needed = not self._banana_inside
             for waiting_id, waiter in self._banana_waiting.items():
                 if waiter.done():
                     continue
-                if waiting_id in fresh and self._events.get(waiting_id):
+                if self._events.get(waiting_id):
                     waiter.set_result(None)
                 elif reader_needed:
                     waiter.set_result(None)
                     reader_needed = False
-
-        async def _read_incoming_data(self, request: object) -> list[Any]:
-            events: list[Any] = await super()._read_incoming_data(request)
-            self._banana_fresh.update(sid for event in events if (sid := getattr(event, "stream_id", None)))
-            return events
 
         async def _send_connection_init(self, request: object) -> None:
             await super()._send_connection_init(request)
