@@ -583,3 +583,33 @@ async def test_requests_cancelled_while_others_read_leave_the_connection_working
             assert api.connections_seen == 1
         finally:
             await rt.aclose()
+
+
+async def test_a_hung_answer_times_out_at_its_read_timeout_while_the_connection_is_busy(tmp_path: Path) -> None:
+    """On HTTP/2 one connection's socket reads serve every stream, so a per-read timeout only notices a
+    connection gone silent for everyone: a request whose answer never comes, while others keep the
+    connection busy, must still end at its own read timeout (counted from when it was sent)."""
+    async with FakeImageAPI(payload="realistic", latency=0.25) as api:
+        rt, _ = await open_runtime(api, tmp_path, BANANA_TIMEOUT_1K="1.0", BANANA_RETRY_ATTEMPTS="1")
+        try:
+            await rt.service.generate(ImageRequest(prompt="warm up"))  # the connection is open
+            api.script(Fault.hang())
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            hung = asyncio.create_task(rt.service.generate(ImageRequest(prompt="never answered")))
+            await asyncio.sleep(0.05)
+
+            async def busy() -> None:  # answers streaming in on the same connection for ~2.5 s
+                while loop.time() - started < 2.5:
+                    await asyncio.gather(*(rt.service.generate(ImageRequest(prompt=f"busy {i}")) for i in range(3)))
+
+            async with asyncio.timeout(30):
+                traffic = asyncio.create_task(busy())
+                with pytest.raises(GenerationTimeout):
+                    await hung
+                took = loop.time() - started
+                await traffic
+            assert 0.9 < took < 2.0, took
+            assert api.connections_seen == 1
+        finally:
+            await rt.aclose()

@@ -93,9 +93,16 @@ class HttpClient:
         returned, not raised, so each provider maps its own error bodies.
         """
         marks: dict[str, float] = {}
+        deadline: list[asyncio.Timeout] = []
 
         async def trace(event: str, info: dict[str, Any]) -> None:
-            marks[event.split(".", 1)[1] if event.startswith(("http11.", "http2.")) else event] = time.perf_counter()
+            name = event.split(".", 1)[1] if event.startswith(("http11.", "http2.")) else event
+            marks[name] = time.perf_counter()
+            if name == "send_request_body.complete" and deadline:
+                # The request is out: from now the answer, all of it, must come within the read timeout. On
+                # HTTP/2 this is the only timeout a request has: the connection's reads serve every stream,
+                # so a per-read timeout would only notice a connection gone silent for everyone.
+                deadline[0].reschedule(asyncio.get_running_loop().time() + read_timeout)
 
         timeout = httpx.Timeout(connect=self.connect_timeout, read=read_timeout, write=60.0, pool=read_timeout)
         request = self._client.build_request(
@@ -111,8 +118,10 @@ class HttpClient:
         bytes_sent = len(content) if content is not None else int(request.headers.get("content-length", 0))
         started = time.perf_counter()
         try:
-            # The read timeout is per socket read; the overall deadline stops servers that drip bytes.
-            async with asyncio.timeout(read_timeout + self.connect_timeout):
+            # Until the request is sent: connecting (and waiting for the pool) and the read timeout; after it,
+            # the read timeout (see trace). On HTTP/1.1 httpcore also times each socket read.
+            async with asyncio.timeout(read_timeout + self.connect_timeout) as whole:
+                deadline.append(whole)
                 response = await self._client.send(request, stream=True)
                 try:
                     headers_at = time.perf_counter()
