@@ -7,6 +7,7 @@ import io
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -376,7 +377,7 @@ async def test_a_stream_cancelled_right_after_being_picked_to_read_hands_the_tur
 
     assert h2tuning.apply()
     conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
-    conn._banana_inside, conn._banana_waiting, conn._events = 1, {}, {1: [], 3: []}
+    conn._banana_inside, conn._banana_waiting, conn._banana_read_for, conn._events = 1, {}, set(), {1: [], 3: []}
     entered: list[int] = []
 
     async def enter(self: object, request: object, stream_id: int | None = None) -> None:
@@ -411,9 +412,10 @@ async def test_a_waiting_stream_is_woken_for_events_queued_whenever_they_were_re
 
     assert h2tuning.apply()
     conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
-    conn._banana_inside, conn._banana_waiting, conn._events = 1, {}, {5: []}
+    conn._banana_inside, conn._banana_waiting, conn._banana_read_for, conn._events = 1, {}, set(), {5: []}
     waiting = asyncio.create_task(conn._receive_events(None, 5))
     await asyncio.sleep(0)
+    conn._banana_note([SimpleNamespace(stream_id=5)])  # a read brings stream 5 its answer (a DataReceived)
     conn._banana_wake()  # someone leaves while the reader is between its read and queueing the events
     conn._events[5].append("data for stream 5")  # the reader queues them ...
     conn._banana_wake()  # ... and leaves
