@@ -329,6 +329,7 @@ def test_inline_payloads_are_cut_out_before_json_parsing_and_decode_the_same() -
 
 
 def test_http2_tuning_is_active_with_the_pinned_libraries() -> None:
+    import httpcore
     import hyperframe.frame
     from httpcore._async import http2 as httpcore_http2
 
@@ -337,6 +338,11 @@ def test_http2_tuning_is_active_with_the_pinned_libraries() -> None:
     assert h2tuning.apply()
     connection_class = httpcore_http2.AsyncHTTP2Connection
     assert getattr(connection_class, "_banana_tuned", False) and connection_class.READ_NUM_BYTES == 256 * 1024
+    # Items 4, 6, 7 and 8: the overridden methods, and the read lock that doesn't yield when free.
+    overridden = {"_write_outgoing_data", "_receive_events", "_read_incoming_data", "_send_connection_init"}
+    assert overridden <= set(vars(connection_class))
+    connection = connection_class(origin=httpcore.Origin(b"http", b"example.com", 80), stream=object())  # type: ignore[arg-type]
+    assert isinstance(connection._read_lock, h2tuning._FastLock)
     frame = hyperframe.frame.DataFrame(1, data=b"\xff" * 100_000)
     assert repr(frame).endswith("<100000 bytes>")  # no hex dump of the payload
 
