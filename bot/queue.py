@@ -58,7 +58,7 @@ class FairQueue:
 
     # --- what callers ask -------------------------------------------------------------------------
     def pending_for_user(self, user_id: int) -> int:
-        """Requests (groups) the member has waiting or running."""
+        """Requests (groups) the member has waiting, running or finishing (storing and logging)."""
         groups = {t.group for lane in self._waiting.values() for t in lane if t.user_id == user_id}
         groups |= {t.group for t in self._finishing.values() if t.user_id == user_id}
         return len(groups | set(self._running_by_user.get(user_id, {})))

@@ -293,3 +293,46 @@ async def test_a_reference_that_is_no_longer_stored_fails_clearly_and_is_refunde
     error = events.errors[job.id]
     assert error is not None and error.error_class == "invalid_request" and "no longer stored" in str(error)
     assert await count_reserved_since(runtime.db, 0, user_id=1) == 0
+
+
+async def test_the_next_job_starts_once_the_answer_is_in_not_after_it_is_stored_and_logged(
+    fake_api: FakeImageAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one job at a time, the second job's request reaches the API while the first job's usage
+    row is still being written (JobService._generated gives the slot back from the on_image hook)."""
+    from bot.core import service as core_service
+
+    first_logging, release_log = asyncio.Event(), asyncio.Event()
+    real_insert = core_service.insert_generation
+
+    async def slow_insert(db: Any, row: Any) -> int:
+        if row.prompt == "first":
+            first_logging.set()
+            await release_log.wait()
+        return await real_insert(db, row)
+
+    monkeypatch.setattr(core_service, "insert_generation", slow_insert)
+    runtime, service = await open_service(
+        fake_api, tmp_path / "data", limits=QueueLimits(global_concurrency=1, guild_concurrency=1, user_pending=3)
+    )
+    try:
+        events = Events()
+        first, second = new_job("first", user=1), new_job("second", user=2)
+        await service.submit(first, events)
+        await service.submit(second, events)
+        await asyncio.wait_for(first_logging.wait(), 10)
+        for _ in range(200):  # the second request arrives while the first is still logging
+            if any(r.json and "second" in str(r.json) for r in fake_api.requests):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the second job waited for the first one's log write")
+        assert service.queue.pending_for_user(1) == 1  # the first job still counts until it is logged
+        release_log.set()
+        await events.wait(first.id)
+        await events.wait(second.id)
+        assert service.queue.pending_for_user(1) == 0
+    finally:
+        release_log.set()
+        await service.aclose()
+        await runtime.aclose()
