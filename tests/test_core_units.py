@@ -427,3 +427,17 @@ async def test_a_waiting_stream_is_woken_for_events_queued_whenever_they_were_re
     conn._banana_wake()  # ... and leaves
     await asyncio.wait_for(waiting, 1)
     assert conn._banana_waiting == {}
+
+
+def test_base64_takes_the_fast_path_and_falls_back_leniently() -> None:
+    import base64
+
+    from bot.core.imaging import decode_base64
+
+    raw = bytes(range(256)) * 100
+    strict = base64.b64encode(raw)
+    assert decode_base64(strict) == decode_base64(memoryview(strict)) == decode_base64(strict.decode()) == raw
+    assert decode_base64(base64.urlsafe_b64encode(raw).rstrip(b"=")) == raw  # URL-safe alphabet, no padding
+    assert decode_base64(b"\n".join(strict[i : i + 76] for i in range(0, len(strict), 76))) == raw  # MIME lines
+    with pytest.raises(ValueError):
+        decode_base64(b"a")  # one character can't be base64 however it is read

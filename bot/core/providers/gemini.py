@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import binascii
 import logging
 import re
 import time
@@ -28,7 +27,7 @@ from ..errors import (
     UnavailableError,
 )
 from ..http import HttpResult
-from ..imaging import image_size, sniff_mime
+from ..imaging import decode_base64, image_size, sniff_mime
 from ..models import ModelSpec
 from ..sse import SSEDecoder
 from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Part, Preview, Turn
@@ -205,14 +204,6 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
 
 
-def _b64decode(data: str | bytes | memoryview) -> bytes:
-    try:
-        return pybase64.b64decode(data, validate=False)
-    except (binascii.Error, ValueError):
-        text = bytes(data) if not isinstance(data, str) else data.encode("ascii", "replace")
-        return pybase64.b64decode(text + b"=" * (-len(text) % 4), altchars=b"-_")
-
-
 #: Base64 strings shorter than this are left for the JSON parser.
 _MIN_CUT = 4096
 
@@ -292,10 +283,11 @@ def _parts(candidate: dict[str, Any], payloads: list[memoryview], provider: str)
         inline = _get(raw, "inlineData", "inline_data")
         if inline is not None:
             raw_data = str(inline.get("data") or "")
-            if raw_data.startswith("#") and raw_data[1:].isdigit() and int(raw_data[1:]) < len(payloads):
-                blob = _b64decode(payloads[int(raw_data[1:])])
-            else:
-                blob = _b64decode(raw_data)
+            cut = raw_data.startswith("#") and raw_data[1:].isdigit() and int(raw_data[1:]) < len(payloads)
+            try:
+                blob = decode_base64(payloads[int(raw_data[1:])] if cut else raw_data)
+            except ValueError:
+                blob = b""  # not base64 at all: refused below like any other non-image
             # Trust the bytes, not the label: mimeType has been seen not to match.
             mime = sniff_mime(blob)
             if mime is None:

@@ -25,7 +25,7 @@ from ..errors import (
     ResponseError,
     UnavailableError,
 )
-from ..imaging import image_size, sniff_mime
+from ..imaging import decode_base64, image_size, sniff_mime
 from ..models import ModelSpec
 from ..types import GeneratedImage, GenerationResult, ImageRequest, Preview
 from .base import Provider, load_json, parse_retry_after
@@ -64,7 +64,10 @@ class _OpenAIBase(Provider):
             blob = bytes(reply.content)
         else:
             match = _DATA_URI.match(raw)
-            blob = await asyncio.to_thread(pybase64.b64decode, match.group(2) if match else raw)
+            try:
+                blob = await asyncio.to_thread(decode_base64, match.group(2) if match else raw)
+            except ValueError:
+                blob = b""  # not base64 at all: refused below like any other non-image
         mime = sniff_mime(blob)
         if mime is None:
             raise ResponseError(f"{self.name} returned image data that is not an image.", provider=self.name)
