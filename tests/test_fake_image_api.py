@@ -799,3 +799,44 @@ def test_cli_prints_ready_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_the_h2_send_buffer_pops_frames_across_writes() -> None:
+    """The fake's cheaper hypercorn send buffer (tests/fake_image_api/h2send.py) keeps hypercorn's contract:
+    a pop takes up to max_length bytes across writes, in order; a push over the high water waits until the
+    pops have nearly drained the buffer."""
+    from hypercorn.asyncio.worker_context import EventWrapper
+    from hypercorn.protocol import h2 as hypercorn_h2
+
+    from tests.fake_image_api import h2send
+
+    assert h2send.install() and hypercorn_h2.StreamBuffer.__module__ == h2send.__name__
+    buffer = hypercorn_h2.StreamBuffer(EventWrapper)
+    await buffer.push(b"a" * 10_000)
+    await buffer.push(b"b" * 10_000)
+    assert await buffer.pop(15_000) == b"a" * 10_000 + b"b" * 5_000  # short of the low water: unpauses
+    await buffer.push(b"c" * 100_000)
+    blocked = asyncio.create_task(buffer.push(b"d" * 10))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()
+    popped = [await buffer.pop(16_384) for _ in range(6)]
+    assert not blocked.done()
+    popped.append(await buffer.pop(16_384))  # the last 6,706 bytes: empty now
+    await asyncio.wait_for(blocked, 1)
+    assert b"".join(popped) == b"b" * 5_000 + b"c" * 100_000 + b"d" * 10 and await buffer.pop(100) == b""
+    assert not buffer.complete
+    buffer.set_complete()
+    assert buffer.complete
+    with pytest.raises(hypercorn_h2.BufferCompleteError):
+        await buffer.push(b"late")
+
+
+async def test_large_h2_answers_arrive_whole() -> None:
+    body = gemini_body("a banana", size="2K", ratio="16:9")
+    async with FakeImageAPI(payload="realistic") as fake, httpx.AsyncClient(http1=False, http2=True, timeout=30) as h2:
+        answers = await asyncio.gather(*(generate(h2, fake, body) for _ in range(4)))
+    for answer in answers:
+        assert answer.http_version == "HTTP/2" and len(answer.content) == int(answer.headers["content-length"])
+        image = Image.open(io.BytesIO(final_image(answer)))
+        image.load()  # every byte of the PNG is there and intact
+        assert image.size == (2752, 1536) and len(answer.content) > 1 << 20
