@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import struct
 import zlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -27,7 +29,7 @@ from bot.core.models import model_spec, normalise_aspect_ratio, normalise_size
 from bot.core.providers.gemini import build_request_body, cut_inline_payloads, parse_response
 from bot.core.retry import RetryPolicy, call_with_retries
 from bot.core.service import validate
-from bot.core.types import ImageInput, ImageRequest
+from bot.core.types import GeneratedImage, ImageInput, ImageRequest, Turn
 
 PRO = model_spec("gemini-3-pro-image-preview")
 FLASH2 = model_spec("gemini-3.1-flash-image-preview")
@@ -326,6 +328,82 @@ def test_inline_payloads_are_cut_out_before_json_parsing_and_decode_the_same() -
     assert parse_response(escaped, "gemini")[0][0].data == image
     # Short strings are not worth cutting.
     assert cut_inline_payloads(b'{"inlineData": {"data": "aGVsbG8="}}') == (b'{"inlineData": {"data": "aGVsbG8="}}', [])
+
+
+def _fed_in_pieces(body: bytes, sizes: list[int]) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+    from bot.core.inline import InlineImageDecoder
+    from bot.core.providers.gemini import parse_decoded
+
+    decoder = InlineImageDecoder()
+    pos = 0
+    for size in itertools.cycle(sizes):
+        if pos >= len(body):
+            break
+        decoder.feed(body[pos : pos + size])
+        pos += size
+    return parse_decoded(decoder, "gemini")
+
+
+def test_images_decoded_as_the_body_arrives_equal_the_whole_body_parse() -> None:
+    """bot/core/inline.py: however the body is cut into chunks (inside the key, the colon, a base64 quantum,
+    the closing quote), the streamed decode gives what parse_response gives for the whole body."""
+    import base64
+    import random
+
+    from bot.core.inline import InlineImageDecoder
+
+    draft, final = png(30, 20), png(200, 200) + b"\0" * 5001
+    parts = [
+        {"text": 'the "data": "x" of a text', "thought": True},
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(draft).decode()}, "thought": True},
+        {"inline_data": {"data": base64.b64encode(final).decode(), "mime_type": "image/png"}, "thoughtSignature": "s"},
+    ]
+    compact = orjson.dumps({"candidates": [{"content": {"parts": parts}, "finishReason": "STOP"}]})
+    spaced = orjson.dumps(
+        {"candidates": [{"content": {"parts": parts}, "finishReason": "STOP"}]}, option=orjson.OPT_INDENT_2
+    ).replace(b'"data": "', b'"data" :\n   "')
+    rng = random.Random(7)
+    for body in (compact, spaced):
+        whole = parse_response(body, "gemini")
+        assert whole[0][0].data == final
+        for sizes in ([1], [2], [3], [5], [7], [4096], [len(body)], [rng.randint(1, 900) for _ in range(50)]):
+            images, text, turn, meta = _fed_in_pieces(body, sizes)
+            assert [i.data for i in images] == [final] and (text, turn, meta) == whole[1:], sizes
+            assert turn.parts[1].image is not None and turn.parts[1].image.data == draft
+    decoder = InlineImageDecoder()
+    decoder.feed(compact)
+    skeleton, images = decoder.finish()
+    assert len(skeleton) < 400 and images == [draft, final]  # cut out, not given back to the JSON parser
+
+
+def test_streamed_decode_gives_unusual_strings_back_to_the_json_parser() -> None:
+    """An escape, a line break, the URL-safe alphabet or missing padding: the text goes back as it came and
+    the lenient path decodes it; a string that is not base64 at all is refused as a non-image."""
+    import base64
+
+    from bot.core.errors import ResponseError
+
+    image = png(64, 64) + bytes(range(256)) * 40  # 10 KB of bytes that need '+' and '/' (and '-', '_')
+
+    def body(data: str) -> bytes:
+        return b'{"candidates": [{"content": {"parts": [{"inlineData": {"data": "' + data.encode() + b'"}}]}}]}'
+
+    b64 = base64.b64encode(image).decode()
+    unusual = [
+        body(f"\\u{ord(b64[0]):04x}" + b64[1:]),  # a JSON escape
+        body(b64.replace("/", "\\/")),  # escaped slashes, as some serialisers write them
+        body("\\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))),  # MIME line breaks
+        body(base64.urlsafe_b64encode(image).decode()),
+        body(base64.b64encode(image + b"x").decode().rstrip("=")),  # unpadded
+    ]
+    for i, case in enumerate(unusual):
+        for sizes in ([3], [1000], [len(case)]):
+            images, *_ = _fed_in_pieces(case, sizes)
+            assert images[0].data.startswith(image), (i, sizes)
+    with pytest.raises(ResponseError, match="not an image"):
+        _fed_in_pieces(body("#!%*" * 3000), [1000])
+    with pytest.raises(ResponseError, match="malformed JSON"):
+        _fed_in_pieces(body(b64)[:5000], [1000])  # the body ends inside the string
 
 
 def test_http2_tuning_is_active_with_the_pinned_libraries() -> None:

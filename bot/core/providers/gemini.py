@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..http import HttpResult
 from ..imaging import decode_base64, image_size, sniff_mime
+from ..inline import InlineImageDecoder
 from ..models import ModelSpec
 from ..sse import SSEDecoder
 from ..types import GeneratedImage, GenerationResult, ImageInput, ImageRequest, Part, Preview, Turn
@@ -96,17 +97,23 @@ class GeminiProvider(Provider):
     async def _plain(
         self, prepared: bytes, request: ImageRequest, spec: ModelSpec, key: str, key_label: str
     ) -> GenerationResult:
+        decoder = InlineImageDecoder()  # a 200 body's images are decoded as they arrive
+
+        async def sink(chunk: bytes) -> None:
+            decoder.feed(chunk)
+
         reply = await self.http.request(
             "POST",
             self._url(spec, "generateContent"),
             headers=self._headers(key),
             content=prepared,
             read_timeout=self.config.timeout_for(request.size),
+            sink=sink,
         )
         if reply.status != 200:
             raise map_error(reply.status, reply.content, reply.headers, provider=self.name, key_label=key_label)
         decode_started = time.perf_counter()
-        images, text, turn, meta = await asyncio.to_thread(parse_response, reply.content, self.name)
+        images, text, turn, meta = await asyncio.to_thread(parse_decoded, decoder, self.name)
         return self._result(reply, request, spec, images, text, turn, meta, (time.perf_counter() - decode_started))
 
     async def _streamed(
@@ -248,15 +255,28 @@ def cut_inline_payloads(content: bytes | bytearray) -> tuple[bytes | bytearray, 
     return b"".join(pieces), payloads
 
 
-def _load(content: bytes | bytearray, provider: str) -> tuple[dict[str, Any], list[memoryview]]:
+def _json(skeleton: bytes | bytearray, provider: str) -> dict[str, Any]:
     try:
-        skeleton, payloads = cut_inline_payloads(content)
         data = orjson.loads(skeleton)
     except orjson.JSONDecodeError:
         raise ResponseError(f"{provider} returned malformed JSON.", provider=provider) from None
     if not isinstance(data, dict):
         raise ResponseError(f"{provider} returned an unexpected JSON document.", provider=provider)
-    return data, payloads
+    return data
+
+
+def _decoded(payload: str | bytes | memoryview) -> bytes:
+    try:
+        return decode_base64(payload)
+    except ValueError:
+        return b""  # not base64 at all: refused like any other non-image
+
+
+def _load(content: bytes | bytearray, provider: str) -> tuple[dict[str, Any], list[bytes]]:
+    """A whole body: its JSON, and the images cut out of it, decoded."""
+    skeleton, payloads = cut_inline_payloads(content)
+    data = _json(skeleton, provider)
+    return data, [_decoded(payload) for payload in payloads]
 
 
 def _check_prompt_block(data: dict[str, Any], provider: str) -> None:
@@ -272,8 +292,9 @@ def _check_prompt_block(data: dict[str, Any], provider: str) -> None:
         )
 
 
-def _parts(candidate: dict[str, Any], payloads: list[memoryview], provider: str) -> list[Part]:
-    """A candidate's parts, images decoded (and checked by their bytes, not their label)."""
+def _parts(candidate: dict[str, Any], images: list[bytes], provider: str) -> list[Part]:
+    """A candidate's parts, images decoded (and checked by their bytes, not their label); ``"#N"`` stands for
+    ``images[N]``, an image cut out of the JSON before it was parsed."""
     parts: list[Part] = []
     for raw in (candidate.get("content") or {}).get("parts") or []:
         if not isinstance(raw, dict):
@@ -283,11 +304,8 @@ def _parts(candidate: dict[str, Any], payloads: list[memoryview], provider: str)
         inline = _get(raw, "inlineData", "inline_data")
         if inline is not None:
             raw_data = str(inline.get("data") or "")
-            cut = raw_data.startswith("#") and raw_data[1:].isdigit() and int(raw_data[1:]) < len(payloads)
-            try:
-                blob = decode_base64(payloads[int(raw_data[1:])] if cut else raw_data)
-            except ValueError:
-                blob = b""  # not base64 at all: refused below like any other non-image
+            cut = raw_data.startswith("#") and raw_data[1:].isdigit() and int(raw_data[1:]) < len(images)
+            blob = images[int(raw_data[1:])] if cut else _decoded(raw_data)
             # Trust the bytes, not the label: mimeType has been seen not to match.
             mime = sniff_mime(blob)
             if mime is None:
@@ -335,11 +353,25 @@ def _answer(
 def parse_response(
     content: bytes | bytearray, provider: str
 ) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
-    """A 200 body into images, text, the model turn (for replay) and usage metadata.
+    """A whole 200 body into images, text, the model turn (for replay) and usage metadata.
 
     Raises BlockedError, NoImageError or ResponseError. Runs in a worker thread.
     """
-    data, payloads = _load(content, provider)
+    data, images = _load(content, provider)
+    return _answer_of(data, images, provider)
+
+
+def parse_decoded(
+    decoder: InlineImageDecoder, provider: str
+) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
+    """parse_response for a body fed to an InlineImageDecoder as it arrived. Runs in a worker thread."""
+    skeleton, images = decoder.finish()
+    return _answer_of(_json(skeleton, provider), images, provider)
+
+
+def _answer_of(
+    data: dict[str, Any], images: list[bytes], provider: str
+) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
     _check_prompt_block(data, provider)
     meta = _get(data, "usageMetadata", "usage_metadata") or {}
     candidates = data.get("candidates") or []
@@ -347,7 +379,7 @@ def parse_response(
         raise NoImageError("The model returned no answer at all.", provider=provider)
     candidate = candidates[0]
     finish = _get(candidate, "finishReason", "finish_reason")
-    return _answer(_parts(candidate, payloads, provider), finish, meta, provider)
+    return _answer(_parts(candidate, images, provider), finish, meta, provider)
 
 
 @dataclass
@@ -361,12 +393,12 @@ class StreamEvent:
 
 def parse_stream_event(content: bytes | bytearray, provider: str) -> StreamEvent:
     """One chunk of a stream (a GenerateContentResponse holding a part or two). Raises for a prompt block."""
-    data, payloads = _load(content, provider)
+    data, images = _load(content, provider)
     _check_prompt_block(data, provider)
     candidates = data.get("candidates") or []
     candidate = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
     return StreamEvent(
-        parts=_parts(candidate, payloads, provider),
+        parts=_parts(candidate, images, provider),
         finish=_get(candidate, "finishReason", "finish_reason"),
         meta=_get(data, "usageMetadata", "usage_metadata"),
     )
