@@ -519,3 +519,45 @@ def test_base64_takes_the_fast_path_and_falls_back_leniently() -> None:
     assert decode_base64(b"\n".join(strict[i : i + 76] for i in range(0, len(strict), 76))) == raw  # MIME lines
     with pytest.raises(ValueError):
         decode_base64(b"a")  # one character can't be base64 however it is read
+
+
+def test_the_http2_frame_reader_parses_what_h2_parses_however_the_reads_fall() -> None:
+    """h2tuning item 5: frames copied once out of the reads as they came equal h2's own parse, whether a frame
+    is split across reads (its 9-byte header too), padded, or several fit in one read."""
+    import random
+
+    import h2.frame_buffer
+    from hyperframe.frame import DataFrame, HeadersFrame, PingFrame, SettingsFrame, WindowUpdateFrame
+
+    from bot.core.h2tuning import _FrameReader
+
+    padded = DataFrame(3, data=b"p" * 500, flags=["PADDED"])
+    padded.pad_length = 17
+    frames = [
+        SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 1 << 18}),
+        HeadersFrame(1, data=b"\x88", flags=["END_HEADERS"]),
+        DataFrame(1, data=bytes(range(256)) * 300),
+        padded,
+        WindowUpdateFrame(0, window_increment=1000),
+        DataFrame(1, data=b"", flags=["END_STREAM"]),
+        PingFrame(0, opaque_data=b"12345678"),
+        DataFrame(3, data=b"tail" * 5000, flags=["END_STREAM"]),
+    ]
+    wire = b"".join(frame.serialize() for frame in frames)
+
+    def parsed(buffer: h2.frame_buffer.FrameBuffer, sizes: list[int]) -> list[tuple[object, ...]]:
+        buffer.max_frame_size = 1 << 20
+        out, pos = [], 0
+        for size in itertools.cycle(sizes):
+            if pos >= len(wire):
+                break
+            buffer.add_data(wire[pos : pos + size])
+            pos += size
+            out += [(type(f), f.stream_id, sorted(f.flags), f.serialize_body()) for f in buffer]
+        return out
+
+    expected = parsed(h2.frame_buffer.FrameBuffer(server=False), [len(wire)])
+    assert len(expected) == len(frames)
+    rng = random.Random(3)
+    for sizes in ([1], [5], [9], [10], [4096], [len(wire)], [rng.randint(1, 70_000) for _ in range(20)]):
+        assert parsed(_FrameReader(), sizes) == expected, sizes
