@@ -69,7 +69,7 @@ class InlineImageDecoder:
             self._scan, self._searched = bytearray(), 0
             self._in_string, self._carry, self._pieces = True, b"", []
             return rest
-        self._searched = max(0, len(scan) - 5)  # a key split across chunks is found next time
+        self._searched = max(self._searched, len(scan) - 5)  # a key split across chunks is found next time
         return None
 
     def _string(self, data: bytes, pos: int) -> int:
