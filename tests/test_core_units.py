@@ -26,7 +26,7 @@ from bot.core.errors import (
 from bot.core.imaging import MAX_REFERENCE_BYTES, prepare_reference, sniff_mime
 from bot.core.keys import KeyPool
 from bot.core.models import model_spec, normalise_aspect_ratio, normalise_size
-from bot.core.providers.gemini import build_request_body, cut_inline_payloads, parse_response
+from bot.core.providers.gemini import build_request_body, parse_response
 from bot.core.retry import RetryPolicy, call_with_retries
 from bot.core.service import validate
 from bot.core.types import GeneratedImage, ImageInput, ImageRequest, Turn
@@ -299,6 +299,8 @@ def test_parse_response_skips_thoughts_and_keeps_signatures() -> None:
 def test_inline_payloads_are_cut_out_before_json_parsing_and_decode_the_same() -> None:
     import base64
 
+    from bot.core.inline import InlineImageDecoder
+
     image = png(200, 200) + b"\0" * 5000  # long enough to be cut
     b64 = base64.b64encode(image).decode()
     camel = orjson.dumps(
@@ -318,16 +320,22 @@ def test_inline_payloads_are_cut_out_before_json_parsing_and_decode_the_same() -
         + b'"}}]}}]}'
     )
     for body in (camel, snake_spaced):
-        skeleton, payloads = cut_inline_payloads(body)
-        assert len(payloads) == 1 and bytes(payloads[0]) == b64.encode() and len(skeleton) < 300
-        images, *_ = parse_response(body, "gemini")
-        assert images[0].data == image
+        skeleton, images = InlineImageDecoder.whole(body)
+        assert images == [image] and len(skeleton) < 300
+        assert parse_response(body, "gemini")[0][0].data == image
     # A payload with an escape inside is left to the JSON parser, and still decodes.
     escaped = camel.replace(b64.encode(), (f"\\u{ord(b64[0]):04x}" + b64[1:]).encode())
-    assert cut_inline_payloads(escaped)[1] == []
+    skeleton, images = InlineImageDecoder.whole(escaped)
+    assert images == [] and len(skeleton) > len(b64)
     assert parse_response(escaped, "gemini")[0][0].data == image
-    # Short strings are not worth cutting.
-    assert cut_inline_payloads(b'{"inlineData": {"data": "aGVsbG8="}}') == (b'{"inlineData": {"data": "aGVsbG8="}}', [])
+    # A big body, fed whole: its image is decoded in one piece.
+    big = png(8, 8) + bytes(range(256)) * 3000
+    body = b'{"candidates": [{"content": {"parts": [{"inlineData": {"data": "' + base64.b64encode(big) + b'"}}]}}]}'
+    assert len(body) > 3 * 256 * 1024 and InlineImageDecoder.whole(body)[1] == [big]
+    assert parse_response(body, "gemini")[0][0].data == big
+    # Short strings are cut and decoded the same way.
+    short = InlineImageDecoder.whole(b'{"inlineData": {"data": "aGVsbG8="}}')
+    assert short == (b'{"inlineData": {"data": "#0"}}', [b"hello"])
 
 
 def _fed_in_pieces(body: bytes, sizes: list[int]) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:

@@ -7,6 +7,8 @@ import binascii
 import pybase64
 
 _WHITESPACE = b" \t\r\n"
+#: How far past a "data" key the JSON text is looked at for the colon and the opening quote.
+_LOOKAHEAD = 64
 
 
 class InlineImageDecoder:
@@ -40,8 +42,31 @@ class InlineImageDecoder:
             if self._in_string:
                 pos = self._string(data, pos)
                 continue
-            self._scan += memoryview(data)[pos:] if pos else data
-            data, pos = (self._string_start() if not self._given_up else None) or b"", 0
+            if self._given_up:
+                self._scan += memoryview(data)[pos:]
+                return
+            # The JSON text up to a little past the next "data" key (all of it when there is none) goes to
+            # _scan; a string that starts in this chunk is then decoded from the chunk itself, uncopied.
+            key = data.find(b'"data"', pos)
+            end = len(data) if key < 0 else min(len(data), key + _LOOKAHEAD)
+            before = len(self._scan)
+            self._scan += memoryview(data)[pos:end]
+            start = self._string_start()
+            if start is None:
+                pos = end
+                continue
+            earlier = bytes(self._scan[start:before])  # the string's first characters, if an earlier chunk had them
+            pos += max(0, start - before)
+            self._scan, self._searched = bytearray(), 0
+            if earlier:
+                self.feed(earlier)
+
+    @classmethod
+    def whole(cls, content: bytes | bytearray) -> tuple[bytes, list[bytes]]:
+        """``finish()`` for a body that is already all here (a stream event, a body read whole)."""
+        decoder = cls()
+        decoder.feed(bytes(content))
+        return decoder.finish()
 
     def finish(self) -> tuple[bytes, list[bytes]]:
         """The JSON skeleton and the images, joined (call it in a worker thread: the joins copy each image).
@@ -50,9 +75,9 @@ class InlineImageDecoder:
         skeleton = b"".join([*self._skeleton, self._scan])
         return skeleton, [b"".join(pieces) for pieces in self._images]
 
-    def _string_start(self) -> bytes | None:
-        """Find the next ``"data": "`` of an inline image in _scan: commit what precedes it and return the
-        rest, which is base64; None when there is none (yet)."""
+    def _string_start(self) -> int | None:
+        """Find the next ``"data": "`` of an inline image in _scan and commit the JSON before its string;
+        returns where in _scan the string's text begins, or None when there is none (yet)."""
         scan = self._scan
         while (key := scan.find(b'"data"', self._searched)) >= 0:
             colon = _skip_whitespace(scan, key + 6)
@@ -65,10 +90,8 @@ class InlineImageDecoder:
                 continue  # some other "data" (a text that says it, another object's key)
             start = quote + 1
             self._skeleton += [bytes(scan[:start]), b"#%d" % len(self._images)]
-            rest = bytes(scan[start:])
-            self._scan, self._searched = bytearray(), 0
             self._in_string, self._carry, self._pieces = True, b"", []
-            return rest
+            return start
         self._searched = max(self._searched, len(scan) - 5)  # a key split across chunks is found next time
         return None
 

@@ -112,6 +112,7 @@ class GeminiProvider(Provider):
         )
         if reply.status != 200:
             raise map_error(reply.status, reply.content, reply.headers, provider=self.name, key_label=key_label)
+        # The base64 was decoded inside the download; "decode" is what is left after the last byte.
         decode_started = time.perf_counter()
         images, text, turn, meta = await asyncio.to_thread(parse_decoded, decoder, self.name)
         return self._result(reply, request, spec, images, text, turn, meta, (time.perf_counter() - decode_started))
@@ -211,50 +212,6 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
 
 
-#: Base64 strings shorter than this are left for the JSON parser.
-_MIN_CUT = 4096
-
-
-def cut_inline_payloads(content: bytes | bytearray) -> tuple[bytes | bytearray, list[memoryview]]:
-    """Lift the big base64 image strings out of a response before JSON parsing.
-
-    An image response is 99% one base64 string: parsing it into an 8 MB ``str`` and then decoding that costs
-    about three times more than decoding straight from the received bytes. Each payload of an
-    ``inlineData.data`` key is replaced by ``"#N"`` and returned as a zero-copy view; anything unusual (an
-    escape inside the string) is left to the parser.
-    """
-    view = memoryview(content)
-    pieces: list[bytes | memoryview] = []
-    payloads: list[memoryview] = []
-    pos = 0
-    while (key := content.find(b'"data"', pos)) >= 0:
-        colon = key + 6
-        while colon < len(content) and content[colon] in b" \t\r\n":
-            colon += 1
-        quote = colon + 1
-        while quote < len(content) and content[quote] in b" \t\r\n":
-            quote += 1
-        if colon >= len(content) or content[colon] != ord(":") or quote >= len(content) or content[quote] != ord('"'):
-            pos = key + 6
-            continue
-        start = quote + 1
-        end = content.find(b'"', start)
-        if end < 0:
-            break
-        inline = b"nline" in content[max(0, key - 100) : key]  # inlineData / inline_data
-        if inline and end - start >= _MIN_CUT and content.find(b"\\", start, end) < 0:
-            pieces.append(view[pos:start])
-            pieces.append(b"#%d" % len(payloads))
-            payloads.append(view[start:end])
-        else:
-            pieces.append(view[pos:end])
-        pos = end
-    if not payloads:
-        return content, []
-    pieces.append(view[pos:])
-    return b"".join(pieces), payloads
-
-
 def _json(skeleton: bytes | bytearray, provider: str) -> dict[str, Any]:
     try:
         data = orjson.loads(skeleton)
@@ -265,7 +222,7 @@ def _json(skeleton: bytes | bytearray, provider: str) -> dict[str, Any]:
     return data
 
 
-def _decoded(payload: str | bytes | memoryview) -> bytes:
+def _decoded(payload: str) -> bytes:
     try:
         return decode_base64(payload)
     except ValueError:
@@ -273,10 +230,9 @@ def _decoded(payload: str | bytes | memoryview) -> bytes:
 
 
 def _load(content: bytes | bytearray, provider: str) -> tuple[dict[str, Any], list[bytes]]:
-    """A whole body: its JSON, and the images cut out of it, decoded."""
-    skeleton, payloads = cut_inline_payloads(content)
-    data = _json(skeleton, provider)
-    return data, [_decoded(payload) for payload in payloads]
+    """A whole body: its JSON, and the images cut out of it, decoded (see InlineImageDecoder)."""
+    skeleton, images = InlineImageDecoder.whole(content)
+    return _json(skeleton, provider), images
 
 
 def _check_prompt_block(data: dict[str, Any], provider: str) -> None:
