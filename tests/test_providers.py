@@ -25,6 +25,7 @@ from bot.core.errors import (
     NoImageError,
     RateLimitedError,
     ResponseError,
+    UnavailableError,
 )
 from bot.core.imaging import sniff_mime
 from bot.core.models import model_spec
@@ -91,7 +92,7 @@ async def test_generate_2k_widescreen_with_timing_cost_log_and_store(
     assert sniff_mime(image.data) == image.mime == "image/png"
     assert (result.provider, result.model, result.attempts) == ("gemini", "gemini-3-pro-image-preview", 1)
     t = result.timing
-    assert t.ttfb_ms > 0 and t.download_ms >= 0 and t.decode_ms > 0
+    assert t.connect_ms > 0 and t.ttfb_ms > t.connect_ms and t.download_ms >= 0 and t.decode_ms > 0
     assert t.total_ms >= t.ttfb_ms
 
     (call,) = gemini_calls(fake)
@@ -125,6 +126,9 @@ async def test_generate_2k_widescreen_with_timing_cost_log_and_store(
     assert (row.width, row.height, row.image_tokens) == (2752, 1536, 1120)
     assert row.bytes_received == result.bytes_received > len(image.data)
     assert row.image_key is not None and await rt.images.get(row.image_key) == image.data
+
+    again = await rt.service.generate(ImageRequest(prompt="another cat"))
+    assert again.timing.connect_ms == 0 and again.timing.ttfb_ms > 0  # the pooled connection, reused
 
 
 async def test_thinking_level_is_sent_only_to_models_that_take_it(
@@ -165,12 +169,92 @@ async def test_server_errors_and_dropped_connections_are_retried(
     assert all(0 <= w <= 30 for w in sleeps.waits)
 
 
-async def test_malformed_json_is_retried_then_reported(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
-    rt, _ = runtime
+async def test_malformed_json_is_reported_not_retried(fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]) -> None:
+    rt, sleeps = runtime
     fake.script(Fault.malformed_json(), times=10)
     with pytest.raises(ResponseError, match="malformed JSON") as info:
         await rt.service.generate(ImageRequest(prompt="cat"))
-    assert info.value.attempts == 4 and len(gemini_calls(fake)) == 4
+    # A complete answer that is wrong would be as wrong the next time: only the listed statuses, timeouts and
+    # broken connections are retried.
+    assert info.value.attempts == 1 and len(gemini_calls(fake)) == 1 and sleeps.waits == []
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [(408, True), (500, True), (502, True), (503, True), (504, True), (501, False), (505, False), (507, False)],
+)
+async def test_only_the_listed_statuses_are_retried(
+    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps], status: int, retried: bool
+) -> None:
+    rt, sleeps = runtime
+    fake.script(Fault.gemini_error(status, f"relay says {status}"))
+    if retried:
+        result = await rt.service.generate(ImageRequest(prompt="cat"))
+        assert result.attempts == 2 and len(sleeps.waits) == 1
+    else:
+        with pytest.raises(UnavailableError, match=f"relay says {status}") as info:
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert info.value.attempts == 1 and sleeps.waits == []
+    assert len(gemini_calls(fake)) == (2 if retried else 1)
+
+
+async def test_retry_after_is_honoured_when_it_is_the_only_hint(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, sleeps = await open_runtime(
+        fake, tmp_path, OPENAI_API_KEY="sk-test-openai-0001", OPENAI_BASE_URL=f"{fake.base_url}/v1"
+    )
+    try:
+        # Gemini: a 503 and a 429 that carry Retry-After and no RetryInfo.
+        fake.script(Fault.gemini_error(503, "The model is overloaded.", retry_after=9))
+        fake.script(Fault.gemini_error(429, "Resource has been exhausted.", "RESOURCE_EXHAUSTED", retry_after=6))
+        result = await rt.service.generate(ImageRequest(prompt="cat"))
+        assert result.attempts == 3
+        assert len(sleeps.waits) == 2 and 9.0 <= sleeps.waits[0] < 9.5 and 6.0 <= sleeps.waits[1] < 6.5
+        # OpenAI-compatible: a 429 with Retry-After.
+        sleeps.waits.clear()
+        fake.script(Fault.openai_rate_limit(retry_after=4.0))
+        result = await rt.service.generate(ImageRequest(prompt="cat", provider="openai"))
+        assert result.attempts == 2 and len(sleeps.waits) == 1 and 4.0 <= sleeps.waits[0] < 4.5
+        # A hint longer than the cap (60 s) waits the cap, not the hint.
+        sleeps.waits.clear()
+        fake.script(Fault.gemini_error(503, "The model is overloaded.", retry_after=3600))
+        await rt.service.generate(ImageRequest(prompt="cat"))
+        assert len(sleeps.waits) == 1 and 60.0 <= sleeps.waits[0] < 60.5
+    finally:
+        await rt.aclose()
+
+
+async def test_keys_a_relay_repeats_never_reach_logs_errors_or_the_database(
+    fake: FakeImageAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    rt, _ = await open_runtime(fake, tmp_path, GEMINI_API_KEY=f"{KEY1},{KEY2}", BANANA_RETRY_ATTEMPTS="2")
+    try:
+        fake.script(Fault.gemini_error(401, f"API key {KEY1} is not valid.", "UNAUTHENTICATED"), key=KEY1)
+        fake.script(Fault.gemini_error(503, f"Overloaded (key={KEY2}).", "UNAVAILABLE"), key=KEY2, times=10)
+        with pytest.raises(UnavailableError) as info:
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert info.value.attempts == 2 and len(gemini_calls(fake)) == 3  # benched KEY1, then KEY2 twice
+        assert "is not valid" in caplog.text and "retrying in" in caplog.text  # both were logged...
+        for key in (KEY1, KEY2):  # ...without the keys
+            assert key not in caplog.text and key not in str(info.value) and key not in repr(info.value.args)
+    finally:
+        await rt.aclose()
+    for path in (tmp_path / "data").rglob("*.sqlite3*"):
+        content = path.read_bytes()
+        assert KEY1.encode() not in content and KEY2.encode() not in content
+
+
+async def test_the_deadline_cuts_off_an_attempt_still_running(fake: FakeImageAPI, tmp_path: Path) -> None:
+    rt, _ = await open_runtime(fake, tmp_path, BANANA_TIMEOUT_1K="60", BANANA_RETRY_DEADLINE="1")
+    try:
+        fake.script(Fault.hang())
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(GenerationTimeout, match="1 s deadline") as info:
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert info.value.attempts == 1
+        assert 0.9 <= asyncio.get_running_loop().time() - started < 5  # the read timeout alone would be 60 s
+    finally:
+        await rt.aclose()
 
 
 @pytest.mark.parametrize(
@@ -314,6 +398,33 @@ async def test_fails_over_to_the_second_provider(fake: FakeImageAPI, tmp_path: P
         await rt.aclose()
 
 
+async def test_a_failover_that_fails_too_is_logged_against_the_last_provider(
+    fake: FakeImageAPI, tmp_path: Path
+) -> None:
+    rt, _ = await open_runtime(
+        fake,
+        tmp_path,
+        OPENAI_API_KEY="sk-test-openai-0001",
+        OPENAI_BASE_URL=f"{fake.base_url}/v1",
+        BANANA_RETRY_ATTEMPTS="2",
+    )
+    try:
+        fake.script(Fault.server_error(503), path_contains="generateContent", times=10)
+        fake.script(Fault.server_error(503), path_contains="images", times=10)
+        with pytest.raises(UnavailableError) as info:
+            await rt.service.generate(ImageRequest(prompt="cat", aspect_ratio="16:9"))
+        assert info.value.provider == "openai" and info.value.attempts == 4
+        row = await get_generation(rt.db, 1)
+        assert row is not None and (row.status, row.provider, row.model, row.attempts) == (
+            "error",
+            "openai",
+            "gpt-image-2",
+            4,
+        )
+    finally:
+        await rt.aclose()
+
+
 async def test_blocks_do_not_fail_over(fake: FakeImageAPI, tmp_path: Path) -> None:
     rt, _ = await open_runtime(
         fake, tmp_path, OPENAI_API_KEY="sk-test-openai-0001", OPENAI_BASE_URL=f"{fake.base_url}/v1"
@@ -444,6 +555,11 @@ async def test_openai_errors_map_to_the_same_types(fake: FakeImageAPI, tmp_path:
         fake.script(Fault.openai_rate_limit(retry_after=2.0))
         result = await rt.service.generate(ImageRequest(prompt="cat"))
         assert result.attempts == 2
+        calls = len(fake.requests)
+        fake.script(Fault.openai_error(409, "conflict", "The request conflicted with another.", "server_error"))
+        with pytest.raises(UnavailableError, match="409") as info:
+            await rt.service.generate(ImageRequest(prompt="cat"))
+        assert info.value.attempts == 1 and len(fake.requests) == calls + 1  # not one of the retried statuses
         fake.script(Fault.openai_invalid_key(), times=10)
         with pytest.raises(AllKeysBenchedError):
             await rt.service.generate(ImageRequest(prompt="cat"))

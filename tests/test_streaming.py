@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from bot.core.errors import BlockedError, ResponseError
+from bot.core.errors import BlockedError, UnavailableError
 from bot.core.imaging import sniff_mime
 from bot.core.models import model_spec
 from bot.core.providers.base import ProviderConfig
@@ -260,11 +260,11 @@ async def test_a_stream_that_ends_without_finishing_is_an_error_not_a_result() -
         return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
 
     provider = _provider(httpx.MockTransport(handle))
-    with pytest.raises(ResponseError, match="ended before"):
+    with pytest.raises(UnavailableError, match="ended before"):
         await provider.generate(
             ImageRequest(prompt="a cat"), model_spec("gemini-3-pro-image-preview"), on_preview=Previews()
         )
-    assert provider.sleep.waits  # type: ignore[attr-defined]  # retried like any malformed answer
+    assert provider.sleep.waits  # type: ignore[attr-defined]  # retried like any connection cut short
     await provider.aclose()
 
 

@@ -6,6 +6,10 @@ choose what to tell a person without parsing messages. Messages never contain AP
 
 from __future__ import annotations
 
+#: The HTTP statuses worth another attempt: a timeout, a rate limit, and the server-side failures that
+#: pass. Anything else (a 501 from a relay without the endpoint, a 409, a 505) answers the same next time.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
 
 class GenerationError(Exception):
     """Base class: something stopped an image from being generated."""
@@ -116,7 +120,10 @@ class RateLimitedError(GenerationError):
 
 
 class UnavailableError(GenerationError):
-    """The provider failed on its side (500/502/503/504) or the connection broke."""
+    """The provider failed on its side (a 5xx) or the connection broke.
+
+    Retried when the connection broke or the status is one of RETRYABLE_STATUSES; another provider may
+    still be tried either way."""
 
     error_class = "unavailable"
     retryable = True
@@ -132,6 +139,8 @@ class UnavailableError(GenerationError):
     ) -> None:
         super().__init__(message, provider=provider, status=status)
         self.retry_after = retry_after
+        if status is not None:
+            self.retryable = status in RETRYABLE_STATUSES
 
 
 class GenerationTimeout(UnavailableError):
@@ -141,10 +150,12 @@ class GenerationTimeout(UnavailableError):
 
 
 class ResponseError(GenerationError):
-    """The provider answered with something that is not a valid response (malformed JSON, bad image)."""
+    """The provider answered with something that is not a valid response (malformed JSON, bad image).
+
+    A complete answer that is wrong is not retried (only timeouts, broken connections and
+    RETRYABLE_STATUSES are); another provider may still be tried."""
 
     error_class = "bad_response"
-    retryable = True
     failover = True
 
 

@@ -1,8 +1,10 @@
 """The one retry loop of the core (tenacity), used by every provider.
 
-Retried: timeouts, broken connections, 408/429/500/502/503/504 and malformed responses. Never retried:
-blocks, 400, 401, 403, 404, and per-day quotas. The server's hint (``Retry-After``, Gemini's
-``RetryInfo.retryDelay``) is honoured up to a cap; otherwise exponential backoff with full jitter.
+Retried: timeouts, broken connections and 408/429/500/502/503/504 (``errors.RETRYABLE_STATUSES``). Never
+retried: blocks, any other status (400, 401, 403, 404, 501, ...), a complete answer that is malformed, and
+per-day quotas. The server's hint (``Retry-After``, Gemini's ``RetryInfo.retryDelay``) is honoured up to a
+cap; otherwise exponential backoff with full jitter. The deadline bounds everything: no attempt starts
+after it, and one still running when it passes is cut off there.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .errors import GenerationError, RateLimitedError
+from .errors import GenerationError, GenerationTimeout, RateLimitedError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +37,7 @@ class RetryPolicy:
     backoff_max: float = 30.0
     #: Never wait longer than this for a server hint; a longer wait means "fail over or give up".
     hint_cap: float = 60.0
-    #: No new attempt starts if its wait would end later than this many seconds after the first.
+    #: Seconds from the first attempt: no wait or attempt runs past it.
     deadline: float = 900.0
 
 
@@ -83,6 +85,7 @@ async def call_with_retries(
         )
 
     attempts = 0
+    ends_at = asyncio.get_running_loop().time() + policy.deadline
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.deadline),
         wait=wait,
@@ -95,7 +98,18 @@ async def call_with_retries(
         async for attempt_state in retrying:
             with attempt_state:
                 attempts += 1
-                result = await attempt()
+                # A read timeout is per attempt (up to 10 minutes at 4K): without this, an attempt begun
+                # just before the deadline could run that long past it.
+                bound = asyncio.timeout_at(ends_at)
+                try:
+                    async with bound:
+                        result = await attempt()
+                except TimeoutError:
+                    if not bound.expired():
+                        raise
+                    raise GenerationTimeout(
+                        f"{provider} gave no answer within the {policy.deadline:.0f} s deadline.", provider=provider
+                    ) from None
     except GenerationError as exc:
         exc.attempts = attempts
         raise

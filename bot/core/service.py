@@ -67,6 +67,7 @@ class GenerationService:
         started = time.perf_counter()
         failed: list[tuple[str, str]] = []
         last_error: GenerationError | None = None
+        last_spec = self.spec_for(chain[0], request)  # the model the last error came from, for its log row
         attempts = 0
         for index, provider in enumerate(chain):
             spec = self.spec_for(provider, request)
@@ -80,7 +81,7 @@ class GenerationService:
                 result = await provider.generate(request, spec, on_preview=context.on_preview)
             except GenerationError as exc:
                 attempts += exc.attempts
-                last_error = exc
+                last_error, last_spec = exc, spec
                 if exc.failover and index + 1 < len(chain):
                     log.warning("%s failed (%s: %s); failing over", provider.name, exc.error_class, exc)
                     failed.append((provider.name, exc.error_class))
@@ -98,7 +99,7 @@ class GenerationService:
         await self._record(
             request,
             context,
-            self.spec_for(chain[0], request),
+            last_spec,
             error=last_error,
             total_ms=(time.perf_counter() - started) * 1000,
         )

@@ -168,6 +168,14 @@ class Fault:
         return cls("server_error", status)
 
     @classmethod
+    def gemini_error(
+        cls, status: int, message: str, grpc_status: str | None = None, *, retry_after: float | None = None
+    ) -> Fault:
+        """Any Gemini-shaped error (``{"error": {"code", "message", "status"}}``), e.g. a relay's 501 or a
+        relay that repeats the key in its message; with ``Retry-After`` if given."""
+        return cls("gemini_error", status, message=message, reason=grpc_status, retry_after=retry_after)
+
+    @classmethod
     def bad_request(cls, message: str = "Request contains an invalid argument.") -> Fault:
         """400 INVALID_ARGUMENT with the given message."""
         return cls("bad_request", 400, message=message)
@@ -381,6 +389,9 @@ class Fault:
             return ErrorReply(429, gemini_error(429, message, "RESOURCE_EXHAUSTED", details), headers)
         if name == "server_error":
             return ErrorReply(self.status, gemini_error(self.status, GEMINI_SERVER_MESSAGES[self.status]))
+        if name == "gemini_error":
+            headers = (("retry-after", _seconds_header(self.retry_after)),) if self.retry_after is not None else ()
+            return ErrorReply(self.status, gemini_error(self.status, self.message or "", self.reason), headers)
         if name == "bad_request":
             return ErrorReply(400, gemini_error(400, self.message or "", "INVALID_ARGUMENT"))
         if name == "invalid_key":
@@ -431,5 +442,15 @@ class Fault:
 
 
 _ERROR_FAULTS = frozenset(
-    {"rate_limit", "server_error", "bad_request", "invalid_key", "leaked_key", "not_found", "billing", "openai_error"}
+    {
+        "rate_limit",
+        "server_error",
+        "gemini_error",
+        "bad_request",
+        "invalid_key",
+        "leaked_key",
+        "not_found",
+        "billing",
+        "openai_error",
+    }
 )

@@ -96,7 +96,13 @@ class Provider(ABC):
             while True:  # leaves by returning, raising, or when KeyPool.acquire finds no key left
                 key, label = self.keys.acquire()
                 try:
-                    return await self.attempt(prepared, request, spec, key, label, on_preview)
+                    try:
+                        return await self.attempt(prepared, request, spec, key, label, on_preview)
+                    except GenerationError as exc:
+                        # Some relays repeat the key in their error text: take it out before the benching
+                        # and retry logs below (and everything after them) see the error.
+                        self.redact_error(exc)
+                        raise
                 except AuthError as exc:
                     log.warning("%s: %s refused (%s); benching it", self.name, label, exc.message)
                     self.keys.bench(key, exc.message)
@@ -118,7 +124,7 @@ class Provider(ABC):
             )
         except GenerationError as exc:
             exc.provider = exc.provider or self.name
-            exc.message = self.redact(exc.message)
+            self.redact_error(exc)
             raise
         result.attempts = attempts
         result.timing.total_ms = (time.perf_counter() - started) * 1000
@@ -178,6 +184,14 @@ class Provider(ABC):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    def redact_error(self, exc: GenerationError) -> None:
+        """Remove this provider's keys from everything an error says (its message and the model's words)."""
+        exc.message = self.redact(exc.message)
+        exc.args = (exc.message,)
+        model_text = getattr(exc, "model_text", None)
+        if isinstance(model_text, str):
+            exc.model_text = self.redact(model_text)  # type: ignore[attr-defined]
 
 
 def history_as_reference(request: ImageRequest) -> ImageRequest:

@@ -416,7 +416,8 @@ class StreamAssembler:
         for data in self.decoder.close():
             await self._event(data)
         if self.finish is None:
-            raise ResponseError(
+            # The body ended cleanly but the answer did not: a connection cut short, retried as one.
+            raise UnavailableError(
                 f"{self.provider}'s stream ended before the answer was complete.", provider=self.provider
             )
         return _answer(_join_text(self.parts), self.finish, self.meta, self.provider)

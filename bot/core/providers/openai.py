@@ -59,7 +59,9 @@ class _OpenAIBase(Provider):
             reply = await self.http.request("GET", raw, read_timeout=read_timeout, max_bytes=MAX_URL_IMAGE_BYTES)
             if reply.status != 200:
                 raise UnavailableError(
-                    f"{self.name}: downloading the image failed ({reply.status}).", provider=self.name
+                    f"{self.name}: downloading the image failed ({reply.status}).",
+                    provider=self.name,
+                    status=reply.status,
                 )
             blob = bytes(reply.content)
         else:
@@ -269,7 +271,7 @@ def map_error(
         return AuthError(f"{key_label}: {message}", key_label=key_label, provider=provider, status=status)
     if status in (408, 504):
         return GenerationTimeout(f"{provider}: {message}", provider=provider, status=status)
-    if status >= 500 or status == 409:
+    if status >= 500 or status == 409:  # retried only for RETRYABLE_STATUSES (see UnavailableError)
         return UnavailableError(
             f"{provider} is unavailable ({status}): {message}",
             retry_after=parse_retry_after(headers),
