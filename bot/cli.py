@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import io
 import logging
+import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,8 @@ from .core.types import GenerationResult, ImageRequest, Preview, RequestContext
 
 if TYPE_CHECKING:
     from storage.reports import UsageReport
+
+    from .runtime import Runtime
 
 TOKEN_REFUSED = "Discord refused DISCORD_TOKEN: reset the token in the Developer Portal and update .env."
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -65,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level if args.command == "run" else "WARNING",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command in ("run", "sync", "generate"):
+        # Checked before connecting or spending anything: later it would surface as a traceback.
+        try:
+            prepare_data_dir(settings)
+        except OSError as exc:
+            print(data_dir_error(settings, exc), file=sys.stderr)
+            return 2
     if args.command == "run":
         return run_bot(settings)
     if args.command == "health":
@@ -77,6 +89,38 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(generate(settings, args))
     except KeyboardInterrupt:
         return 130
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create BANANA_DATA_DIR if need be and make sure files can be written there; raises OSError if not."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # mkdir is happy with a directory nobody may write into; only creating a file tells.
+    with tempfile.TemporaryFile(dir=settings.data_dir):
+        pass
+    check_usage_log(settings)
+
+
+def check_usage_log(settings: Settings) -> None:
+    """Raise OSError if something other than a file has the usage log's name.
+
+    SQLite would only say "unable to open database file", and aiosqlite's worker thread, left behind
+    by the failed connect, then prints a traceback of its own at exit."""
+    if settings.database_path.exists() and not settings.database_path.is_file():
+        raise IsADirectoryError(errno.EISDIR, f"{settings.database_path} is not a file")
+
+
+def data_dir_error(settings: Settings, exc: OSError | sqlite3.Error) -> str:
+    return f"error: can't use the data directory {settings.data_dir} (BANANA_DATA_DIR): {os_reason(exc)}."
+
+
+def os_reason(exc: OSError | sqlite3.Error) -> str:
+    """What went wrong, in words an operator can act on."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        # What mkdir(exist_ok=True) raises when a file sits where a directory has to go.
+        return f"{exc.filename} is a file, not a directory"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 def run_bot(settings: Settings) -> int:
@@ -141,15 +185,31 @@ async def print_report(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not settings.database_path.exists():
+    # A report only reads, so the data directory is not created; stat tells "not there yet" from "unusable".
+    try:
+        settings.database_path.stat()
+        check_usage_log(settings)
+    except FileNotFoundError:
         print(f"error: no usage log at {settings.database_path} yet (BANANA_DATA_DIR)", file=sys.stderr)
         return 1
-    db = await Database.open(settings.database_path)
+    except OSError as exc:
+        print(data_dir_error(settings, exc), file=sys.stderr)
+        return 2
+    try:
+        db = await Database.open(settings.database_path)
+    except (OSError, sqlite3.Error) as exc:
+        print(data_dir_error(settings, exc), file=sys.stderr)
+        return 2
     try:
         scope = Scope(since, now + 1, guild_id=args.guild)
         print(format_report(await usage_report(db, scope, top=10)))
         if args.csv is not None:
-            args.csv.write_text(await csv_text(db, scope), encoding="utf-8")
+            csv = await csv_text(db, scope)
+            try:
+                await asyncio.to_thread(args.csv.write_text, csv, encoding="utf-8")
+            except OSError as exc:
+                print(f"error: can't write {args.csv}: {os_reason(exc)}.", file=sys.stderr)
+                return 1
             print(f"wrote {args.csv}")
     finally:
         await db.close()
@@ -214,7 +274,11 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         output_format = _FORMATS.get(args.output.suffix.lower())
         if output_format is None:
             raise ConfigError([f"-o {args.output}: use a .png, .jpg or .webp file name."])
-        runtime = await Runtime.open(settings)
+        try:
+            runtime = await Runtime.open(settings)
+        except (OSError, sqlite3.Error) as exc:
+            print(data_dir_error(settings, exc), file=sys.stderr)
+            return 2
     except GenerationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -233,9 +297,24 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.aclose()
         if drafts:
             await drafts.wait()
-    size_written = await asyncio.to_thread(write_image, result, args.output, output_format)
+    try:
+        size_written = await asyncio.to_thread(write_image, result, args.output, output_format)
+    except OSError as exc:
+        kept = await asyncio.to_thread(kept_image, runtime, result)
+        print(f"error: can't write {args.output}: {os_reason(exc)}; {kept}.", file=sys.stderr)
+        return 1
     print(describe(result, args.output, size_written))
     return 0
+
+
+def kept_image(runtime: Runtime, result: GenerationResult) -> str:
+    """Where the image store keeps the image, so a failed -o costs nothing but a copy."""
+    try:
+        if result.image_key is not None:
+            return f"the image is kept at {runtime.images.path(result.image_key)}"
+    except (OSError, ValueError):
+        pass
+    return "storing it in the image store failed too (see above), so it is lost"
 
 
 class DraftWriter:

@@ -7,6 +7,7 @@ so a person fixes their ``.env`` in one go. Secrets are kept in ``Secret`` so th
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,16 +120,18 @@ class _Parser:
     def get(self, name: str, default: str = "") -> str:
         return (self.values.get(name) or default).strip()
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None) -> float:
         raw = self.get(name)
         if not raw:
             return default
         try:
             value = float(raw)
         except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            self.errors.append(f"{name}={raw!r}: expected a number of at least {minimum:g}.")
+            value = math.nan
+        # nan fails every comparison and inf (also '1e999') passes any minimum: both are refused by name.
+        if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+            accepts = f"of at least {minimum:g}" if maximum is None else f"from {minimum:g} to {maximum:g}"
+            self.errors.append(f"{name}={raw!r}: expected a number {accepts}.")
             return default
         return value
 
@@ -136,10 +139,16 @@ class _Parser:
         raw = self.get(name)
         if not raw:
             return default
-        if not raw.isdigit() or int(raw) < minimum:
+        # isdigit() alone lets through digits int() refuses ('²') and int() refuses over 4300 digits.
+        value: int | None
+        try:
+            value = int(raw) if raw.isascii() and raw.isdigit() else None
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
             self.errors.append(f"{name}={raw!r}: expected a whole number of at least {minimum}.")
             return default
-        return int(raw)
+        return value
 
     def url(self, name: str, default: str) -> str:
         raw = self.get(name, default).rstrip("/")
@@ -221,7 +230,8 @@ class _Parser:
             grid_mode=self._choice("BANANA_GRID_MODE", "tiles", ("tiles", "sliced")),
             context_budget=ContextBudget(
                 max_images=self.integer("BANANA_CONTEXT_IMAGES", 6, minimum=1),
-                max_bytes=int(self.number("BANANA_CONTEXT_MB", 24.0, minimum=1) * 1024 * 1024),
+                # Capped so the byte count stays a sane whole number; an edit never carries anywhere near 1 GB.
+                max_bytes=int(self.number("BANANA_CONTEXT_MB", 24.0, minimum=1, maximum=1024) * 1024 * 1024),
             ),
         )
 
@@ -256,13 +266,13 @@ class _Parser:
         table = self._json_object("BANANA_PRICES")
         for model, entry in table.items():
             try:
-                tokens = {normalise_size(k): int(v) for k, v in (entry.get("image_tokens") or {}).items()}
+                tokens = {normalise_size(k): int(_price(v)) for k, v in (entry.get("image_tokens") or {}).items()}
                 out[model] = Pricing(
-                    input_per_m=float(entry.get("input_per_m", 0)),
-                    text_output_per_m=float(entry.get("text_output_per_m", 0)),
-                    image_output_per_m=float(entry.get("image_output_per_m", 0)),
+                    input_per_m=_price(entry.get("input_per_m", 0)),
+                    text_output_per_m=_price(entry.get("text_output_per_m", 0)),
+                    image_output_per_m=_price(entry.get("image_output_per_m", 0)),
                     image_tokens=tokens,
-                    per_image=float(entry["per_image"]) if "per_image" in entry else None,
+                    per_image=_price(entry["per_image"]) if "per_image" in entry else None,
                 )
             except (AttributeError, TypeError, ValueError, InvalidRequest):
                 self.errors.append(
@@ -270,3 +280,13 @@ class _Parser:
                     "text_output_per_m, image_output_per_m and image_tokens."
                 )
         return out
+
+
+def _price(raw: Any) -> float:
+    """A price or token count from BANANA_PRICES; ValueError unless finite and not negative.
+
+    JSON itself admits NaN, Infinity and 1e999, and any of them would turn every cost into nonsense."""
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a usable price: {raw!r}")
+    return value

@@ -120,3 +120,58 @@ async def test_previews_are_written_as_they_arrive(fake: FakeImageAPI, tmp_path:
     )
     assert lines.index(next(line for line in lines if line.startswith("wrote fox.png"))) > 1
     assert fake.requests[-1].path.endswith(":streamGenerateContent")
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("notes.txt/cat.png", "notes.txt is a file, not a directory"),  # a file where a folder must go
+        ("taken.png", "Is a directory"),
+    ],
+)
+async def test_unwritable_output_says_where_the_image_was_kept(
+    fake: FakeImageAPI, tmp_path: Path, output: str, reason: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a folder")
+    (tmp_path / "taken.png").mkdir()
+    code, out, err = await run_cli(fake, tmp_path, "generate", "cat", "-o", output)
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"error: can't write {output}: {reason}; the image is kept at ")
+    stored = tmp_path / lines[0].split(" kept at ", 1)[1].removesuffix(".")  # relative to where it ran
+    assert stored.is_relative_to(tmp_path / "data" / "images")
+    with Image.open(stored) as img:
+        assert img.size == (1024, 1024)
+    with sqlite3.connect(tmp_path / "data" / "banana.sqlite3") as db:
+        assert db.execute("SELECT command, status FROM generations").fetchall() == [("cli", "ok")]
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "reason"),
+    [
+        ("notes.txt/data", "Not a directory"),
+        ("notes.txt", "notes.txt is a file, not a directory"),
+        ("broken", "broken/banana.sqlite3 is not a file"),  # a directory has the usage log's name
+    ],
+)
+async def test_unusable_data_dir_is_one_line_before_anything_is_spent(
+    fake: FakeImageAPI, tmp_path: Path, data_dir: str, reason: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a folder")
+    (tmp_path / "broken" / "banana.sqlite3").mkdir(parents=True)
+    code, out, err = await run_cli(fake, tmp_path, "generate", "cat", "-o", "x.png", BANANA_DATA_DIR=data_dir)
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: can't use the data directory {data_dir} (BANANA_DATA_DIR): {reason}."
+    assert fake.requests == [] and not (tmp_path / "x.png").exists()
+
+
+async def test_oversized_reference_is_refused_before_anything_is_sent(fake: FakeImageAPI, tmp_path: Path) -> None:
+    with (tmp_path / "big.png").open("wb") as big:
+        big.write(b"\x89PNG\r\n\x1a\n")
+        big.truncate(30 * 1024 * 1024)  # sparse: the size is checked before a byte is read
+    code, out, err = await run_cli(fake, tmp_path, "generate", "cat", "--ref", "big.png", "-o", "x.png")
+    assert code == 1 and out == ""
+    assert err.strip() == "error: big.png is 30.0 MB; the limit is 20 MB."
+    assert fake.requests == [] and fake.request_count == 0
+    assert not (tmp_path / "x.png").exists()

@@ -66,6 +66,56 @@ def test_every_bad_value_gets_one_line_naming_it() -> None:
     assert all("expected" in line for line in lines)
 
 
+def numeric_settings() -> list[str]:
+    """Every variable config.py reads through its number or whole-number parser."""
+    import re
+
+    source = (ROOT / "bot" / "config.py").read_text()
+    names = set(re.findall(r'\.(?:number|integer)\("([A-Z0-9_]+)"', source))
+    return sorted(names | {f"BANANA_TIMEOUT_{size}" for size in ("1K", "2K", "4K")})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", "-1e999", "²", pytest.param("9" * 5000, id="5000-digits")],
+)
+@pytest.mark.parametrize("name", numeric_settings())
+def test_every_numeric_setting_refuses_what_is_not_a_usable_number(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: raw}, env_file=None)
+    [line] = info.value.lines
+    assert line.startswith(f"{name}={raw!r}: expected a ") and "number" in line
+
+
+def test_context_megabytes_must_fit_in_a_byte_count() -> None:
+    # Finite, but times 1024 * 1024 it is inf, which int() can't take.
+    with pytest.raises(ConfigError) as info:
+        load_settings({"BANANA_CONTEXT_MB": "1e303"}, env_file=None)
+    assert info.value.lines == ["BANANA_CONTEXT_MB='1e303': expected a number from 1 to 1024."]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '{"per_image": NaN}',
+        '{"per_image": Infinity}',
+        '{"per_image": "inf"}',
+        '{"per_image": -0.1}',
+        '{"input_per_m": 1e999}',
+        '{"text_output_per_m": "nan"}',
+        '{"image_output_per_m": -Infinity}',
+        '{"image_output_per_m": 120, "image_tokens": {"1K": Infinity}}',
+        '{"image_output_per_m": 120, "image_tokens": {"1K": NaN}}',
+        '{"image_output_per_m": 120, "image_tokens": {"1K": -1120}}',
+    ],
+)
+def test_prices_must_be_finite_and_not_negative(entry: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"BANANA_PRICES": f'{{"m": {entry}}}'}, env_file=None)
+    [line] = info.value.lines
+    assert line.startswith("BANANA_PRICES['m']: expected an object")
+
+
 def test_price_overrides() -> None:
     settings = load_settings(
         {"OPENAI_PRICE_PER_IMAGE": "0.05", "BANANA_PRICES": '{"gemini-3-pro-image-preview": {"per_image": 0.1}}'},
@@ -109,6 +159,38 @@ def test_generate_without_any_provider_is_one_clear_line(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert "No image provider is configured: set GEMINI_API_KEY" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "sync", "report"])
+@pytest.mark.parametrize(
+    ("data_dir", "reason"),
+    [
+        ("notes.txt/data", "Not a directory"),
+        ("notes.txt", "notes.txt is a file, not a directory"),
+        ("broken", "broken/banana.sqlite3 is not a file"),
+    ],
+)
+def test_unusable_data_dir_is_one_line_for_every_command(
+    tmp_path: Path, command: str, data_dir: str, reason: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a folder")
+    (tmp_path / "broken" / "banana.sqlite3").mkdir(parents=True)
+    # A token, so run and sync get as far as storage (and would otherwise try to reach discord.com).
+    proc = run_cli([command], {"DISCORD_TOKEN": "not-a-real-token", "BANANA_DATA_DIR": data_dir}, tmp_path)
+    if command == "report" and data_dir == "notes.txt":
+        reason = "Not a directory"  # a report only reads: it looks for the log inside, and creates nothing
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: can't use the data directory {data_dir} (BANANA_DATA_DIR): {reason}."
+
+
+async def test_report_csv_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    from storage.db import Database
+
+    await (await Database.open(tmp_path / "data" / "banana.sqlite3")).close()
+    (tmp_path / "notes.txt").write_text("not a folder")
+    proc = run_cli(["report", "--csv", "notes.txt/usage.csv"], {}, tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: can't write notes.txt/usage.csv: Not a directory."
 
 
 def test_env_example_documents_every_setting_and_loads_cleanly() -> None:
