@@ -175,3 +175,10 @@ async def test_oversized_reference_is_refused_before_anything_is_sent(fake: Fake
     assert err.strip() == "error: big.png is 30.0 MB; the limit is 20 MB."
     assert fake.requests == [] and fake.request_count == 0
     assert not (tmp_path / "x.png").exists()
+
+
+async def test_a_reference_that_is_a_directory_is_one_line(fake: FakeImageAPI, tmp_path: Path) -> None:
+    (tmp_path / "refs").mkdir()
+    code, out, err = await run_cli(fake, tmp_path, "generate", "cat", "--ref", "refs", "-o", "x.png")
+    assert (code, out) == (1, "") and err.strip() == "error: Can't read refs: Is a directory."
+    assert fake.request_count == 0 and not (tmp_path / "x.png").exists()

@@ -138,4 +138,8 @@ def read_reference_file(path: Path) -> ImageInput:
         raise InvalidRequest(
             f"{path.name} is {size / 1_048_576:.1f} MB; the limit is {MAX_REFERENCE_BYTES // 1_048_576} MB."
         )
-    return prepare_reference(path.read_bytes(), name=path.name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # a directory, a file without read permission
+        raise InvalidRequest(f"Can't read {path}: {exc.strerror or exc}.") from None
+    return prepare_reference(data, name=path.name)
