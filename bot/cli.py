@@ -275,6 +275,11 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         if output_format is None:
             raise ConfigError([f"-o {args.output}: use a .png, .jpg or .webp file name."])
         try:
+            await asyncio.to_thread(check_output_path, args.output)
+        except OSError as exc:
+            print(f"error: can't write {args.output}: {os_reason(exc)}.", file=sys.stderr)
+            return 1
+        try:
             runtime = await Runtime.open(settings)
         except (OSError, sqlite3.Error) as exc:
             print(data_dir_error(settings, exc), file=sys.stderr)
@@ -305,6 +310,15 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(describe(result, args.output, size_written))
     return 0
+
+
+def check_output_path(path: Path) -> None:
+    """Raise OSError if -o can't be written, before any money is spent on the image."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path.parent):
+        pass
 
 
 def kept_image(runtime: Runtime, result: GenerationResult) -> str:

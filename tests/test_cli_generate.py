@@ -129,16 +129,32 @@ async def test_previews_are_written_as_they_arrive(fake: FakeImageAPI, tmp_path:
         ("taken.png", "Is a directory"),
     ],
 )
-async def test_unwritable_output_says_where_the_image_was_kept(
+async def test_unwritable_output_is_refused_before_anything_is_spent(
     fake: FakeImageAPI, tmp_path: Path, output: str, reason: str
 ) -> None:
     (tmp_path / "notes.txt").write_text("not a folder")
     (tmp_path / "taken.png").mkdir()
     code, out, err = await run_cli(fake, tmp_path, "generate", "cat", "-o", output)
+    assert (code, out) == (1, "") and err.strip() == f"error: can't write {output}: {reason}."
+    assert fake.request_count == 0
+
+
+async def test_output_that_breaks_during_generation_says_where_the_image_was_kept(
+    fake: FakeImageAPI, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    fake.script(Fault.slow(1.0))
+    cli = asyncio.create_task(run_cli(fake, tmp_path, "generate", "cat", "-o", "out/cat.png"))
+    async with asyncio.timeout(30):
+        while fake.request_count == 0:  # noqa: ASYNC110 (the request is out: then the folder becomes a file)
+            await asyncio.sleep(0.02)
+    (tmp_path / "out").rmdir()
+    (tmp_path / "out").write_text("not a folder any more")
+    code, out, err = await cli
     assert code == 1 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
-    assert lines[0].startswith(f"error: can't write {output}: {reason}; the image is kept at ")
+    assert lines[0].startswith("error: can't write out/cat.png: out is a file, not a directory; the image is kept at ")
     stored = tmp_path / lines[0].split(" kept at ", 1)[1].removesuffix(".")  # relative to where it ran
     assert stored.is_relative_to(tmp_path / "data" / "images")
     with Image.open(stored) as img:
