@@ -5,6 +5,7 @@ Both the CLI and the Discord client open one ``Runtime`` and close it on the way
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -76,14 +77,23 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
         providers = build_providers(settings, transport=transport)
-        db = await Database.open(settings.database_path)
+        try:
+            db = await Database.open(settings.database_path)
+        except BaseException:
+            await asyncio.gather(*(provider.aclose() for provider in providers))
+            raise
         images = ImageStore(settings.images_dir, db)
         service = GenerationService(providers, db=db, images=images, price_overrides=settings.price_overrides)
-        if settings.image_retention_days > 0:
-            pruned = await images.prune(settings.image_retention_days)
-            if pruned:
-                log.info("pruned %d images older than %g days", pruned, settings.image_retention_days)
-        return cls(settings=settings, db=db, images=images, service=service)
+        runtime = cls(settings=settings, db=db, images=images, service=service)
+        try:
+            if settings.image_retention_days > 0:
+                pruned = await images.prune(settings.image_retention_days)
+                if pruned:
+                    log.info("pruned %d images older than %g days", pruned, settings.image_retention_days)
+        except BaseException:
+            await runtime.aclose()  # a failed start leaves no connection or client behind
+            raise
+        return runtime
 
     async def aclose(self) -> None:
         await self.service.aclose()

@@ -8,8 +8,10 @@ the OpenAI-compatible shapes, and bad input that must cost nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sqlite3
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -730,3 +732,20 @@ async def test_a_hung_answer_times_out_at_its_read_timeout_while_the_connection_
             assert api.connections_seen == 1
         finally:
             await rt.aclose()
+
+
+async def test_a_start_that_fails_closes_the_database(
+    fake: FakeImageAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.images import ImageStore
+
+    async def broken_prune(self: ImageStore, older_than_days: float, *, now: float | None = None) -> int:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ImageStore, "prune", broken_prune)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(OSError, match="Input/output error"):
+            await open_runtime(fake, tmp_path, BANANA_IMAGE_RETENTION_DAYS="30")
+        gc.collect()  # an unclosed aiosqlite connection says so when it is collected
+    assert not [w for w in caught if "before being closed" in str(w.message)]
