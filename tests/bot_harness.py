@@ -42,6 +42,11 @@ def custom_ids(message: FakeMessage) -> list[str]:
     return [c["custom_id"] for row in message.components for c in row.get("components", []) if "custom_id" in c]
 
 
+def has_image(message: FakeMessage) -> bool:
+    """Whether the message shows a result image: a status message may carry the model's draft meanwhile."""
+    return any(not upload.filename.startswith("draft-") for upload in message.files)
+
+
 def embed_fields(message: FakeMessage) -> dict[str, str]:
     assert message.embeds, f"message {message.id} has no embed"
     return {f["name"]: f["value"] for f in message.embeds[0].get("fields", [])}
@@ -143,7 +148,7 @@ class BotHarness:
     async def wait_result(self, inter: FakeInteraction, timeout: float = RESULT_TIMEOUT) -> FakeMessage:  # noqa: ASYNC109
         """The interaction's response once it carries the image (and its thread, when it gets one, is open)."""
         message = await self.discord.wait_for_message(
-            lambda m: m.interaction_id == inter.id and bool(m.files) and not m.deleted, timeout=timeout
+            lambda m: m.interaction_id == inter.id and has_image(m) and not m.deleted, timeout=timeout
         )
         channel = self.discord.channels.get(message.channel_id)
         if channel is not None and channel.type == 0:  # a text channel: a thread follows
@@ -155,7 +160,7 @@ class BotHarness:
         return await self.discord.wait_for_message(
             lambda m: (
                 m.author_id == self.discord.bot_user_id
-                and bool(m.files)
+                and has_image(m)
                 and (m.message_reference or {}).get("message_id") == str(to_message)
             ),
             timeout=timeout,

@@ -8,7 +8,7 @@ import pytest
 
 from storage.generations import get_generation
 from storage.jobs import count_reserved_since, get_job
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, image_size, png
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, has_image, image_size, png
 from tests.fake_discord import MANAGE_MESSAGES, MEMBER_PERMISSIONS, PRIVILEGED_INTENTS
 from tests.fake_image_api import Fault
 
@@ -178,7 +178,7 @@ async def test_edit_button_asks_for_an_instruction_and_continues_in_the_thread(h
     )
     ack = await h.discord.wait_for_message(lambda m: m.interaction_id == submitted.id)
     assert ack.ephemeral and f"<#{v1.id}>" in ack.content
-    edited = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and bool(m.files))
+    edited = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and has_image(m))
     assert footer(edited).startswith("Version 2 · edited from version 1")
     assert h.sent_texts() == ["a cabin in the woods", "add snow on the roof"]
 
@@ -223,7 +223,7 @@ async def test_redo_at_a_larger_size_continues_from_the_image(h: BotHarness) -> 
     assert any(b.get("label") == "Redo at 2K" for row in v1.components for b in row["components"])
     click = await h.discord.click(v1.id, upscale, h.bob)
     await h.discord.wait_for_message(lambda m: m.interaction_id == click.id and m.ephemeral)
-    bigger = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and bool(m.files))
+    bigger = await h.discord.wait_for_message(lambda m: m.channel_id == v1.id and has_image(m))
     assert embed_fields(bigger)["Size"].startswith("2K")
     request = h.gemini_requests()[-1].json
     assert request["generationConfig"]["imageConfig"]["imageSize"] == "2K"

@@ -15,7 +15,7 @@ from bot.cli import sync_commands
 from bot.config import load_settings
 from storage.generations import count_generations
 from storage.jobs import count_reserved_since, get_job
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, image_size
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size
 from tests.fake_discord import FakeInteraction
 
 pytestmark = pytest.mark.timeout(90)
@@ -153,7 +153,7 @@ async def test_a_job_that_outlives_the_interaction_token_posts_through_the_chann
         h.api.latency = 1.5
         await h.imagine(h.alice, "a slow masterpiece")
         late = await h.discord.wait_for_message(
-            lambda m: m.interaction_id is None and bool(m.files) and m.channel_id == h.guild.channel_id
+            lambda m: m.interaction_id is None and has_image(m) and m.channel_id == h.guild.channel_id
         )
         assert late.content.startswith(f"<@{h.alice.id}>") and "your image is ready" in late.content
         assert h.alice.id in late.mention_ids
@@ -203,7 +203,7 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
         for user, prompt in ((h.alice, "interrupted while drawing"), (h.bob, "interrupted while waiting")):
             await h.discord.wait_for_message(
                 lambda m, u=user, p=prompt: (
-                    bool(m.files) and m.content.startswith(f"<@{u.id}>") and m.embeds[0]["description"] == p
+                    has_image(m) and m.content.startswith(f"<@{u.id}>") and m.embeds[0]["description"] == p
                 )  # type: ignore[misc]
             )
         assert any("restarted" in (e.get("content") or "") for e in h.discord.messages[status.id].edits)
@@ -302,6 +302,6 @@ async def test_a_job_admitted_before_on_ready_runs_once(tmp_path: Path) -> None:
         await bot.jobs.wait_told()
         await asyncio.sleep(0.6)  # a second run, if any, would have reached the API by now
         assert len(h.gemini_requests()) == 1
-        posts = [m for m in h.discord.messages.values() if m.files and m.interaction_id == inter.id]
+        posts = [m for m in h.discord.messages.values() if has_image(m) and m.interaction_id == inter.id]
         assert [m.id for m in posts] == [result.id]
         assert await count_generations(bot.jobs.db) == 1

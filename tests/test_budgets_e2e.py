@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot_harness import BotHarness, embed_fields
+from tests.bot_harness import BotHarness, embed_fields, has_image
 from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeMessage
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,12 +49,12 @@ async def test_a_burst_cannot_overshoot_the_budget_together(tmp_path: Path) -> N
         outcomes = await asyncio.gather(
             *(
                 h.discord.wait_for_message(
-                    lambda m, i=i: m.interaction_id == i.id and (bool(m.files) or m.ephemeral), timeout=20
+                    lambda m, i=i: m.interaction_id == i.id and (has_image(m) or m.ephemeral), timeout=20
                 )
                 for i in inters
             )
         )
-        images = [m for m in outcomes if m.files]
+        images = [m for m in outcomes if has_image(m)]
         refused = [m for m in outcomes if m.ephemeral]
         assert len(images) == 3 and len(refused) == 3  # 3 x $0.134 fits in $0.50; a 4th would not
         assert all("monthly budget" in m.content for m in refused)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from storage.jobs import count_reserved_since
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, image_size, png
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, has_image, image_size, png
 from tests.fake_discord import FakeInteraction, FakeMessage
 from tests.fake_image_api import Fault
 
@@ -56,7 +56,7 @@ async def test_grid_runs_four_tiles_side_by_side_and_u_v_work_after_a_restart(h:
     u2 = await h.discord.click(preview.id, str(button(preview, "U2")["custom_id"]), h.bob)
     posted = await h.discord.wait_for_message(lambda m: m.interaction_id == u2.id and "Posted" in m.content)
     assert posted.ephemeral
-    full = await h.discord.wait_for_message(lambda m: m.channel_id == preview.id and bool(m.files))
+    full = await h.discord.wait_for_message(lambda m: m.channel_id == preview.id and has_image(m))
     assert image_size(full.files[0].data) == (1376, 768)  # tile 2 at full size (1K 16:9)
     assert footer(full).startswith("Version 1")
     # The U result is ready to refine: a reply continues from tile 2's own conversation.
@@ -99,7 +99,7 @@ async def test_sliced_mode_asks_once_and_cuts_four(tmp_path: Path) -> None:
         assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 1
         u4 = await h.discord.click(preview.id, str(button(preview, "U4")["custom_id"]), h.alice)
         await h.discord.wait_for_message(lambda m: m.interaction_id == u4.id and "Posted" in m.content)
-        full = await h.discord.wait_for_message(lambda m: m.channel_id == preview.id and bool(m.files))
+        full = await h.discord.wait_for_message(lambda m: m.channel_id == preview.id and has_image(m))
         assert image_size(full.files[0].data) == (512, 512)  # a quarter of the 1K square
         assert "cut from a 2×2 grid" in embed_fields(full)["Notes"]
         assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 1  # the cut-out is free
@@ -231,7 +231,7 @@ async def test_context_menu_edits_a_members_image_and_continues_a_result(h: BotH
         menu.modal["custom_id"], {field_id: "and a cape"}, h.bob, channel_id=h.guild.channel_id
     )
     await h.discord.wait_for_message(lambda m: m.interaction_id == again.id)
-    await h.discord.wait_for_message(lambda m: m.channel_id == result.id and bool(m.files))
+    await h.discord.wait_for_message(lambda m: m.channel_id == result.id and has_image(m))
     assert h.sent_texts() == ["give the cat a crown", "and a cape"]
 
     # A message without an image gets a clear answer.
