@@ -268,6 +268,24 @@ async def test_a_stream_that_ends_without_finishing_is_an_error_not_a_result() -
     await provider.aclose()
 
 
+async def test_a_stream_cut_inside_an_event_is_retried_like_a_dropped_connection() -> None:
+    body = _plain_body()
+    sse = b"data: " + body[: len(body) // 2]  # the image event, cut halfway; the body then ends cleanly
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+
+    provider = _provider(httpx.MockTransport(handle))
+    with pytest.raises(UnavailableError, match="ended before") as info:
+        await provider.generate(
+            ImageRequest(prompt="a cat"), model_spec("gemini-3-pro-image-preview"), on_preview=Previews()
+        )
+    assert info.value.attempts == len(calls) == provider.config.retry.max_attempts > 1
+    await provider.aclose()
+
+
 async def test_compressed_answers_are_inflated() -> None:
     seen: list[str] = []
 

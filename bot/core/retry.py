@@ -37,7 +37,7 @@ class RetryPolicy:
     backoff_max: float = 30.0
     #: Never wait longer than this for a server hint; a longer wait means "fail over or give up".
     hint_cap: float = 60.0
-    #: Seconds from the first attempt: no wait or attempt runs past it.
+    #: Seconds from this provider's first attempt: no wait or attempt runs past it.
     deadline: float = 900.0
 
 

@@ -414,7 +414,13 @@ class StreamAssembler:
         if self.plain is not None:
             return await self._plain(bytes(self.plain))
         for data in self.decoder.close():
-            await self._event(data)
+            try:
+                await self._event(data)
+            except ResponseError:
+                # The body ended inside this event (no blank line after it, and not whole JSON): cut short.
+                raise UnavailableError(
+                    f"{self.provider}'s stream ended before the answer was complete.", provider=self.provider
+                ) from None
         if self.finish is None:
             # The body ended cleanly but the answer did not: a connection cut short, retried as one.
             raise UnavailableError(
