@@ -679,11 +679,10 @@ async def test_requests_cancelled_while_others_read_leave_the_connection_working
                     done = await asyncio.gather(*tasks, return_exceptions=True)
                     kept = [r for r in done if not isinstance(r, BaseException)]
                     assert len(kept) >= 6 and all(r.image.width == 1024 for r in kept)
-            # And the connection still serves new requests: a wedged one would leave this waiting for its
-            # 300 s read timeout. (Not tighter: on a loaded CI machine a 1K answer can take a second or two.)
+            # And the connection still serves new requests at once.
             started = asyncio.get_running_loop().time()
             await rt.service.generate(ImageRequest(prompt="after"))
-            assert asyncio.get_running_loop().time() - started < 5
+            assert asyncio.get_running_loop().time() - started < 0.4 * 3
             assert api.connections_seen == 1
         finally:
             await rt.aclose()
