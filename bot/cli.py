@@ -94,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
 def prepare_data_dir(settings: Settings) -> None:
     """Create BANANA_DATA_DIR if need be and make sure files can be written there; raises OSError if not."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # mkdir is happy with a directory nobody may write into; only creating a file tells.
-    with tempfile.TemporaryFile(dir=settings.data_dir):
-        pass
+    check_writable(settings.data_dir)
     check_usage_log(settings)
+
+
+def check_writable(directory: Path) -> None:
+    """Raise OSError unless a file can be created in `directory` (mkdir is happy with one nobody may write
+    into; only creating a file tells)."""
+    tempfile.TemporaryFile(dir=directory).close()
 
 
 def check_usage_log(settings: Settings) -> None:
@@ -317,18 +321,18 @@ def check_output_path(path: Path) -> None:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path.parent):
-        pass
+    check_writable(path.parent)
 
 
 def kept_image(runtime: Runtime, result: GenerationResult) -> str:
     """Where the image store keeps the image, so a failed -o costs nothing but a copy."""
+    lost = "storing it in the image store failed too (see above), so it is lost"
+    if result.image_key is None:
+        return lost
     try:
-        if result.image_key is not None:
-            return f"the image is kept at {runtime.images.path(result.image_key)}"
-    except (OSError, ValueError):
-        pass
-    return "storing it in the image store failed too (see above), so it is lost"
+        return f"the image is kept at {runtime.images.path(result.image_key)}"
+    except (OSError, ValueError):  # stored, then gone (retention, a hand-cleaned folder)
+        return lost
 
 
 class DraftWriter:

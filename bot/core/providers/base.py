@@ -124,7 +124,7 @@ class Provider(ABC):
             )
         except GenerationError as exc:
             exc.provider = exc.provider or self.name
-            self.redact_error(exc)
+            self.redact_error(exc)  # also errors raised between attempts (no key left, the deadline)
             raise
         result.attempts = attempts
         result.timing.total_ms = (time.perf_counter() - started) * 1000
