@@ -23,7 +23,7 @@ from bench.bench_core import FakeServer
 from bot.core.models import model_spec
 from bot.core.providers import GeminiProvider, ProviderConfig
 from bot.core.types import ImageRequest, Preview
-from bot.previews import draft_thumbnail
+from bot.media.drafts import draft_thumbnail
 
 MODEL = "gemini-3-pro-image-preview"
 PROMPT = "an orange cat on a windowsill, golden hour"

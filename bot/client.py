@@ -1,8 +1,9 @@
-"""The Discord client: start-up, shutdown, command sync, and picking up jobs a restart interrupted.
+"""The Discord client and the one place that wires the parts together: start-up, shutdown, command sync,
+and picking up jobs a restart interrupted.
 
-Commands live in ``cogs/`` (one extension per feature); generation lives in ``bot/core`` and the queue in
-``bot/jobs.py``. Build the bot with `create_bot` so tests and embedders get the same wiring as
-``banana-bot run``.
+Commands live in ``cogs/`` (one cog per feature), the Discord-facing parts they share in ``bot/ui``, jobs in
+``bot/jobs`` and generation in ``bot/core``. Build the bot with `create_bot` so tests and embedders get the
+same wiring as ``banana-bot run``. Only the entry points import this module.
 """
 
 from __future__ import annotations
@@ -21,17 +22,23 @@ import httpx
 from discord import app_commands
 from discord.ext import commands
 
-from storage.grids import get_grid
+from bot.config import Settings
+from bot.jobs.runner import JobRunner
+from bot.runtime import Runtime
+from bot.ui.context import Services
+from bot.ui.resume import Resumer
+from bot.ui.translator import CatalogueTranslator
+from cogs.characters import Characters
+from cogs.conversation import Conversation
+from cogs.edit import Edit
+from cogs.grid import GridCog
+from cogs.imagine import Imagine
+from cogs.privacy import Privacy
+from cogs.results import Results
+from cogs.settings import ServerSettings
+from cogs.usage import Usage
 from storage.guild_settings import pinned_locales
 from storage.jobs import Job, get_state, set_state
-
-from .config import Settings
-from .core.models import ModelSpec, model_spec
-from .grid_presenter import GridPresenter, resumed_grid_presenter
-from .jobs import JobPresenter, JobService
-from .presenter import resumed_presenter
-from .runtime import Runtime
-from .translator import CatalogueTranslator
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +47,6 @@ HEARTBEAT_INTERVAL = 30.0
 HEARTBEAT_MAX_AGE = 120.0
 #: How often stored images older than BANANA_IMAGE_RETENTION_DAYS are deleted while the bot runs.
 RETENTION_INTERVAL = 6 * 3600.0
-EXTENSIONS = (
-    "cogs.imagine",
-    "cogs.grid",
-    "cogs.edit",
-    "cogs.characters",
-    "cogs.settings",
-    "cogs.privacy",
-    "cogs.usage",
-    "cogs.results",
-    "cogs.conversation",
-)
 SYNCED_HASH_KEY = "synced_commands_sha256"
 
 
@@ -77,7 +73,8 @@ def create_bot(
 
 class BananaBot(commands.Bot):
     runtime: Runtime
-    jobs: JobService
+    jobs: JobRunner
+    services: Services
 
     def __init__(
         self,
@@ -103,22 +100,10 @@ class BananaBot(commands.Bot):
         self._interrupted: list[Job] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
-        self._resumed_grids: dict[str, GridPresenter] = {}
-        #: Guilds whose admins pinned a language for public messages (/settings language), kept in memory
-        #: because every status message needs it.
-        self.pinned_locales: dict[int, str] = {}
-
-    @property
-    def default_model(self) -> str:
-        return self.runtime.service.providers[0].config.model
-
-    @property
-    def default_spec(self) -> ModelSpec:
-        return model_spec(self.default_model, price_overrides=self.settings.price_overrides)
 
     async def setup_hook(self) -> None:
         self.runtime = await Runtime.open(self.settings, transport=self._transport)
-        self.jobs = JobService(
+        self.jobs = JobRunner(
             db=self.runtime.db,
             images=self.runtime.images,
             generation=self.runtime.service,
@@ -126,16 +111,40 @@ class BananaBot(commands.Bot):
             budget=self.settings.context_budget,
         )
         self._interrupted = await self.jobs.interrupted()
-        self.pinned_locales = await pinned_locales(self.runtime.db)
+        self.services = Services(
+            settings=self.settings,
+            db=self.runtime.db,
+            images=self.runtime.images,
+            jobs=self.jobs,
+            default_model=self.runtime.service.providers[0].config.model,
+            pinned_locales=await pinned_locales(self.runtime.db),
+            client=self,
+        )
         await self.tree.set_translator(CatalogueTranslator())
-        for extension in EXTENSIONS:
-            await self.load_extension(extension)
+        await self.add_cogs(self.services)
         if self._sync_commands:
             await self.sync_if_changed()
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         if self.settings.image_retention_days > 0:
             self._retention = asyncio.create_task(self._enforce_retention(), name="retention")
         log.info("generation service ready: providers %s", ", ".join(self.settings.configured_providers))
+
+    async def add_cogs(self, services: Services) -> None:
+        """One cog per feature; a cog that acts on another's behalf is handed that cog here."""
+        characters = Characters(self, services)
+        results = Results(self, services, characters=characters)
+        for cog in (
+            Imagine(self, services),
+            GridCog(self, services),
+            Edit(self, services, results=results),
+            characters,
+            ServerSettings(self, services),
+            Privacy(self, services),
+            Usage(self, services),
+            results,
+            Conversation(self, services),
+        ):
+            await self.add_cog(cog)
 
     async def on_ready(self) -> None:
         # on_ready fires again after a reconnect; interrupted jobs are picked up once per start.
@@ -145,7 +154,7 @@ class BananaBot(commands.Bot):
         # Only the jobs found before the gateway connected: one admitted since (between READY and this
         # event) is already queued in this process and would otherwise run twice.
         interrupted, self._interrupted = self._interrupted, []
-        resumed = await self.jobs.resume(interrupted, self._presenter_for_resumed)
+        resumed = await self.jobs.resume(interrupted, Resumer(self.services).presenter_for)
         if resumed:
             log.info("picked up %d jobs interrupted by the restart", len(resumed))
 
@@ -183,32 +192,6 @@ class BananaBot(commands.Bot):
             synced = await self.tree.sync(guild=target)
         log.info("synced %d commands %s", len(synced), f"to guild {guild}" if guild else "globally")
         return synced
-
-    # --- jobs -------------------------------------------------------------------------------------------
-    async def resolve_channel(
-        self, channel_id: int
-    ) -> discord.abc.GuildChannel | discord.Thread | discord.abc.PrivateChannel | None:
-        channel = self.get_channel(channel_id)
-        if channel is not None:
-            return channel
-        try:
-            return await self.fetch_channel(channel_id)
-        except discord.HTTPException:
-            return None
-
-    async def _presenter_for_resumed(self, job: Job) -> JobPresenter | None:
-        presenter = await resumed_presenter(self, job)
-        if presenter is None or job.grid_id is None:
-            return presenter
-        # A grid's tiles share one presenter, and so one status message and one preview.
-        grid = self._resumed_grids.get(job.grid_id)
-        if grid is None:
-            stored = await get_grid(self.jobs.db, job.grid_id)
-            if stored is None:
-                return presenter
-            grid = await resumed_grid_presenter(self, stored, presenter.surface)  # type: ignore[arg-type]
-            self._resumed_grids[job.grid_id] = grid
-        return grid.for_tile(job)
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _beat(self) -> None:

@@ -19,7 +19,7 @@ from dotenv import dotenv_values
 from .core.errors import ConfigError, InvalidRequest
 from .core.models import Pricing, normalise_size
 from .core.retry import RetryPolicy
-from .limits import ContextBudget, QueueLimits
+from .jobs.limits import ContextBudget, QueueLimits
 
 DISCORD_TOKEN_HELP = (
     "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications "

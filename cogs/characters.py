@@ -10,18 +10,19 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.characters import MAX_DESCRIPTION, SHEET_SECTIONS, name_problem, sheet_text
-from bot.client import BananaBot
 from bot.i18n import t, tn
-from bot.imagework import run_image_work
-from bot.intake import InputError, character_autocomplete, read_references
-from bot.uploads import fit_upload
+from bot.jobs.characters import MAX_DESCRIPTION, SHEET_SECTIONS, name_problem, sheet_text
+from bot.media.pool import run_image_work
+from bot.media.uploads import fit_upload
+from bot.ui.context import Services
+from bot.ui.intake import InputError, read_references
+from bot.ui.views import bound
 from storage.characters import (
     Character,
     DuplicateName,
@@ -98,6 +99,9 @@ class SheetModal(discord.ui.Modal):
 class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=DELETE_ID):
     """ "Yes, delete": persistent, and only for the member who asked to delete."""
 
+    #: Set on the subclass the Characters cog registers (views.bound).
+    handler: ClassVar[Callable[[discord.Interaction, int, int], Awaitable[None]]]
+
     def __init__(self, character_id: int, user_id: int) -> None:
         super().__init__(
             discord.ui.Button(style=discord.ButtonStyle.danger, custom_id=f"char:delete:{character_id}:{user_id}")
@@ -111,12 +115,14 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=DELE
         return cls(int(match["character_id"]), int(match["user_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Characters")  # type: ignore[attr-defined]
-        await cog.confirm_delete(interaction, self.character_id, self.user_id)
+        await type(self).handler(interaction, self.character_id, self.user_id)
 
 
 class AddSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ADD_ID):
     """ "Add to character": a menu of the characters the member may change; the pick gets the result's image."""
+
+    #: Set on the subclass the Characters cog registers (views.bound).
+    handler: ClassVar[Callable[[discord.Interaction, str, int], Awaitable[None]]]
 
     def __init__(self, job_id: str, options: list[discord.SelectOption] | None = None) -> None:
         super().__init__(
@@ -131,10 +137,9 @@ class AddSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ADD_ID)
         return cls(match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Characters")  # type: ignore[attr-defined]
         data = cast(dict[str, Any], interaction.data or {})
         values = cast(list[str], data.get("values", []))
-        await cog.add_image(interaction, self.job_id, int(values[0]) if values else 0)
+        await type(self).handler(interaction, self.job_id, int(values[0]) if values else 0)
 
 
 class Characters(commands.Cog):
@@ -144,18 +149,29 @@ class Characters(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(self, bot: BananaBot) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
+        self.services = services
+        # Sent components are made from these too: a view that stays in memory calls its items directly.
+        self.delete_button = bound(DeleteButton, DELETE_ID, self.confirm_delete)
+        self.add_select = bound(AddSelect, ADD_ID, self.add_image)
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(DeleteButton, AddSelect)
+        self.bot.add_dynamic_items(self.delete_button, self.add_select)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(DeleteButton, AddSelect)
+        self.bot.remove_dynamic_items(self.delete_button, self.add_select)
 
     @property
     def max_images(self) -> int:
-        return self.bot.default_spec.max_reference_images
+        return self.services.default_spec.max_reference_images
+
+    async def character_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """The `name` option: the guild's characters whose name starts with what the member typed."""
+        if interaction.guild_id is None:
+            return []
+        found = await list_characters(self.services.db, interaction.guild_id, current, limit=25)
+        return [app_commands.Choice(name=c.name, value=c.name) for c in found]
 
     # --- create ---------------------------------------------------------------------------------------
     @group.command(name="create", description="Save a character: a description and reference images.")
@@ -181,7 +197,7 @@ class Characters(commands.Cog):
             await interaction.response.send_message(t(locale, problem, max=32), ephemeral=True)
             return
         assert interaction.guild_id is not None
-        if await get_character(self.bot.jobs.db, interaction.guild_id, name) is not None:
+        if await get_character(self.services.db, interaction.guild_id, name) is not None:
             await interaction.response.send_message(t(locale, "character.exists", name=name), ephemeral=True)
             return
         attached = [
@@ -191,13 +207,13 @@ class Characters(commands.Cog):
         async def finish(done: discord.Interaction, text: str) -> None:
             await done.response.defer(ephemeral=True, thinking=True)
             try:
-                keys, _ = await read_references(self.bot, attached, locale)
+                keys, _ = await read_references(self.services.images, attached, locale)
             except InputError as exc:
                 await done.followup.send(str(exc), ephemeral=True)
                 return
             try:
                 character = await create_character(
-                    self.bot.jobs.db,
+                    self.services.db,
                     guild_id=interaction.guild_id,  # type: ignore[arg-type]
                     name=name,
                     description=text,
@@ -207,7 +223,7 @@ class Characters(commands.Cog):
                 await done.followup.send(t(locale, "character.exists", name=name), ephemeral=True)
                 return
             if keys:
-                await add_character_images(self.bot.jobs.db, character.id, keys, self.max_images)
+                await add_character_images(self.services.db, character.id, keys, self.max_images)
             answer = tn(locale, "character.created", len(keys), name=character.name)
             await done.followup.send(answer, ephemeral=True)
 
@@ -223,13 +239,13 @@ class Characters(commands.Cog):
     async def list(self, interaction: discord.Interaction) -> None:
         locale = str(interaction.locale)
         assert interaction.guild_id is not None
-        found = await list_characters(self.bot.jobs.db, interaction.guild_id, limit=25)
+        found = await list_characters(self.services.db, interaction.guild_id, limit=25)
         if not found:
             await interaction.response.send_message(t(locale, "character.none"), ephemeral=True)
             return
         lines = []
         for character in found:
-            images = await count_images(self.bot.jobs.db, character.id)
+            images = await count_images(self.services.db, character.id)
             lines.append(
                 tn(locale, "character.list_line", images, name=character.name, creator=f"<@{character.created_by}>")
             )
@@ -238,14 +254,14 @@ class Characters(commands.Cog):
 
     @group.command(name="show", description="A character's sheet and reference images.")
     @app_commands.describe(name="The character.")
-    @app_commands.autocomplete(name=character_autocomplete)
+    @app_commands.autocomplete(name=character_names)
     async def show(self, interaction: discord.Interaction, name: str) -> None:
         locale = str(interaction.locale)
         character = await self._find(interaction, name, locale)
         if character is None:
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        keys = await character_images(self.bot.jobs.db, character.id)
+        keys = await character_images(self.services.db, character.id)
         embed = discord.Embed(title=character.name, description=character.description[:4000])
         embed.add_field(name=t(locale, "character.creator"), value=f"<@{character.created_by}>")
         embed.add_field(name=t(locale, "character.version"), value=str(character.version))
@@ -255,7 +271,7 @@ class Characters(commands.Cog):
         files = []
         per_file = max(interaction.filesize_limit // (SHOWN_IMAGES + 1), 256 * 1024)
         for index, key in enumerate(keys[-SHOWN_IMAGES:], start=1):
-            data = await self.bot.runtime.images.get(key)
+            data = await self.services.images.get(key)
             upload = await run_image_work(fit_upload, data, "image/png", 0, 0, per_file)
             files.append(discord.File(io.BytesIO(upload.data), filename=f"{character.name}-{index}.{upload.extension}"))
         await interaction.followup.send(embed=embed, files=files, ephemeral=True)
@@ -269,7 +285,7 @@ class Characters(commands.Cog):
         reference2="Another image to add.",
         reference3="A third image to add.",
     )
-    @app_commands.autocomplete(name=character_autocomplete)
+    @app_commands.autocomplete(name=character_names)
     async def edit(
         self,
         interaction: discord.Interaction,
@@ -290,13 +306,13 @@ class Characters(commands.Cog):
         async def finish(done: discord.Interaction, text: str | None) -> None:
             await done.response.defer(ephemeral=True, thinking=True)
             try:
-                keys, _ = await read_references(self.bot, attached, locale)
+                keys, _ = await read_references(self.services.images, attached, locale)
             except InputError as exc:
                 await done.followup.send(str(exc), ephemeral=True)
                 return
             if text:
-                await update_description(self.bot.jobs.db, character.id, text)
-            dropped = await add_character_images(self.bot.jobs.db, character.id, keys, self.max_images) if keys else []
+                await update_description(self.services.db, character.id, text)
+            dropped = await add_character_images(self.services.db, character.id, keys, self.max_images) if keys else []
             lines = [t(locale, "character.updated", name=character.name)]
             if keys:
                 lines.append(tn(locale, "character.images_added", len(keys)))
@@ -312,14 +328,14 @@ class Characters(commands.Cog):
 
     @group.command(name="delete", description="Delete a character (asks first).")
     @app_commands.describe(name="The character.")
-    @app_commands.autocomplete(name=character_autocomplete)
+    @app_commands.autocomplete(name=character_names)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
         locale = str(interaction.locale)
         character = await self._find(interaction, name, locale, change=True)
         if character is None:
             return
         view = discord.ui.View(timeout=None)
-        button = DeleteButton(character.id, interaction.user.id)
+        button = self.delete_button(character.id, interaction.user.id)
         button.item.label = t(locale, "character.delete_confirm_button")
         view.add_item(button)
         await interaction.response.send_message(
@@ -328,14 +344,14 @@ class Characters(commands.Cog):
 
     async def confirm_delete(self, interaction: discord.Interaction, character_id: int, user_id: int) -> None:
         locale = str(interaction.locale)
-        character = await get_character_by_id(self.bot.jobs.db, character_id)
+        character = await get_character_by_id(self.services.db, character_id)
         if character is None or character.guild_id != interaction.guild_id:
             await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
             return
         if interaction.user.id != user_id or not may_change(interaction, character, await self._managers(interaction)):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
-        await delete_character(self.bot.jobs.db, character.id)
+        await delete_character(self.services.db, character.id)
         await interaction.response.edit_message(content=t(locale, "character.deleted", name=character.name), view=None)
 
     # --- add a result's image -------------------------------------------------------------------------
@@ -346,14 +362,14 @@ class Characters(commands.Cog):
         managers = await self._managers(interaction)
         mine = [
             c
-            for c in await list_characters(self.bot.jobs.db, interaction.guild_id, limit=25)
+            for c in await list_characters(self.services.db, interaction.guild_id, limit=25)
             if may_change(interaction, c, managers)
         ]
         if not mine:
             await interaction.response.send_message(t(locale, "character.none_to_add"), ephemeral=True)
             return
         options = [discord.SelectOption(label=c.name[:100], value=str(c.id)) for c in mine]
-        menu = AddSelect(job_id, options)
+        menu = self.add_select(job_id, options)
         menu.item.placeholder = t(locale, "character.pick")
         view = discord.ui.View(timeout=None)
         view.add_item(menu)
@@ -361,15 +377,15 @@ class Characters(commands.Cog):
 
     async def add_image(self, interaction: discord.Interaction, job_id: str, character_id: int) -> None:
         locale = str(interaction.locale)
-        job = await get_job(self.bot.jobs.db, job_id)
-        character = await get_character_by_id(self.bot.jobs.db, character_id)
+        job = await get_job(self.services.db, job_id)
+        character = await get_character_by_id(self.services.db, character_id)
         if job is None or job.image_key is None or character is None or character.guild_id != interaction.guild_id:
             await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
             return
         if not may_change(interaction, character, await self._managers(interaction)):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
-        dropped = await add_character_images(self.bot.jobs.db, character.id, [job.image_key], self.max_images)
+        dropped = await add_character_images(self.services.db, character.id, [job.image_key], self.max_images)
         lines = [t(locale, "character.image_added", name=character.name)]
         if dropped:
             lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
@@ -378,14 +394,14 @@ class Characters(commands.Cog):
     async def _managers(self, interaction: discord.Interaction) -> str | None:
         if interaction.guild_id is None:
             return None
-        return (await get_guild_settings(self.bot.jobs.db, interaction.guild_id)).character_managers
+        return (await get_guild_settings(self.services.db, interaction.guild_id)).character_managers
 
     async def _find(
         self, interaction: discord.Interaction, name: str, locale: str, *, change: bool = False
     ) -> Character | None:
         """The guild's character by name, or None after telling the member (unknown, or not theirs to change)."""
         assert interaction.guild_id is not None
-        character = await get_character(self.bot.jobs.db, interaction.guild_id, name)
+        character = await get_character(self.services.db, interaction.guild_id, name)
         if character is None:
             await interaction.response.send_message(t(locale, "character.unknown", name=name), ephemeral=True)
             return None
@@ -393,7 +409,3 @@ class Characters(commands.Cog):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return None
         return character
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Characters(bot))

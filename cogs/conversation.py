@@ -8,16 +8,17 @@ needed: a reply to the bot, like a mention, carries its content.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
 import discord
 from discord.ext import commands
 
-from bot.client import BananaBot
 from bot.i18n import t
-from bot.intake import submit, take_inputs
-from bot.presenter import ChannelSurface
+from bot.ui.context import Services
+from bot.ui.intake import submit, take_inputs
+from bot.ui.surfaces import ChannelSurface
 from storage.jobs import Job, job_for_message, latest_done_job_in_thread
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ MAX_ATTACHMENTS = 3
 
 
 class Conversation(commands.Cog):
-    def __init__(self, bot: BananaBot) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
+        self.services = services
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -37,16 +39,19 @@ class Conversation(commands.Cog):
         if parent is None:
             return
         thread = message.channel
-        locale = self.bot.pinned_locales.get(thread.guild.id) or str(thread.guild.preferred_locale)
+        locale = self.services.guild_locale(thread.guild)
         instruction = re.sub(rf"<@!?{self.bot.user.id}>", "", message.content).strip()
         surface = ChannelSurface(thread, locale=locale, upload_limit=thread.guild.filesize_limit, reply_to=message)
         if not instruction:
             await message.reply(t(locale, "reply.empty"), mention_author=False)
             return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
-        request = {**parent.request, "prompt": instruction, "reference_keys": [], "input_notes": []}
+        asked = dataclasses.replace(parent.request, prompt=instruction, reference_keys=(), input_notes=())
         attached = [(a.filename, a) for a in images]
-        if not await take_inputs(self.bot, surface, request, attached, guild_id=thread.guild.id):
+        request = await take_inputs(
+            self.services, surface, asked, attached, guild_id=thread.guild.id, size=parent.request.size
+        )
+        if request is None:
             return
         job = Job(
             guild_id=thread.guild.id,
@@ -58,11 +63,11 @@ class Conversation(commands.Cog):
             parent_id=parent.id,
             thread_id=thread.id,
         )
-        await submit(self.bot, job, surface)
+        await submit(self.services, job, surface)
 
     async def parent_job(self, message: discord.Message) -> Job | None:
         """The job whose image this message continues from, or None if the message isn't for the bot."""
-        db = self.bot.jobs.db
+        db = self.services.db
         reference = message.reference
         if reference is not None and reference.message_id is not None:
             replied = await job_for_message(db, reference.message_id)
@@ -72,7 +77,3 @@ class Conversation(commands.Cog):
         if self.bot.user in message.mentions:
             return await latest_done_job_in_thread(db, message.channel.id)
         return None
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Conversation(bot))

@@ -8,16 +8,18 @@ that image's conversation; on anyone else's image it starts one with that image.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol, cast
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.app_commands import locale_str
+from discord.ext import commands
 
-from bot.client import BananaBot
 from bot.core.models import ModelSpec
 from bot.i18n import t
-from bot.intake import (
+from bot.ui.commands import ModelCommandCog
+from bot.ui.context import Services
+from bot.ui.intake import (
     attached_only,
     character_autocomplete,
     elapsed_ms,
@@ -25,10 +27,10 @@ from bot.intake import (
     size_choices,
     start_job,
 )
-from bot.model_cog import ModelCommandCog
-from bot.presenter import InteractionSurface
-from bot.views import TextModal
-from storage.jobs import Job, job_for_message
+from bot.ui.surfaces import InteractionSurface
+from bot.ui.views import TextModal
+from cogs.results import Results
+from storage.jobs import JobRequest, job_for_message
 
 DESCRIPTIONS = {
     "image": "The image to change.",
@@ -42,13 +44,11 @@ DESCRIPTIONS = {
 Instruction = app_commands.Range[str, 1, 2000]
 
 
-class ResultEditor(Protocol):
-    def edit_modal(self, job: Job, locale: str) -> TextModal: ...
-
-
 class Edit(ModelCommandCog):
-    def __init__(self, bot: BananaBot) -> None:
-        super().__init__(bot)
+    def __init__(self, bot: commands.Bot, services: Services, *, results: Results) -> None:
+        super().__init__(bot, services)
+        #: "Continue from this image" belongs to the Results cog; the context menu hands the bot's own results to it.
+        self.results = results
         self.menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_message_image)
 
     def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
@@ -74,26 +74,26 @@ class Edit(ModelCommandCog):
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
-        request: dict[str, Any] = {
-            "prompt": instruction,
-            "aspect_ratio": aspect_ratio,
-            "size": resolution,  # None: the guild's default, else the model's (intake.take_inputs)
-            "character": character,
-        }
-        surface = InteractionSurface(interaction, received_at=received)
+        request = JobRequest(prompt=instruction, aspect_ratio=aspect_ratio)
+        surface = InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
         await start_job(
-            self.bot, interaction, surface, request, attached_only(images), kind="edit", defer_ms=elapsed_ms(received)
+            self.services,
+            interaction,
+            surface,
+            request,
+            attached_only(images),
+            kind="edit",
+            defer_ms=elapsed_ms(received),
+            size=resolution,
+            character=character,
         )
 
     async def edit_message_image(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The context menu: ask for an instruction, then edit the message's image."""
         locale = str(interaction.locale)
-        job = await job_for_message(self.bot.jobs.db, message.id) if message.author == self.bot.user else None
+        job = await job_for_message(self.services.db, message.id) if message.author == self.bot.user else None
         if job is not None and job.status == "done" and job.guild_id == interaction.guild_id:
-            # The Results cog owns "continue from this image". Extensions are loaded as fresh modules, so
-            # its class can't be imported here for an isinstance check: reach it through a protocol.
-            results = cast(ResultEditor, self.bot.get_cog("Results"))
-            await interaction.response.send_modal(results.edit_modal(job, locale))
+            await interaction.response.send_modal(self.results.edit_modal(job, locale))
             return
         image = first_image(message)
         if image is None:
@@ -128,7 +128,7 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
-    @app_commands.autocomplete(character=character_autocomplete)
+    @app_commands.autocomplete(character=character_autocomplete(cog.services))
     async def edit(
         interaction: discord.Interaction,
         image: discord.Attachment,
@@ -154,7 +154,3 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
         description=locale_str(f"Change an image by instruction with {spec.label}.", model=spec.label),
         callback=edit,
     )
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Edit(bot))

@@ -7,21 +7,23 @@ SQLite, so they work after a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 import discord
 from discord import app_commands
 from discord.app_commands import locale_str
 
-from bot.client import BananaBot
 from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import ModelSpec
-from bot.grid_presenter import grid_mode_for, start_grid
-from bot.grids import VARIATION_PROMPT
 from bot.i18n import t
-from bot.intake import (
+from bot.media.grids import VARIATION_PROMPT
+from bot.ui.commands import ModelCommandCog
+from bot.ui.grid import grid_mode_for, start_grid
+from bot.ui.intake import (
     attached_only,
     character_autocomplete,
     elapsed_ms,
@@ -29,12 +31,12 @@ from bot.intake import (
     size_choices,
     take_inputs,
 )
-from bot.model_cog import ModelCommandCog
-from bot.presenter import ChannelSurface, InteractionSurface, ResultFacts, Surface, post_result, public_locale
-from bot.views import GRID_CUSTOM_ID, grid_custom_id
+from bot.ui.results import ResultFacts, post_result
+from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
+from bot.ui.views import GRID_CUSTOM_ID, bound, grid_custom_id
 from storage.generations import get_generation
 from storage.grids import Grid, get_grid, grid_jobs
-from storage.jobs import Job, insert_job
+from storage.jobs import Job, JobRequest, insert_job
 
 DESCRIPTIONS = {
     "prompt": "What to draw; you get four variations of it.",
@@ -49,6 +51,9 @@ Prompt = app_commands.Range[str, 1, 4000]
 
 
 class GridButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=GRID_CUSTOM_ID):
+    #: Set on the subclass the grid cog registers (views.bound).
+    handler: ClassVar[Callable[[discord.Interaction, str, str, int | None], Awaitable[None]]]
+
     def __init__(self, action: str, grid_id: str, tile: int | None) -> None:
         super().__init__(discord.ui.Button(custom_id=grid_custom_id(action, grid_id, tile)))
         self.action, self.grid_id, self.tile = action, grid_id, tile
@@ -60,9 +65,7 @@ class GridButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=GRID_C
         return cls(match["action"], match["grid_id"], int(match["tile"]) if match["tile"] else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("GridCog")  # type: ignore[attr-defined]
-        assert isinstance(cog, GridCog)
-        await cog.handle(interaction, self.action, self.grid_id, self.tile)
+        await type(self).handler(interaction, self.action, self.grid_id, self.tile)
 
 
 class GridCog(ModelCommandCog):
@@ -71,11 +74,15 @@ class GridCog(ModelCommandCog):
 
     async def cog_load(self) -> None:
         await super().cog_load()
-        self.bot.add_dynamic_items(GridButton)
+        self.buttons = bound(GridButton, GRID_CUSTOM_ID, self.handle)
+        self.bot.add_dynamic_items(self.buttons)
 
     async def cog_unload(self) -> None:
         await super().cog_unload()
-        self.bot.remove_dynamic_items(GridButton)
+        self.bot.remove_dynamic_items(self.buttons)
+
+    def surface(self, interaction: discord.Interaction, received: float) -> InteractionSurface:
+        return InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
 
     async def grid(
         self,
@@ -89,14 +96,17 @@ class GridCog(ModelCommandCog):
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
-        surface = InteractionSurface(interaction, received_at=received)
-        request: dict[str, Any] = {
-            "prompt": prompt,
-            "aspect_ratio": aspect_ratio,
-            "size": resolution,  # None: the guild's default, else the model's (intake.take_inputs)
-            "character": character,
-        }
-        if not await take_inputs(self.bot, surface, request, attached_only(references), guild_id=interaction.guild_id):
+        surface = self.surface(interaction, received)
+        request = await take_inputs(
+            self.services,
+            surface,
+            JobRequest(prompt=prompt, aspect_ratio=aspect_ratio),
+            attached_only(references),
+            guild_id=interaction.guild_id,
+            size=resolution,
+            character=character,
+        )
+        if request is None:
             return
         await self._start(interaction, surface, request, defer_ms=elapsed_ms(received))
 
@@ -104,7 +114,7 @@ class GridCog(ModelCommandCog):
         self,
         interaction: discord.Interaction,
         surface: Surface,
-        request: dict[str, Any],
+        request: JobRequest,
         *,
         defer_ms: float | None,
         **options: Any,
@@ -112,13 +122,13 @@ class GridCog(ModelCommandCog):
         channel = interaction.channel
         assert channel is not None
         await start_grid(
-            self.bot,
+            self.services,
             surface,
             guild_id=interaction.guild_id,
             channel_id=channel.id,
             user_id=interaction.user.id,
             request=request,
-            mode=await grid_mode_for(self.bot, interaction.guild_id),
+            mode=await grid_mode_for(self.services, interaction.guild_id),
             defer_ms=defer_ms,
             **options,
         )
@@ -126,7 +136,7 @@ class GridCog(ModelCommandCog):
     # --- the buttons -----------------------------------------------------------------------------------
     async def handle(self, interaction: discord.Interaction, action: str, grid_id: str, tile: int | None) -> None:
         locale = str(interaction.locale)
-        grid = await get_grid(self.bot.jobs.db, grid_id)
+        grid = await get_grid(self.services.db, grid_id)
         if grid is None or grid.guild_id != interaction.guild_id:
             await interaction.response.send_message(t(locale, "job.missing"), ephemeral=True)
             return
@@ -136,8 +146,8 @@ class GridCog(ModelCommandCog):
         if action == "reroll":
             received = time.monotonic()
             await interaction.response.defer(thinking=True)
-            surface = InteractionSurface(interaction, received_at=received)
-            await self._start(interaction, surface, dict(grid.request), defer_ms=elapsed_ms(received))
+            surface = self.surface(interaction, received)
+            await self._start(interaction, surface, grid.request, defer_ms=elapsed_ms(received))
             return
         assert tile is not None
         key = (grid.tile_keys or [None] * 4)[tile - 1]
@@ -153,7 +163,7 @@ class GridCog(ModelCommandCog):
         if interaction.user.id != grid.user_id:
             await interaction.response.send_message(t(locale, "perm.cancel"), ephemeral=True)
             return
-        cancelled = [await self.bot.jobs.cancel(job.id) for job in await grid_jobs(self.bot.jobs.db, grid.id)]
+        cancelled = [await self.services.jobs.cancel(job.id) for job in await grid_jobs(self.services.db, grid.id)]
         answer = t(locale, "cancel.done" if any(cancelled) else "cancel.too_late")
         await interaction.response.send_message(answer, ephemeral=True)
 
@@ -161,33 +171,31 @@ class GridCog(ModelCommandCog):
         """U: the variation at full size, as a result of its own in the grid's thread, ready to refine."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         job, facts = await self._tile_job(interaction, grid, tile, key)
-        thread = await self.bot.resolve_channel(grid.thread_id) if grid.thread_id else None
+        thread = await self.services.resolve_channel(grid.thread_id) if grid.thread_id else None
         target = thread if isinstance(thread, discord.Thread) else interaction.channel
         assert isinstance(target, discord.abc.Messageable)
         job.thread_id = target.id if isinstance(target, discord.Thread) else None
         surface = ChannelSurface(
             target,
-            locale=public_locale(interaction),
+            locale=self.services.public_locale(interaction),
             private_locale=locale_of(interaction),
             upload_limit=interaction.filesize_limit,
         )
-        data = await self.bot.runtime.images.get(key)
-        message = await post_result(self.bot, surface, job, facts, data, sniff_mime(data) or "image/png")
+        data = await self.services.images.get(key)
+        message = await post_result(self.services.db, surface, job, facts, data, sniff_mime(data) or "image/png")
         await interaction.followup.send(t(locale_of(interaction), "grid.posted", link=message.jump_url), ephemeral=True)
 
     async def _tile_job(
         self, interaction: discord.Interaction, grid: Grid, tile: int, key: str
     ) -> tuple[Job, ResultFacts]:
         """The job behind a tile: its own job in tiles mode; in sliced mode a new one holding the cut-out."""
-        db = self.bot.jobs.db
+        db = self.services.db
         request = grid.request
         facts = ResultFacts(
-            prompt=request["prompt"],
-            model=self.bot.default_model,
-            size=request.get("size", "1K"),
-            aspect=request.get("aspect_ratio") or "1:1",
-            width=0,
-            height=0,
+            prompt=request.prompt,
+            model=self.services.default_model,
+            size=request.size,
+            aspect=request.aspect_ratio or "1:1",
         )
         jobs = await grid_jobs(db, grid.id)
         tile_job = next((j for j in jobs if j.tile == tile and j.status == "done"), None)
@@ -199,19 +207,19 @@ class GridCog(ModelCommandCog):
                 if tile_job is not None:  # a whole job: its own time and cost
                     facts.seconds = (row.total_ms or 0) / 1000
                     facts.cost_usd = row.cost_usd
-        data = await self.bot.runtime.images.get(key)
+        data = await self.services.images.get(key)
         facts.width, facts.height = await asyncio.to_thread(image_size, data)
         if tile_job is not None:
             return tile_job, facts
-        facts.notes.append(t(public_locale(interaction), "grid.cut_from", tile=tile))
+        facts.notes.append(t(self.services.public_locale(interaction), "grid.cut_from", tile=tile))
         cut = Job(
             guild_id=grid.guild_id,
             channel_id=grid.thread_id or grid.channel_id,
             user_id=interaction.user.id,
             kind="tile",  # a view of an image already paid for: holds no quota (see storage.jobs.RESERVED)
-            locale=public_locale(interaction),
+            locale=self.services.public_locale(interaction),
             status="done",
-            request=dict(request),
+            request=request,
             image_key=key,
             grid_id=grid.id,
             tile=tile,
@@ -223,12 +231,12 @@ class GridCog(ModelCommandCog):
         """V: four new variations of one tile, as a new grid where the button was pressed."""
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
-        surface = InteractionSurface(interaction, received_at=received)
-        jobs = await grid_jobs(self.bot.jobs.db, grid.id)
+        surface = self.surface(interaction, received)
+        jobs = await grid_jobs(self.services.db, grid.id)
         tile_job = next((j for j in jobs if j.tile == tile and j.status == "done"), None)
-        request = {**grid.request, "reference_keys": [] if tile_job else [key]}
+        request = dataclasses.replace(grid.request, reference_keys=() if tile_job else (key,))
         parents: list[str | None] | None = [tile_job.id] * 4 if tile_job else None
-        model_prompt = VARIATION_PROMPT.format(prompt=grid.request["prompt"])
+        model_prompt = VARIATION_PROMPT.format(prompt=grid.request.prompt)
         await self._start(
             interaction, surface, request, defer_ms=elapsed_ms(received), parents=parents, model_prompt=model_prompt
         )
@@ -243,7 +251,7 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
 
     @app_commands.describe(**DESCRIPTIONS)
     @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
-    @app_commands.autocomplete(character=character_autocomplete)
+    @app_commands.autocomplete(character=character_autocomplete(cog.services))
     async def grid(
         interaction: discord.Interaction,
         prompt: Prompt,
@@ -269,7 +277,3 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
         description=locale_str(f"Four variations of a prompt with {spec.label}, to pick from.", model=spec.label),
         callback=grid,
     )
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(GridCog(bot))

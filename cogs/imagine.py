@@ -13,9 +13,9 @@ import discord
 from discord import app_commands
 from discord.app_commands import locale_str
 
-from bot.client import BananaBot
 from bot.core.models import ModelSpec
-from bot.intake import (
+from bot.ui.commands import ModelCommandCog
+from bot.ui.intake import (
     attached_only,
     character_autocomplete,
     elapsed_ms,
@@ -24,8 +24,8 @@ from bot.intake import (
     start_job,
     thinking_choice,
 )
-from bot.model_cog import ModelCommandCog
-from bot.presenter import InteractionSurface
+from bot.ui.surfaces import InteractionSurface
+from storage.jobs import JobRequest
 
 MAX_PROMPT = 4000
 # Module level: discord.py resolves the callbacks' annotations against this module's globals.
@@ -62,16 +62,18 @@ class Imagine(ModelCommandCog):
         # Within Discord's 3 seconds, before any work: downloading references alone can take longer.
         await interaction.response.defer(thinking=True)
         defer_ms = elapsed_ms(received)
-        request: dict[str, Any] = {
-            "prompt": prompt,
-            "aspect_ratio": aspect_ratio,
-            "size": resolution,  # None: the guild's default, else the model's (intake.take_inputs)
-            "thinking": thinking,
-            "character": character,
-        }
-        surface = InteractionSurface(interaction, received_at=received)
+        request = JobRequest(prompt=prompt, aspect_ratio=aspect_ratio, thinking=thinking)
+        surface = InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
         await start_job(
-            self.bot, interaction, surface, request, attached_only(references), kind="imagine", defer_ms=defer_ms
+            self.services,
+            interaction,
+            surface,
+            request,
+            attached_only(references),
+            kind="imagine",
+            defer_ms=defer_ms,
+            size=resolution,
+            character=character,
         )
 
 
@@ -83,7 +85,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
 
         @app_commands.describe(**DESCRIPTIONS)
         @app_commands.choices(aspect_ratio=ratios, resolution=sizes, thinking=levels)
-        @app_commands.autocomplete(character=character_autocomplete)
+        @app_commands.autocomplete(character=character_autocomplete(cog.services))
         async def imagine_thinking(
             interaction: discord.Interaction,
             prompt: Prompt,
@@ -112,7 +114,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
 
         @app_commands.describe(**describe)
         @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
-        @app_commands.autocomplete(character=character_autocomplete)
+        @app_commands.autocomplete(character=character_autocomplete(cog.services))
         async def imagine_plain(
             interaction: discord.Interaction,
             prompt: Prompt,
@@ -140,7 +142,3 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
         description=locale_str(f"Create an image with {spec.label} from a prompt.", model=spec.label),
         callback=callback,
     )
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Imagine(bot))

@@ -7,20 +7,25 @@ server's) jobs are still waiting or running, so nothing is written back after th
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import BananaBot
 from bot.i18n import t, tn
+from bot.ui.context import Services
+from bot.ui.views import bound
 from storage.forget import forget_user, purge_guild
 
 CONFIRM_ID = re.compile(r"forget:(?P<scope>me|guild):(?P<target>[0-9]{1,20}):(?P<user_id>[0-9]{1,20})")
 
 
 class ConfirmButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CONFIRM_ID):
+    #: Set on the subclass the Privacy cog registers (views.bound).
+    handler: ClassVar[Callable[[discord.Interaction, str, int, int], Awaitable[None]]]
+
     def __init__(self, scope: str, target: int, user_id: int, label: str = "-") -> None:
         super().__init__(
             discord.ui.Button(
@@ -36,19 +41,20 @@ class ConfirmButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CON
         return cls(match["scope"], int(match["target"]), int(match["user_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = cast(Privacy, interaction.client.get_cog("Privacy"))  # type: ignore[attr-defined]
-        await cog.confirmed(interaction, self.scope, self.target, self.user_id)
+        await type(self).handler(interaction, self.scope, self.target, self.user_id)
 
 
 class Privacy(commands.Cog):
-    def __init__(self, bot: BananaBot) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
+        self.services = services
+        self.buttons = bound(ConfirmButton, CONFIRM_ID, self.confirmed)
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ConfirmButton)
+        self.bot.add_dynamic_items(self.buttons)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ConfirmButton)
+        self.bot.remove_dynamic_items(self.buttons)
 
     @app_commands.command(name="forget-me", description="Delete everything Banana Bot keeps about your images.")
     async def forget_me(self, interaction: discord.Interaction) -> None:
@@ -68,7 +74,7 @@ class Privacy(commands.Cog):
 
     async def _ask(self, interaction: discord.Interaction, scope: str, target: int, text: str, locale: str) -> None:
         view = discord.ui.View(timeout=None)
-        view.add_item(ConfirmButton(scope, target, interaction.user.id, t(locale, "forget.confirm_button")))
+        view.add_item(self.buttons(scope, target, interaction.user.id, t(locale, "forget.confirm_button")))
         await interaction.response.send_message(text, view=view, ephemeral=True)
 
     async def confirmed(self, interaction: discord.Interaction, scope: str, target: int, user_id: int) -> None:
@@ -76,17 +82,18 @@ class Privacy(commands.Cog):
         if interaction.user.id != user_id or (scope == "guild" and not interaction.permissions.manage_guild):
             await interaction.response.send_message(t(locale, "forget.not_yours"), ephemeral=True)
             return
-        queue = self.bot.jobs.queue
+        queue = self.services.jobs.queue
         busy = queue.pending_for_user(target) if scope == "me" else queue.pending_in_lane(target)
         if busy:
             await interaction.response.send_message(t(locale, "forget.busy"), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        runtime = self.bot.runtime
+        db, images = self.services.db, self.services.images
         if scope == "me":
-            done = await forget_user(runtime.db, runtime.images, target)
+            done = await forget_user(db, images, target)
         else:
-            done = await purge_guild(runtime.db, runtime.images, target)
+            done = await purge_guild(db, images, target)
+            self.services.pinned_locales.pop(target, None)
         text = t(
             locale,
             "forget.done",
@@ -97,7 +104,3 @@ class Privacy(commands.Cog):
         if scope == "guild":
             text += " " + tn(locale, "forget.characters", done.characters)
         await interaction.followup.send(text, ephemeral=True)
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Privacy(bot))

@@ -6,30 +6,32 @@ works after a restart. The job comes from SQLite; nothing about it is kept in me
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 import discord
 from discord.ext import commands
 
-from bot.client import BananaBot
 from bot.i18n import t
-from bot.intake import elapsed_ms, submit
-from bot.presenter import ChannelSurface, InteractionSurface, Surface, public_locale
-from bot.views import CUSTOM_ID, TextModal, custom_id, larger_size
-from storage.jobs import Job, get_job
+from bot.ui.context import Services
+from bot.ui.intake import elapsed_ms, submit
+from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
+from bot.ui.views import CUSTOM_ID, TextModal, bound, custom_id, larger_size
+from cogs.characters import Characters
+from storage.jobs import Job, JobRequest, get_job
 
 #: What "re-render at a larger size" asks of the model: the same picture, more pixels.
 UPSCALE_PROMPT = "Render this exact image again at a higher resolution. Change nothing: same composition, same details."
 MAX_INSTRUCTION = 2000
 
 
-class CharacterAdder(Protocol):
-    async def offer_add(self, interaction: discord.Interaction, job_id: str) -> None: ...
-
-
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
+    #: Set on the subclass the Results cog registers (views.bound).
+    handler: ClassVar[Callable[[discord.Interaction, str, str], Awaitable[None]]]
+
     def __init__(self, action: str, job_id: str) -> None:
         super().__init__(discord.ui.Button(custom_id=custom_id(action, job_id)))
         self.action = action
@@ -42,24 +44,26 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_
         return cls(match["action"], match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Results")  # type: ignore[attr-defined]
-        assert isinstance(cog, Results)
-        await cog.handle(interaction, self.action, self.job_id)
+        await type(self).handler(interaction, self.action, self.job_id)
 
 
 class Results(commands.Cog):
-    def __init__(self, bot: BananaBot) -> None:
+    def __init__(self, bot: commands.Bot, services: Services, *, characters: Characters) -> None:
         self.bot = bot
+        self.services = services
+        #: "Add to character" belongs to the Characters cog.
+        self.characters = characters
+        self.buttons = bound(JobButton, CUSTOM_ID, self.handle)
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(JobButton)
+        self.bot.add_dynamic_items(self.buttons)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(JobButton)
+        self.bot.remove_dynamic_items(self.buttons)
 
     async def handle(self, interaction: discord.Interaction, action: str, job_id: str) -> None:
         locale = str(interaction.locale)
-        job = await get_job(self.bot.jobs.db, job_id)
+        job = await get_job(self.services.db, job_id)
         if job is None or job.guild_id != interaction.guild_id:
             await interaction.response.send_message(t(locale, "job.missing"), ephemeral=True)
             return
@@ -72,13 +76,11 @@ class Results(commands.Cog):
         elif action == "edit":
             await interaction.response.send_modal(self.edit_modal(job, locale))
         elif action == "addchar":
-            # The Characters cog owns characters; extensions are separate modules, so reach it via a protocol.
-            characters = cast(CharacterAdder, self.bot.get_cog("Characters"))
-            await characters.offer_add(interaction, job.id)
+            await self.characters.offer_add(interaction, job.id)
         elif action == "remix":
             await interaction.response.send_modal(self.remix_modal(job, locale))
         elif action == "upscale":
-            bigger = larger_size(job.request.get("model") or self.bot.default_model, job.request.get("size", "1K"))
+            bigger = larger_size(job.request.model or self.services.default_model, job.request.size)
             if bigger is None:
                 await interaction.response.send_message(t(locale, "upscale.largest"), ephemeral=True)
                 return
@@ -88,9 +90,7 @@ class Results(commands.Cog):
         """Edit: an instruction that continues from this image."""
 
         async def submitted(interaction: discord.Interaction, instruction: str) -> None:
-            await self.continue_from(
-                interaction, job, kind="edit", prompt=instruction, size=job.request.get("size", "1K")
-            )
+            await self.continue_from(interaction, job, kind="edit", prompt=instruction, size=job.request.size)
 
         return TextModal(
             title=t(locale, "modal.edit.title"),
@@ -109,7 +109,7 @@ class Results(commands.Cog):
         return TextModal(
             title=t(locale, "modal.remix.title"),
             label=t(locale, "modal.remix.label"),
-            default=job.request["prompt"],
+            default=job.request.prompt,
             on_submit=submitted,
             max_length=4000,
         )
@@ -118,7 +118,7 @@ class Results(commands.Cog):
         if interaction.user.id != job.user_id:
             await interaction.response.send_message(t(locale, "perm.cancel"), ephemeral=True)
             return
-        cancelled = await self.bot.jobs.cancel(job.id)
+        cancelled = await self.services.jobs.cancel(job.id)
         await interaction.response.send_message(
             t(locale, "cancel.done" if cancelled else "cancel.too_late"), ephemeral=True
         )
@@ -137,10 +137,11 @@ class Results(commands.Cog):
         """The same request again (with a new prompt for a remix), as a new image where the button was pressed."""
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
-        request = {**job.request, "prompt": prompt or job.request["prompt"]}
+        request = dataclasses.replace(job.request, prompt=prompt or job.request.prompt)
         new = self._new_job(interaction, kind=kind, request=request, parent=None)
         new.defer_ms = elapsed_ms(received)
-        await submit(self.bot, new, InteractionSurface(interaction, received_at=received))
+        surface = InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
+        await submit(self.services, new, surface)
 
     async def continue_from(
         self, interaction: discord.Interaction, job: Job, *, kind: str, prompt: str, size: str
@@ -150,7 +151,7 @@ class Results(commands.Cog):
         thread_id = job.thread_id
         if thread_id is None and interaction.message is not None and interaction.message.thread is not None:
             thread_id = interaction.message.thread.id  # clicked before the job recorded its new thread
-        thread = await self.bot.resolve_channel(thread_id) if thread_id else None
+        thread = await self.services.resolve_channel(thread_id) if thread_id else None
         surface: Surface
         if isinstance(thread, discord.Thread) and interaction.channel_id != thread.id:
             await interaction.response.send_message(
@@ -158,24 +159,24 @@ class Results(commands.Cog):
             )
             surface = ChannelSurface(
                 thread,
-                locale=public_locale(interaction),
+                locale=self.services.public_locale(interaction),
                 private_locale=str(interaction.locale),
                 upload_limit=interaction.filesize_limit,
                 mention=interaction.user,
             )
         else:
             await interaction.response.defer(thinking=True)
-            surface = InteractionSurface(interaction, received_at=received)
-        request = {**job.request, "prompt": prompt, "size": size, "reference_keys": []}
+            surface = InteractionSurface(
+                interaction, locale=self.services.public_locale(interaction), received_at=received
+            )
+        request = dataclasses.replace(job.request, prompt=prompt, size=size, reference_keys=(), input_notes=())
         new = self._new_job(interaction, kind=kind, request=request, parent=job)
         if isinstance(thread, discord.Thread):
             new.thread_id = new.channel_id = thread.id
         new.defer_ms = elapsed_ms(received)
-        await submit(self.bot, new, surface)
+        await submit(self.services, new, surface)
 
-    def _new_job(
-        self, interaction: discord.Interaction, *, kind: str, request: dict[str, Any], parent: Job | None
-    ) -> Job:
+    def _new_job(self, interaction: discord.Interaction, *, kind: str, request: JobRequest, parent: Job | None) -> Job:
         channel = interaction.channel
         assert channel is not None
         in_thread = isinstance(channel, discord.Thread)
@@ -184,12 +185,8 @@ class Results(commands.Cog):
             channel_id=parent.thread_id if parent and parent.thread_id else channel.id,
             user_id=interaction.user.id,
             kind=kind,
-            locale=public_locale(interaction),
+            locale=self.services.public_locale(interaction),
             request=request,
             parent_id=parent.id if parent else None,
             thread_id=(parent.thread_id if parent else None) or (channel.id if in_thread else None),
         )
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Results(bot))

@@ -13,11 +13,10 @@ import discord
 from discord import app_commands
 from discord.app_commands import locale_str
 
-from bot.client import BananaBot
 from bot.core.models import MODELS, ModelSpec, model_spec
 from bot.i18n import available_locales, money, t
-from bot.intake import default_size, ratio_choices, size_choices, thinking_choice
-from bot.model_cog import ModelCommandCog
+from bot.ui.commands import ModelCommandCog
+from bot.ui.intake import default_size, ratio_choices, size_choices, thinking_choice
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
 
 DEFAULT = "default"
@@ -60,7 +59,7 @@ DESCRIPTIONS = {
 }
 
 
-class Settings(ModelCommandCog):
+class ServerSettings(ModelCommandCog):
     def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
         return build_command(self, spec)
 
@@ -70,7 +69,7 @@ class Settings(ModelCommandCog):
         if not interaction.permissions.manage_guild:
             await interaction.response.send_message(t(locale, "settings.not_allowed"), ephemeral=True)
             return
-        db = self.bot.jobs.db
+        db = self.services.db
         current = await get_guild_settings(db, interaction.guild_id)
         problem = self.problem(changes, current, locale)
         if problem is not None:
@@ -92,9 +91,9 @@ class Settings(ModelCommandCog):
         await update_guild_settings(db, interaction.guild_id, updated_by=interaction.user.id, **values)
         current = await get_guild_settings(db, interaction.guild_id)
         if current.locale:
-            self.bot.pinned_locales[current.guild_id] = current.locale
+            self.services.pinned_locales[current.guild_id] = current.locale
         else:
-            self.bot.pinned_locales.pop(current.guild_id, None)
+            self.services.pinned_locales.pop(current.guild_id, None)
         embed = await self.embed(locale, current)
         await interaction.response.send_message(
             t(locale, "settings.saved") if values else None, embed=embed, ephemeral=True
@@ -107,7 +106,9 @@ class Settings(ModelCommandCog):
             return None
         chosen = changes.get("default_model")
         model = (
-            self.bot.default_model if chosen == DEFAULT else chosen or current.default_model or self.bot.default_model
+            self.services.default_model
+            if chosen == DEFAULT
+            else chosen or current.default_model or self.services.default_model
         )
         spec = model_spec(model)
         if thinking not in spec.thinking_levels:
@@ -116,14 +117,14 @@ class Settings(ModelCommandCog):
         return None
 
     async def embed(self, locale: str, current: GuildSettings) -> discord.Embed:
-        bot_settings, spec = self.bot.settings, self.bot.default_spec
-        limits = self.bot.jobs.limits_for(current)
+        bot_settings, spec = self.services.settings, self.services.default_spec
+        limits = self.services.jobs.admission.limits_for(current)
 
         def shown(value: object, default: object) -> str:
             return str(value) if value is not None else t(locale, "settings.default_value", value=default)
 
         embed = discord.Embed(title=t(locale, "settings.title"), colour=discord.Colour.gold())
-        model = model_spec(current.default_model or self.bot.default_model)
+        model = model_spec(current.default_model or self.services.default_model)
         embed.add_field(
             name=t(locale, "settings.default_model"),
             value=model.label if current.default_model else t(locale, "settings.default_value", value=model.label),
@@ -165,10 +166,10 @@ class Settings(ModelCommandCog):
         if budget is None:
             budget_text = t(locale, "settings.no_budget")
         else:
-            spent = await self.bot.jobs.spent_this_month(current.guild_id)
+            spent = await self.services.jobs.admission.spent_this_month(current.guild_id)
             budget_text = t(locale, "settings.budget_value", spent=money(locale, spent), budget=money(locale, budget))
         embed.add_field(name=t(locale, "settings.budget"), value=budget_text, inline=False)
-        estimate = self.bot.jobs.estimate_cost(None, size, 1)
+        estimate = self.services.jobs.admission.estimate_cost(None, size, 1)
         embed.add_field(
             name=t(locale, "settings.estimate"),
             value=t(locale, "settings.estimate_value", size=size, cost=money(locale, estimate)),
@@ -177,7 +178,7 @@ class Settings(ModelCommandCog):
         return embed
 
 
-def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
     """/settings with the configured model's sizes and ratios as the choices for the defaults."""
     default_choice = app_commands.Choice(name=locale_str("default", key="choice.default"), value=DEFAULT)
     sizes = [*size_choices(spec), default_choice]
@@ -245,7 +246,3 @@ def build_command(cog: Settings, spec: ModelSpec) -> app_commands.Command[Any, .
     return app_commands.Command(
         name="settings", description="See or change how Banana Bot works in this server.", callback=settings
     )
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Settings(bot))

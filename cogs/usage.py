@@ -13,10 +13,10 @@ from discord import app_commands
 from discord.app_commands import locale_str
 from discord.ext import commands
 
-from bot.charts import usage_chart
-from bot.client import BananaBot
 from bot.i18n import duration, money, t, tn
-from bot.presenter import model_label
+from bot.media.charts import usage_chart
+from bot.ui.context import Services
+from bot.ui.results import model_label
 from storage.guild_settings import get_guild_settings
 from storage.reports import PERIODS, Scope, UsageReport, csv_text, period_bounds, usage_report
 
@@ -26,8 +26,9 @@ PERIOD_CHOICES = [app_commands.Choice(name=locale_str(p, key=f"choice.period.{p}
 class Usage(commands.Cog):
     group = app_commands.Group(name="usage", description="Image usage, speed and cost.", guild_only=True)
 
-    def __init__(self, bot: BananaBot) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
+        self.services = services
 
     @group.command(name="server", description="This server's usage (Manage Server), or one member's.")
     @app_commands.describe(
@@ -57,15 +58,15 @@ class Usage(commands.Cog):
         locale = str(interaction.locale)
         since, until = period_bounds(period, time.time())
         scope = Scope(since, until, guild_id=interaction.guild_id, user_id=user_id)
-        report = await usage_report(self.bot.jobs.db, scope)
+        report = await usage_report(self.services.db, scope)
         title = t(locale, f"usage.period.{period}")
         if user_id is not None:
             title = t(locale, "usage.title_user", period=title, user=f"<@{user_id}>")
         embed = usage_embed(locale, report, title)
         if user_id is None and interaction.guild_id is not None:
-            budget = (await get_guild_settings(self.bot.jobs.db, interaction.guild_id)).monthly_budget_usd
+            budget = (await get_guild_settings(self.services.db, interaction.guild_id)).monthly_budget_usd
             if budget is not None:
-                spent = await self.bot.jobs.spent_this_month(interaction.guild_id)
+                spent = await self.services.jobs.admission.spent_this_month(interaction.guild_id)
                 value = t(
                     locale,
                     "usage.budget_value",
@@ -81,7 +82,7 @@ class Usage(commands.Cog):
         files = [discord.File(io.BytesIO(chart), filename="usage.png")]
         embed.set_image(url="attachment://usage.png")
         if with_csv:
-            text = await csv_text(self.bot.jobs.db, scope)
+            text = await csv_text(self.services.db, scope)
             files.append(discord.File(io.BytesIO(text.encode()), filename=f"usage-{period}.csv"))
         await interaction.followup.send(embed=embed, files=files, ephemeral=True)
 
@@ -134,7 +135,3 @@ def usage_embed(locale: str, report: UsageReport, title: str) -> discord.Embed:
         ]
         embed.add_field(name=t(locale, "usage.top"), value="\n".join(top)[:1024], inline=False)
     return embed
-
-
-async def setup(bot: BananaBot) -> None:
-    await bot.add_cog(Usage(bot))

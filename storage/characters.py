@@ -75,12 +75,6 @@ async def list_characters(db: Database, guild_id: int, prefix: str = "", limit: 
     return [Character(*r) for r in rows]
 
 
-async def count_characters(db: Database, guild_id: int) -> int:
-    async with db.conn.execute("SELECT count(*) FROM characters WHERE guild_id = ?", (guild_id,)) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def update_description(db: Database, character_id: int, description: str) -> None:
     sql = "UPDATE characters SET description = ?, updated_at = ?, version = version + 1 WHERE id = ?"
     async with db.transaction() as conn:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.db import Database
-from storage.jobs import Job, jobs_where, new_job_id
+from storage.jobs import Job, JobRequest, jobs_where, new_job_id, request_from_json, request_to_json
 
 
 @dataclass(slots=True, kw_only=True)
@@ -21,7 +21,7 @@ class Grid:
     user_id: int
     #: 'tiles': four jobs, one per tile; 'sliced': one job asked for a 2x2 image, cut into four.
     mode: str
-    request: dict[str, Any]
+    request: JobRequest
     message_id: int | None = None
     thread_id: int | None = None
     #: Image-store keys of tiles 1-4; None where a tile failed.
@@ -35,7 +35,9 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM grids"
 
 
 def _encode(name: str, value: Any) -> Any:
-    return json.dumps(value) if name in _JSON_FIELDS and value is not None else value
+    if value is None or name not in _JSON_FIELDS:
+        return value
+    return json.dumps(request_to_json(value) if name == "request" else value)
 
 
 def _from_row(row: Any) -> Grid:
@@ -43,6 +45,7 @@ def _from_row(row: Any) -> Grid:
     for name in _JSON_FIELDS:
         if values[name] is not None:
             values[name] = json.loads(values[name])
+    values["request"] = request_from_json(values["request"])
     return Grid(**values)
 
 

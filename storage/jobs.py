@@ -15,6 +15,11 @@ from typing import Any
 
 from storage.db import Database
 
+#: The size of a request that names none (and of requests stored before sizes were always recorded).
+DEFAULT_SIZE = "1K"
+#: Bumped when JobRequest's stored form changes; `request_from_json` reads every earlier version.
+REQUEST_VERSION = 1
+
 #: Statuses that hold a quota reservation. Jobs of kind 'tile' (a panel cut from a paid grid image) never do.
 RESERVED = ("queued", "running", "done")
 #: Statuses a restart must pick up again.
@@ -24,6 +29,85 @@ UNFINISHED = ("queued", "running")
 def new_job_id() -> str:
     """12 url-safe characters: unguessable enough that a crafted custom id can't hit someone else's job."""
     return secrets.token_urlsafe(9)
+
+
+@dataclass(frozen=True, slots=True)
+class InputNote:
+    """A member's image that was downscaled on the way in: which option, and its size before and after."""
+
+    option: str
+    before: tuple[int, int]
+    after: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRequest:
+    """What a member asked for, resolved against the model and the server's defaults (ui/intake.py).
+
+    Frozen: a reroll, a reply or an edit makes a new one with `dataclasses.replace`."""
+
+    prompt: str
+    size: str = DEFAULT_SIZE
+    aspect_ratio: str | None = None
+    thinking: str | None = None
+    #: A model (and the provider that serves it) the server pinned; None is the bot's default.
+    model: str | None = None
+    provider: str | None = None
+    #: Image-store keys of the member's own reference images, in order.
+    reference_keys: tuple[str, ...] = ()
+    input_notes: tuple[InputNote, ...] = ()
+    #: A character applied when the job runs (so a reroll uses it as it is then).
+    character_id: int | None = None
+    character_name: str | None = None
+    #: Whether the model's drafts are streamed to the status message.
+    previews: bool = True
+
+
+def request_to_json(request: JobRequest) -> dict[str, Any]:
+    """The stored form, with its version. `reference_keys` keeps its name: storage/forget.py finds images by it."""
+    stored: dict[str, Any] = {"v": REQUEST_VERSION, "prompt": request.prompt, "size": request.size}
+    for name in ("aspect_ratio", "thinking", "model", "provider", "character_id", "character_name"):
+        if (value := getattr(request, name)) is not None:
+            stored[name] = value
+    if request.reference_keys:
+        stored["reference_keys"] = list(request.reference_keys)
+    if request.input_notes:
+        stored["input_notes"] = [
+            {"option": n.option, "from": list(n.before), "to": list(n.after)} for n in request.input_notes
+        ]
+    if not request.previews:
+        stored["previews"] = False
+    return stored
+
+
+def request_from_json(stored: dict[str, Any]) -> JobRequest:
+    """A stored request of any version. Version 0 (no "v") is the plain dict of earlier releases: the same
+    keys, any of them missing, "size" possibly absent or null, and leftovers such as "character"."""
+    version = stored.get("v", 0)
+    if not isinstance(version, int) or version > REQUEST_VERSION:
+        raise ValueError(f"job request version {version!r} is newer than this release reads ({REQUEST_VERSION})")
+    notes = tuple(
+        InputNote(
+            option=str(n["option"]),
+            before=(int(n["from"][0]), int(n["from"][1])),
+            after=(int(n["to"][0]), int(n["to"][1])),
+        )
+        for n in stored.get("input_notes") or ()
+    )
+    character_id = stored.get("character_id")
+    return JobRequest(
+        prompt=str(stored["prompt"]),
+        size=stored.get("size") or DEFAULT_SIZE,
+        aspect_ratio=stored.get("aspect_ratio"),
+        thinking=stored.get("thinking"),
+        model=stored.get("model"),
+        provider=stored.get("provider"),
+        reference_keys=tuple(stored.get("reference_keys") or ()),
+        input_notes=notes,
+        character_id=int(character_id) if character_id is not None else None,
+        character_name=stored.get("character_name"),
+        previews=stored.get("previews", True) is not False,
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -36,7 +120,7 @@ class Job:
     kind: str
     locale: str = "en-US"
     status: str = "queued"
-    request: dict[str, Any]
+    request: JobRequest
     parent_id: str | None = None
     version: int = 1
     thread_id: int | None = None
@@ -65,14 +149,16 @@ _COLUMNS = tuple(_JSON_FIELDS.get(name, name) for name in _FIELDS)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 
 
+def _dump(name: str, value: Any) -> Any:
+    if value is None or name not in _JSON_FIELDS:
+        return value
+    if name == "request":
+        value = request_to_json(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _to_row(job: Job) -> list[Any]:
-    values = []
-    for name in _FIELDS:
-        value = getattr(job, name)
-        if name in _JSON_FIELDS and value is not None:
-            value = json.dumps(value, separators=(",", ":"))
-        values.append(value)
-    return values
+    return [_dump(name, getattr(job, name)) for name in _FIELDS]
 
 
 def _from_row(row: Any) -> Job:
@@ -80,6 +166,7 @@ def _from_row(row: Any) -> Job:
     for name in _JSON_FIELDS:
         if values[name] is not None:
             values[name] = json.loads(values[name])
+    values["request"] = request_from_json(values["request"])
     return Job(**values)
 
 
@@ -95,10 +182,7 @@ async def update_job(db: Database, job_id: str, **changes: Any) -> None:
     if unknown:
         raise ValueError(f"unknown job fields: {sorted(unknown)}")
     columns = [_JSON_FIELDS.get(name, name) for name in changes]
-    values = [
-        json.dumps(v, separators=(",", ":")) if name in _JSON_FIELDS and v is not None else v
-        for name, v in changes.items()
-    ]
+    values = [_dump(name, value) for name, value in changes.items()]
     sql = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
     async with db.transaction() as conn:
         await conn.execute(sql, [*values, job_id])

@@ -10,7 +10,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot import presenter
+from bot.ui import surfaces
 from bot.cli import sync_commands
 from bot.config import load_settings
 from storage.generations import count_generations
@@ -146,8 +146,8 @@ async def test_a_result_over_the_upload_limit_is_reencoded_and_the_original_kept
 async def test_a_job_that_outlives_the_interaction_token_posts_through_the_channel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(presenter, "INTERACTION_TOKEN_LIFETIME", 1.0)
-    monkeypatch.setattr(presenter, "TOKEN_SAFETY_MARGIN", 0.2)
+    monkeypatch.setattr(surfaces, "INTERACTION_TOKEN_LIFETIME", 1.0)
+    monkeypatch.setattr(surfaces, "TOKEN_SAFETY_MARGIN", 0.2)
     async with BotHarness(tmp_path, token_lifetime=1.0) as h:
         await h.start()
         h.api.latency = 1.5

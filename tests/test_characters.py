@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.characters import SHEET_SECTIONS, apply_character, name_problem, sheet_text
+from bot.jobs.characters import SHEET_SECTIONS, apply_character, name_problem, sheet_text
 from bot.core.models import model_spec
 from storage.characters import (
     DuplicateName,

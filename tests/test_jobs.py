@@ -12,11 +12,13 @@ import pytest
 
 from bot.config import load_settings
 from bot.core.errors import GenerationError
-from bot.jobs import JobOutcome, JobService, LimitExceeded
-from bot.limits import ContextBudget, QueueLimits
+from bot.core.types import GeneratedImage, Preview
+from bot.jobs.admission import LimitExceeded
+from bot.jobs.runner import JobOutcome, JobRunner
+from bot.jobs.limits import ContextBudget, QueueLimits
 from bot.runtime import Runtime
 from storage.generations import get_generation
-from storage.jobs import Job, count_reserved_since, get_job, insert_job
+from storage.jobs import Job, JobRequest, count_reserved_since, get_job, insert_job
 from tests.fake_image_api import FakeImageAPI, Fault
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,6 +41,12 @@ class Events:
 
     async def started(self, job: Job) -> None:
         self.seen.append(("started", job.id))
+
+    def preview(self, preview: Preview) -> None:
+        pass
+
+    def prepare(self, image: GeneratedImage) -> None:
+        pass
 
     async def finished(self, job: Job, outcome: JobOutcome) -> None:
         self.seen.append(("finished", job.id))
@@ -63,7 +71,7 @@ class Events:
 
 async def open_service(
     fake: FakeImageAPI, data_dir: Path, *, limits: QueueLimits | None = None, budget: ContextBudget | None = None
-) -> tuple[Runtime, JobService]:
+) -> tuple[Runtime, JobRunner]:
     settings = load_settings(
         {
             "GEMINI_API_KEY": "test-key",
@@ -75,7 +83,7 @@ async def open_service(
         env_file=None,
     )
     runtime = await Runtime.open(settings)
-    service = JobService(
+    service = JobRunner(
         db=runtime.db,
         images=runtime.images,
         generation=runtime.service,
@@ -86,7 +94,7 @@ async def open_service(
 
 
 @pytest.fixture
-async def opened(fake_api: FakeImageAPI, tmp_path: Path) -> AsyncIterator[tuple[Runtime, JobService]]:
+async def opened(fake_api: FakeImageAPI, tmp_path: Path) -> AsyncIterator[tuple[Runtime, JobRunner]]:
     runtime, service = await open_service(fake_api, tmp_path / "data", limits=QueueLimits(user_daily=3, user_pending=2))
     yield runtime, service
     await service.aclose()
@@ -94,11 +102,11 @@ async def opened(fake_api: FakeImageAPI, tmp_path: Path) -> AsyncIterator[tuple[
 
 
 def new_job(prompt: str = "a cat", *, user: int = 1, guild: int = 10, **fields: Any) -> Job:
-    request = {"prompt": prompt, "size": "1K", "aspect_ratio": "16:9", **fields.pop("request", {})}
+    request = JobRequest(prompt=prompt, size="1K", aspect_ratio="16:9", **fields.pop("request", {}))
     return Job(guild_id=guild, channel_id=20, user_id=user, kind="imagine", request=request, **fields)
 
 
-async def test_a_job_runs_and_keeps_its_turns_and_usage_row(opened: tuple[Runtime, JobService]) -> None:
+async def test_a_job_runs_and_keeps_its_turns_and_usage_row(opened: tuple[Runtime, JobRunner]) -> None:
     runtime, service = opened
     events = Events()
     job = new_job(defer_ms=12.0)
@@ -118,7 +126,7 @@ async def test_a_job_runs_and_keeps_its_turns_and_usage_row(opened: tuple[Runtim
 
 
 async def test_daily_limit_refuses_and_failures_are_refunded(
-    fake_api: FakeImageAPI, opened: tuple[Runtime, JobService]
+    fake_api: FakeImageAPI, opened: tuple[Runtime, JobRunner]
 ) -> None:
     runtime, service = opened
     events = Events()
@@ -143,7 +151,7 @@ async def test_daily_limit_refuses_and_failures_are_refunded(
 
 
 async def test_pending_limit_counts_waiting_and_running_jobs(
-    fake_api: FakeImageAPI, opened: tuple[Runtime, JobService]
+    fake_api: FakeImageAPI, opened: tuple[Runtime, JobRunner]
 ) -> None:
     _, service = opened
     fake_api.latency = 0.3
@@ -197,7 +205,7 @@ async def test_cancel_refunds_a_waiting_job(fake_api: FakeImageAPI, tmp_path: Pa
 
 
 async def test_edits_replay_the_parent_chain_with_signatures(
-    fake_api: FakeImageAPI, opened: tuple[Runtime, JobService]
+    fake_api: FakeImageAPI, opened: tuple[Runtime, JobRunner]
 ) -> None:
     _, service = opened
     events = Events()
@@ -283,11 +291,11 @@ async def test_a_restart_runs_interrupted_jobs_once_without_charging_twice(
 
 
 async def test_a_reference_that_is_no_longer_stored_fails_clearly_and_is_refunded(
-    opened: tuple[Runtime, JobService],
+    opened: tuple[Runtime, JobRunner],
 ) -> None:
     runtime, service = opened
     events = Events()
-    job = new_job("reroll of something old", request={"reference_keys": ["ab" * 32]})
+    job = new_job("reroll of something old", request={"reference_keys": ("ab" * 32,)})
     await service.submit(job, events)
     await events.wait(job.id)
     error = events.errors[job.id]
@@ -299,7 +307,7 @@ async def test_the_next_job_starts_once_the_answer_is_in_not_after_it_is_stored_
     fake_api: FakeImageAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With room for one job at a time, the second job's request reaches the API while the first job's usage
-    row is still being written (JobService._generated gives the slot back from the on_image hook)."""
+    row is still being written (JobRunner._generated gives the slot back from the on_image hook)."""
     from bot.core import service as core_service
 
     first_logging, release_log = asyncio.Event(), asyncio.Event()

@@ -23,7 +23,7 @@ from bot.client import BananaBot, create_bot
 from bot.config import load_settings
 from bot.core.models import MODELS
 from bot.i18n import FALLBACK, LOCALES_DIR, available_locales, t
-from bot.translator import command_key, placeholders
+from bot.ui.translator import command_key, placeholders
 
 LANGUAGES = ["id", "fr", "zh-CN", "zh-TW"]
 #: Discord's pattern for command and option names (the \w of Python's re covers \p{L} and \p{N}).

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.limits import QueueLimits
-from bot.queue import FairQueue, Ticket
+from bot.jobs.limits import QueueLimits
+from bot.jobs.queue import FairQueue, Ticket
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -8,8 +8,8 @@ import os
 import pytest
 from PIL import Image, ImageChops
 
-from bot import uploads
-from bot.uploads import ENVELOPE_BYTES, fit_upload
+from bot.media import uploads
+from bot.media.uploads import ENVELOPE_BYTES, fit_upload
 
 pytestmark = pytest.mark.timeout(60)
 

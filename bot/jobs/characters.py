@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.core.models import ModelSpec
 from storage.characters import Character
-
-from .core.models import ModelSpec
 
 MAX_NAME = 32
 MAX_DESCRIPTION = 3000

@@ -24,7 +24,7 @@ from discord import app_commands
 from discord.app_commands import TranslationContextLocation as Where
 from discord.app_commands import TranslationContextTypes, locale_str
 
-from .i18n import FALLBACK, own_translation
+from bot.i18n import FALLBACK, own_translation
 
 _NAME = {Where.command_name, Where.group_name, Where.parameter_name, Where.choice_name}
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .limits import QueueLimits
+from bot.jobs.limits import QueueLimits
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,6 @@ class FairQueue:
         finishing = sum(1 for t in self._finishing.values() if t.lane == lane)
         return len(self._waiting.get(lane, ())) + self._running_by_lane.get(lane, 0) + finishing
 
-    def running_in_lane(self, lane: int) -> int:
-        return self._running_by_lane.get(lane, 0)
-
     @property
     def running_count(self) -> int:
         return len(self._running)
@@ -78,9 +75,6 @@ class FairQueue:
     @property
     def waiting_count(self) -> int:
         return sum(len(lane) for lane in self._waiting.values())
-
-    def is_running(self, job_id: str) -> bool:
-        return job_id in self._running
 
     def position(self, job_id: str) -> int | None:
         """1-based place in line (the order in which waiting jobs would start), None if not waiting."""

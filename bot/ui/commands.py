@@ -7,23 +7,22 @@ and add it to the tree themselves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from discord import app_commands
 from discord.ext import commands
 
-from .core.models import ModelSpec
-
-if TYPE_CHECKING:
-    from .client import BananaBot
+from bot.core.models import ModelSpec
+from bot.ui.context import Services
 
 
 class ModelCommandCog(commands.Cog):
     command: app_commands.Command[Any, ..., None]
 
-    def __init__(self, bot: BananaBot) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
-        self.command = self.build(bot.default_spec)
+        self.services = services
+        self.command = self.build(services.default_spec)
 
     def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
         raise NotImplementedError

@@ -1,21 +1,31 @@
 """The buttons under a status or result message.
 
-Every button is persistent: its custom id is ``job:<action>:<job id>`` and the job lives in SQLite, so a
-click works after a restart and weeks later. The clicks are handled by ``cogs/results.py``, which
-registers a `discord.ui.DynamicItem` matching these ids at start-up.
+Every button is persistent: its custom id is ``job:<action>:<job id>`` and the job lives in the database,
+so a click works after a restart and weeks later. The clicks are handled by ``cogs/results.py``, which
+registers a `discord.ui.DynamicItem` matching these ids at start-up (see `bound`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import discord
 
+from bot.core.models import model_spec
+from bot.i18n import t
 from storage.jobs import Job
 
-from .core.models import model_spec
-from .i18n import t
+Persistent = TypeVar("Persistent", bound=type[discord.ui.DynamicItem[Any]])
+
+
+def bound(item: Persistent, template: re.Pattern[str], handler: Callable[..., Awaitable[None]]) -> Persistent:
+    """A subclass of the persistent component `item` whose clicks go to `handler`, for the cog that registers
+    it with ``add_dynamic_items``: the component finds its handler without looking the cog up by name, and
+    each bot gets its own. `item` itself still builds the component that is sent."""
+    return type(item.__name__, (item,), {"handler": staticmethod(handler)}, template=template)  # type: ignore[return-value]
+
 
 ACTIONS = ("reroll", "remix", "edit", "upscale", "delete", "cancel", "addchar")
 CUSTOM_ID = re.compile(rf"job:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>[A-Za-z0-9_-]{{1,40}})")
@@ -78,7 +88,7 @@ def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
     view.add_item(_button("reroll", job, t(locale, "button.reroll"), "🎲"))
     view.add_item(_button("remix", job, t(locale, "button.remix"), "🎛️"))
     view.add_item(_button("edit", job, t(locale, "button.edit"), "✏️"))
-    bigger = larger_size(model, job.request.get("size", "1K"))
+    bigger = larger_size(model, job.request.size)
     if bigger is not None:
         view.add_item(_button("upscale", job, t(locale, "button.upscale", size=bigger), "🔍"))
     view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))

@@ -7,63 +7,51 @@ drawn as a cross, named in the preview with the reason, and refunded (a failed j
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import time
-from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.core.errors import GenerationError
+from bot.core.imaging import sniff_mime
+from bot.core.types import GeneratedImage, Preview
+from bot.i18n import duration, t
+from bot.jobs.admission import BudgetExceeded, LimitExceeded
+from bot.jobs.runner import JobOutcome
+from bot.media.grids import SLICED_PROMPT, compose_preview, slice_grid
+from bot.media.pool import run_image_work
+from bot.ui.context import Services
+from bot.ui.errors import limit_text, short_reason
+from bot.ui.results import ResultFacts, open_thread, result_embed, send_thread_hint
+from bot.ui.status import Status, StatusTicker
+from bot.ui.surfaces import Surface
+from bot.ui.views import grid_cancel_view, grid_view
 from storage.grids import Grid, grid_jobs, insert_grid, update_grid
 from storage.guild_settings import get_guild_settings
-from storage.jobs import Job, update_job
-
-from .core.errors import GenerationError
-from .core.imaging import sniff_mime
-from .grids import SLICED_PROMPT, compose_preview, slice_grid
-from .i18n import duration, money, t
-from .imagework import run_image_work
-from .intake import limit_text
-from .jobs import BudgetExceeded, JobOutcome, LimitExceeded
-from .presenter import ChannelSurface, Surface, model_label, open_thread, send_thread_hint
-from .views import grid_cancel_view, grid_view
-
-if TYPE_CHECKING:
-    from .client import BananaBot
+from storage.jobs import Job, JobRequest, update_job
 
 log = logging.getLogger(__name__)
 TILES = 4
-#: Error classes -> the short reason shown next to a failed tile.
-_REASONS = {
-    "blocked": "grid.reason.blocked",
-    "no_image": "grid.reason.no_image",
-    "invalid_request": "grid.reason.invalid",
-}
 
 
-def tile_reason(locale: str, error_class: str | None) -> str:
-    if error_class in ("rate_limited", "unavailable", "timeout", "bad_response"):
-        return t(locale, "grid.reason.busy")
-    return t(locale, _REASONS.get(error_class or "", "grid.reason.other"))
-
-
-async def grid_mode_for(bot: BananaBot, guild_id: int | None) -> str:
+async def grid_mode_for(services: Services, guild_id: int | None) -> str:
     """The guild's /grid mode (set with /settings), or the bot-wide default (BANANA_GRID_MODE)."""
     if guild_id is None:
-        return bot.settings.grid_mode
-    return (await get_guild_settings(bot.jobs.db, guild_id)).grid_mode or bot.settings.grid_mode
+        return services.settings.grid_mode
+    return (await get_guild_settings(services.db, guild_id)).grid_mode or services.settings.grid_mode
 
 
 async def start_grid(
-    bot: BananaBot,
+    services: Services,
     surface: Surface,
     *,
     guild_id: int | None,
     channel_id: int,
     user_id: int,
-    request: dict[str, Any],
+    request: JobRequest,
     mode: str,
     parents: list[str | None] | None = None,
     model_prompt: str | None = None,
@@ -74,8 +62,7 @@ async def start_grid(
     `request` is what the member asked (shown on the preview); `model_prompt`, if given, is what the tiles
     send instead (V buttons ask for variations of an image)."""
     grid = Grid(guild_id=guild_id, channel_id=channel_id, user_id=user_id, mode=mode, request=request)
-    in_thread = isinstance(surface.channel, discord.Thread)
-    thread_id = surface.channel.id if in_thread else None  # type: ignore[attr-defined]
+    thread_id = surface.channel.id if isinstance(surface.channel, discord.Thread) else None
 
     def job(tile: int | None, prompt: str, parent: str | None) -> Job:
         return Job(
@@ -84,7 +71,7 @@ async def start_grid(
             user_id=user_id,
             kind="grid",
             locale=surface.locale,
-            request={**request, "prompt": prompt},
+            request=dataclasses.replace(request, prompt=prompt),
             parent_id=parent,
             thread_id=thread_id,
             defer_ms=defer_ms,
@@ -93,32 +80,38 @@ async def start_grid(
             version=0,  # numbered in the thread only once a U button posts it
         )
 
-    prompt = model_prompt or request["prompt"]
+    prompt = model_prompt or request.prompt
     if mode == "sliced":
         jobs = [job(None, SLICED_PROMPT.format(prompt=prompt), (parents or [None])[0])]
     else:
         jobs = [job(n, prompt, (parents or [None] * TILES)[n - 1]) for n in range(1, TILES + 1)]
-    await insert_grid(bot.jobs.db, grid)
-    presenter = GridPresenter(bot, surface, grid, jobs)
+    await insert_grid(services.db, grid)
+    presenter = GridPresenter(services, surface, grid, jobs)
     try:
-        await bot.jobs.submit_group([(j, presenter.for_tile(j)) for j in jobs])
-    except (LimitExceeded, BudgetExceeded) as exc:
-        await surface.error(limit_text(surface.private_locale, exc))
+        await services.jobs.submit_group([(j, presenter.for_tile(j)) for j in jobs])
+    except (LimitExceeded, BudgetExceeded) as refused:
+        await surface.error(limit_text(surface.private_locale, refused))
         return False
     return True
 
 
 class TilePresenter:
-    """One tile's view of the shared grid presenter (the job service talks to presenters one job at a time)."""
+    """One tile's view of the shared grid presenter (the runner talks to presenters one job at a time)."""
 
     def __init__(self, grid: GridPresenter) -> None:
         self.grid = grid
 
     async def queued(self, job: Job) -> None:
-        await self.grid.tile_queued(job)
+        await self.grid.tile_queued()
 
     async def started(self, job: Job) -> None:
         await self.grid.tile_started()
+
+    def preview(self, preview: Preview) -> None:
+        """Four tiles' drafts would fight over one status message: a grid shows none."""
+
+    def prepare(self, image: GeneratedImage) -> None:
+        """The preview is composed once every tile is in."""
 
     async def finished(self, job: Job, outcome: JobOutcome) -> None:
         await self.grid.tile_finished(job, outcome)
@@ -130,12 +123,14 @@ class TilePresenter:
         await self.grid.tile_failed(job, "cancelled")
 
     async def interrupted(self) -> None:
-        await self.grid.stop_ticker()
+        await self.grid.ticker.close()
 
 
 class GridPresenter:
-    def __init__(self, bot: BananaBot, surface: Surface, grid: Grid, jobs: list[Job], *, resumed: bool = False) -> None:
-        self.bot = bot
+    def __init__(
+        self, services: Services, surface: Surface, grid: Grid, jobs: list[Job], *, resumed: bool = False
+    ) -> None:
+        self.services = services
         self.surface = surface
         self.grid = grid
         self.jobs = {j.id: j for j in jobs}
@@ -145,24 +140,24 @@ class GridPresenter:
         self.cost = 0.0
         self.model = ""
         self.resumed = resumed
+        self.ticker = StatusTicker(
+            surface, self._status, interval=services.settings.status_interval, name=f"grid-status-{grid.id}"
+        )
         self._queued_at = time.monotonic()
         self._started_at: float | None = None
-        self._ticker: asyncio.Task[None] | None = None
-        self._shown: str | None = None
 
     def for_tile(self, job: Job) -> TilePresenter:
         return TilePresenter(self)
 
     # --- tiles report in ---------------------------------------------------------------------------------
-    async def tile_queued(self, job: Job) -> None:
-        if self._ticker is None:
-            await self._refresh()
-            self._ticker = asyncio.create_task(self._tick(), name=f"grid-status-{self.grid.id}")
+    async def tile_queued(self) -> None:
+        await self.ticker.refresh()
+        self.ticker.start()
 
     async def tile_started(self) -> None:
         if self._started_at is None:
             self._started_at = time.monotonic()
-            await self._refresh()
+            await self.ticker.refresh()
 
     async def tile_finished(self, job: Job, outcome: JobOutcome) -> None:
         result = outcome.result
@@ -184,7 +179,7 @@ class GridPresenter:
         """After a restart: what the grid's already-finished jobs produced."""
         for job in self.jobs.values():
             if job.status == "done" and job.image_key is not None:
-                data = await self.bot.runtime.images.get(job.image_key)
+                data = await self.services.images.get(job.image_key)
                 if self.grid.mode == "sliced":
                     self.tiles = list(await run_image_work(slice_grid, data))
                 elif job.tile is not None:
@@ -198,7 +193,7 @@ class GridPresenter:
         locale = self.surface.locale
         now = time.monotonic()
         if self._started_at is None:
-            positions = [p for j in self.pending if (p := self.bot.jobs.position(j)) is not None]
+            positions = [p for j in self.pending if (p := self.services.jobs.position(j)) is not None]
             elapsed = duration(locale, now - self._queued_at, threshold=3)
             text = (
                 t(locale, "status.queued", position=min(positions), elapsed=elapsed)
@@ -208,38 +203,20 @@ class GridPresenter:
         else:
             done = TILES - len(self.pending) if self.grid.mode == "tiles" else 0
             elapsed = duration(locale, now - self._started_at, threshold=3)
-            size = self.grid.request.get("size", "1K")
-            text = t(locale, "grid.generating", size=size, done=done, elapsed=elapsed)
+            text = t(locale, "grid.generating", size=self.grid.request.size, done=done, elapsed=elapsed)
         return t(locale, "status.resumed") + " " + text if self.resumed else text
 
-    async def _refresh(self) -> None:
-        text = self.status_text()
-        if text == self._shown:
-            return
-        self._shown = text
+    def _status(self) -> Status:
         view = grid_cancel_view(self.grid.id, self.surface.locale) if self._started_at is None else None
-        with contextlib.suppress(discord.HTTPException):
-            await self.surface.update(content=text, view=view)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.bot.settings.status_interval)
-            await self._refresh()
-
-    async def stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        return Status(self.status_text(), view=view)
 
     # --- the preview -------------------------------------------------------------------------------------
     async def _settle(self, job_id: str) -> None:
         self.pending.discard(job_id)
         if self.pending:
-            await self._refresh()
+            await self.ticker.refresh()
             return
-        await self.stop_ticker()
+        await self.ticker.close()
         try:
             await self._post_preview()
         except Exception:
@@ -249,68 +226,68 @@ class GridPresenter:
 
     async def _post_preview(self) -> None:
         locale = self.surface.locale
+        db = self.services.db
         if self.failures and all(f == "cancelled" for f in self.failures.values()):
             with contextlib.suppress(discord.HTTPException):
                 await self.surface.update(content=t(locale, "status.cancelled"), view=None)
             return
         if all(tile is None for tile in self.tiles):
             error_class = next(iter(self.failures.values()), "internal")
-            text = t(self.surface.private_locale, "grid.all_failed", reason=tile_reason(locale, error_class))
-            await self.surface.error(text + "\n" + t(self.surface.private_locale, "error.not_charged"))
+            private = self.surface.private_locale
+            text = t(private, "grid.all_failed", reason=short_reason(locale, error_class))
+            await self.surface.error(text + "\n" + t(private, "error.not_charged"))
             return
         keys: list[str | None] = []
         for tile in self.tiles:
             mime = sniff_mime(tile) or "image/png" if tile is not None else ""
-            keys.append(await self.bot.runtime.images.put(tile, mime) if tile is not None else None)
+            keys.append(await self.services.images.put(tile, mime) if tile is not None else None)
         preview = await run_image_work(compose_preview, self.tiles)
         file = discord.File(io.BytesIO(preview), filename=f"grid-{self.grid.id}.jpg")
         message = await self.surface.result(
             content="", embed=self._embed(file.filename), file=file, view=grid_view(self.grid.id, keys, locale)
         )
         self.grid.message_id, self.grid.tile_keys = message.id, keys
-        await update_grid(self.bot.jobs.db, self.grid.id, message_id=message.id, tile_keys=keys)
+        await update_grid(db, self.grid.id, message_id=message.id, tile_keys=keys)
         thread: discord.Thread | None = None
         thread_id = self.grid.thread_id or (
             self.surface.channel.id if isinstance(self.surface.channel, discord.Thread) else None
         )
         if thread_id is None and self.surface.can_thread:
-            thread = await open_thread(self.surface, self.grid.request["prompt"], message)
+            thread = await open_thread(self.surface, self.grid.request.prompt, message)
             thread_id = thread.id if thread is not None else None
         if thread_id is not None:
             self.grid.thread_id = thread_id
-            await update_grid(self.bot.jobs.db, self.grid.id, thread_id=thread_id)
+            await update_grid(db, self.grid.id, thread_id=thread_id)
             for job in self.jobs.values():
-                await update_job(self.bot.jobs.db, job.id, thread_id=thread_id)
+                await update_job(db, job.id, thread_id=thread_id)
         if thread is not None:
             await send_thread_hint(thread, locale)
 
     def _embed(self, filename: str) -> discord.Embed:
         locale = self.surface.locale
         request = self.grid.request
-        embed = discord.Embed(description=request["prompt"][:4000], colour=discord.Colour.gold())
-        embed.add_field(name=t(locale, "result.model"), value=model_label(self.model), inline=True)
-        aspect = request.get("aspect_ratio") or "1:1"
-        embed.add_field(name=t(locale, "result.size"), value=f"{request.get('size', '1K')} · {aspect}", inline=True)
-        if self._started_at is not None:
-            seconds = time.monotonic() - self._started_at
-            embed.add_field(name=t(locale, "result.time"), value=duration(locale, seconds), inline=True)
-        embed.add_field(name=t(locale, "result.cost"), value=money(locale, self.cost), inline=True)
         notes = [
-            t(locale, "grid.tile_failed", tile=tile, reason=tile_reason(locale, error_class))
+            t(locale, "grid.tile_failed", tile=tile, reason=short_reason(locale, error_class))
             for tile, error_class in sorted(self.failures.items())
         ]
         if notes:
             notes.append(t(locale, "grid.failed_not_charged"))
         notes.append(t(locale, "grid.how_to"))
-        embed.add_field(name=t(locale, "result.notes"), value="\n".join(notes)[:1024], inline=False)
-        embed.set_image(url=f"attachment://{filename}")
-        embed.set_footer(text=self.grid.id)
-        return embed
+        facts = ResultFacts(
+            prompt=request.prompt,
+            model=self.model,
+            size=request.size,
+            aspect=request.aspect_ratio or "1:1",
+            seconds=time.monotonic() - self._started_at if self._started_at is not None else None,
+            cost_usd=self.cost,
+            notes=notes,
+        )
+        return result_embed(locale, facts, footer=self.grid.id, image_url=f"attachment://{filename}")
 
 
-async def resumed_grid_presenter(bot: BananaBot, grid: Grid, surface: ChannelSurface) -> GridPresenter:
+async def resumed_grid_presenter(services: Services, grid: Grid, surface: Surface) -> GridPresenter:
     """The presenter a restart rebuilds for a grid with unfinished tiles."""
-    jobs = await grid_jobs(bot.jobs.db, grid.id)
-    presenter = GridPresenter(bot, surface, grid, jobs, resumed=True)
+    jobs = await grid_jobs(services.db, grid.id)
+    presenter = GridPresenter(services, surface, grid, jobs, resumed=True)
     await presenter.load_settled()
     return presenter

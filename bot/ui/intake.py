@@ -1,0 +1,238 @@
+"""From Discord input to a queued job: the member's choices resolved against the model and the server's
+settings, attachments read and checked before anything is spent, and a clear answer when a limit refuses
+the job. Shared by every command, button and thread reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.core.errors import InvalidRequest
+from bot.core.imaging import prepare_reference, shrink_reference
+from bot.core.models import ModelSpec
+from bot.core.service import validate
+from bot.core.types import ImageInput, ImageRequest
+from bot.i18n import t
+from bot.jobs.admission import BudgetExceeded, LimitExceeded
+from bot.ui.context import Services
+from bot.ui.errors import limit_text
+from bot.ui.presenter import DiscordPresenter
+from bot.ui.surfaces import Surface
+from storage.characters import get_character, list_characters
+from storage.guild_settings import get_guild_settings
+from storage.images import ImageStore
+from storage.jobs import DEFAULT_SIZE, InputNote, Job, JobRequest
+
+log = logging.getLogger(__name__)
+Autocomplete = Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
+
+
+class InputError(Exception):
+    """Bad input from a member, already worded for them."""
+
+
+#: Attachments larger than this aren't even downloaded (bigger ones would be downscaled anyway).
+DOWNLOAD_LIMIT = 50 * 1024 * 1024
+
+
+async def read_references(
+    images: ImageStore, attachments: Sequence[tuple[str, discord.Attachment]], locale: str
+) -> tuple[list[str], list[InputNote]]:
+    """Download, check, shrink if needed and store each attachment.
+
+    Returns the image-store keys and a note for each downscaled image (shown with the result).
+    Raises InputError naming the option."""
+    keys, notes = [], []
+    for option, attachment in attachments:
+        if attachment.size > DOWNLOAD_LIMIT:
+            raise InputError(t(locale, "input.too_large", option=option, mb=f"{DOWNLOAD_LIMIT / 2**20:.0f}"))
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as exc:
+            raise InputError(t(locale, "input.unreadable", option=option)) from exc
+        try:
+            image = await asyncio.to_thread(prepare_reference, data, name=option, max_bytes=DOWNLOAD_LIMIT)
+        except InvalidRequest as exc:
+            raise InputError(t(locale, "input.not_image", option=option, detail=str(exc))) from exc
+        sent = await asyncio.to_thread(shrink_reference, image)
+        if sent is not image:
+            notes.append(InputNote(option, before=(image.width, image.height), after=(sent.width, sent.height)))
+        keys.append(await images.put(sent.data, sent.mime, width=sent.width, height=sent.height))
+    return keys, notes
+
+
+def check_request(spec: ModelSpec, request: JobRequest, reference_count: int, locale: str) -> None:
+    """The model's own limits (size, ratio, thinking, reference count), checked before anything is queued."""
+    probe = ImageRequest(
+        prompt=request.prompt,
+        aspect_ratio=request.aspect_ratio,
+        size=request.size,
+        thinking=request.thinking,
+        references=tuple(ImageInput(b"", "image/png") for _ in range(reference_count)),
+    )
+    try:
+        validate(probe, spec)
+    except InvalidRequest as exc:
+        raise InputError(t(locale, "error.invalid", detail=str(exc))) from exc
+
+
+def character_autocomplete(services: Services) -> Autocomplete:
+    """The `character` option's autocomplete: the guild's characters whose name starts with what was typed."""
+
+    async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None:
+            return []
+        found = await list_characters(services.db, interaction.guild_id, current, limit=25)
+        return [app_commands.Choice(name=c.name, value=c.name) for c in found]
+
+    return complete
+
+
+async def take_inputs(
+    services: Services,
+    surface: Surface,
+    request: JobRequest,
+    attached: Sequence[tuple[str, discord.Attachment]],
+    *,
+    guild_id: int | None,
+    size: str | None = None,
+    character: str | None = None,
+) -> JobRequest | None:
+    """The request resolved and checked, with its attachments read into it; None, with the member told why,
+    when something is wrong (nothing is spent).
+
+    `size` is the member's choice (None: the server's default, else the model's); `character` the name of a
+    character the member picked."""
+    try:
+        request = await resolve_request(services, request, guild_id, surface, size=size)
+        count = len(request.reference_keys) + len(attached)
+        check_request(services.spec_for(request.model), request, count, surface.private_locale)
+        if character:
+            request = await resolve_character(services, request, guild_id, character, surface.private_locale)
+        keys, notes = await read_references(services.images, attached, surface.private_locale)
+    except InputError as exc:
+        await surface.error(str(exc))
+        return None
+    return dataclasses.replace(
+        request, reference_keys=(*request.reference_keys, *keys), input_notes=(*request.input_notes, *notes)
+    )
+
+
+async def resolve_request(
+    services: Services, request: JobRequest, guild_id: int | None, surface: Surface, *, size: str | None
+) -> JobRequest:
+    """Whether the bot may be used here, and the server's and the model's defaults for what the member left
+    out. Raises InputError."""
+    settings = await get_guild_settings(services.db, guild_id) if guild_id is not None else None
+    changes: dict[str, Any] = {}
+    if settings is not None:
+        allowed = settings.allowed_channels
+        channel = surface.channel
+        here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}  # a thread counts as its channel
+        if allowed and not here & set(allowed):
+            channels = " ".join(f"<#{c}>" for c in allowed)
+            raise InputError(t(surface.private_locale, "settings.channel_not_allowed", channels=channels))
+        if settings.default_model and request.model is None:
+            # A server's own model is a Gemini model: such requests don't fail over to the other provider,
+            # which wouldn't know that model id.
+            changes["model"], changes["provider"] = settings.default_model, "gemini"
+    spec = services.spec_for(changes.get("model", request.model))
+    if size is None and settings is not None and settings.default_size in spec.sizes:
+        size = settings.default_size
+    changes["size"] = size or default_size(spec)
+    if settings is not None:
+        if request.aspect_ratio is None and settings.default_aspect_ratio in spec.aspect_ratios:
+            changes["aspect_ratio"] = settings.default_aspect_ratio
+        if request.thinking is None and settings.default_thinking in spec.thinking_levels:
+            changes["thinking"] = settings.default_thinking
+        # Set on every request (a reply copies its parent's), so a change applies from the next one.
+        changes["previews"] = settings.previews is not False
+    return dataclasses.replace(request, **changes)
+
+
+async def resolve_character(
+    services: Services, request: JobRequest, guild_id: int | None, name: str, locale: str
+) -> JobRequest:
+    """A character's name -> its id on the request; its sheet and images are added when the job runs
+    (bot/jobs/conversation.py), so a reroll uses the character as it is then."""
+    character = await get_character(services.db, guild_id, name) if guild_id is not None else None
+    if character is None:
+        raise InputError(t(locale, "input.character_unknown", name=name))
+    return dataclasses.replace(request, character_id=character.id, character_name=character.name)
+
+
+async def submit(services: Services, job: Job, surface: Surface) -> bool:
+    """Queue the job behind a presenter for `surface`; on a refused quota, tell the member. True if queued."""
+    try:
+        await services.jobs.submit(job, DiscordPresenter(services, surface, job))
+    except (LimitExceeded, BudgetExceeded) as refused:
+        await surface.error(limit_text(surface.private_locale, refused))
+        return False
+    return True
+
+
+async def start_job(
+    services: Services,
+    interaction: discord.Interaction,
+    surface: Surface,
+    request: JobRequest,
+    attached: Sequence[tuple[str, discord.Attachment]],
+    *,
+    kind: str,
+    defer_ms: float,
+    size: str | None,
+    character: str | None,
+) -> None:
+    """A command's one job: inputs checked and read, then queued in this channel (in its thread if it is one)."""
+    taken = await take_inputs(
+        services, surface, request, attached, guild_id=interaction.guild_id, size=size, character=character
+    )
+    if taken is None:
+        return
+    channel = interaction.channel
+    assert channel is not None
+    job = Job(
+        guild_id=interaction.guild_id,
+        channel_id=channel.id,
+        user_id=interaction.user.id,
+        kind=kind,
+        locale=surface.locale,
+        request=taken,
+        thread_id=channel.id if isinstance(channel, discord.Thread) else None,
+        defer_ms=defer_ms,
+    )
+    await submit(services, job, surface)
+
+
+def default_size(spec: ModelSpec) -> str:
+    return DEFAULT_SIZE if DEFAULT_SIZE in spec.sizes else spec.sizes[0]
+
+
+def ratio_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios][:25]  # Discord's limit
+
+
+def size_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=s, value=s) for s in spec.sizes]
+
+
+def thinking_choice(level: str) -> app_commands.Choice[str]:
+    """A thinking level, named in the member's language (see bot/ui/translator.py)."""
+    return app_commands.Choice(name=app_commands.locale_str(level, key=f"choice.thinking.{level}"), value=level)
+
+
+def attached_only(options: Sequence[tuple[str, discord.Attachment | None]]) -> list[tuple[str, discord.Attachment]]:
+    """The attachment options the member filled in, with their names (errors name the option)."""
+    return [(name, a) for name, a in options if a is not None]
+
+
+def elapsed_ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000

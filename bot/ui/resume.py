@@ -1,0 +1,71 @@
+"""Picking jobs up after a restart: each interrupted job gets a presenter that posts through its channel
+(the interaction token is gone), editing the old status message where there is one."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+from bot.i18n import t
+from bot.jobs.runner import JobPresenter
+from bot.ui.context import Services
+from bot.ui.errors import clip
+from bot.ui.grid import GridPresenter, resumed_grid_presenter
+from bot.ui.presenter import DiscordPresenter
+from bot.ui.surfaces import DEFAULT_UPLOAD_LIMIT, ChannelSurface
+from storage.grids import get_grid
+from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+
+class Resumer:
+    """Presenters for the jobs one start picks up; a grid's tiles share one, as they did before."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._grids: dict[str, GridPresenter] = {}
+
+    async def presenter_for(self, job: Job) -> JobPresenter | None:
+        """None if the job's channel is gone (the member is told by DM, where their DMs are open)."""
+        surface = await self._surface(job)
+        if surface is None:
+            return None
+        if job.grid_id is None:
+            return DiscordPresenter(self.services, surface, job, resumed=True)
+        grid = self._grids.get(job.grid_id)
+        if grid is None:
+            stored = await get_grid(self.services.db, job.grid_id)
+            if stored is None:
+                return DiscordPresenter(self.services, surface, job, resumed=True)
+            grid = await resumed_grid_presenter(self.services, stored, surface)
+            self._grids[job.grid_id] = grid
+        return grid.for_tile(job)
+
+    async def _surface(self, job: Job) -> ChannelSurface | None:
+        channel = await self.services.resolve_channel(job.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            text = t(job.locale, "job.channel_gone", prompt=clip(job.request.prompt, 200))
+            await tell_requester_directly(self.services.client, job, text)
+            return None
+        guild = getattr(channel, "guild", None)
+        status = None
+        if job.status_message_id is not None:
+            status = channel.get_partial_message(job.status_message_id)
+        return ChannelSurface(
+            channel,
+            locale=job.locale,
+            upload_limit=guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT,
+            status_message=status,
+            mention=discord.Object(job.user_id),
+        )
+
+
+async def tell_requester_directly(client: discord.Client, job: Job, text: str) -> None:
+    """A DM to the member who asked, for news that has nowhere else to go; silent if their DMs are closed."""
+    try:
+        channel = await client.create_dm(discord.Object(id=job.user_id))
+        await channel.send(text)
+    except discord.HTTPException as exc:
+        log.info("could not tell member %s about job %s: %s", job.user_id, job.id, exc)

@@ -1,0 +1,209 @@
+"""Where a job appears on Discord.
+
+A `Surface` is the interaction's own response (`InteractionSurface`, whose token lasts 15 minutes, after
+which it posts through the channel and mentions the requester) or a plain channel message
+(`ChannelSurface`, for replies in a thread and for jobs resumed after a restart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from bot.i18n import t
+
+#: Discord's interaction tokens last 15 minutes; stop using one a little before that.
+INTERACTION_TOKEN_LIFETIME = 15 * 60.0
+TOKEN_SAFETY_MARGIN = 30.0
+#: Discord's default upload limit for a bot, used where no guild says otherwise.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+class Surface(ABC):
+    """Where one job is shown."""
+
+    def __init__(
+        self, *, locale: str, channel: discord.abc.Messageable, upload_limit: int, private_locale: str | None = None
+    ) -> None:
+        #: For what everyone in the channel sees; `private_locale` for what only the requester sees.
+        self.locale = locale
+        self.private_locale = private_locale or locale
+        self.channel = channel
+        self.upload_limit = upload_limit
+        #: The message that shows the result, once there is one.
+        self.message: discord.Message | None = None
+        #: The status message's id once known, so a restart can update it.
+        self.status_message_id: int | None = None
+
+    @abstractmethod
+    async def update(
+        self, *, content: str, view: discord.ui.View | None = None, draft: DraftAttachment | None = None
+    ) -> None:
+        """Show a status line (replacing the previous one), with a new draft image if one is given."""
+
+    @abstractmethod
+    async def result(
+        self, *, content: str, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message:
+        """Replace the status with the finished image."""
+
+    @abstractmethod
+    async def error(self, text: str) -> None:
+        """Tell the requester what went wrong (privately where Discord allows)."""
+
+    @property
+    def can_thread(self) -> bool:
+        """Whether the result should get its own thread (not in a thread or a DM already)."""
+        return isinstance(self.channel, discord.TextChannel)
+
+
+class InteractionSurface(Surface):
+    """The deferred interaction's response; falls back to the channel once the token is about to expire."""
+
+    def __init__(self, interaction: discord.Interaction, *, locale: str, received_at: float | None = None) -> None:
+        channel = interaction.channel
+        assert isinstance(channel, discord.abc.Messageable)
+        super().__init__(
+            locale=locale,
+            private_locale=str(interaction.locale),
+            channel=channel,
+            upload_limit=interaction.filesize_limit,
+        )
+        self.interaction = interaction
+        self.received_at = received_at if received_at is not None else time.monotonic()
+        self.requester = interaction.user
+
+    @property
+    def token_fresh(self) -> bool:
+        return time.monotonic() - self.received_at < INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
+
+    async def update(
+        self, *, content: str, view: discord.ui.View | None = None, draft: DraftAttachment | None = None
+    ) -> None:
+        if self.token_fresh:
+            # Fields left out of an edit stay as they are: a shown draft survives the ticking status.
+            extra: dict[str, Any] = {"embed": draft.embed, "attachments": [draft.file()]} if draft else {}
+            message = await self.interaction.edit_original_response(content=content, view=view, **extra)
+            self.status_message_id = message.id
+
+    async def result(
+        self, *, content: str, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message:
+        if self.token_fresh:
+            self.message = await self.interaction.edit_original_response(
+                content=content or None, embed=embed, attachments=[file], view=view
+            )
+        else:
+            late = t(self.locale, "result.late", mention=self.requester.mention)
+            self.message = await self.channel.send(
+                content=f"{late}\n{content}".strip(),
+                embed=embed,
+                file=file,
+                view=view,
+                allowed_mentions=discord.AllowedMentions(users=[self.requester]),
+            )
+        return self.message
+
+    async def error(self, text: str) -> None:
+        if self.token_fresh:
+            with contextlib.suppress(discord.NotFound):
+                await self.interaction.delete_original_response()
+            await self.interaction.followup.send(text, ephemeral=True)
+        else:
+            await self.channel.send(
+                f"{self.requester.mention} {text}", allowed_mentions=discord.AllowedMentions(users=[self.requester])
+            )
+
+
+class ChannelSurface(Surface):
+    """A status message in a channel or thread (a reply to the member's message when there is one)."""
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        locale: str,
+        upload_limit: int,
+        reply_to: discord.Message | discord.PartialMessage | None = None,
+        status_message: discord.Message | discord.PartialMessage | None = None,
+        mention: discord.abc.Snowflake | None = None,
+        private_locale: str | None = None,
+    ) -> None:
+        super().__init__(locale=locale, channel=channel, upload_limit=upload_limit, private_locale=private_locale)
+        self.reply_to = reply_to
+        self.status_message = status_message
+        self.status_message_id = status_message.id if status_message is not None else None
+        #: Who to ping in the first status line (jobs resumed after a restart have no reply to hang on).
+        self.mention = mention
+
+    async def _send(self, content: str | None, **fields: Any) -> discord.Message:
+        # Only a reply pings, and only the requester: never @everyone or roles from a prompt.
+        users = [self.mention] if self.mention is not None else []
+        fields["allowed_mentions"] = discord.AllowedMentions(users=users, replied_user=True)
+        if self.reply_to is not None:
+            fields["reference"] = self.reply_to
+        return await self.channel.send(content, **{k: v for k, v in fields.items() if v is not None})
+
+    def _prefix(self) -> str:
+        return f"<@{self.mention.id}> " if self.mention is not None else ""
+
+    async def update(
+        self, *, content: str, view: discord.ui.View | None = None, draft: DraftAttachment | None = None
+    ) -> None:
+        if self.status_message is not None:
+            extra: dict[str, Any] = {"embed": draft.embed, "attachments": [draft.file()]} if draft else {}
+            try:
+                await self.status_message.edit(content=self._prefix() + content, view=view, **extra)
+                return
+            except discord.NotFound:
+                self.status_message = None  # deleted by someone: post a new one
+        sent = {"embed": draft.embed, "file": draft.file()} if draft else {}
+        self.status_message = await self._send(self._prefix() + content, view=view, **sent)
+        self.status_message_id = self.status_message.id
+
+    async def result(
+        self, *, content: str, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message:
+        # A fresh message rather than an edit: members get notified of the reply, and the status goes away.
+        self.message = await self._send(self._prefix() + content, embed=embed, file=file, view=view)
+        await self._drop_status()
+        return self.message
+
+    async def error(self, text: str) -> None:
+        await self._send(self._prefix() + text)
+        await self._drop_status()
+
+    async def _drop_status(self) -> None:
+        if self.status_message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await self.status_message.delete()
+            self.status_message = None
+
+
+@dataclass(frozen=True)
+class DraftAttachment:
+    """A draft for the status message: a labelled embed showing a small JPEG."""
+
+    embed: discord.Embed
+    data: bytes
+    filename: str
+
+    def file(self) -> discord.File:
+        return discord.File(fp=io.BytesIO(self.data), filename=self.filename)
+
+    @classmethod
+    def build(cls, locale: str, number: int, data: bytes) -> DraftAttachment:
+        filename = f"draft-{number}.jpg"
+        embed = discord.Embed(
+            title=t(locale, "status.draft_title", number=number),
+            description=t(locale, "status.draft_note"),
+            colour=discord.Colour.light_grey(),
+        )
+        embed.set_image(url=f"attachment://{filename}")
+        return cls(embed=embed, data=data, filename=filename)
