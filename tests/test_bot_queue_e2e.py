@@ -10,9 +10,9 @@ from typing import Any
 import discord
 import pytest
 
-from bot.ui import surfaces
 from bot.cli import sync_commands
 from bot.config import load_settings
+from bot.ui import surfaces
 from storage.generations import count_generations
 from storage.jobs import count_reserved_since, get_job
 from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size

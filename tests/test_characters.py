@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.jobs.characters import SHEET_SECTIONS, apply_character, name_problem, sheet_text
 from bot.core.models import model_spec
+from bot.jobs.characters import SHEET_SECTIONS, apply_character, name_problem, sheet_text
 from storage.characters import (
     DuplicateName,
     add_character_images,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.ui import presenter
 from bot.i18n import t
 from bot.media.drafts import draft_thumbnail
+from bot.ui import presenter
 from tests.bot_harness import BotHarness
 from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS
 from tests.fake_image_api import Fault
