@@ -99,7 +99,7 @@ def supported(locale: str | None) -> str:
 
 @functools.cache
 def _has_catalogue(locale: str) -> bool:
-    # Asked for every message shown: a file-system lookup each time cost the event loop ~1 ms per job.
+    # Asked for every message shown: a file-system lookup each time would cost the event loop on every job.
     return _file_for(locale).is_file()
 
 

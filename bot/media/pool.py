@@ -2,10 +2,9 @@
 drafts, cutting and composing grids.
 
 They get a pool of their own, one thread fewer than the machine has cores, so that however many results
-finish at once the event loop keeps a core: eight 4K re-encodes on asyncio's default pool took both cores
-of a 2-core machine and the loop woke 60-130 ms late at p99 (bench/bench_bot.py, part 3). A member's own
-input (reference images) is still prepared on the default pool, so it never waits behind other people's
-results.
+finish at once the event loop keeps a core (on asyncio's default pool, a burst of 4K re-encodes takes them
+all; bench/bench_bot.py measures the loop's lag). A member's own input (reference images) is still
+prepared on the default pool, so it never waits behind other people's results.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def _sample_rows(image: Image.Image) -> Image.Image:
 def _jpeg(image: Image.Image, *, quality: int, subsampling: int) -> bytes:
     # Into a real file, not a BytesIO: Pillow then encodes in one C call that releases the GIL, where a
     # BytesIO makes it encode tile by tile holding the GIL, and the bot's event loop stalls for the whole
-    # 4K encode (bench/README.md, "What blocks the loop").
+    # 4K encode.
     with tempfile.TemporaryFile() as out:
         # No optimize=True: on 4K images it overflows Pillow's encoder buffer ("broken data stream").
         image.save(out, "JPEG", quality=quality, subsampling=subsampling)
