@@ -34,6 +34,8 @@ async def forget_user(db: Database, images: ImageStore, user_id: int) -> Forgott
         jobs = await _delete_jobs(conn, "user_id = ?", (user_id,))
         generations = await _delete(conn, "DELETE FROM generations WHERE user_id = ?", (user_id,))
         await _delete_grids(conn, "user_id = ?", (user_id,))
+        # What was refused is theirs too; a block is the server's decision about them, and stays.
+        await conn.execute("DELETE FROM refusals WHERE user_id = ?", (user_id,))
         orphans = await _unreferenced(conn, candidates)
     removed = await images.delete(orphans)
     return Forgotten(jobs=jobs, generations=generations, images=removed)
@@ -59,6 +61,8 @@ async def purge_guild(db: Database, images: ImageStore, guild_id: int) -> Forgot
         )
         characters = await _delete(conn, "DELETE FROM characters WHERE guild_id = ?", (guild_id,))
         await conn.execute("DELETE FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        for table in ("role_limits", "blocked_members", "banned_phrases", "refusals"):
+            await conn.execute(f"DELETE FROM {table} WHERE guild_id = ?", (guild_id,))
         orphans = await _unreferenced(conn, candidates)
     removed = await images.delete(orphans)
     return Forgotten(jobs=jobs, generations=generations, images=removed, characters=characters)

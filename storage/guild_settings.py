@@ -1,4 +1,4 @@
-"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007-0011).
+"""Per-guild settings: what a server's admins changed from the bot-wide defaults (migrations 0005, 0007-0012).
 
 Every field is None where the guild uses the default, so the bot-wide settings (.env) keep applying until
 an admin changes one here.
@@ -38,14 +38,26 @@ class GuildSettings:
     previews: bool | None = None
     #: The language of the bot's public messages here (a Discord locale); None = the server's Discord language.
     locale: str | None = None
+    #: Roles whose members may use the bot; None = everyone.
+    access_roles: tuple[int, ...] | None = None
+    #: Whether the bot answers only in age-restricted channels (and their threads); None = no.
+    nsfw_only: bool | None = None
+    #: The moderators' log channel; None = no log.
+    log_channel_id: int | None = None
+    #: An admin's regular expression refused in prompts, besides the banned words; checked when set.
+    banned_pattern: str | None = None
+    #: Why the log channel could not be posted to last ('gone' or 'forbidden'); None = no problem.
+    log_problem: str | None = None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(GuildSettings) if f.name != "guild_id")
-_COLUMNS = tuple("allowed_channels_json" if name == "allowed_channels" else name for name in _FIELDS)
+#: Fields holding a list of ids, stored as JSON text.
+_ID_LISTS = {"allowed_channels": "allowed_channels_json", "access_roles": "access_roles_json"}
+_COLUMNS = tuple(_ID_LISTS.get(name, name) for name in _FIELDS)
 
 
 def _encode(name: str, value: Any) -> Any:
-    if name == "allowed_channels":
+    if name in _ID_LISTS:
         return None if value is None else json.dumps([int(v) for v in value])
     return value
 
@@ -57,10 +69,12 @@ async def get_guild_settings(db: Database, guild_id: int) -> GuildSettings:
     if row is None:
         return GuildSettings(guild_id)
     values = dict(zip(_FIELDS, row, strict=True))
-    if values["previews"] is not None:
-        values["previews"] = bool(values["previews"])
-    if values["allowed_channels"] is not None:
-        values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
+    for flag in ("previews", "nsfw_only"):
+        if values[flag] is not None:
+            values[flag] = bool(values[flag])
+    for name in _ID_LISTS:
+        if values[name] is not None:
+            values[name] = tuple(json.loads(values[name]))
     return GuildSettings(guild_id, **values)
 
 
