@@ -87,7 +87,9 @@ def layer_edges() -> dict[str, set[str]]:
 def test_every_layer_imports_only_the_layers_below_it() -> None:
     edges = layer_edges()
     assert "bot.ui" in edges and "bot.jobs" in edges["bot.ui"], edges  # the walk saw real imports
-    wrong = {source: sorted(targets - ALLOWED[source]) for source, targets in edges.items() if targets - ALLOWED[source]}
+    wrong = {
+        source: sorted(targets - ALLOWED[source]) for source, targets in edges.items() if targets - ALLOWED[source]
+    }
     assert not wrong, f"imports against the direction cogs -> ui -> jobs -> core/storage/media: {wrong}"
 
 
