@@ -60,7 +60,9 @@ async def block_member(db: Database, guild_id: int, user_id: int, *, reason: str
 async def unblock_member(db: Database, guild_id: int, user_id: int) -> bool:
     """False if the member wasn't blocked."""
     async with db.transaction() as conn:
-        cursor = await conn.execute("DELETE FROM blocked_members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        cursor = await conn.execute(
+            "DELETE FROM blocked_members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
         return cursor.rowcount > 0
 
 
