@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
 
 import aiohttp
 import discord
@@ -15,7 +16,18 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image
 
-from tests.fake_discord import PRIVILEGED_INTENTS, FakeDiscord, FakeGuild, FakeUser
+from tests.fake_discord import (
+    ADMINISTRATOR,
+    MANAGE_GUILD,
+    MANAGE_MESSAGES,
+    MEMBER_PERMISSIONS,
+    PRIVILEGED_INTENTS,
+    ApiError,
+    FakeDiscord,
+    FakeGuild,
+    FakeInteraction,
+    FakeUser,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,6 +105,67 @@ async def retouch(interaction: discord.Interaction[TinyBot]) -> None:
     await interaction.edit_original_response(content="v2", attachments=[*first.attachments, extra])
 
 
+@app_commands.command(description="Show what discord.py made of the options")
+async def inspect(
+    interaction: discord.Interaction[TinyBot],
+    member: discord.Member,
+    role: discord.Role | None = None,
+    channel: discord.TextChannel | None = None,
+    who: discord.Member | discord.Role | None = None,
+) -> None:
+    interaction.client.received.append({"member": member, "role": role, "channel": channel, "who": who})
+    await interaction.response.send_message("seen", ephemeral=True)
+
+
+@app_commands.command(description="Validated options")
+async def pick(
+    interaction: discord.Interaction[TinyBot], mode: Literal["fast", "slow"], count: app_commands.Range[int, 1, 5] = 1
+) -> None:
+    await interaction.response.send_message(f"{mode} x{count}")
+
+
+@app_commands.command(description="Is this channel age-restricted?")
+async def nsfw(interaction: discord.Interaction[TinyBot]) -> None:
+    channel = interaction.channel
+    assert isinstance(channel, discord.TextChannel | discord.Thread)
+    await interaction.response.send_message(f"nsfw={channel.is_nsfw()} in {type(channel).__name__}", ephemeral=True)
+
+
+settings = app_commands.Group(name="settings", description="Server settings")
+block = app_commands.Group(name="block", description="Block members or roles", parent=settings)
+
+
+@settings.command(name="show", description="Show the settings")
+async def settings_show(interaction: discord.Interaction[TinyBot]) -> None:
+    await interaction.response.send_message("settings: none", ephemeral=True)
+
+
+@block.command(name="member", description="Block a member")
+async def block_member(interaction: discord.Interaction[TinyBot], member: discord.Member) -> None:
+    interaction.client.received.append({"blocked": member})
+    await interaction.response.send_message(f"blocked {member.name}", ephemeral=True)
+
+
+@block.command(name="role", description="Block a role")
+async def block_role(interaction: discord.Interaction[TinyBot], role: discord.Role) -> None:
+    interaction.client.received.append({"blocked": role})
+    await interaction.response.send_message(f"blocked {role.name}", ephemeral=True)
+
+
+class ModerationView(discord.ui.View):
+    """A moderators' log entry: only members with Manage Messages may use its button."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Delete", custom_id="mod:delete")
+    async def delete(self, interaction: discord.Interaction, button: discord.ui.Button[ModerationView]) -> None:
+        assert isinstance(interaction.user, discord.Member) and isinstance(interaction.channel, discord.TextChannel)
+        roles = ",".join(r.name for r in interaction.user.roles if not r.is_default())
+        allowed = "allowed" if interaction.permissions.manage_messages else "refused"
+        await interaction.response.send_message(f"{allowed} in #{interaction.channel.name} ({roles})", ephemeral=True)
+
+
 @app_commands.context_menu(name="Describe")
 async def describe(interaction: discord.Interaction[TinyBot], message: discord.Message) -> None:
     text = f"{len(message.attachments)} attachment(s): {message.content}"
@@ -100,8 +173,9 @@ async def describe(interaction: discord.Interaction[TinyBot], message: discord.M
 
 
 class TinyBot(commands.Bot):
-    def __init__(self) -> None:
+    def __init__(self, *, members: bool = False) -> None:
         intents = discord.Intents.default()  # no privileged intents: no message content, members, presences
+        intents.members = members  # the members intent brings GUILD_MEMBER_ADD/UPDATE and a member cache
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -109,18 +183,24 @@ class TinyBot(commands.Bot):
             chunk_guilds_at_startup=False,
         )
         self.seen: list[str] = []
+        self.authors: list[discord.User | discord.Member] = []
         self.errors: list[discord.HTTPException] = []
+        self.received: list[dict[str, Any]] = []  # what slash commands got as options
 
     async def setup_hook(self) -> None:
         self.add_view(PersistentView())
-        self.tree.add_command(imagine)
-        for command in (limits, retouch, describe):
+        self.add_view(ModerationView())
+        commands: list[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu | app_commands.Group] = [
+            imagine, limits, retouch, describe, inspect, pick, nsfw, settings
+        ]  # fmt: skip
+        for command in commands:
             self.tree.add_command(command)
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
         self.seen.append(message.content)
+        self.authors.append(message.author)
         if isinstance(message.channel, discord.Thread) and message.reference is not None:
             await message.channel.send(f"got: {message.content}", reference=message)
 
@@ -135,8 +215,8 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
 
 
 @contextlib.asynccontextmanager
-async def running(fake: FakeDiscord) -> AsyncIterator[TinyBot]:
-    bot = TinyBot()
+async def running(fake: FakeDiscord, *, members: bool = False) -> AsyncIterator[TinyBot]:
+    bot = TinyBot(members=members)
     task = asyncio.create_task(bot.start(fake.token))
     try:
         await fake.wait_ready(5)
@@ -184,7 +264,7 @@ async def test_login_ready_permissions_and_sync(fake: FakeDiscord, guild: FakeGu
     assert perms.send_messages and perms.attach_files and perms.embed_links and perms.create_public_threads
     assert perms.send_messages_in_threads and not perms.administrator
     synced = {c["name"]: c for c in fake.synced_commands[None]}
-    assert set(synced) == {"imagine", "limits", "retouch", "Describe"}
+    assert set(synced) == {"imagine", "limits", "retouch", "Describe", "inspect", "pick", "nsfw", "settings"}
     assert [(o["name"], o["type"]) for o in synced["imagine"]["options"]] == [("prompt", 3), ("image", 11)]
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{fake.url}/api/v10/users/@me", headers={"Authorization": "Bot wrong"}) as resp:
@@ -342,3 +422,306 @@ def test_localisations_discord_would_refuse_are_refused() -> None:
     assert localization_problem({"name_localizations": {"xx": "a"}}, chat_input=True) is not None  # no such locale
     nested = {"options": [{"name": "a", "name_localizations": {"id": "x" * 33}}]}
     assert localization_problem(nested, chat_input=True) is not None
+
+
+async def test_named_roles_reach_member_roles_and_permissions(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser
+) -> None:
+    async with running(fake, members=True) as bot:  # the members intent: GUILD_MEMBER_UPDATE keeps the cache
+        await bot.tree.sync()
+        mods = guild.add_role("Moderators", permissions=MANAGE_MESSAGES)
+        artists = guild.add_role("Artists")
+        dguild = bot.get_guild(guild.id)
+        assert dguild is not None
+        await eventually(lambda: dguild.get_role(artists.id) is not None, "GUILD_ROLE_CREATE")
+        guild.give_role(alice, mods)
+        guild.give_role(alice, artists)
+
+        def role_names() -> list[str]:
+            member = dguild.get_member(alice.id)
+            return [r.name for r in member.roles if not r.is_default()] if member else []
+
+        await eventually(lambda: "Artists" in role_names(), "GUILD_MEMBER_UPDATE with the given roles")
+        assert role_names() == ["alice", "Moderators", "Artists"]  # its own role, then the named ones
+        member = dguild.get_member(alice.id)
+        assert member is not None and member.guild_permissions.manage_messages
+        assert not member.guild_permissions.manage_guild
+
+        # The interaction's member lists every role and carries the combined permissions.
+        inter = await fake.slash(guild.id, guild.channel_id, alice, "nsfw")
+        payload_member = inter.payload["member"]
+        assert payload_member["roles"] == [
+            str(fake.guilds[guild.id].members[alice.id].role_id),
+            str(mods.id),
+            str(artists.id),
+        ]
+        assert int(payload_member["permissions"]) == MEMBER_PERMISSIONS | MANAGE_MESSAGES
+        await inter.wait_callback()
+
+        # MESSAGE_CREATE's member lists them too, so message.author.roles works without the members cache.
+        await fake.user_message(guild.channel_id, alice, "hello", mention_bot=True)
+        await eventually(lambda: bool(bot.authors), "the message to reach on_message")
+        [author] = bot.authors
+        assert isinstance(author, discord.Member)
+        assert {r.name for r in author.roles} >= {"Moderators", "Artists"} and author.guild_permissions.manage_messages
+
+        guild.take_role(alice, mods)
+        await eventually(lambda: "Moderators" not in role_names(), "GUILD_MEMBER_UPDATE without the role")
+        guild.delete_role(artists)
+        await eventually(lambda: dguild.get_role(artists.id) is None, "GUILD_ROLE_DELETE")
+        assert role_names() == ["alice"]
+
+        # Administrator from a role means every permission, as Discord computes it.
+        guild.give_role(alice, guild.add_role("Admins", permissions=ADMINISTRATOR))
+        inter = await fake.slash(guild.id, guild.channel_id, alice, "nsfw")
+        perms = discord.Permissions(int(inter.payload["member"]["permissions"]))
+        assert perms.administrator and perms.manage_guild and perms.manage_messages
+        await inter.wait_callback()
+    sent = [t for t, _ in fake.gateway_events]
+    assert sent.count("GUILD_MEMBER_UPDATE") == 4 and "GUILD_ROLE_DELETE" in sent
+
+
+async def test_member_updates_need_the_members_intent(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    # Discord sends GUILD_MEMBER_ADD/UPDATE only to a bot that asked for the members intent; the roles still
+    # reach it through interactions and messages (tested above).
+    dguild = bot.get_guild(guild.id)
+    assert dguild is not None
+    mods = guild.add_role("Moderators", permissions=MANAGE_MESSAGES)
+    guild.give_role(alice, mods)
+    guild.add_member("dave")
+    await eventually(lambda: dguild.get_role(mods.id) is not None, "GUILD_ROLE_CREATE")
+    events = [name for name, _ in fake.session_events()]
+    assert "GUILD_ROLE_CREATE" in events and "GUILD_MEMBER_ADD" not in events and "GUILD_MEMBER_UPDATE" not in events
+    assert [name for name, _ in fake.gateway_events].count("GUILD_MEMBER_UPDATE") == 1  # kept for a members bot
+
+
+async def test_user_role_channel_and_mentionable_options_arrive_as_discord_objects(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    bob = guild.add_member("bob")
+    mods = guild.add_role("Moderators", permissions=MANAGE_MESSAGES)
+    guild.give_role(bob, mods)
+    adult = guild.add_channel("adult", nsfw=True)
+    await eventually(lambda: bot.get_channel(adult) is not None, "CHANNEL_CREATE")
+    options = {"member": bob, "role": mods, "channel": adult, "who": mods}
+    inter = await fake.slash(guild.id, guild.channel_id, alice, "inspect", options)
+    await inter.wait_callback()
+    data = inter.payload["data"]
+    assert [(o["name"], o["type"], o["value"]) for o in data["options"]] == [
+        ("member", 6, str(bob.id)),
+        ("role", 8, str(mods.id)),
+        ("channel", 7, str(adult)),
+        ("who", 9, str(mods.id)),
+    ]
+    assert set(data["resolved"]) == {"users", "members", "roles", "channels"}
+    got = bot.received[-1]
+    member, role, channel, who = got["member"], got["role"], got["channel"], got["who"]
+    assert isinstance(member, discord.Member) and member.id == bob.id
+    assert [r.name for r in member.roles if not r.is_default()] == ["bob", "Moderators"]
+    assert member.guild_permissions.manage_messages
+    assert isinstance(role, discord.Role) and role.name == "Moderators" and role.permissions.manage_messages
+    assert isinstance(channel, discord.TextChannel) and channel.name == "adult" and channel.is_nsfw()
+    assert isinstance(who, discord.Role) and who.id == mods.id
+
+    inter = await fake.slash(guild.id, guild.channel_id, alice, "inspect", {"member": bob, "who": alice})
+    await inter.wait_callback()
+    assert isinstance(bot.received[-1]["who"], discord.Member) and bot.received[-1]["who"].id == alice.id
+
+
+async def test_subcommands_and_subcommand_groups(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    bob = guild.add_member("bob")
+    blocked = await fake.slash(
+        guild.id, guild.channel_id, alice, "settings", {"member": bob}, subcommand="block member"
+    )
+    await blocked.wait_callback()
+    [group] = blocked.payload["data"]["options"]
+    assert (group["name"], group["type"]) == ("block", 2)
+    assert [(o["name"], o["type"]) for o in group["options"]] == [("member", 1)]
+    assert isinstance(bot.received[-1]["blocked"], discord.Member) and bot.received[-1]["blocked"].id == bob.id
+    assert answer_of(blocked) == "blocked bob"
+
+    role = guild.add_role("Spammers")
+    by_role = await fake.slash(guild.id, guild.channel_id, alice, "settings", {"role": role}, subcommand="block role")
+    await by_role.wait_callback()
+    assert isinstance(bot.received[-1]["blocked"], discord.Role) and bot.received[-1]["blocked"].name == "Spammers"
+
+    shown = await fake.slash(guild.id, guild.channel_id, alice, "settings", subcommand="show")
+    await shown.wait_callback()
+    assert shown.payload["data"]["options"] == [{"name": "show", "type": 1, "options": []}]
+    assert answer_of(shown) == "settings: none"
+
+
+def answer_of(inter: FakeInteraction) -> str:
+    """The content of the interaction's response message."""
+    original = inter.original()
+    assert original is not None, f"interaction {inter.id} has no response message"
+    return original.content
+
+
+def _form_errors(exc: pytest.ExceptionInfo[ApiError]) -> dict[str, Any]:
+    assert exc.value.status == 400 and exc.value.body["code"] == 50035
+    assert exc.value.body["message"] == "Invalid Form Body"
+    errors: dict[str, Any] = exc.value.body["errors"]
+    return errors
+
+
+async def test_option_values_discord_would_refuse_raise_its_400(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    async def refused(name: str, options: dict[str, object], subcommand: str | None = None) -> dict[str, Any]:
+        with pytest.raises(ApiError) as exc:
+            await fake.slash(guild.id, guild.channel_id, alice, name, options, subcommand=subcommand)
+        return _form_errors(exc)
+
+    def code(errors: dict[str, Any], *path: str) -> str:
+        node = errors
+        for key in path:
+            node = node[key]
+        return str(node["_errors"][0]["code"])
+
+    image = ("in.png", png(2, 2), "image/png")
+    errors = await refused("pick", {"mode": "medium"})
+    assert code(errors, "data", "options", "0", "value") == "BASE_TYPE_CHOICES"
+    assert errors["data"]["options"]["0"]["value"]["_errors"][0]["message"] == "Value must be one of ('fast', 'slow')."
+    assert (
+        code(await refused("pick", {"mode": "fast", "count": 9}), "data", "options", "1", "value") == "NUMBER_TYPE_MAX"
+    )
+    assert code(await refused("pick", {"mode": "fast", "count": "x"}), "data", "options", "1", "value") == (
+        "NUMBER_TYPE_COERCE"
+    )
+    assert code(await refused("pick", {"count": 2}), "data", "options") == "BASE_TYPE_REQUIRED"
+    assert code(await refused("pick", {"mode": "fast", "speed": 2}), "data", "options", "1", "name") == (
+        "BASE_TYPE_CHOICES"
+    )
+    # A thread where the command takes a text channel (discord.py syncs channel_types [0]).
+    inter = await fake.slash(guild.id, guild.channel_id, alice, "imagine", {"prompt": "a cat"})
+    thread_id = (await inter.wait_followup()).id
+    await fake.wait_for_message(lambda m: m.channel_id == thread_id)
+    errors = await refused("inspect", {"member": alice, "channel": thread_id})
+    assert code(errors, "data", "options", "1", "value") == "BASE_TYPE_CHOICES"
+    errors = await refused("settings", {"member": alice}, subcommand="block nobody")
+    assert code(errors, "data", "options", "0", "options", "0", "name") == "BASE_TYPE_CHOICES"
+    assert code(await refused("settings", {}), "data", "options") == "BASE_TYPE_REQUIRED"  # no subcommand chosen
+    with pytest.raises(ApiError) as exc:  # an attachment where the command takes none
+        await fake.slash(guild.id, guild.channel_id, alice, "pick", {"mode": "fast"}, attachments={"file": image})
+    assert code(_form_errors(exc), "data", "options") == "BASE_TYPE_CHOICES"
+
+    ok = await fake.slash(guild.id, guild.channel_id, alice, "pick", {"mode": "slow", "count": 5})
+    await ok.wait_callback()
+    assert answer_of(ok) == "slow x5"
+
+
+async def test_nsfw_channels_and_their_threads(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    adult = guild.add_channel("adult", nsfw=True)
+    await eventually(lambda: bot.get_channel(adult) is not None, "CHANNEL_CREATE")
+    dchannel = bot.get_channel(adult)
+    assert isinstance(dchannel, discord.TextChannel) and dchannel.is_nsfw()
+
+    async def answer(channel_id: int) -> str:
+        inter = await fake.slash(guild.id, channel_id, alice, "nsfw")
+        await inter.wait_callback()
+        original = inter.original()
+        assert original is not None
+        return original.content
+
+    assert await answer(adult) == "nsfw=True in TextChannel"
+    assert await answer(guild.channel_id) == "nsfw=False in TextChannel"
+    inter = await fake.slash(guild.id, adult, alice, "imagine", {"prompt": "a sunset"})
+    assert inter.payload["channel"]["nsfw"] is True
+    result = await inter.wait_followup()
+    await fake.wait_for_message(lambda m: m.channel_id == result.id)  # the thread exists
+    assert fake.threads[result.id].parent_id == adult
+    assert await answer(result.id) == "nsfw=True in Thread"  # Thread.is_nsfw() reads the parent
+
+
+async def test_a_moderator_clicks_a_log_button_in_another_channel(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    log_id = guild.add_channel("mod-log")
+    carol = guild.add_member("carol")
+    guild.give_role(carol, guild.add_role("Moderators", permissions=MANAGE_MESSAGES))
+    admin = guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+    await eventually(lambda: bot.get_channel(log_id) is not None, "CHANNEL_CREATE")
+    log = bot.get_channel(log_id)
+    assert isinstance(log, discord.TextChannel)
+    entry = await log.send("alice made a picture", view=ModerationView())
+
+    async def click(user: FakeUser) -> str:
+        inter = await fake.click(entry.id, "mod:delete", user)
+        assert inter.channel_id == log_id and inter.payload["channel"]["name"] == "mod-log"
+        await inter.wait_callback()
+        answer = inter.original()
+        assert answer is not None and answer.ephemeral
+        return answer.content
+
+    assert await click(carol) == "allowed in #mod-log (carol,Moderators)"
+    assert await click(alice) == "refused in #mod-log (alice)"
+    assert await click(admin) == "refused in #mod-log (admin)"  # Manage Server alone is not Manage Messages
+
+
+async def test_a_deleted_channel_answers_unknown_channel(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    log_id = guild.add_channel("mod-log")
+    await eventually(lambda: bot.get_channel(log_id) is not None, "CHANNEL_CREATE")
+    log = bot.get_channel(log_id)
+    assert isinstance(log, discord.TextChannel)
+    thread = await log.create_thread(name="reports", type=discord.ChannelType.public_thread)
+    await eventually(lambda: bot.get_channel(thread.id) is not None, "THREAD_CREATE")
+    fake.delete_channel(log_id)
+    await eventually(lambda: bot.get_channel(log_id) is None, "CHANNEL_DELETE")
+    assert bot.get_channel(thread.id) is None  # discord.py drops the channel's threads with it
+    for target in (log, thread):
+        with pytest.raises(discord.NotFound) as exc:
+            await target.send("a report")
+        assert (exc.value.status, exc.value.code, exc.value.text) == (404, 10003, "Unknown Channel")
+    refused = [c for c in fake.calls if c.path == f"/channels/{thread.id}/messages"]
+    assert refused[-1].status == 404 and refused[-1].response == {"code": 10003, "message": "Unknown Channel"}
+    with pytest.raises(AssertionError, match="no channel"):
+        await fake.user_message(log_id, alice, "anyone?")
+
+    # A thread alone: THREAD_DELETE.
+    general = bot.get_channel(guild.channel_id)
+    assert isinstance(general, discord.TextChannel)
+    other = await general.create_thread(name="side", type=discord.ChannelType.public_thread)
+    await eventually(lambda: bot.get_channel(other.id) is not None, "THREAD_CREATE")
+    fake.delete_channel(other.id)
+    await eventually(lambda: bot.get_channel(other.id) is None, "THREAD_DELETE")
+    with pytest.raises(discord.NotFound):
+        await other.send("gone")
+
+
+async def test_a_channel_the_bot_lost_answers_missing_access(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    log_id = guild.add_channel("mod-log")
+    await eventually(lambda: bot.get_channel(log_id) is not None, "CHANNEL_CREATE")
+    log = bot.get_channel(log_id)
+    assert isinstance(log, discord.TextChannel)
+    fake.revoke_access(log_id)
+    await eventually(lambda: not log.permissions_for(log.guild.me).view_channel, "CHANNEL_UPDATE with the overwrite")
+    with pytest.raises(discord.Forbidden) as exc:
+        await log.send("a report")
+    assert (exc.value.status, exc.value.code, exc.value.text) == (403, 50001, "Missing Access")
+    refused = fake.calls[-1]
+    assert (refused.method, refused.path, refused.status) == ("POST", f"/channels/{log_id}/messages", 403)
+    assert refused.response == {"code": 50001, "message": "Missing Access"}
+
+    # Its messages no longer reach the bot; interactions there still do, with no app permissions.
+    await fake.user_message(log_id, alice, "hidden", mention_bot=True)
+    await fake.user_message(guild.channel_id, alice, "visible", mention_bot=True)
+    await eventually(lambda: bool(bot.seen), "the visible message")
+    assert bot.seen == [f"<@{fake.bot_user_id}> visible"]
+    inter = await fake.slash(guild.id, log_id, alice, "nsfw")
+    assert inter.payload["app_permissions"] == "0"
+    assert (await inter.wait_callback()).status == 200  # interaction responses need no channel permission
+
+    fake.restore_access(log_id)
+    await eventually(lambda: log.permissions_for(log.guild.me).view_channel, "CHANNEL_UPDATE without it")
+    assert (await log.send("back")).content == "back"

@@ -18,14 +18,23 @@ and ``DiscordWebSocket.DEFAULT_GATEWAY``; leaving restores them. Every wait has 
         msg = await inter.wait_followup()                        # FakeMessage: content, files, components
         click = await fake.click(msg.id, "t:1", alice)           # a button press on the stored message
         await fake.user_message(msg.thread_id, alice, "bluer", mention_bot=True)  # MESSAGE_CREATE
+        mods = guild.add_role("Moderators", permissions=MANAGE_MESSAGES)    # GUILD_ROLE_CREATE
+        guild.give_role(alice, mods)                                         # GUILD_MEMBER_UPDATE (members intent)
+        await fake.slash(guild.id, guild.channel_id, alice, "settings", {"role": mods}, subcommand="block role")
+        adult = guild.add_channel("adult", nsfw=True)                        # interaction.channel.is_nsfw()
+        fake.revoke_access(adult)                                            # REST on it: 403 50001
+        fake.delete_channel(adult)                                           # CHANNEL_DELETE; REST: 404 10003
         assert not fake.unknown_routes
         await bot.close(); await task
 
 Faithful: Discord's JSON shapes, status codes and error bodies for what bots get wrong (2000-character
 content, component limits, 413 uploads, 40060 double acknowledgement, 10062 after the 3 s deadline, 50027
-after the token lifetime), the message content intent, the first follow-up after a "thinking" defer
-replacing the placeholder, THREAD_CREATE, RESUME. Simplified: no channel overwrites, no rate limiting,
-no sharding, plain-text gateway frames, interactions go to the newest connected client.
+after the token lifetime, 10003 in a deleted channel, 50001 in one the bot cannot view, 50035 for option
+values Discord would refuse), the message content and members intents, permissions combined from
+@everyone and every role (Administrator means all), resolved USER/CHANNEL/ROLE/MENTIONABLE options,
+subcommand groups, the first follow-up after a "thinking" defer replacing the placeholder, THREAD_CREATE,
+RESUME. Simplified: one overwrite kind (the bot's View Channel, by revoke_access), no rate limiting, no
+sharding, plain-text gateway frames, interactions go to the newest connected client.
 """
 
 from __future__ import annotations
@@ -33,13 +42,16 @@ from __future__ import annotations
 from .models import (
     ADMINISTRATOR,
     BOT_PERMISSIONS,
+    GUILD_MEMBERS_INTENT,
     MANAGE_GUILD,
     MANAGE_MESSAGES,
     MEMBER_PERMISSIONS,
     PRIVILEGED_INTENTS,
+    VIEW_CHANNEL,
     FakeGuild,
     FakeInteraction,
     FakeMessage,
+    FakeRole,
     FakeThread,
     FakeUser,
     RecordedCall,
@@ -51,15 +63,18 @@ from .validation import ApiError
 __all__ = [
     "ADMINISTRATOR",
     "BOT_PERMISSIONS",
+    "GUILD_MEMBERS_INTENT",
     "MANAGE_GUILD",
     "MANAGE_MESSAGES",
     "MEMBER_PERMISSIONS",
     "PRIVILEGED_INTENTS",
+    "VIEW_CHANNEL",
     "ApiError",
     "FakeDiscord",
     "FakeGuild",
     "FakeInteraction",
     "FakeMessage",
+    "FakeRole",
     "FakeThread",
     "FakeTimeout",
     "FakeUser",

@@ -41,8 +41,9 @@ MEMBER_PERMISSIONS = (
 )
 # The bot's managed role: what an image bot needs in a channel, so channel.permissions_for(guild.me) passes.
 BOT_PERMISSIONS = MEMBER_PERMISSIONS
+GUILD_MEMBERS_INTENT = 1 << 1
 MESSAGE_CONTENT_INTENT = 1 << 15
-PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, message content
+PRIVILEGED_INTENTS = GUILD_MEMBERS_INTENT | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, message content
 
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -68,12 +69,24 @@ class FakeUser:
 
 
 @dataclass(slots=True, eq=False)
+class FakeRole:
+    """A named role made with ``FakeGuild.add_role`` (the @everyone, bot and per-member roles are implicit)."""
+
+    id: int
+    guild_id: int
+    name: str
+    permissions: int = 0
+    position: int = 1
+
+
+@dataclass(slots=True, eq=False)
 class FakeMember:
     user: FakeUser
     guild_id: int
     permissions: int
     role_id: int  # every member gets its own role carrying its permissions
     joined_at: str = field(default_factory=iso_now)
+    role_ids: list[int] = field(default_factory=list)  # named roles given with FakeGuild.give_role, in order
 
 
 @dataclass(slots=True, eq=False)
@@ -83,6 +96,8 @@ class FakeChannel:
     guild_id: int | None  # None for a DM
     type: int = 0  # 0 text, 1 DM
     recipient: FakeUser | None = None
+    nsfw: bool = False  # age-restricted
+    overwrites: list[dict[str, Any]] = field(default_factory=list)  # permission_overwrites as Discord sends them
 
 
 @dataclass(slots=True, eq=False)
@@ -109,6 +124,7 @@ class FakeGuild:
     everyone_permissions: int = 0
     members: dict[int, FakeMember] = field(default_factory=dict)
     channel_ids: list[int] = field(default_factory=list)
+    roles: dict[int, FakeRole] = field(default_factory=dict)  # named roles, by id
     _fake: FakeDiscord | None = field(default=None, repr=False)
 
     @property
@@ -119,9 +135,25 @@ class FakeGuild:
         assert self._fake is not None
         return self._fake.add_member(self.id, name, permissions=permissions)
 
-    def add_channel(self, name: str) -> int:
+    def add_channel(self, name: str, *, nsfw: bool = False) -> int:
         assert self._fake is not None
-        return self._fake.add_channel(self.id, name)
+        return self._fake.add_channel(self.id, name, nsfw=nsfw)
+
+    def add_role(self, name: str, *, permissions: int = 0) -> FakeRole:
+        assert self._fake is not None
+        return self._fake.add_role(self.id, name, permissions=permissions)
+
+    def give_role(self, user: FakeUser, role: FakeRole) -> None:
+        assert self._fake is not None
+        self._fake.give_role(self.id, user, role)
+
+    def take_role(self, user: FakeUser, role: FakeRole) -> None:
+        assert self._fake is not None
+        self._fake.take_role(self.id, user, role)
+
+    def delete_role(self, role: FakeRole) -> None:
+        assert self._fake is not None
+        self._fake.delete_role(self.id, role)
 
 
 @dataclass(slots=True)
@@ -142,6 +174,7 @@ class RecordedCall:
     files: list[UploadedFile] = field(default_factory=list)
     at: float = 0.0  # time.monotonic() when received
     status: int = 0
+    response: Any = None  # the JSON body answered (None for 204), e.g. {"code": 10003, "message": "Unknown Channel"}
 
 
 @dataclass(slots=True, eq=False)

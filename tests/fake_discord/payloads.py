@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .models import (
+    ADMINISTRATOR,
     ALL_PERMISSIONS,
     BOT_PERMISSIONS,
     FakeChannel,
     FakeGuild,
     FakeMember,
     FakeMessage,
+    FakeRole,
     FakeThread,
     FakeUser,
     iso_now,
@@ -32,9 +34,30 @@ def user_json(user: FakeUser) -> dict[str, Any]:
     }
 
 
+def role_json(role_id: int, name: str, permissions: int, position: int, **extra: Any) -> dict[str, Any]:
+    """A role object as Discord sends it (GUILD_CREATE, GUILD_ROLE_CREATE, ``resolved.roles``)."""
+    colors = {"primary_color": 0, "secondary_color": None, "tertiary_color": None}
+    data: dict[str, Any] = {"id": str(role_id), "name": name, "color": 0, "colors": colors, "hoist": False}
+    data.update(icon=None, unicode_emoji=None, position=position, permissions=str(permissions))
+    data.update(managed=False, mentionable=False, flags=0)
+    return {**data, **extra}
+
+
+def named_role_json(role: FakeRole) -> dict[str, Any]:
+    return role_json(role.id, role.name, role.permissions, role.position)
+
+
+def member_role_json(member: FakeMember) -> dict[str, Any]:
+    """The role every fake member gets, carrying the ``permissions=`` it was added with."""
+    return role_json(member.role_id, member.user.name, member.permissions, 1)
+
+
 def member_json(member: FakeMember, *, with_user: bool = True, permissions: int | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {"roles": [str(member.role_id)], "joined_at": member.joined_at, "nick": None, "flags": 0}
+    # Discord lists every role but @everyone: here the member's own role, then the named roles it was given.
+    roles = [str(member.role_id), *(str(r) for r in member.role_ids)]
+    data: dict[str, Any] = {"roles": roles, "joined_at": member.joined_at, "nick": None, "flags": 0}
     data.update(dict.fromkeys(("deaf", "mute", "pending"), False))
+    data.update(dict.fromkeys(("avatar", "banner", "premium_since", "communication_disabled_until")))
     if with_user:
         data["user"] = user_json(member.user)
     if permissions is not None:
@@ -43,10 +66,16 @@ def member_json(member: FakeMember, *, with_user: bool = True, permissions: int 
 
 
 def member_permissions(guild: FakeGuild, user_id: int) -> int:
+    """Discord's base permissions: the owner has all; else @everyone OR every role's; Administrator means all."""
     if user_id == guild.owner.id:
         return ALL_PERMISSIONS
     member = guild.members.get(user_id)
-    return guild.everyone_permissions | (member.permissions if member else 0)
+    perms = guild.everyone_permissions
+    if member is not None:
+        perms |= member.permissions
+        for role_id in member.role_ids:
+            perms |= guild.roles[role_id].permissions
+    return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
 
 
 def channel_json(channel: FakeChannel, position: int = 0) -> dict[str, Any]:
@@ -59,8 +88,8 @@ def channel_json(channel: FakeChannel, position: int = 0) -> dict[str, Any]:
         "guild_id": str(channel.guild_id),
         "name": channel.name,
         "position": position,
-        "permission_overwrites": [],
-        "nsfw": False,
+        "permission_overwrites": channel.overwrites,
+        "nsfw": channel.nsfw,
         "topic": None,
         "parent_id": None,
         "rate_limit_per_user": 0,
@@ -92,22 +121,13 @@ def thread_json(thread: FakeThread) -> dict[str, Any]:
 
 
 def guild_json(fake: FakeDiscord, guild: FakeGuild) -> dict[str, Any]:
+    bot_tags = {"bot_id": str(fake.bot_user.id)}
     roles = [
-        {"id": str(guild.id), "name": "@everyone", "permissions": str(guild.everyone_permissions), "position": 0},
-        {
-            "id": str(guild.bot_role_id),
-            "name": fake.bot_user.name,
-            "permissions": str(BOT_PERMISSIONS),
-            "position": 1,
-            "managed": True,
-            "tags": {"bot_id": str(fake.bot_user.id)},
-        },
+        role_json(guild.id, "@everyone", guild.everyone_permissions, 0),
+        role_json(guild.bot_role_id, fake.bot_user.name, BOT_PERMISSIONS, 1, managed=True, tags=bot_tags),
     ]
-    roles += [
-        {"id": str(m.role_id), "name": m.user.name, "permissions": str(m.permissions), "position": 1}
-        for m in guild.members.values()
-        if m.role_id != guild.bot_role_id
-    ]
+    roles += [member_role_json(m) for m in guild.members.values() if m.role_id != guild.bot_role_id]
+    roles += [named_role_json(r) for r in guild.roles.values()]
     channels = [fake.channels[c] for c in guild.channel_ids]
     zero = ("verification_level", "default_message_notifications", "explicit_content_filter", "mfa_level", "nsfw_level")
     empty = ("features", "emojis", "stickers", "presences", "voice_states", "stage_instances", "guild_scheduled_events")
@@ -125,11 +145,11 @@ def guild_json(fake: FakeDiscord, guild: FakeGuild) -> dict[str, Any]:
         "preferred_locale": guild.preferred_locale,
         "member_count": len(guild.members),
         "joined_at": iso_now(),
-        "system_channel_id": str(guild.channel_id),
+        "system_channel_id": None if fake.is_gone(guild.channel_id) else str(guild.channel_id),
         "afk_timeout": 300,
         "roles": roles,
         "channels": [channel_json(c, i) for i, c in enumerate(channels)],
-        "threads": [thread_json(t) for t in fake.threads.values() if t.guild_id == guild.id],
+        "threads": [thread_json(t) for t in fake.threads.values() if t.guild_id == guild.id and not fake.is_gone(t.id)],
         "members": [member_json(m) for m in guild.members.values()],
     }
 

@@ -29,6 +29,7 @@ from .validation import (
     check_choices,
     check_message,
     check_modal,
+    missing_access,
     too_large,
     unknown_channel,
     unknown_message,
@@ -121,7 +122,7 @@ class Rest:
             log.exception("fake Discord failed on %s %s", request.method, path)
             self.fake.internal_errors.append(exc)
             status, body = 400, {"code": 0, "message": f"fake Discord internal error: {exc!r}"}
-        call.status = status
+        call.status, call.response = status, body
         self.fake.calls.append(call)
         self.fake._bump()
         headers = _ratelimit_headers(request.method, path)
@@ -240,6 +241,8 @@ class Rest:
     def _new_message(
         self, channel_id: int, payload: dict[str, Any], files: list[UploadedFile], *, flags: int = 0, **extra: Any
     ) -> FakeMessage:
+        if self.fake.is_gone(channel_id):
+            raise unknown_channel()  # interaction responses and follow-ups cannot post there either
         check_message(payload, creating=True, n_files=len(files))
         self._check_upload(channel_id, files)
         guild = self.fake.guild_of(channel_id)
@@ -301,6 +304,8 @@ class Rest:
             msg = self._new_message(inter.channel_id, data, call.files, webhook_id=self.fake.application_id)
             msg.interaction_id, inter.original_id = inter.id, msg.id
         elif kind == 5:
+            if self.fake.is_gone(inter.channel_id):
+                raise unknown_channel()
             flags = LOADING | (int(data.get("flags") or 0) & EPHEMERAL)
             guild_id = inter.guild_id
             msg = FakeMessage(snowflake(), inter.channel_id, guild_id, self.fake.bot_user.id, flags=flags)
@@ -363,8 +368,8 @@ class Rest:
         inter = self._token_interaction(app, token)
         msg_id = inter.original_id if mid == "@original" else int(mid)
         msg = self.fake.messages.get(msg_id) if msg_id else None
-        if msg is None or msg.deleted or msg.interaction_id != inter.id:
-            raise unknown_message()
+        if msg is None or msg.deleted or msg.interaction_id != inter.id or self.fake.is_gone(msg.channel_id):
+            raise unknown_message()  # messages go with their channel
         if call.method == "PATCH":
             self._edit(msg, call.json or {}, call.files)
         elif call.method == "DELETE":
@@ -378,6 +383,10 @@ class Rest:
         channel_id = int(cid)
         if channel_id not in self.fake.channels and channel_id not in self.fake.threads:
             raise unknown_channel()
+        if self.fake.is_gone(channel_id):
+            raise unknown_channel()
+        if self.fake.is_revoked(channel_id):
+            raise missing_access()  # no View Channel: Discord answers 403 on every route of the channel
         return channel_id
 
     def _message(self, channel_id: int, mid: str) -> FakeMessage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import mimetypes
 import secrets
 import time
@@ -22,32 +23,37 @@ from . import gateway, rest
 from .models import (
     BOT_PERMISSIONS,
     DM_FILESIZE_LIMIT,
+    GUILD_MEMBERS_INTENT,
     MEMBER_PERMISSIONS,
     MESSAGE_CONTENT_INTENT,
+    VIEW_CHANNEL,
     FakeChannel,
     FakeGuild,
     FakeInteraction,
     FakeMember,
     FakeMessage,
+    FakeRole,
     FakeThread,
     FakeUser,
     RecordedCall,
     UploadedFile,
     snowflake,
 )
+from .options import ATTACHMENT, OptionBuilder
 from .payloads import (
     channel_json,
     gateway_message_json,
     guild_json,
     member_json,
     member_permissions,
+    member_role_json,
     message_json,
+    named_role_json,
     thread_json,
     user_json,
 )
 
 T = TypeVar("T")
-OPTION_TYPES: dict[type, int] = {bool: 5, int: 4, float: 10, str: 3}  # bool before int: bool is an int
 
 
 class FakeTimeout(AssertionError, TimeoutError):
@@ -88,6 +94,8 @@ class FakeDiscord:
         self.internal_errors: list[Exception] = []  # bugs in the fake itself, answered with a 400
         self.cdn_requests: list[str] = []  # paths the bot downloaded from the CDN
         self.synced_commands: dict[int | None, list[dict[str, Any]]] = {}
+        self.deleted_channels: set[int] = set()  # channels and threads gone (delete_channel): REST answers 10003
+        self.revoked_channels: set[int] = set()  # channels the bot may not view (revoke_access): REST answers 50001
         self.gateway_events: list[tuple[str, dict[str, Any]]] = []
         self.identified_intents: list[int] = []
         self.resumes = 0
@@ -199,18 +207,112 @@ class FakeDiscord:
         self.users[user.id] = user
         member = FakeMember(user, guild_id, permissions, snowflake())
         guild.members[user.id] = member
-        role = {"id": str(member.role_id), "name": name, "permissions": str(permissions), "position": 1}
-        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": role})
-        self.dispatch("GUILD_MEMBER_ADD", {**member_json(member), "guild_id": str(guild_id)})
+        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
+        # Member events need the privileged members intent (Discord sends none to a bot without it).
+        data = {**member_json(member), "guild_id": str(guild_id)}
+        self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
         return user
 
-    def add_channel(self, guild_id: int, name: str, *, announce: bool = True) -> int:
-        channel = FakeChannel(snowflake(), name, guild_id)
+    def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> FakeRole:
+        """A named role (GUILD_ROLE_CREATE), stacked above the roles made before it."""
+        guild = self.guilds[guild_id]
+        role = FakeRole(snowflake(), guild_id, name, permissions, position=2 + len(guild.roles))
+        guild.roles[role.id] = role
+        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": named_role_json(role)})
+        return role
+
+    def _guild_role_member(self, guild_id: int, user: FakeUser, role: FakeRole) -> FakeMember:
+        guild = self.guilds[guild_id]
+        assert guild.roles.get(role.id) is role, f"fake Discord: role {role.name!r} is not in {guild.name}"
+        assert user.id in guild.members, f"fake Discord: {user.name} is not a member of {guild.name}"
+        return guild.members[user.id]
+
+    def give_role(self, guild_id: int, user: FakeUser, role: FakeRole) -> None:
+        member = self._guild_role_member(guild_id, user, role)
+        if role.id not in member.role_ids:
+            member.role_ids.append(role.id)
+            self._member_update(member)
+
+    def take_role(self, guild_id: int, user: FakeUser, role: FakeRole) -> None:
+        member = self._guild_role_member(guild_id, user, role)
+        if role.id in member.role_ids:
+            member.role_ids.remove(role.id)
+            self._member_update(member)
+
+    def delete_role(self, guild_id: int, role: FakeRole) -> None:
+        """GUILD_ROLE_DELETE; members lose the role (Discord sends no member updates for that)."""
+        guild = self.guilds[guild_id]
+        assert guild.roles.pop(role.id, None) is role, f"fake Discord: role {role.name!r} is not in {guild.name}"
+        for member in guild.members.values():
+            if role.id in member.role_ids:
+                member.role_ids.remove(role.id)
+        self.dispatch("GUILD_ROLE_DELETE", {"guild_id": str(guild_id), "role_id": str(role.id)})
+
+    def _member_update(self, member: FakeMember) -> None:
+        # GUILD_MEMBER_UPDATE needs the members intent, except for the bot's own member, which every session gets.
+        data = {**member_json(member), "guild_id": str(member.guild_id)}
+        self.dispatch("GUILD_MEMBER_UPDATE", data, intent=None if member.user.bot else GUILD_MEMBERS_INTENT)
+        self._bump()
+
+    def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False, announce: bool = True) -> int:
+        channel = FakeChannel(snowflake(), name, guild_id, nsfw=nsfw)
         self.channels[channel.id] = channel
         self.guilds[guild_id].channel_ids.append(channel.id)
         if announce:
             self.dispatch("CHANNEL_CREATE", channel_json(channel, len(self.guilds[guild_id].channel_ids) - 1))
         return channel.id
+
+    def delete_channel(self, channel_id: int) -> None:
+        """A guild channel (CHANNEL_DELETE, its threads go with it) or a thread (THREAD_DELETE) is deleted.
+
+        From then on REST calls on it, or on a thread in it, answer 404 ``{"code": 10003, "message": "Unknown
+        Channel"}``, and so does anything that would post a message there (interaction responses included).
+        """
+        assert not self.is_gone(channel_id), f"fake Discord: channel {channel_id} is already gone"
+        thread = self.threads.get(channel_id)
+        if thread is not None:
+            data = {"id": str(thread.id), "guild_id": str(thread.guild_id), "parent_id": str(thread.parent_id)}
+            self.deleted_channels.add(channel_id)
+            self.dispatch("THREAD_DELETE", {**data, "type": 11})
+        else:
+            channel = self.channels.get(channel_id)
+            assert channel is not None and channel.guild_id is not None, f"fake Discord: no guild channel {channel_id}"
+            guild = self.guilds[channel.guild_id]
+            data = channel_json(channel, guild.channel_ids.index(channel_id))
+            guild.channel_ids.remove(channel_id)  # a later GUILD_CREATE no longer lists it
+            self.deleted_channels.add(channel_id)
+            self.dispatch("CHANNEL_DELETE", data)
+        self._bump()
+
+    def revoke_access(self, channel_id: int) -> None:
+        """The bot loses View Channel in a guild text channel (and so in its threads).
+
+        Discord's way: a member overwrite denying View Channel (CHANNEL_UPDATE), so discord.py's
+        ``channel.permissions_for(guild.me)`` agrees. REST calls on the channel or its threads then answer 403
+        ``{"code": 50001, "message": "Missing Access"}``; its messages no longer reach the bot; interactions
+        there still do (their responses need no channel permission) with ``app_permissions`` 0.
+        """
+        channel = self.channels.get(channel_id)
+        assert channel is not None and channel.guild_id is not None, f"fake Discord: no guild channel {channel_id}"
+        assert channel_id not in self.revoked_channels, f"fake Discord: access to {channel_id} is already revoked"
+        deny = {"id": str(self.bot_user.id), "type": 1, "allow": "0", "deny": str(VIEW_CHANNEL)}
+        channel.overwrites = [*channel.overwrites, deny]
+        self.revoked_channels.add(channel_id)
+        self._channel_update(channel)
+
+    def restore_access(self, channel_id: int) -> None:
+        """Undo ``revoke_access`` (CHANNEL_UPDATE without the overwrite)."""
+        channel = self.channels[channel_id]
+        assert channel_id in self.revoked_channels, f"fake Discord: access to {channel_id} was not revoked"
+        channel.overwrites = [o for o in channel.overwrites if o["id"] != str(self.bot_user.id)]
+        self.revoked_channels.discard(channel_id)
+        self._channel_update(channel)
+
+    def _channel_update(self, channel: FakeChannel) -> None:
+        assert channel.guild_id is not None
+        position = self.guilds[channel.guild_id].channel_ids.index(channel.id)
+        self.dispatch("CHANNEL_UPDATE", channel_json(channel, position))
+        self._bump()
 
     def open_dm(self, user: FakeUser) -> int:
         """The DM channel between ``user`` and the bot (created on first use, as POST /users/@me/channels does)."""
@@ -226,6 +328,18 @@ class FakeDiscord:
     def channel_messages(self, channel_id: int) -> list[FakeMessage]:
         """Messages in a channel or thread, oldest first, ephemeral ones included, deleted ones not."""
         return [m for m in self.messages.values() if m.channel_id == channel_id and not m.deleted]
+
+    def _parent_or_self(self, channel_id: int) -> int:
+        thread = self.threads.get(channel_id)
+        return thread.parent_id if thread is not None else channel_id
+
+    def is_gone(self, channel_id: int) -> bool:
+        """The channel or thread was deleted (delete_channel), or the thread's parent was."""
+        return channel_id in self.deleted_channels or self._parent_or_self(channel_id) in self.deleted_channels
+
+    def is_revoked(self, channel_id: int) -> bool:
+        """The bot may not view the channel, or the thread's parent (revoke_access)."""
+        return self._parent_or_self(channel_id) in self.revoked_channels
 
     def guild_of(self, channel_id: int) -> FakeGuild | None:
         if channel_id in self.threads:
@@ -277,6 +391,14 @@ class FakeDiscord:
         live = [s for s in self._ready_sessions() if s.live and (s.sent_upto >= s.seq or not caught_up)]
         return live[-1] if live else None
 
+    def session_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """The dispatches queued for the newest identified session, as it gets them (after its intents)."""
+        sessions = self._ready_sessions()
+        if not sessions:
+            return []
+        frames = [json.loads(frame) for _, frame in sessions[-1].log]
+        return [(f["t"], f["d"]) for f in frames]
+
     def dispatch(
         self,
         event: str,
@@ -284,21 +406,25 @@ class FakeDiscord:
         *,
         per_session: Callable[[gateway.GatewaySession], dict[str, Any]] | None = None,
         only: gateway.GatewaySession | None = None,
+        intent: int | None = None,
     ) -> int:
         """Send an event to every identified session (or ``only`` one); a disconnected one gets it on RESUME.
 
-        ``per_session`` tailors ``d`` to a session (the message content intent); ``gateway_events`` keeps
-        ``data``. Returns the last sequence number assigned.
+        ``per_session`` tailors ``d`` to a session (the message content intent); ``intent`` limits the event to
+        sessions that identified with it; ``gateway_events`` keeps ``data``. Returns the last sequence number.
         """
         self.gateway_events.append((event, data))
         seq = 0
         for session in [only] if only is not None else self._ready_sessions():
-            seq = session.enqueue(event, per_session(session) if per_session else data)
+            if intent is None or session.intents & intent:
+                seq = session.enqueue(event, per_session(session) if per_session else data)
         return seq
 
     def dispatch_message(self, event: str, msg: FakeMessage) -> None:
         if msg.ephemeral:
             return  # only the user who triggered the interaction sees it; bots get no event
+        if self.is_revoked(msg.channel_id):
+            return  # the gateway sends no events from channels the bot cannot view
         self.dispatch(
             event,
             gateway_message_json(self, msg, message_content=True),
@@ -335,8 +461,10 @@ class FakeDiscord:
             raise AssertionError("fake Discord: no bot is connected and READY to receive the interaction")
         guild = self.guild_of(channel_id)
         channel = self.channel_payload(channel_id)
-        if channel is None:
+        if channel is None or self.is_gone(channel_id):
             raise AssertionError(f"fake Discord: unknown channel {channel_id}")
+        # Without View Channel every other channel permission is implicitly denied too.
+        app_permissions = 0 if self.is_revoked(channel_id) else BOT_PERMISSIONS
         iid = snowflake()
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -348,7 +476,7 @@ class FakeDiscord:
             "channel": channel,
             "channel_id": str(channel_id),
             "locale": locale,
-            "app_permissions": str(BOT_PERMISSIONS),
+            "app_permissions": str(app_permissions),
             "attachment_size_limit": self.filesize_limit(channel_id),
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(guild.id) if guild else "0"},
@@ -358,6 +486,7 @@ class FakeDiscord:
             if user.id not in guild.members:
                 raise AssertionError(f"fake Discord: {user.name} is not a member of {guild.name}")
             perms = member_permissions(guild, user.id)
+            channel["permissions"] = str(perms)  # the partial channel carries the member's permissions in it
             payload["guild_id"] = str(guild.id)
             payload["guild"] = {"id": str(guild.id), "locale": guild.preferred_locale, "features": []}
             payload["guild_locale"] = guild_locale or guild.preferred_locale
@@ -377,35 +506,6 @@ class FakeDiscord:
         )
         return inter
 
-    def _options(
-        self,
-        spec: list[dict[str, Any]],
-        values: dict[str, object],
-        resolved: dict[str, dict[str, Any]],
-        guild: FakeGuild | None = None,
-    ) -> list[dict[str, Any]]:
-        types = {o["name"]: o.get("type") for o in spec}
-        out: list[dict[str, Any]] = []
-        for name, value in values.items():
-            if isinstance(value, FakeUser):
-                resolved.setdefault("users", {})[str(value.id)] = user_json(value)
-                member = guild.members.get(value.id) if guild is not None else None
-                if member is not None:  # in a guild Discord resolves the member too (without its user)
-                    permissions = member_permissions(guild, value.id)
-                    resolved.setdefault("members", {})[str(value.id)] = member_json(
-                        member, with_user=False, permissions=permissions
-                    )
-                out.append({"name": name, "type": 6, "value": str(value.id)})
-                continue
-            otype = types.get(name) or OPTION_TYPES.get(type(value), 3)
-            if otype == 7:  # a channel option: Discord resolves the channel, with the invoker's permissions
-                channel = self.channel_payload(int(value))  # type: ignore[call-overload]
-                assert channel is not None, f"fake Discord: unknown channel {value} for option {name!r}"
-                resolved.setdefault("channels", {})[str(value)] = {**channel, "permissions": str(BOT_PERMISSIONS)}
-                value = str(value)
-            out.append({"name": name, "type": otype, "value": value})
-        return out
-
     async def slash(
         self,
         guild_id: int | None,
@@ -420,33 +520,32 @@ class FakeDiscord:
         guild_locale: str | None = None,
         focused: str | None = None,
     ) -> FakeInteraction:
-        """A chat-input command as a user invokes it; option types come from the synced command.
+        """A chat-input command as a user invokes it; option types and checks come from the synced command.
 
-        ``guild_locale`` defaults to the guild's preferred locale; ``focused`` makes it an autocomplete.
+        ``subcommand`` is "sub" or "group sub". Option values: str, int, float, bool; a FakeUser (or user id)
+        for USER, a channel or thread id for CHANNEL, a FakeRole (or role id, the guild id for @everyone) for
+        ROLE, a FakeUser or FakeRole for MENTIONABLE; ``attachments`` fills ATTACHMENT options. What Discord
+        would refuse raises ``ApiError`` 400/50035 (see options.py). ``guild_locale`` defaults to the guild's
+        preferred locale; ``focused`` makes it an autocomplete.
         """
         assert guild_id == self._guild_id(channel_id), f"channel {channel_id} is not in guild {guild_id}"
         cmd, scope = self.find_command(name, guild_id)
-        spec = (cmd or {}).get("options", [])
         path = subcommand.split() if subcommand else []
-        for part in path:  # descend into the group / subcommand to find the options' types
-            spec = next((o.get("options", []) for o in spec if o["name"] == part), [])
-        resolved: dict[str, dict[str, Any]] = {}
-        opts = self._options(spec, options or {}, resolved, self.guilds.get(guild_id) if guild_id else None)
+        guild = self.guilds.get(guild_id) if guild_id else None
+        builder = OptionBuilder(self, guild, user, channel_id)
+        spec, kinds = builder.descend(cmd, path)
+        opts = builder.build(spec, options or {}, depth=len(path), attachments=list(attachments or {}), focused=focused)
         for opt_name, (filename, raw, content_type) in (attachments or {}).items():
             att = self.store_file(channel_id, UploadedFile(filename, raw, content_type), ephemeral=True)
-            resolved.setdefault("attachments", {})[att["id"]] = att
-            opts.append({"name": opt_name, "type": 11, "value": att["id"]})
-        if focused is not None:
-            for opt in opts:
-                if opt["name"] == focused:
-                    opt["focused"] = True
-        kinds = [2, 1][2 - len(path) :]  # "group sub" -> group (2) wrapping subcommand (1)
-        for part, kind in reversed(list(zip(path, kinds, strict=True))):
+            builder.resolved.setdefault("attachments", {})[att["id"]] = att
+            opts.append({"name": opt_name, "type": ATTACHMENT, "value": att["id"]})
+        builder.errors.raise_if_any()
+        for part, kind in reversed(list(zip(path, kinds, strict=True))):  # group (2) wraps subcommand (1)
             opts = [{"name": part, "type": kind, "options": opts}]
         data: dict[str, Any] = {"id": str(cmd["id"]) if cmd else str(snowflake()), "name": name, "type": 1}
         data["options"] = opts
-        if resolved:
-            data["resolved"] = resolved
+        if builder.resolved:
+            data["resolved"] = builder.resolved
         if scope is not None:
             data["guild_id"] = str(scope)
         itype = 4 if focused is not None else 2
@@ -472,7 +571,7 @@ class FakeDiscord:
 
     def _component_channel(self, message_id: int, custom_id: str) -> int:
         msg = self.messages.get(message_id)
-        if msg is None or msg.deleted:
+        if msg is None or msg.deleted or self.is_gone(msg.channel_id):
             raise AssertionError(f"fake Discord: no message {message_id} to interact with")
         ids = [c.get("custom_id") for row in msg.components for c in row.get("components", [])]
         if custom_id not in ids:
@@ -540,7 +639,12 @@ class FakeDiscord:
         mention_bot: bool = False,
         attachments: list[tuple[str, bytes, str]] | None = None,
     ) -> int:
-        """A user posts a message (MESSAGE_CREATE); a reply pings the replied-to author, as clients do."""
+        """A user posts a message (MESSAGE_CREATE); a reply pings the replied-to author, as clients do.
+
+        The bot gets no event for a message in a channel it may not view (``revoke_access``).
+        """
+        if self.is_gone(channel_id) or (channel_id not in self.channels and channel_id not in self.threads):
+            raise AssertionError(f"fake Discord: no channel {channel_id} to post in")
         guild = self.guild_of(channel_id)
         msg = FakeMessage(snowflake(), channel_id, guild.id if guild else None, user.id)
         if mention_bot:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 COMPONENTS_V2 = 1 << 15
 
@@ -26,11 +26,15 @@ def unknown_channel() -> ApiError:
     return ApiError(404, 10003, "Unknown Channel")
 
 
+def missing_access() -> ApiError:
+    return ApiError(403, 50001, "Missing Access")
+
+
 def too_large() -> ApiError:
     return ApiError(413, 40005, "Request entity too large")
 
 
-class _Errors:
+class FormErrors:
     """Collects field errors into Discord's nested ``{"a": {"0": {"b": {"_errors": [...]}}}}`` shape."""
 
     def __init__(self) -> None:
@@ -50,8 +54,12 @@ class _Errors:
         if self.tree:
             raise ApiError(400, 50035, "Invalid Form Body", self.tree)
 
+    def fail(self, path: list[str | int], code: str, message: str) -> NoReturn:
+        self.add(path, code, message)
+        raise ApiError(400, 50035, "Invalid Form Body", self.tree)
 
-def _check_embeds(err: _Errors, embeds: list[dict[str, Any]]) -> None:
+
+def _check_embeds(err: FormErrors, embeds: list[dict[str, Any]]) -> None:
     err.max_length(["embeds"], embeds, 10)
     for i, embed in enumerate(embeds[:10]):
         err.max_length(["embeds", i, "title"], embed.get("title"), 256)
@@ -59,7 +67,7 @@ def _check_embeds(err: _Errors, embeds: list[dict[str, Any]]) -> None:
         err.max_length(["embeds", i, "fields"], embed.get("fields"), 25)
 
 
-def _check_component(err: _Errors, path: list[str | int], comp: dict[str, Any]) -> None:
+def _check_component(err: FormErrors, path: list[str | int], comp: dict[str, Any]) -> None:
     ctype = comp.get("type")
     if ctype == 2:  # button
         link = comp.get("style") in (5, 6)  # link and premium buttons carry no custom_id
@@ -75,7 +83,7 @@ def _check_component(err: _Errors, path: list[str | int], comp: dict[str, Any]) 
     err.max_length([*path, "custom_id"], comp.get("custom_id"), 100)
 
 
-def _check_components(err: _Errors, rows: list[dict[str, Any]], flags: int) -> None:
+def _check_components(err: FormErrors, rows: list[dict[str, Any]], flags: int) -> None:
     if flags & COMPONENTS_V2:
         return  # layout components have their own rules; the bot does not use them
     err.max_length(["components"], rows, 5)
@@ -95,7 +103,7 @@ def _check_components(err: _Errors, rows: list[dict[str, Any]], flags: int) -> N
 
 def check_message(payload: dict[str, Any], *, creating: bool, n_files: int) -> None:
     """Raise ApiError for what Discord rejects in a message create/edit body."""
-    err = _Errors()
+    err = FormErrors()
     content = payload.get("content")
     if content is not None and not isinstance(content, str):
         err.add(["content"], "BASE_TYPE_STRING", "Must be a string.")
@@ -110,7 +118,7 @@ def check_message(payload: dict[str, Any], *, creating: bool, n_files: int) -> N
 
 
 def check_modal(data: dict[str, Any]) -> None:
-    err = _Errors()
+    err = FormErrors()
     if not data.get("title"):
         err.add(["data", "title"], "BASE_TYPE_REQUIRED", "This field is required")
     err.max_length(["data", "title"], data.get("title"), 45)
@@ -124,7 +132,7 @@ def check_modal(data: dict[str, Any]) -> None:
 
 
 def check_choices(data: dict[str, Any]) -> None:
-    err = _Errors()
+    err = FormErrors()
     choices = data.get("choices") or []
     err.max_length(["data", "choices"], choices, 25)
     for i, choice in enumerate(choices[:25]):
