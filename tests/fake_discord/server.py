@@ -216,7 +216,8 @@ class FakeDiscord:
     def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> FakeRole:
         """A named role (GUILD_ROLE_CREATE), stacked above the roles made before it."""
         guild = self.guilds[guild_id]
-        role = FakeRole(snowflake(), guild_id, name, permissions, position=2 + len(guild.roles))
+        position = max([1, *(r.position for r in guild.roles.values())]) + 1  # above the member and bot roles (1)
+        role = FakeRole(snowflake(), guild_id, name, permissions, position=position)
         guild.roles[role.id] = role
         self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": named_role_json(role)})
         return role
