@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.jobs.runner import JobRunner
 from bot.runtime import Runtime
 from bot.ui.context import Services
+from bot.ui.modlog import ModLog
 from bot.ui.resume import Resumer
 from bot.ui.translator import CatalogueTranslator
 from cogs.characters import Characters
@@ -33,6 +34,7 @@ from cogs.conversation import Conversation
 from cogs.edit import Edit
 from cogs.grid import GridCog
 from cogs.imagine import Imagine
+from cogs.moderation import Moderation
 from cogs.privacy import Privacy
 from cogs.results import Results
 from cogs.settings import ServerSettings
@@ -111,14 +113,16 @@ class BananaBot(commands.Bot):
             budget=self.settings.context_budget,
         )
         self._interrupted = await self.jobs.interrupted()
+        locales = await pinned_locales(self.runtime.db)
         self.services = Services(
             settings=self.settings,
             db=self.runtime.db,
             images=self.runtime.images,
             jobs=self.jobs,
             default_model=self.runtime.service.providers[0].config.model,
-            pinned_locales=await pinned_locales(self.runtime.db),
+            pinned_locales=locales,
             client=self,
+            modlog=ModLog(self.runtime.db, self, locales),
         )
         await self.tree.set_translator(CatalogueTranslator())
         await self.add_cogs(self.services)
@@ -132,13 +136,16 @@ class BananaBot(commands.Bot):
     async def add_cogs(self, services: Services) -> None:
         """One cog per feature; a cog that acts on another's behalf is handed that cog here."""
         characters = Characters(self, services)
-        results = Results(self, services, characters=characters)
+        settings = ServerSettings(self, services)
+        moderation = Moderation(self, services, settings=settings)
+        results = Results(self, services, characters=characters, moderation=moderation)
         for cog in (
             Imagine(self, services),
             GridCog(self, services),
             Edit(self, services, results=results),
             characters,
-            ServerSettings(self, services),
+            settings,
+            moderation,
             Privacy(self, services),
             Usage(self, services),
             results,
@@ -224,6 +231,9 @@ class BananaBot(commands.Bot):
         if hasattr(self, "jobs"):
             # Running jobs stay 'running' in the database and are picked up by the next start.
             await self.jobs.aclose()
+        if hasattr(self, "services"):
+            with contextlib.suppress(TimeoutError):  # log entries are best effort; the bot is closing
+                await asyncio.wait_for(self.services.modlog.wait_posted(), 5)
         await super().close()
         if hasattr(self, "runtime"):
             await self.runtime.aclose()

@@ -22,6 +22,7 @@ from bot.media.pool import run_image_work
 from bot.media.uploads import fit_upload
 from bot.ui.context import Services
 from bot.ui.intake import InputError, read_references
+from bot.ui.rules import Requester, admit
 from bot.ui.views import bound
 from storage.characters import (
     Character,
@@ -205,6 +206,8 @@ class Characters(commands.Cog):
         ]
 
         async def finish(done: discord.Interaction, text: str) -> None:
+            if await admit(self.services, Requester.of_interaction(done), [name, text]) is None:
+                return
             await done.response.defer(ephemeral=True, thinking=True)
             try:
                 keys, _ = await read_references(self.services.images, attached, locale)
@@ -226,6 +229,7 @@ class Characters(commands.Cog):
                 await add_character_images(self.services.db, character.id, keys, self.max_images)
             answer = tn(locale, "character.created", len(keys), name=character.name)
             await done.followup.send(answer, ephemeral=True)
+            self.log_change(character.guild_id, done.user.id, "modlog.character_created", character.name)
 
         if description is None:
             await interaction.response.send_modal(
@@ -304,6 +308,8 @@ class Characters(commands.Cog):
         ]
 
         async def finish(done: discord.Interaction, text: str | None) -> None:
+            if await admit(self.services, Requester.of_interaction(done), [text] if text else []) is None:
+                return
             await done.response.defer(ephemeral=True, thinking=True)
             try:
                 keys, _ = await read_references(self.services.images, attached, locale)
@@ -319,6 +325,7 @@ class Characters(commands.Cog):
             if dropped:
                 lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
             await done.followup.send("\n".join(lines), ephemeral=True)
+            self.log_change(character.guild_id, done.user.id, "modlog.character_edited", character.name)
 
         if description is None and not attached:
             title = t(locale, "character.form_title", name=character.name)
@@ -352,6 +359,7 @@ class Characters(commands.Cog):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
         await delete_character(self.services.db, character.id)
+        self.log_change(character.guild_id, interaction.user.id, "modlog.character_deleted", character.name)
         await interaction.response.edit_message(content=t(locale, "character.deleted", name=character.name), view=None)
 
     # --- add a result's image -------------------------------------------------------------------------
@@ -386,10 +394,15 @@ class Characters(commands.Cog):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
         dropped = await add_character_images(self.services.db, character.id, [job.image_key], self.max_images)
+        self.log_change(character.guild_id, interaction.user.id, "modlog.character_edited", character.name)
         lines = [t(locale, "character.image_added", name=character.name)]
         if dropped:
             lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
         await interaction.response.edit_message(content="\n".join(lines), view=None)
+
+    def log_change(self, guild_id: int, by: int, key: str, name: str) -> None:
+        modlog = self.services.modlog
+        modlog.change(guild_id, by, t(modlog.locale_for(guild_id), key, name=name))
 
     async def _managers(self, interaction: discord.Interaction) -> str | None:
         if interaction.guild_id is None:

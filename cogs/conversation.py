@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.i18n import t
 from bot.ui.context import Services
 from bot.ui.intake import submit, take_inputs
+from bot.ui.rules import Requester, admit
 from bot.ui.surfaces import ChannelSurface
 from storage.jobs import Job, job_for_message, latest_done_job_in_thread
 
@@ -46,6 +47,9 @@ class Conversation(commands.Cog):
             await message.reply(t(locale, "reply.empty"), mention_author=False)
             return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
+        admitted = await admit(self.services, Requester.of_message(message), [instruction])
+        if admitted is None:
+            return
         asked = dataclasses.replace(parent.request, prompt=instruction, reference_keys=(), input_notes=())
         attached = [(a.filename, a) for a in images]
         request = await take_inputs(
@@ -63,7 +67,7 @@ class Conversation(commands.Cog):
             parent_id=parent.id,
             thread_id=thread.id,
         )
-        await submit(self.services, job, surface)
+        await submit(self.services, job, surface, member_daily=admitted.daily)
 
     async def parent_job(self, message: discord.Message) -> Job | None:
         """The job whose image this message continues from, or None if the message isn't for the bot."""

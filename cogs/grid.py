@@ -32,6 +32,7 @@ from bot.ui.intake import (
     take_inputs,
 )
 from bot.ui.results import ResultFacts, post_result
+from bot.ui.rules import Admitted, Requester, admit
 from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
 from bot.ui.views import GRID_CUSTOM_ID, bound, grid_custom_id
 from storage.generations import get_generation
@@ -97,6 +98,9 @@ class GridCog(ModelCommandCog):
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
         surface = self.surface(interaction, received)
+        admitted = await admit(self.services, Requester.of_interaction(interaction), [prompt], surface)
+        if admitted is None:
+            return
         request = await take_inputs(
             self.services,
             surface,
@@ -108,7 +112,7 @@ class GridCog(ModelCommandCog):
         )
         if request is None:
             return
-        await self._start(interaction, surface, request, defer_ms=elapsed_ms(received))
+        await self._start(interaction, surface, request, defer_ms=elapsed_ms(received), admitted=admitted)
 
     async def _start(
         self,
@@ -117,8 +121,14 @@ class GridCog(ModelCommandCog):
         request: JobRequest,
         *,
         defer_ms: float | None,
+        admitted: Admitted | None = None,
         **options: Any,
     ) -> None:
+        """Queue the grid, after the server's rules unless the caller checked them already."""
+        if admitted is None:
+            admitted = await admit(self.services, Requester.of_interaction(interaction), [request.prompt], surface)
+            if admitted is None:
+                return
         channel = interaction.channel
         assert channel is not None
         await start_grid(
@@ -130,6 +140,7 @@ class GridCog(ModelCommandCog):
             request=request,
             mode=await grid_mode_for(self.services, interaction.guild_id),
             defer_ms=defer_ms,
+            member_daily=admitted.daily,
             **options,
         )
 
@@ -169,7 +180,13 @@ class GridCog(ModelCommandCog):
 
     async def upscale(self, interaction: discord.Interaction, grid: Grid, tile: int, key: str) -> None:
         """U: the variation at full size, as a result of its own in the grid's thread, ready to refine."""
+        received = time.monotonic()
         await interaction.response.defer(ephemeral=True, thinking=True)
+        if (
+            await admit(self.services, Requester.of_interaction(interaction), [], self.surface(interaction, received))
+            is None
+        ):
+            return
         job, facts = await self._tile_job(interaction, grid, tile, key)
         thread = await self.services.resolve_channel(grid.thread_id) if grid.thread_id else None
         target = thread if isinstance(thread, discord.Thread) else interaction.channel
@@ -183,6 +200,7 @@ class GridCog(ModelCommandCog):
         )
         data = await self.services.images.get(key)
         message = await post_result(self.services.db, surface, job, facts, data, sniff_mime(data) or "image/png")
+        self.services.modlog.result(job, message, model=facts.model, size=facts.size, cost=None, image=data)
         await interaction.followup.send(t(locale_of(interaction), "grid.posted", link=message.jump_url), ephemeral=True)
 
     async def _tile_job(

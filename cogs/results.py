@@ -18,9 +18,11 @@ from discord.ext import commands
 from bot.i18n import t
 from bot.ui.context import Services
 from bot.ui.intake import elapsed_ms, submit
+from bot.ui.rules import Requester, admit
 from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
 from bot.ui.views import CUSTOM_ID, TextModal, bound, custom_id, larger_size
 from cogs.characters import Characters
+from cogs.moderation import Moderation
 from storage.jobs import Job, JobRequest, get_job
 
 #: What "re-render at a larger size" asks of the model: the same picture, more pixels.
@@ -48,11 +50,14 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_
 
 
 class Results(commands.Cog):
-    def __init__(self, bot: commands.Bot, services: Services, *, characters: Characters) -> None:
+    def __init__(
+        self, bot: commands.Bot, services: Services, *, characters: Characters, moderation: Moderation
+    ) -> None:
         self.bot = bot
         self.services = services
-        #: "Add to character" belongs to the Characters cog.
+        #: "Add to character" belongs to the Characters cog, "Report" to Moderation.
         self.characters = characters
+        self.moderation = moderation
         self.buttons = bound(JobButton, CUSTOM_ID, self.handle)
 
     async def cog_load(self) -> None:
@@ -77,6 +82,8 @@ class Results(commands.Cog):
             await interaction.response.send_modal(self.edit_modal(job, locale))
         elif action == "addchar":
             await self.characters.offer_add(interaction, job.id)
+        elif action == "report":
+            await self.moderation.report(interaction, job)
         elif action == "remix":
             await interaction.response.send_modal(self.remix_modal(job, locale))
         elif action == "upscale":
@@ -130,6 +137,7 @@ class Results(commands.Cog):
         if interaction.message is not None:
             await interaction.message.delete()
         await interaction.response.send_message(t(locale, "deleted"), ephemeral=True)
+        self.services.modlog.deletion(job, interaction.user.id)
 
     async def reroll(
         self, interaction: discord.Interaction, job: Job, *, prompt: str | None = None, kind: str = "reroll"
@@ -138,10 +146,13 @@ class Results(commands.Cog):
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
         request = dataclasses.replace(job.request, prompt=prompt or job.request.prompt)
+        surface = InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
+        admitted = await admit(self.services, Requester.of_interaction(interaction), [request.prompt], surface)
+        if admitted is None:
+            return
         new = self._new_job(interaction, kind=kind, request=request, parent=None)
         new.defer_ms = elapsed_ms(received)
-        surface = InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
-        await submit(self.services, new, surface)
+        await submit(self.services, new, surface, member_daily=admitted.daily)
 
     async def continue_from(
         self, interaction: discord.Interaction, job: Job, *, kind: str, prompt: str, size: str
@@ -169,12 +180,15 @@ class Results(commands.Cog):
             surface = InteractionSurface(
                 interaction, locale=self.services.public_locale(interaction), received_at=received
             )
+        admitted = await admit(self.services, Requester.of_interaction(interaction), [prompt], surface)
+        if admitted is None:
+            return
         request = dataclasses.replace(job.request, prompt=prompt, size=size, reference_keys=(), input_notes=())
         new = self._new_job(interaction, kind=kind, request=request, parent=job)
         if isinstance(thread, discord.Thread):
             new.thread_id = new.channel_id = thread.id
         new.defer_ms = elapsed_ms(received)
-        await submit(self.services, new, surface)
+        await submit(self.services, new, surface, member_daily=admitted.daily)
 
     def _new_job(self, interaction: discord.Interaction, *, kind: str, request: JobRequest, parent: Job | None) -> Job:
         channel = interaction.channel

@@ -1,7 +1,11 @@
 """/settings: what a server's admins (Manage Server) can change about the bot there. Every change applies
 from the next request, without a restart.
 
-Discord hides the command from members without Manage Server (default permissions); the handler checks
+`/settings general` holds the defaults, limits, budget, channels and language; the other subcommands are
+moderation: who may use the bot (`access`, `role-limit`, `block`, `unblock`), what may be asked
+(`banned-words`, `nsfw-only`) and the moderators' log (`log-channel`).
+
+Discord hides the commands from members without Manage Server (default permissions); the handlers check
 again, because server admins can change who sees a command.
 """
 
@@ -14,10 +18,21 @@ from discord import app_commands
 from discord.app_commands import locale_str
 
 from bot.core.models import MODELS, ModelSpec, model_spec
-from bot.i18n import available_locales, money, t
+from bot.i18n import available_locales, money, t, tn
+from bot.jobs.moderation import MAX_PHRASE, PatternProblem, banned_phrase, check_pattern
 from bot.ui.commands import ModelCommandCog
 from bot.ui.intake import default_size, ratio_choices, size_choices, thinking_choice
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
+from storage.moderation import (
+    add_banned_phrase,
+    banned_phrases,
+    block_member,
+    blocked_members,
+    remove_banned_phrase,
+    role_limits,
+    set_role_limit,
+    unblock_member,
+)
 
 DEFAULT = "default"
 GRID_MODES = [
@@ -60,14 +75,24 @@ DESCRIPTIONS = {
 
 
 class ServerSettings(ModelCommandCog):
-    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
-        return build_command(self, spec)
+    def build(self, spec: ModelSpec) -> app_commands.Group:
+        return build_group(self, spec)
+
+    async def allowed(self, interaction: discord.Interaction) -> bool:
+        """Manage Server, or the member is told it takes that."""
+        if interaction.permissions.manage_guild:
+            return True
+        await interaction.response.send_message(t(str(interaction.locale), "settings.not_allowed"), ephemeral=True)
+        return False
+
+    def log_change(self, interaction: discord.Interaction, what: str) -> None:
+        assert interaction.guild_id is not None
+        self.services.modlog.change(interaction.guild_id, interaction.user.id, what)
 
     async def settings(self, interaction: discord.Interaction, changes: dict[str, Any]) -> None:
         locale = str(interaction.locale)
         assert interaction.guild_id is not None
-        if not interaction.permissions.manage_guild:
-            await interaction.response.send_message(t(locale, "settings.not_allowed"), ephemeral=True)
+        if not await self.allowed(interaction):
             return
         db = self.services.db
         current = await get_guild_settings(db, interaction.guild_id)
@@ -89,6 +114,8 @@ class ServerSettings(ModelCommandCog):
             else:
                 values[name] = None if value == DEFAULT else value
         await update_guild_settings(db, interaction.guild_id, updated_by=interaction.user.id, **values)
+        if values:
+            self.log_change(interaction, ", ".join(f"{name} = {value}" for name, value in values.items()))
         current = await get_guild_settings(db, interaction.guild_id)
         if current.locale:
             self.services.pinned_locales[current.guild_id] = current.locale
@@ -169,6 +196,9 @@ class ServerSettings(ModelCommandCog):
             spent = await self.services.jobs.admission.spent_this_month(current.guild_id)
             budget_text = t(locale, "settings.budget_value", spent=money(locale, spent), budget=money(locale, budget))
         embed.add_field(name=t(locale, "settings.budget"), value=budget_text, inline=False)
+        embed.add_field(
+            name=t(locale, "settings.moderation"), value=await self.moderation_text(locale, current), inline=False
+        )
         estimate = self.services.jobs.admission.estimate_cost(None, size, 1)
         embed.add_field(
             name=t(locale, "settings.estimate"),
@@ -176,6 +206,287 @@ class ServerSettings(ModelCommandCog):
             inline=False,
         )
         return embed
+
+    async def moderation_text(self, locale: str, current: GuildSettings) -> str:
+        """Access, role limits, blocks, the ban list, nsfw-only and the log channel, one line each."""
+        db, guild_id = self.services.db, current.guild_id
+        roles = " ".join(f"<@&{r}>" for r in current.access_roles or ())
+        lines = [t(locale, "settings.access_roles", roles=roles) if roles else t(locale, "settings.access_everyone")]
+        limits = await role_limits(db, guild_id)
+        if limits:
+            shown = ", ".join(f"<@&{role}>: {daily}" for role, daily in limits.items())
+            lines.append(t(locale, "settings.role_limits", limits=shown))
+        lines.append(tn(locale, "settings.blocked_count", len(await blocked_members(db, guild_id))))
+        lines.append(tn(locale, "settings.banned_count", len(await banned_phrases(db, guild_id))))
+        if current.banned_pattern:
+            lines.append(t(locale, "settings.pattern_set"))
+        if current.nsfw_only:
+            lines.append(t(locale, "settings.nsfw_only_on"))
+        if current.log_channel_id is None:
+            lines.append(t(locale, "settings.no_log"))
+        else:
+            lines.append(t(locale, "settings.log_in", channel=f"<#{current.log_channel_id}>"))
+            if current.log_problem:
+                lines.append("⚠️ " + t(locale, f"settings.log_problem.{current.log_problem}"))
+        return "\n".join(lines)[:1024]
+
+    # --- moderation ---------------------------------------------------------------------------------------
+    async def access(
+        self,
+        interaction: discord.Interaction,
+        allow: discord.Role | None,
+        disallow: discord.Role | None,
+        everyone: bool | None,
+    ) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        current = await get_guild_settings(self.services.db, interaction.guild_id)
+        roles = list(current.access_roles or ())
+        if everyone:
+            roles = []
+        if allow is not None and allow.id not in roles:
+            roles.append(allow.id)
+        if disallow is not None and disallow.id in roles:
+            roles.remove(disallow.id)
+        await update_guild_settings(
+            self.services.db, interaction.guild_id, updated_by=interaction.user.id, access_roles=tuple(roles) or None
+        )
+        shown = " ".join(f"<@&{r}>" for r in roles)
+        text = t(locale, "settings.access_roles", roles=shown) if roles else t(locale, "settings.access_everyone")
+        self.log_change(interaction, text)
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+
+    async def role_limit(self, interaction: discord.Interaction, role: discord.Role, daily: int) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        await set_role_limit(self.services.db, interaction.guild_id, role.id, daily or None)
+        text = (
+            t(locale, "settings.role_limit_set", role=role.mention, daily=daily)
+            if daily
+            else t(locale, "settings.role_limit_removed", role=role.mention)
+        )
+        self.log_change(interaction, text)
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+
+    async def block(self, interaction: discord.Interaction, member: discord.Member | discord.User, reason: str) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        await self.block_in(interaction.guild_id, interaction, member.id, reason)
+
+    async def block_in(self, guild_id: int, interaction: discord.Interaction, user_id: int, reason: str) -> None:
+        """Block a member here (also from the moderators' log)."""
+        locale = str(interaction.locale)
+        await block_member(self.services.db, guild_id, user_id, reason=reason, blocked_by=interaction.user.id)
+        text = t(locale, "settings.blocked", member=f"<@{user_id}>", reason=reason)
+        self.log_change(interaction, text)
+        await self.answer(interaction, text)
+
+    async def unblock(self, interaction: discord.Interaction, member: discord.Member | discord.User) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        was = await unblock_member(self.services.db, interaction.guild_id, member.id)
+        text = t(locale, "settings.unblocked" if was else "settings.not_blocked", member=member.mention)
+        if was:
+            self.log_change(interaction, text)
+        await self.answer(interaction, text)
+
+    async def banned_words(
+        self,
+        interaction: discord.Interaction,
+        add: str | None,
+        remove: str | None,
+        pattern: str | None,
+        clear_pattern: bool | None,
+    ) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        guild_id, locale, db = interaction.guild_id, str(interaction.locale), self.services.db
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        lines: list[str] = []
+        for phrase in (p.strip() for p in (add or "").split(",")):
+            if not phrase:
+                continue
+            try:
+                entry = banned_phrase(phrase)
+            except ValueError:
+                lines.append(t(locale, "settings.phrase_bad", max=MAX_PHRASE))
+                continue
+            added = await add_banned_phrase(db, guild_id, entry, added_by=interaction.user.id)
+            lines.append(t(locale, "settings.phrase_added" if added else "settings.phrase_known", phrase=entry.phrase))
+        for phrase in (p.strip() for p in (remove or "").split(",")):
+            if not phrase:
+                continue
+            try:
+                key = banned_phrase(phrase).key
+            except ValueError:
+                key = ""
+            removed = bool(key) and await remove_banned_phrase(db, guild_id, key)
+            lines.append(t(locale, "settings.phrase_removed" if removed else "settings.phrase_unknown", phrase=phrase))
+        if pattern:
+            try:
+                await check_pattern(pattern)
+            except PatternProblem as problem:
+                lines.append(t(locale, f"settings.pattern_{problem.kind}"))
+            else:
+                await update_guild_settings(db, guild_id, updated_by=interaction.user.id, banned_pattern=pattern)
+                lines.append(t(locale, "settings.pattern_saved"))
+        elif clear_pattern:
+            await update_guild_settings(db, guild_id, updated_by=interaction.user.id, banned_pattern=None)
+            lines.append(t(locale, "settings.pattern_cleared"))
+        if lines:
+            self.log_change(interaction, "\n".join(lines))
+        listed = ", ".join(p.phrase for p in await banned_phrases(db, guild_id)) or "-"
+        lines.append(t(locale, "settings.banned_list", phrases=listed))
+        await interaction.followup.send("\n".join(lines)[:2000], ephemeral=True)
+
+    async def nsfw_only(self, interaction: discord.Interaction, enabled: bool) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        await update_guild_settings(
+            self.services.db, interaction.guild_id, updated_by=interaction.user.id, nsfw_only=enabled or None
+        )
+        text = t(locale, "settings.nsfw_only_on" if enabled else "settings.nsfw_only_off")
+        self.log_change(interaction, text)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    async def log_channel(
+        self, interaction: discord.Interaction, channel: discord.TextChannel | None, off: bool | None
+    ) -> None:
+        if not await self.allowed(interaction):
+            return
+        assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        if channel is None and not off:
+            current = await get_guild_settings(self.services.db, interaction.guild_id)
+            await interaction.response.send_message(await self.moderation_text(locale, current), ephemeral=True)
+            return
+        channel_id = None if off or channel is None else channel.id
+        await update_guild_settings(
+            self.services.db,
+            interaction.guild_id,
+            updated_by=interaction.user.id,
+            log_channel_id=channel_id,
+            log_problem=None,
+        )
+        text = t(locale, "settings.log_in", channel=f"<#{channel_id}>") if channel_id else t(locale, "settings.no_log")
+        self.log_change(interaction, text)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @staticmethod
+    async def answer(interaction: discord.Interaction, text: str) -> None:
+        mentions = discord.AllowedMentions.none()
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=mentions)
+        else:
+            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=mentions)
+
+
+def build_group(cog: ServerSettings, spec: ModelSpec) -> app_commands.Group:
+    """/settings and its subcommands; `general` offers the configured model's sizes and ratios."""
+    group = app_commands.Group(
+        name="settings",
+        description="See or change how Banana Bot works in this server.",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+    group.add_command(build_command(cog, spec))
+
+    @app_commands.describe(
+        allow="Let members with this role use the bot (then only listed roles may).",
+        disallow="Take this role off the list.",
+        everyone="Let everyone use the bot again.",
+    )
+    async def access(
+        interaction: discord.Interaction,
+        allow: discord.Role | None = None,
+        disallow: discord.Role | None = None,
+        everyone: bool | None = None,
+    ) -> None:
+        await cog.access(interaction, allow, disallow, everyone)
+
+    @app_commands.describe(
+        role="The role (@everyone for everyone else).", daily="Images a day for its members; 0 removes the limit."
+    )
+    async def role_limit(
+        interaction: discord.Interaction, role: discord.Role, daily: app_commands.Range[int, 0, 100_000]
+    ) -> None:
+        await cog.role_limit(interaction, role, daily)
+
+    @app_commands.describe(member="Who to keep off the bot here.", reason="Why (the member is told).")
+    async def block(
+        interaction: discord.Interaction, member: discord.User, reason: app_commands.Range[str, 1, 300]
+    ) -> None:
+        await cog.block(interaction, member, reason)
+
+    @app_commands.describe(member="Who may use the bot here again.")
+    async def unblock(interaction: discord.Interaction, member: discord.User) -> None:
+        await cog.unblock(interaction, member)
+
+    @app_commands.describe(
+        add="Words or phrases to refuse, separated by commas.",
+        remove="Words or phrases to allow again, separated by commas.",
+        pattern="A regular expression to refuse as well (checked for speed first).",
+        clear_pattern="Remove the regular expression.",
+    )
+    async def banned_words(
+        interaction: discord.Interaction,
+        add: app_commands.Range[str, 1, 1000] | None = None,
+        remove: app_commands.Range[str, 1, 1000] | None = None,
+        pattern: app_commands.Range[str, 1, 300] | None = None,
+        clear_pattern: bool | None = None,
+    ) -> None:
+        await cog.banned_words(interaction, add, remove, pattern, clear_pattern)
+
+    @app_commands.describe(enabled="Answer only in age-restricted channels (and their threads).")
+    async def nsfw_only(interaction: discord.Interaction, enabled: bool) -> None:
+        await cog.nsfw_only(interaction, enabled)
+
+    @app_commands.describe(channel="Where moderators see every image and refusal.", off="Stop the log.")
+    async def log_channel(
+        interaction: discord.Interaction, channel: discord.TextChannel | None = None, off: bool | None = None
+    ) -> None:
+        await cog.log_channel(interaction, channel, off)
+
+    block_group = app_commands.Group(name="block", description="Keep a member off the bot in this server.")
+    unblock_group = app_commands.Group(name="unblock", description="Let a blocked member use the bot again.")
+    block_group.add_command(
+        app_commands.Command(name="member", description="Keep a member off the bot in this server.", callback=block)
+    )
+    unblock_group.add_command(
+        app_commands.Command(name="member", description="Let a blocked member use the bot again.", callback=unblock)
+    )
+    subcommands: list[app_commands.Command[Any, ..., None] | app_commands.Group] = [
+        app_commands.Command(
+            name="access", description="Who may use the bot here: everyone, or given roles.", callback=access
+        ),
+        app_commands.Command(
+            name="role-limit", description="Images a day for members with a role.", callback=role_limit
+        ),
+        app_commands.Command(
+            name="banned-words", description="Words and phrases refused in prompts.", callback=banned_words
+        ),
+        app_commands.Command(
+            name="nsfw-only", description="Answer only in age-restricted channels.", callback=nsfw_only
+        ),
+        app_commands.Command(
+            name="log-channel", description="The moderators' log of every image.", callback=log_channel
+        ),
+        block_group,
+        unblock_group,
+    ]
+    for command in subcommands:
+        group.add_command(command)
+    return group
 
 
 def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
@@ -200,8 +511,6 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
         default_thinking=thinking,
         language=[*languages, default_choice],
     )
-    @app_commands.default_permissions(manage_guild=True)
-    @app_commands.guild_only()
     async def settings(
         interaction: discord.Interaction,
         grid_mode: str | None = None,
@@ -244,5 +553,5 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
         )
 
     return app_commands.Command(
-        name="settings", description="See or change how Banana Bot works in this server.", callback=settings
+        name="general", description="Defaults, limits, budget, channels and language.", callback=settings
     )

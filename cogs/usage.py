@@ -18,6 +18,7 @@ from bot.media.charts import usage_chart
 from bot.ui.context import Services
 from bot.ui.results import model_label
 from storage.guild_settings import get_guild_settings
+from storage.moderation import refusals_by_rule
 from storage.reports import PERIODS, Scope, UsageReport, csv_text, period_bounds, usage_report
 
 PERIOD_CHOICES = [app_commands.Choice(name=locale_str(p, key=f"choice.period.{p}"), value=p) for p in PERIODS]
@@ -75,6 +76,11 @@ class Usage(commands.Cog):
                     left=money(locale, max(0.0, budget - spent)),
                 )
                 embed.add_field(name=t(locale, "usage.budget"), value=value, inline=True)
+        if interaction.guild_id is not None:
+            refused = await refusals_by_rule(self.services.db, interaction.guild_id, since, until, user_id=user_id)
+            if refused:
+                lines = [f"{t(locale, f'rule.{rule}')}: {count}" for rule, count in refused.items()]
+                embed.add_field(name=t(locale, "usage.refusals"), value="\n".join(lines), inline=False)
         labels = {key: t(locale, f"usage.chart.{key}") for key in ("images", "cost", "per_day", "latency", "seconds")}
         chart = await asyncio.to_thread(
             usage_chart, report.days, report.seconds_histogram, title=t(locale, f"usage.period.{period}"), labels=labels

@@ -42,7 +42,7 @@ async def test_imagine_from_interaction_to_image_in_a_thread(h: BotHarness) -> N
     assert result.embeds[0]["image"]["url"].startswith("attachment://")
     ids = custom_ids(result)
     job_id = ids[0].split(":")[2]
-    assert ids == [f"job:{a}:{job_id}" for a in ("reroll", "remix", "edit", "upscale", "delete", "addchar")]
+    assert ids == [f"job:{a}:{job_id}" for a in ("reroll", "remix", "edit", "upscale", "delete", "addchar", "report")]
 
     # The status was kept current before the result replaced it.
     original_edits = [e.get("content") or "" for e in result.edits]

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.timeout(60)
 
 async def set_budget(h: BotHarness, usd: float) -> FakeMessage:
     admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
-    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, admin, "settings", {"monthly_budget": usd})
+    inter = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, admin, "settings", {"monthly_budget": usd}, subcommand="general"
+    )
     return await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id)
 
 

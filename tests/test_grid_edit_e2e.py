@@ -259,14 +259,18 @@ async def test_remix_runs_a_changed_prompt_as_a_new_image(h: BotHarness) -> None
 async def test_an_admin_sets_the_grid_mode_for_their_server_only(h: BotHarness) -> None:
     from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS
 
-    refused = await h.discord.slash(h.guild.id, h.guild.channel_id, h.bob, "settings", {"grid_mode": "sliced"})
+    refused = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, h.bob, "settings", {"grid_mode": "sliced"}, subcommand="general"
+    )
     answer = await h.discord.wait_for_message(lambda m: m.interaction_id == refused.id)
     assert answer.ephemeral and "Manage Server" in answer.content
     [command] = [c for c in h.discord.synced_commands[None] if c["name"] == "settings"]
     assert int(command["default_member_permissions"]) == MANAGE_GUILD
 
     admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
-    changed = await h.discord.slash(h.guild.id, h.guild.channel_id, admin, "settings", {"grid_mode": "sliced"})
+    changed = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, admin, "settings", {"grid_mode": "sliced"}, subcommand="general"
+    )
     answer = await h.discord.wait_for_message(lambda m: m.interaction_id == changed.id)
     assert answer.content.startswith("Saved") and embed_fields(answer)["/grid mode"] == "sliced"
     await grid(h, "four pears")

@@ -102,7 +102,9 @@ async def test_usage_in_the_members_language_with_its_plurals_and_money(h: BotHa
 
 async def test_a_pinned_language_rules_public_messages_but_not_private_ones(h: BotHarness) -> None:
     admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
-    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, admin, "settings", {"language": "zh-TW"})
+    inter = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, admin, "settings", {"language": "zh-TW"}, subcommand="general"
+    )
     saved = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and not m.loading)
     assert embed_fields(saved)[t("en-US", "settings.language")] == t("zh-TW", "language.name")
 
@@ -118,7 +120,9 @@ async def test_a_pinned_language_rules_public_messages_but_not_private_ones(h: B
     await h.restart()
     result = await h.wait_result(await imagine(h, "a dog", locale="id", guild_locale="en-US"))
     assert t("zh-TW", "result.model") in embed_fields(result)
-    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, admin, "settings", {"language": "default"})
+    inter = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, admin, "settings", {"language": "default"}, subcommand="general"
+    )
     await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and not m.loading)
     result = await h.wait_result(await imagine(h, "a bird", locale="id", guild_locale="en-US"))
     assert t("en-US", "result.model") in embed_fields(result)

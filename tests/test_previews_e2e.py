@@ -62,7 +62,9 @@ async def test_the_draft_is_small_and_a_jpeg(h: BotHarness) -> None:
 
 async def test_a_server_can_turn_previews_off(h: BotHarness) -> None:
     admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
-    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, admin, "settings", {"previews": False})
+    inter = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, admin, "settings", {"previews": False}, subcommand="general"
+    )
     await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and not m.loading)
 
     result = await h.wait_result(await h.imagine(h.alice, "a quiet harbour"))

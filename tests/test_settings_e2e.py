@@ -23,7 +23,7 @@ async def h(tmp_path: Path) -> AsyncIterator[BotHarness]:
 
 async def settings(h: BotHarness, options: dict[str, object], user: FakeUser | None = None) -> FakeMessage:
     who = user or h.admin  # type: ignore[attr-defined]
-    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, who, "settings", options)
+    inter = await h.discord.slash(h.guild.id, h.guild.channel_id, who, "settings", options, subcommand="general")
     return await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id)
 
 

@@ -83,14 +83,16 @@ class Admission:
 
     @asynccontextmanager
     async def admitting(
-        self, user_id: int, guild_id: int | None, request: JobRequest, *, images: int
+        self, user_id: int, guild_id: int | None, request: JobRequest, *, images: int, member_daily: int | None = None
     ) -> AsyncIterator[float]:
         """Check every limit for `images` images of `request` and hold the admission lock while the caller
         stores the jobs (then `reserve`s each). Yields the estimated cost of one image. Raises LimitExceeded
-        or BudgetExceeded, with nothing reserved, when over a limit."""
+        or BudgetExceeded, with nothing reserved, when over a limit.
+
+        `member_daily` is the member's own daily limit from their roles, in place of the server's."""
         cost = self.estimate_cost(request.model, request.size, 1)
         async with self._lock:
-            await self._check(user_id, guild_id, images=images, cost=cost * images)
+            await self._check(user_id, guild_id, images=images, cost=cost * images, member_daily=member_daily)
             yield cost
 
     def reserve(self, job_id: str, guild_id: int | None, cost: float) -> None:
@@ -100,9 +102,13 @@ class Admission:
         """The job's cost is logged (or it failed, or was cancelled): nothing is left to reserve for it."""
         self._reserved_cost.pop(job_id, None)
 
-    async def _check(self, user_id: int, guild_id: int | None, *, images: int, cost: float) -> None:
+    async def _check(
+        self, user_id: int, guild_id: int | None, *, images: int, cost: float, member_daily: int | None
+    ) -> None:
         settings = await get_guild_settings(self.db, guild_id) if guild_id is not None else None
         limits = self.limits_for(settings)
+        if member_daily is not None:
+            limits = replace(limits, user_daily=member_daily)
         if guild_id is not None:
             # The guild's caps apply from this job on, in the queue as in admission.
             self.queue.lane_limits[guild_id] = limits

@@ -80,14 +80,18 @@ class JobRunner:
         self._telling: set[asyncio.Task[None]] = set()
 
     # --- admission ----------------------------------------------------------------------------------
-    async def submit(self, job: Job, presenter: JobPresenter) -> None:
-        """Reserve quota, persist and queue the job; raises LimitExceeded or BudgetExceeded (nothing reserved)."""
-        await self.submit_group([(job, presenter)])
+    async def submit(self, job: Job, presenter: JobPresenter, *, member_daily: int | None = None) -> None:
+        """Reserve quota, persist and queue the job; raises LimitExceeded or BudgetExceeded (nothing reserved).
+        `member_daily` is the member's daily limit from their roles, if they have one."""
+        await self.submit_group([(job, presenter)], member_daily=member_daily)
 
-    async def submit_group(self, jobs: Sequence[tuple[Job, JobPresenter]]) -> None:
+    async def submit_group(self, jobs: Sequence[tuple[Job, JobPresenter]], *, member_daily: int | None = None) -> None:
         """Admit the jobs of one request (a grid's tiles) together: all of them or none."""
         first = jobs[0][0]
-        async with self.admission.admitting(first.user_id, first.guild_id, first.request, images=len(jobs)) as cost:
+        admitting = self.admission.admitting(
+            first.user_id, first.guild_id, first.request, images=len(jobs), member_daily=member_daily
+        )
+        async with admitting as cost:
             for job, _ in jobs:
                 job.status = "queued"
                 await insert_job(self.db, job)

@@ -17,14 +17,14 @@ from bot.ui.context import Services
 
 
 class ModelCommandCog(commands.Cog):
-    command: app_commands.Command[Any, ..., None]
+    command: app_commands.Command[Any, ..., None] | app_commands.Group
 
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
         self.command = self.build(services.default_spec)
 
-    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
+    def build(self, spec: ModelSpec) -> app_commands.Command[Any, ..., None] | app_commands.Group:
         raise NotImplementedError
 
     async def cog_load(self) -> None:

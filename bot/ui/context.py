@@ -13,6 +13,7 @@ import discord
 from bot.config import Settings
 from bot.core.models import ModelSpec, model_spec
 from bot.jobs.runner import JobRunner
+from bot.ui.modlog import ModLog
 from storage.db import Database
 from storage.images import ImageStore
 
@@ -32,6 +33,8 @@ class Services:
     pinned_locales: dict[int, str]
     #: The connection to Discord, for channels and DMs a job needs outside an interaction.
     client: discord.Client
+    #: The moderators' log of each server that has one.
+    modlog: ModLog
 
     @property
     def default_spec(self) -> ModelSpec:

@@ -15,7 +15,7 @@ import time
 
 import discord
 
-from bot.core.errors import GenerationError
+from bot.core.errors import BlockedError, GenerationError
 from bot.core.imaging import sniff_mime
 from bot.core.types import GeneratedImage, Preview
 from bot.i18n import duration, t
@@ -25,7 +25,7 @@ from bot.media.grids import SLICED_PROMPT, compose_preview, slice_grid
 from bot.media.pool import run_image_work
 from bot.ui.context import Services
 from bot.ui.errors import limit_text, short_reason
-from bot.ui.results import ResultFacts, open_thread, result_embed, send_thread_hint
+from bot.ui.results import ResultFacts, model_label, open_thread, result_embed, send_thread_hint
 from bot.ui.status import Status, StatusTicker
 from bot.ui.surfaces import Surface
 from bot.ui.views import grid_cancel_view, grid_view
@@ -56,6 +56,7 @@ async def start_grid(
     parents: list[str | None] | None = None,
     model_prompt: str | None = None,
     defer_ms: float | None = None,
+    member_daily: int | None = None,
 ) -> bool:
     """Queue a grid's jobs behind one presenter; False (and the member told) when a limit refuses it.
 
@@ -88,7 +89,7 @@ async def start_grid(
     await insert_grid(services.db, grid)
     presenter = GridPresenter(services, surface, grid, jobs)
     try:
-        await services.jobs.submit_group([(j, presenter.for_tile(j)) for j in jobs])
+        await services.jobs.submit_group([(j, presenter.for_tile(j)) for j in jobs], member_daily=member_daily)
     except (LimitExceeded, BudgetExceeded) as refused:
         await surface.error(limit_text(surface.private_locale, refused))
         return False
@@ -117,6 +118,8 @@ class TilePresenter:
         await self.grid.tile_finished(job, outcome)
 
     async def failed(self, job: Job, error: GenerationError | None) -> None:
+        if isinstance(error, BlockedError):
+            self.grid.services.modlog.safety_block(job, error.reason)
         await self.grid.tile_failed(job, error.error_class if error else "internal")
 
     async def cancelled(self, job: Job) -> None:
@@ -248,6 +251,10 @@ class GridPresenter:
         )
         self.grid.message_id, self.grid.tile_keys = message.id, keys
         await update_grid(db, self.grid.id, message_id=message.id, tile_keys=keys)
+        first = next(iter(self.jobs.values()))
+        self.services.modlog.result(
+            first, message, model=model_label(self.model), size=self.grid.request.size, cost=self.cost, image=preview
+        )
         thread: discord.Thread | None = None
         thread_id = self.grid.thread_id or (
             self.surface.channel.id if isinstance(self.surface.channel, discord.Thread) else None

@@ -25,6 +25,7 @@ from bot.jobs.admission import BudgetExceeded, LimitExceeded
 from bot.ui.context import Services
 from bot.ui.errors import limit_text
 from bot.ui.presenter import DiscordPresenter
+from bot.ui.rules import Requester, admit
 from bot.ui.surfaces import Surface
 from storage.characters import get_character, list_characters
 from storage.guild_settings import get_guild_settings
@@ -169,10 +170,11 @@ async def resolve_character(
     return dataclasses.replace(request, character_id=character.id, character_name=character.name)
 
 
-async def submit(services: Services, job: Job, surface: Surface) -> bool:
-    """Queue the job behind a presenter for `surface`; on a refused quota, tell the member. True if queued."""
+async def submit(services: Services, job: Job, surface: Surface, *, member_daily: int | None = None) -> bool:
+    """Queue the job behind a presenter for `surface`; on a refused quota, tell the member. True if queued.
+    `member_daily` is the member's daily limit from their roles (ui/rules.py), if any."""
     try:
-        await services.jobs.submit(job, DiscordPresenter(services, surface, job))
+        await services.jobs.submit(job, DiscordPresenter(services, surface, job), member_daily=member_daily)
     except (LimitExceeded, BudgetExceeded) as refused:
         await surface.error(limit_text(surface.private_locale, refused))
         return False
@@ -191,7 +193,11 @@ async def start_job(
     size: str | None,
     character: str | None,
 ) -> None:
-    """A command's one job: inputs checked and read, then queued in this channel (in its thread if it is one)."""
+    """A command's one job: the server's rules, then inputs checked and read, then queued in this channel (in
+    its thread if it is one)."""
+    admitted = await admit(services, Requester.of_interaction(interaction), [request.prompt], surface)
+    if admitted is None:
+        return
     taken = await take_inputs(
         services, surface, request, attached, guild_id=interaction.guild_id, size=size, character=character
     )
@@ -209,7 +215,7 @@ async def start_job(
         thread_id=channel.id if isinstance(channel, discord.Thread) else None,
         defer_ms=defer_ms,
     )
-    await submit(services, job, surface)
+    await submit(services, job, surface, member_daily=admitted.daily)
 
 
 def default_size(spec: ModelSpec) -> str:

@@ -10,7 +10,7 @@ import time
 
 import discord
 
-from bot.core.errors import GenerationError
+from bot.core.errors import BlockedError, GenerationError
 from bot.core.types import GeneratedImage, Preview
 from bot.i18n import duration, t
 from bot.jobs.runner import JobOutcome
@@ -19,7 +19,7 @@ from bot.media.pool import run_image_work
 from bot.media.uploads import Upload, fit_upload
 from bot.ui.context import Services
 from bot.ui.errors import error_text
-from bot.ui.results import ResultFacts, post_result
+from bot.ui.results import ResultFacts, model_label, post_result
 from bot.ui.status import Status, StatusTicker
 from bot.ui.surfaces import DraftAttachment, Surface
 from bot.ui.views import cancel_view
@@ -91,7 +91,12 @@ class DiscordPresenter:
             image = outcome.result.image
             upload = await self._upload if self._upload is not None else None
             facts = ResultFacts.from_outcome(job, outcome)
-            await post_result(self.services.db, self.surface, job, facts, image.data, image.mime, upload=upload)
+            message = await post_result(
+                self.services.db, self.surface, job, facts, image.data, image.mime, upload=upload
+            )
+            self.services.modlog.result(
+                job, message, model=model_label(facts.model), size=facts.size, cost=facts.cost_usd, image=image.data
+            )
         except Exception:
             # The image is stored and the job is done; say so rather than leave "Generating…" forever.
             log.exception("could not post the result of job %s (reference %s)", job.id, job.id)
@@ -100,6 +105,8 @@ class DiscordPresenter:
 
     async def failed(self, job: Job, error: GenerationError | None) -> None:
         await self.ticker.close()
+        if isinstance(error, BlockedError):
+            self.services.modlog.safety_block(job, error.reason)
         with contextlib.suppress(discord.HTTPException):
             await self.surface.error(error_text(self.surface.private_locale, error, job.id))
 

@@ -13,7 +13,7 @@ from bot.ui.context import Services
 from bot.ui.errors import clip
 from bot.ui.grid import GridPresenter, resumed_grid_presenter
 from bot.ui.presenter import DiscordPresenter
-from bot.ui.surfaces import DEFAULT_UPLOAD_LIMIT, ChannelSurface
+from bot.ui.surfaces import DEFAULT_UPLOAD_LIMIT, ChannelSurface, send_dm
 from storage.grids import get_grid
 from storage.jobs import Job
 
@@ -47,7 +47,7 @@ class Resumer:
         channel = await self.services.resolve_channel(job.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             text = t(job.locale, "job.channel_gone", prompt=clip(job.request.prompt, 200))
-            await tell_requester_directly(self.services.client, job, text)
+            await send_dm(self.services.client, job.user_id, text)
             return None
         guild = getattr(channel, "guild", None)
         status = None
@@ -60,12 +60,3 @@ class Resumer:
             status_message=status,
             mention=discord.Object(job.user_id),
         )
-
-
-async def tell_requester_directly(client: discord.Client, job: Job, text: str) -> None:
-    """A DM to the member who asked, for news that has nowhere else to go; silent if their DMs are closed."""
-    try:
-        channel = await client.create_dm(discord.Object(id=job.user_id))
-        await channel.send(text)
-    except discord.HTTPException as exc:
-        log.info("could not tell member %s about job %s: %s", job.user_id, job.id, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 import discord
 
 from bot.i18n import t
+
+log = logging.getLogger(__name__)
 
 #: Discord's interaction tokens last 15 minutes; stop using one a little before that.
 INTERACTION_TOKEN_LIFETIME = 15 * 60.0
@@ -207,3 +210,12 @@ class DraftAttachment:
         )
         embed.set_image(url=f"attachment://{filename}")
         return cls(embed=embed, data=data, filename=filename)
+
+
+async def send_dm(client: discord.Client, user_id: int, text: str) -> None:
+    """A DM to a member, for news that has nowhere private to go; silent if their DMs are closed."""
+    try:
+        channel = await client.create_dm(discord.Object(id=user_id))
+        await channel.send(text)
+    except discord.HTTPException as exc:
+        log.info("could not send a DM to member %s: %s", user_id, exc)

@@ -27,7 +27,7 @@ def bound(item: Persistent, template: re.Pattern[str], handler: Callable[..., Aw
     return type(item.__name__, (item,), {"handler": staticmethod(handler)}, template=template)  # type: ignore[return-value]
 
 
-ACTIONS = ("reroll", "remix", "edit", "upscale", "delete", "cancel", "addchar")
+ACTIONS = ("reroll", "remix", "edit", "upscale", "delete", "cancel", "addchar", "report")
 CUSTOM_ID = re.compile(rf"job:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>[A-Za-z0-9_-]{{1,40}})")
 
 
@@ -92,8 +92,9 @@ def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
     if bigger is not None:
         view.add_item(_button("upscale", job, t(locale, "button.upscale", size=bigger), "🔍"))
     view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))
-    if job.guild_id is not None:  # characters belong to a server
+    if job.guild_id is not None:  # characters and moderators belong to a server
         view.add_item(_button("addchar", job, t(locale, "button.add_character"), "🧬"))
+        view.add_item(_button("report", job, t(locale, "button.report"), "🚩"))
     return view
 
 

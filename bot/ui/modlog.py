@@ -1,0 +1,231 @@
+"""The moderators' log: every result, refusal, deletion, report and change of settings or characters in a
+server, mirrored to the channel its admins picked with /settings log-channel.
+
+Posting is best effort and never holds up a generation: entries go out on tasks of their own, and a channel
+that is gone or closed to the bot is noted once (the admin sees it in /settings) instead of raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import discord
+
+from bot.i18n import money, t
+from bot.media.drafts import draft_thumbnail
+from bot.media.pool import run_image_work
+from bot.ui.errors import clip
+from storage.db import Database
+from storage.guild_settings import get_guild_settings, update_guild_settings
+from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+LOG_ID = re.compile(r"modlog:(?P<action>delete|block):(?P<target>[A-Za-z0-9_-]{1,40})")
+PROMPT_SHOWN = 1000
+
+
+def log_custom_id(action: str, target: str | int) -> str:
+    return f"modlog:{action}:{target}"
+
+
+def log_button(action: str, target: str, label: str) -> discord.ui.Button[discord.ui.View]:
+    style = discord.ButtonStyle.danger if action == "delete" else discord.ButtonStyle.secondary
+    return discord.ui.Button(style=style, label=label, custom_id=log_custom_id(action, target))
+
+
+class LogButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=LOG_ID):
+    """Delete the image (in its own channel) or block the member: buttons under log entries, for moderators."""
+
+    #: Set on the subclass the Moderation cog registers (views.bound).
+    handler: ClassVar[Callable[[discord.Interaction, str, str], Awaitable[None]]]
+
+    def __init__(self, action: str, target: str) -> None:
+        super().__init__(log_button(action, target, "-"))
+        self.action, self.target = action, target
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> LogButton:
+        return cls(match["action"], match["target"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await type(self).handler(interaction, self.action, self.target)
+
+
+@dataclass
+class Entry:
+    """One log entry: a title line, fields, and what moderators can do about it."""
+
+    title: str
+    who: int
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    #: The job whose image can be deleted from the entry, if any.
+    job_id: str | None = None
+    #: Whether the entry offers to block `who`.
+    block: bool = False
+    thumbnail: bytes | None = None
+    colour: discord.Colour = field(default_factory=discord.Colour.dark_grey)
+
+
+class ModLog:
+    def __init__(self, db: Database, client: discord.Client, pinned_locales: dict[int, str]) -> None:
+        self.db = db
+        self.client = client
+        self.pinned_locales = pinned_locales
+        self._posting: set[asyncio.Task[None]] = set()
+
+    def locale_for(self, guild_id: int) -> str:
+        guild = self.client.get_guild(guild_id)
+        return self.pinned_locales.get(guild_id) or (str(guild.preferred_locale) if guild else "en-US")
+
+    async def has_channel(self, guild_id: int) -> bool:
+        return (await get_guild_settings(self.db, guild_id)).log_channel_id is not None
+
+    # --- what is logged ---------------------------------------------------------------------------------
+    def result(
+        self, job: Job, message: discord.Message, *, model: str, size: str, cost: float | None, image: bytes | None
+    ) -> None:
+        if job.guild_id is None:
+            return
+        locale = self.locale_for(job.guild_id)
+        fields = [
+            (t(locale, "modlog.where"), message.jump_url),
+            (t(locale, "modlog.prompt"), clip(job.request.prompt, PROMPT_SHOWN)),
+            (
+                t(locale, "modlog.made_with"),
+                f"{model} · {size}" + (f" · {money(locale, cost)}" if cost is not None else ""),
+            ),
+        ]
+        entry = Entry(
+            t(locale, "modlog.result"), job.user_id, fields, job_id=job.id, block=True, colour=discord.Colour.gold()
+        )
+        self._spawn(self._post_with_thumbnail(job.guild_id, entry, image))
+
+    def refusal(self, guild_id: int, user_id: int, channel_id: int | None, rule: str, detail: str | None) -> None:
+        locale = self.locale_for(guild_id)
+        fields = [(t(locale, "modlog.rule"), t(locale, f"rule.{rule}"))]
+        if detail:
+            fields.append((t(locale, "modlog.detail"), clip(detail, 200)))
+        if channel_id is not None:
+            fields.append((t(locale, "modlog.where"), f"<#{channel_id}>"))
+        entry = Entry(
+            t(locale, "modlog.refused"), user_id, fields, block=rule != "blocked", colour=discord.Colour.orange()
+        )
+        self._spawn(self._post(guild_id, entry))
+
+    def safety_block(self, job: Job, reason: str) -> None:
+        if job.guild_id is None:
+            return
+        locale = self.locale_for(job.guild_id)
+        fields = [
+            (t(locale, "modlog.rule"), t(locale, "rule.safety", reason=reason)),
+            (t(locale, "modlog.prompt"), clip(job.request.prompt, PROMPT_SHOWN)),
+            (t(locale, "modlog.where"), f"<#{job.channel_id}>"),
+        ]
+        entry = Entry(t(locale, "modlog.refused"), job.user_id, fields, block=True, colour=discord.Colour.orange())
+        self._spawn(self._post(job.guild_id, entry))
+
+    def deletion(self, job: Job, by: int) -> None:
+        if job.guild_id is None:
+            return
+        locale = self.locale_for(job.guild_id)
+        fields = [
+            (t(locale, "modlog.deleted_by"), f"<@{by}>"),
+            (t(locale, "modlog.prompt"), clip(job.request.prompt, PROMPT_SHOWN)),
+            (t(locale, "modlog.where"), f"<#{job.channel_id}>"),
+        ]
+        self._spawn(self._post(job.guild_id, Entry(t(locale, "modlog.deleted"), job.user_id, fields)))
+
+    def report(self, job: Job, reporter: int, link: str | None) -> None:
+        assert job.guild_id is not None
+        locale = self.locale_for(job.guild_id)
+        fields = [(t(locale, "modlog.reported_by"), f"<@{reporter}>")]
+        if link:
+            fields.append((t(locale, "modlog.where"), link))
+        fields.append((t(locale, "modlog.prompt"), clip(job.request.prompt, PROMPT_SHOWN)))
+        entry = Entry(
+            t(locale, "modlog.report"), job.user_id, fields, job_id=job.id, block=True, colour=discord.Colour.red()
+        )
+        self._spawn(self._post(job.guild_id, entry))
+
+    def change(self, guild_id: int, by: int, what: str) -> None:
+        """A change of settings or characters, described in the server's language by the caller."""
+        locale = self.locale_for(guild_id)
+        self._spawn(
+            self._post(
+                guild_id, Entry(t(locale, "modlog.changed"), by, [(t(locale, "modlog.change"), clip(what, 1000))])
+            )
+        )
+
+    async def wait_posted(self) -> None:
+        """Until every entry on its way has been posted or given up (tests, shutdown)."""
+        while self._posting:
+            await asyncio.gather(*self._posting, return_exceptions=True)
+
+    # --- posting ----------------------------------------------------------------------------------------
+    def _spawn(self, posting: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(posting)
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def _post_with_thumbnail(self, guild_id: int, entry: Entry, image: bytes | None) -> None:
+        if image is not None and await self.has_channel(guild_id):
+            try:
+                entry.thumbnail = await run_image_work(draft_thumbnail, image)
+            except Exception:  # the entry is still worth posting without its picture
+                log.debug("could not make a log thumbnail", exc_info=True)
+        await self._post(guild_id, entry)
+
+    async def _post(self, guild_id: int, entry: Entry) -> None:
+        try:
+            settings = await get_guild_settings(self.db, guild_id)
+            if settings.log_channel_id is None:
+                return
+            if await self._send(guild_id, settings.log_channel_id, entry) and settings.log_problem is not None:
+                await update_guild_settings(self.db, guild_id, updated_by=0, log_problem=None)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            problem = "gone" if isinstance(exc, discord.NotFound) else "forbidden"
+            await self._note_problem(guild_id, problem)
+        except Exception:
+            log.exception("could not post to the moderators' log of guild %s", guild_id)
+
+    async def _send(self, guild_id: int, channel_id: int, entry: Entry) -> bool:
+        channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):  # a category or voice channel id
+            await self._note_problem(guild_id, "gone")
+            return False
+        locale = self.locale_for(guild_id)
+        embed = discord.Embed(title=entry.title, colour=entry.colour)
+        embed.add_field(name=t(locale, "modlog.who"), value=f"<@{entry.who}>", inline=True)
+        for name, value in entry.fields:
+            embed.add_field(name=name, value=value or "-", inline=False)
+        # Plain buttons with the log's custom ids: the Moderation cog's registered LogButton answers them.
+        view = discord.ui.View(timeout=None)
+        if entry.job_id is not None:
+            view.add_item(log_button("delete", entry.job_id, t(locale, "modlog.delete_button")))
+        if entry.block:
+            view.add_item(log_button("block", str(entry.who), t(locale, "modlog.block_button")))
+        extra: dict[str, Any] = {"view": view} if view.children else {}
+        if entry.thumbnail is not None:
+            extra["file"] = discord.File(io.BytesIO(entry.thumbnail), filename="thumbnail.jpg")
+            embed.set_thumbnail(url="attachment://thumbnail.jpg")
+        await channel.send(
+            embed=embed,
+            allowed_mentions=discord.AllowedMentions.none(),
+            **extra,
+        )
+        return True
+
+    async def _note_problem(self, guild_id: int, problem: str) -> None:
+        settings = await get_guild_settings(self.db, guild_id)
+        if settings.log_problem != problem:
+            log.warning("the moderators' log of guild %s can't be posted to (%s)", guild_id, problem)
+            await update_guild_settings(self.db, guild_id, updated_by=0, log_problem=problem)

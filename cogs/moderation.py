@@ -1,0 +1,92 @@
+"""Moderators at work: the buttons under the moderators' log (delete an image in its own channel, block a
+member) and the Report button any member finds under a result."""
+
+from __future__ import annotations
+
+import contextlib
+
+import discord
+from discord.ext import commands
+
+from bot.i18n import t
+from bot.ui.context import Services
+from bot.ui.modlog import LOG_ID, LogButton
+from bot.ui.views import TextModal, bound
+from cogs.settings import ServerSettings
+from storage.grids import get_grid
+from storage.jobs import Job, get_job
+
+MAX_REASON = 300
+
+
+class Moderation(commands.Cog):
+    def __init__(self, bot: commands.Bot, services: Services, *, settings: ServerSettings) -> None:
+        self.bot = bot
+        self.services = services
+        #: Blocking from the log is the same as /settings block member.
+        self.settings = settings
+        self.buttons = bound(LogButton, LOG_ID, self.on_log_button)
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(self.buttons)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(self.buttons)
+
+    async def on_log_button(self, interaction: discord.Interaction, action: str, target: str) -> None:
+        locale = str(interaction.locale)
+        if interaction.guild_id is None:
+            return
+        if action == "delete":
+            if not interaction.permissions.manage_messages:
+                await interaction.response.send_message(t(locale, "perm.delete"), ephemeral=True)
+                return
+            job = await get_job(self.services.db, target)
+            if job is None or job.guild_id != interaction.guild_id:
+                await interaction.response.send_message(t(locale, "job.missing"), ephemeral=True)
+                return
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self.delete_result(job)
+            self.services.modlog.deletion(job, interaction.user.id)
+            await interaction.followup.send(t(locale, "deleted"), ephemeral=True)
+        elif action == "block":
+            permissions = interaction.permissions
+            if not (permissions.manage_guild or permissions.moderate_members):
+                await interaction.response.send_message(t(locale, "perm.block"), ephemeral=True)
+                return
+            guild_id, user_id = interaction.guild_id, int(target)
+
+            async def submitted(modal_interaction: discord.Interaction, reason: str) -> None:
+                await self.settings.block_in(guild_id, modal_interaction, user_id, reason.strip() or "-")
+
+            modal = TextModal(
+                title=t(locale, "modlog.block_title"),
+                label=t(locale, "modlog.block_reason"),
+                on_submit=submitted,
+                max_length=MAX_REASON,
+            )
+            await interaction.response.send_modal(modal)
+
+    async def delete_result(self, job: Job) -> None:
+        """The job's result message (a grid's preview for a tile) in its own channel; gone already is fine."""
+        channel_id, message_id = job.channel_id, job.result_message_id
+        if job.grid_id is not None:
+            grid = await get_grid(self.services.db, job.grid_id)
+            if grid is not None:
+                channel_id, message_id = grid.channel_id, grid.message_id
+        channel = await self.services.resolve_channel(channel_id)
+        if message_id is None or not isinstance(channel, discord.abc.Messageable):
+            return
+        with contextlib.suppress(discord.NotFound):
+            await channel.get_partial_message(message_id).delete()
+
+    async def report(self, interaction: discord.Interaction, job: Job) -> None:
+        """Report: to the moderators' log with the reporter's name; the reporter is told it was sent."""
+        locale = str(interaction.locale)
+        assert job.guild_id is not None
+        if not await self.services.modlog.has_channel(job.guild_id):
+            await interaction.response.send_message(t(locale, "report.no_log"), ephemeral=True)
+            return
+        link = interaction.message.jump_url if interaction.message is not None else None
+        self.services.modlog.report(job, interaction.user.id, link)
+        await interaction.response.send_message(t(locale, "report.sent"), ephemeral=True)
