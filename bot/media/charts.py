@@ -15,7 +15,6 @@ import importlib.resources
 import io
 import logging
 import math
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from fontTools.ttLib import TTCollection, TTFont, TTLibError
 from PIL import Image, ImageDraw, ImageFont
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def find_typeface(fonts: Iterable[Path], language: str) -> Typeface | None:
             names = _face_names(path)
             index = _face_for(names, language)
             return Typeface(names[index], path, index, _file_coverage(path, index))
-        except (OSError, ValueError, struct.error) as e:
+        except (OSError, ValueError, TTLibError) as e:
             log.debug("can't read the font %s: %s", path, e)
     return None
 
@@ -180,7 +180,7 @@ def builtin_typeface() -> Typeface:
     font = ImageFont.load_default(10)
     assert isinstance(font, ImageFont.FreeTypeFont), "Pillow without FreeType can't draw the chart"
     name = " ".join(n for n in font.getname() if n)
-    return Typeface(name, None, 0, _coverage(_table(io.BytesIO(font.font_bytes), 0, b"cmap")))
+    return Typeface(name, None, 0, _coverage(io.BytesIO(font.font_bytes)))
 
 
 def usage_chart(
@@ -544,14 +544,17 @@ def _with_spaces(typeface: Typeface, text: str) -> str:
     return text
 
 
-# Font files are read with the struct module, a few tables of the face in use: a whole-font library would
-# hold tens of megabytes for a CJK font's character map.
-
-
 @functools.cache
 def _face_names(path: Path) -> list[str]:
-    with path.open("rb") as f:
-        return [_name(_table(f, index, b"name")) for index in range(_face_count(f))]
+    """The full name of each face of a font file ("Noto Sans CJK TC"); a collection has several."""
+    if path.suffix.lower() in (".ttc", ".otc"):
+        collection = TTCollection(str(path), lazy=True)
+        try:
+            return [str(face["name"].getDebugName(4)) for face in collection.fonts]
+        finally:
+            collection.close()
+    with TTFont(str(path), lazy=True) as face:
+        return [str(face["name"].getDebugName(4))]
 
 
 def _face_for(names: list[str], language: str) -> int:
@@ -564,95 +567,17 @@ def _face_for(names: list[str], language: str) -> int:
 @functools.cache
 def _file_coverage(path: Path, index: int) -> Coverage:
     with path.open("rb") as f:
-        return _coverage(_table(f, index, b"cmap"))
+        return _coverage(f, index)
 
 
-def _face_count(f: BinaryIO) -> int:
-    f.seek(0)
-    if f.read(4) != b"ttcf":
-        return 1
-    return int(struct.unpack(">4xI", f.read(8))[0])
-
-
-def _table(f: BinaryIO, index: int, tag: bytes) -> bytes:
-    """The table `tag` of face `index` of a font file (a collection has several faces)."""
-    if not 0 <= index < _face_count(f):
-        raise ValueError(f"the font has no face {index}")
-    f.seek(0)
-    offset = 0
-    if f.read(4) == b"ttcf":
-        f.seek(12 + 4 * index)
-        (offset,) = struct.unpack(">I", f.read(4))
-    f.seek(offset + 4)
-    (count,) = struct.unpack(">H", f.read(2))
-    f.seek(offset + 12)
-    for _ in range(count):
-        name, _, start, length = struct.unpack(">4sIII", f.read(16))
-        if name == tag:
-            f.seek(start)
-            data = f.read(length)
-            if len(data) != length:
-                raise ValueError(f"the font's {tag!r} table is cut short")
-            return data
-    raise ValueError(f"the font has no {tag!r} table")
-
-
-def _name(table: bytes) -> str:
-    """The face's full name ("Noto Sans CJK TC"), in English."""
-    _, count, strings = struct.unpack_from(">HHH", table)
-    found: dict[tuple[int, int], str] = {}
-    for i in range(count):
-        platform, _, language, name_id, length, offset = struct.unpack_from(">6H", table, 6 + 12 * i)
-        raw = table[strings + offset : strings + offset + length]
-        if name_id == 4 and (platform, language) == (3, 0x409):
-            found[(0, name_id)] = raw.decode("utf-16-be", "replace")
-        elif name_id == 4 and (platform, language) == (1, 0):
-            found[(1, name_id)] = raw.decode("latin-1")
-    if not found:
-        raise ValueError("the font has no English full name")
-    return found[min(found)]
-
-
-def _coverage(cmap: bytes) -> Coverage:
-    """The characters of a font's best Unicode character map (format 12, else format 4) that have glyphs."""
-    _, count = struct.unpack_from(">HH", cmap)
-    subtables: dict[tuple[int, int, int], int] = {}
-    for i in range(count):
-        platform, encoding, offset = struct.unpack_from(">HHI", cmap, 4 + 8 * i)
-        subtables[(platform, encoding, struct.unpack_from(">H", cmap, offset)[0])] = offset
-    for platform, encoding, fmt in ((3, 10, 12), (0, 6, 12), (0, 4, 12), (3, 1, 4), (0, 3, 4), (0, 1, 4), (0, 0, 4)):
-        offset = subtables.get((platform, encoding, fmt), -1)
-        if offset >= 0 and fmt == 12:
-            (groups,) = struct.unpack_from(">I", cmap, offset + 12)
-            codepoints: list[int] = []
-            for first, last, glyph in struct.iter_unpack(">III", cmap[offset + 16 : offset + 16 + 12 * groups]):
-                codepoints.extend(range(first + (glyph == 0), last + 1))  # glyph 0 is the empty box
-            return Coverage.of(codepoints)
-        if offset >= 0:
-            return Coverage.of(_format_4(cmap, offset))
-    raise ValueError("the font has no Unicode character map")
-
-
-def _format_4(cmap: bytes, offset: int) -> Iterator[int]:
-    (segments,) = struct.unpack_from(">H", cmap, offset + 6)
-    segments //= 2
-    ends = struct.unpack_from(f">{segments}H", cmap, offset + 14)
-    starts = struct.unpack_from(f">{segments}H", cmap, offset + 16 + 2 * segments)
-    deltas = struct.unpack_from(f">{segments}h", cmap, offset + 16 + 4 * segments)
-    ranges_at = offset + 16 + 6 * segments
-    range_offsets = struct.unpack_from(f">{segments}H", cmap, ranges_at)
-    for i, (first, last, delta, range_offset) in enumerate(zip(starts, ends, deltas, range_offsets, strict=True)):
-        for codepoint in range(first, last + 1):
-            if codepoint == 0xFFFF:
-                continue
-            if range_offset == 0:
-                glyph = (codepoint + delta) & 0xFFFF
-            else:
-                at = ranges_at + 2 * i + range_offset + 2 * (codepoint - first)
-                (glyph,) = struct.unpack_from(">H", cmap, at)
-                glyph = (glyph + delta) & 0xFFFF if glyph else 0
-            if glyph:
-                yield codepoint
+def _coverage(f: BinaryIO, index: int = 0) -> Coverage:
+    """The characters of the face's best Unicode character map. Kept as ranges: the map itself, with a glyph
+    name for each of a CJK font's 60,000 characters, is dropped once read."""
+    with TTFont(f, fontNumber=index, lazy=True) as face:
+        cmap = face.getBestCmap()
+    if not cmap:
+        raise ValueError("the font has no Unicode character map")
+    return Coverage.of(codepoint for codepoint, glyph in cmap.items() if glyph != ".notdef")
 
 
 @functools.lru_cache(maxsize=16)
