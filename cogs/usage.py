@@ -5,6 +5,7 @@ server, or one member); `/usage me` for anyone, about themselves. An embed, a ch
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 
@@ -13,8 +14,8 @@ from discord import app_commands
 from discord.app_commands import locale_str
 from discord.ext import commands
 
-from bot.i18n import duration, money, t, tn
-from bot.media.charts import usage_chart
+from bot.i18n import FALLBACK, duration, money, supported, t, tn
+from bot.media.charts import ChartLabels, usage_chart
 from bot.ui.context import Services
 from bot.ui.results import model_label
 from storage.guild_settings import get_guild_settings
@@ -81,16 +82,36 @@ class Usage(commands.Cog):
             if refused:
                 lines = [f"{t(locale, f'rule.{rule}')}: {count}" for rule, count in refused.items()]
                 embed.add_field(name=t(locale, "usage.refusals"), value="\n".join(lines), inline=False)
-        labels = {key: t(locale, f"usage.chart.{key}") for key in ("images", "cost", "per_day", "latency", "seconds")}
         chart = await asyncio.to_thread(
-            usage_chart, report.days, report.seconds_histogram, title=t(locale, f"usage.period.{period}"), labels=labels
+            usage_chart,
+            report.days,
+            report.seconds_histogram,
+            labels=chart_labels(locale, period),
+            fallback=chart_labels(FALLBACK, period),
         )
-        files = [discord.File(io.BytesIO(chart), filename="usage.png")]
+        files = [discord.File(io.BytesIO(chart.png), filename="usage.png")]
         embed.set_image(url="attachment://usage.png")
         if with_csv:
             text = await csv_text(self.services.db, scope)
             files.append(discord.File(io.BytesIO(text.encode()), filename=f"usage-{period}.csv"))
         await interaction.followup.send(embed=embed, files=files, ephemeral=True)
+
+
+def chart_labels(locale: str, period: str) -> ChartLabels:
+    """The chart's words in `locale`. The title names the period only: a mention can't be drawn."""
+    return ChartLabels(
+        language=supported(locale),
+        title=t(locale, "usage.title", period=t(locale, f"usage.period.{period}")),
+        per_day=t(locale, "usage.chart.per_day"),
+        images=t(locale, "usage.chart.images"),
+        cost=t(locale, "usage.chart.cost"),
+        latency=t(locale, "usage.chart.latency"),
+        seconds=t(locale, "usage.chart.seconds"),
+        median=t(locale, "usage.chart.median"),
+        p95=t(locale, "usage.chart.p95"),
+        empty=t(locale, "usage.chart.empty"),
+        money=functools.partial(money, locale),
+    )
 
 
 def usage_embed(locale: str, report: UsageReport, title: str) -> discord.Embed:

@@ -1,0 +1,1 @@
+"""Reference images for tests/test_charts.py; ``python -m tests.snapshots.regenerate`` draws them again."""
