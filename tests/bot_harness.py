@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +27,21 @@ from tests.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMess
 from tests.fake_image_api import FakeImageAPI
 
 RESULT_TIMEOUT = 15.0
+
+
+async def wait_until(check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = RESULT_TIMEOUT) -> None:  # noqa: ASYNC109
+    """Poll `check` (a function, or a coroutine function) until it is true; AssertionError after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        outcome = check()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        await asyncio.sleep(0.01)
 
 
 def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (40, 120, 220)) -> bytes:
