@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from bot import presenter
 from bot.cli import sync_commands
 from bot.config import load_settings
 from storage.generations import count_generations
-from storage.jobs import count_reserved_since, get_job
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size
+from storage.jobs import count_reserved_since, get_job, jobs_where
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size, wait_until
 from tests.fake_discord import FakeInteraction
 
 pytestmark = pytest.mark.timeout(90)
@@ -29,11 +30,7 @@ async def wait_queued(h: BotHarness, count: int) -> None:
     """Until `count` jobs are waiting or running (the bot admitted them)."""
     assert h.bot is not None
     queue = h.bot.jobs.queue
-    for _ in range(200):
-        if queue.waiting_count + queue.running_count >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"expected {count} jobs in the queue, have {queue.waiting_count + queue.running_count}")
+    await wait_until(lambda: queue.waiting_count + queue.running_count >= count, f"{count} jobs are queued", 5)
 
 
 async def test_a_burst_is_deferred_in_time_and_the_guild_cap_holds(tmp_path: Path) -> None:
@@ -185,16 +182,21 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
     async with BotHarness(tmp_path) as h:
         await h.start(BANANA_MAX_CONCURRENT="1")
         h.api.latency = 2.0
-        running = await h.imagine(h.alice, "interrupted while drawing")
+        await h.imagine(h.alice, "interrupted while drawing")
         await wait_queued(h, 1)
         waiting = await h.imagine(h.bob, "interrupted while waiting")
         status = await h.discord.wait_for_message(lambda m: m.interaction_id == waiting.id and "In line" in m.content)
         assert h.bot is not None
-        for _ in range(100):  # the bot records the status message once Discord has answered the edit
-            job = await get_job(h.bot.jobs.db, custom_ids(status)[0].split(":")[2])
-            if job is not None and job.status_message_id == status.id:
-                break
-            await asyncio.sleep(0.02)
+        db, queue = h.bot.jobs.db, h.bot.jobs.queue
+        waiting_id = custom_ids(status)[0].split(":")[2]
+
+        async def status_message_recorded() -> bool:  # once Discord has answered the edit
+            job = await get_job(db, waiting_id)
+            return job is not None and job.status_message_id == status.id
+
+        await wait_until(status_message_recorded, "the waiting job records its status message")
+        [running_job] = await jobs_where(db, "user_id = ?", (h.alice.id,))
+        assert queue.is_running(running_job.id) and queue.position(waiting_id) == 1
         await h.stop()
 
         h.api.latency = 0.1
@@ -207,7 +209,8 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
                 )  # type: ignore[misc]
             )
         assert any("restarted" in (e.get("content") or "") for e in h.discord.messages[status.id].edits)
-        assert running.id != waiting.id
+        # The interrupted one is asked for again, the waiting one for the first time; neither twice more.
+        assert Counter(prompts_sent(h)) == {"interrupted while drawing": 2, "interrupted while waiting": 1}
         for user in (h.alice, h.bob):
             assert await count_reserved_since(bot.jobs.db, 0, user_id=user.id) == 1
         assert await count_generations(bot.jobs.db) == 2  # one usage row each, not one per attempt
@@ -280,11 +283,11 @@ async def test_a_job_whose_channel_is_gone_after_a_restart_is_refunded_and_repor
         bot = await h.restart(BANANA_MAX_CONCURRENT="1")
         dm = await h.discord.wait_for_message(lambda m: "its channel is gone" in m.content)
         assert h.discord.channels[dm.channel_id].recipient == h.bob and "a lost cause" in dm.content
-        for _ in range(100):  # the refund is written right after the DM goes out
-            if await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0
+
+        async def refunded() -> bool:  # the refund is written right after the DM goes out
+            return await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0
+
+        await wait_until(refunded, "bob's lost job is refunded")
 
 
 async def test_a_job_admitted_before_on_ready_runs_once(tmp_path: Path) -> None:
