@@ -81,6 +81,10 @@ class BotHarness:
         self.bot: BananaBot | None = None
         self._task: asyncio.Task[None] | None = None
         self.env: dict[str, str] = {}
+        #: discord.py dispatches on_ready this many seconds after the last GUILD_CREATE; an interaction sent
+        #: in between reaches the bot before its on_ready.
+        self.guild_ready_timeout = 0.05
+        self.ready = asyncio.Event()  # set by the current bot's on_ready
         self.guild: FakeGuild
         self.alice: FakeUser
         self.bob: FakeUser
@@ -114,20 +118,31 @@ class BotHarness:
         }
 
     async def start(self, **env: str) -> BananaBot:
-        """Start a bot on the shared data dir and wait until it is ready (commands synced, jobs resumed)."""
+        """Start a bot on the shared data dir and wait until it is ready (commands synced, on_ready dispatched)."""
+        bot = self.launch(**env)
+        await self.wait_ready()
+        return bot
+
+    def launch(self, **env: str) -> BananaBot:
+        """Start a bot without waiting for it to be ready."""
         settings = load_settings(self.settings_env(**env), env_file=None)
-        bot = create_bot(settings, guild_ready_timeout=0.05)
-        ready = asyncio.Event()
-        bot.add_listener(_set_on_ready(ready), "on_ready")
+        bot = create_bot(settings, guild_ready_timeout=self.guild_ready_timeout)
+        self.ready = asyncio.Event()
+        bot.add_listener(_set_on_ready(self.ready), "on_ready")
         self.bot = bot
         self._task = asyncio.create_task(bot.start(self.discord.token), name="bot")
-        waiter = asyncio.create_task(ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()  # raises the start-up error
-        assert waiter in done, "the bot did not become ready within 10 s"
         return bot
+
+    async def wait_ready(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+        """Until the launched bot's on_ready is dispatched; raises its start-up error if it stopped instead."""
+        assert self._task is not None, "no bot launched"
+        waiter = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if self._task in done:
+                self._task.result()  # raises the start-up error
+        assert waiter in done, f"the bot did not become ready within {timeout:g} s"
 
     async def stop(self) -> None:
         if self.bot is not None:

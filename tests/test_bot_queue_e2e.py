@@ -13,6 +13,7 @@ import pytest
 
 from bot import presenter
 from bot.cli import sync_commands
+from bot.client import BananaBot
 from bot.config import load_settings
 from storage.generations import count_generations
 from storage.jobs import count_reserved_since, get_job, jobs_where
@@ -291,20 +292,45 @@ async def test_a_job_whose_channel_is_gone_after_a_restart_is_refunded_and_repor
 
 
 async def test_a_job_admitted_before_on_ready_runs_once(tmp_path: Path) -> None:
-    """Interactions can arrive between READY and on_ready (which waits for every GUILD_CREATE); a job
-    admitted then is queued in this process and must not be 'resumed' a second time by on_ready."""
+    """discord.py holds on_ready back until the guilds have arrived, but handles interactions meanwhile; a
+    job admitted then is queued in this process and must not be 'resumed' a second time by on_ready."""
     async with BotHarness(tmp_path) as h:
-        bot = await h.start()
-        h.api.latency = 0.5
+        h.api.latency = 2.0  # still running when on_ready comes
+        h.guild_ready_timeout = 1.0  # on_ready 1 s after the last GUILD_CREATE
+        bot = h.launch()
+        handled = on_ready_handled(bot)
+        await h.discord.wait_ready()  # READY and the GUILD_CREATE are on the bot's socket
         inter = await h.imagine(h.alice, "admitted early")
         await wait_queued(h, 1)
-        # Replay the start-up order: this process's on_ready has not run yet when the job is admitted.
-        bot._resumed = False
-        await bot.on_ready()
+        assert not h.ready.is_set(), "on_ready came before the job was admitted: the window was missed"
+        await h.wait_ready()
+        [job] = await jobs_where(bot.jobs.db, "user_id = ?", (h.alice.id,))
+        assert bot.jobs.queue.is_running(job.id), "the job ended before on_ready: nothing left to run twice"
+        await wait_until(handled.is_set, "the bot's on_ready has returned", 10)
         result = await h.wait_result(inter)
-        await bot.jobs.wait_told()
-        await asyncio.sleep(0.6)  # a second run, if any, would have reached the API by now
+        # A second run, had on_ready queued one, ends before the queue is idle.
+        await asyncio.wait_for(bot.jobs.queue.wait_idle(), 10)
+        await asyncio.wait_for(bot.jobs.wait_told(), 10)
         assert len(h.gemini_requests()) == 1
         posts = [m for m in h.discord.messages.values() if has_image(m) and m.interaction_id == inter.id]
         assert [m.id for m in posts] == [result.id]
         assert await count_generations(bot.jobs.db) == 1
+        stored = await get_job(bot.jobs.db, job.id)
+        assert stored is not None and stored.attempts_started == 1
+
+
+def on_ready_handled(bot: BananaBot) -> asyncio.Event:
+    """Set once the bot's own on_ready handlers have returned. discord.py runs each handler as a task named
+    after the event, the bot's own first; this listener waits for its namesakes (and never sets the event
+    if the tasks are no longer named so)."""
+    handled = asyncio.Event()
+
+    async def wait_for_the_others() -> None:
+        me = asyncio.current_task()
+        if me is None or not me.get_name().endswith("on_ready"):
+            return
+        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not me and t.get_name() == me.get_name()))
+        handled.set()
+
+    bot.add_listener(wait_for_the_others, "on_ready")
+    return handled
