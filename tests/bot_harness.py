@@ -5,6 +5,10 @@ async with BotHarness(tmp_path) as h:            # or the `harness` fixture in c
     inter = await h.imagine(h.alice, "a cat", aspect_ratio="16:9")
     result = await h.wait_result(inter)            # the message that carries the image
     await h.restart()                              # close the bot, start a new one on the same data
+
+The bot runs with the production retry policy and timeouts (bot/config.py defaults): a test that wants short
+retries passes them, e.g. ``h.start(BANANA_RETRY_BACKOFF="0.01")``. Only the status-edit interval is shortened,
+so that a test sees the status messages change within its time bound.
 """
 
 from __future__ import annotations
@@ -110,8 +114,7 @@ class BotHarness:
             "GEMINI_API_KEY": "test-key",
             "GEMINI_BASE_URL": self.api.base_url,
             "BANANA_DATA_DIR": str(self.data_dir),
-            "BANANA_HTTP_VERSION": "2-prior",
-            "BANANA_RETRY_ATTEMPTS": "1",
+            "BANANA_HTTP_VERSION": "2-prior",  # the fake image API speaks cleartext HTTP/2 by prior knowledge
             "BANANA_STATUS_INTERVAL": "0.1",
             **self.env,
             **env,

@@ -14,11 +14,12 @@ import pytest
 from bot import presenter
 from bot.cli import sync_commands
 from bot.client import BananaBot
-from bot.config import load_settings
+from bot.config import Settings, load_settings
 from storage.generations import count_generations
 from storage.jobs import count_reserved_since, get_job, jobs_where
 from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size, wait_until
 from tests.fake_discord import FakeInteraction
+from tests.fake_image_api import Fault
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -215,6 +216,17 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
         for user in (h.alice, h.bob):
             assert await count_reserved_since(bot.jobs.db, 0, user_id=user.id) == 1
         assert await count_generations(bot.jobs.db) == 2  # one usage row each, not one per attempt
+
+
+async def test_the_harness_bot_retries_a_server_error_as_production_does(harness: BotHarness) -> None:
+    assert harness.bot is not None
+    settings, production = harness.bot.settings, Settings()
+    assert settings.retry == production.retry
+    assert (settings.timeouts, settings.connect_timeout) == (production.timeouts, production.connect_timeout)
+    harness.api.script(Fault.server_error(503))
+    result = await harness.wait_result(await harness.imagine(harness.alice, "an overloaded model"))
+    assert [r.status for r in harness.gemini_requests()] == [503, 200]
+    assert has_image(result)
 
 
 async def test_commands_sync_only_when_they_change_and_on_demand(tmp_path: Path) -> None:
