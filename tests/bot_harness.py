@@ -5,14 +5,20 @@ async with BotHarness(tmp_path) as h:            # or the `harness` fixture in c
     inter = await h.imagine(h.alice, "a cat", aspect_ratio="16:9")
     result = await h.wait_result(inter)            # the message that carries the image
     await h.restart()                              # close the bot, start a new one on the same data
+
+The bot runs with the production retry policy and timeouts (bot/config.py defaults): a test that wants short
+retries passes them, e.g. ``h.start(BANANA_RETRY_BACKOFF="0.01")``. Only the status-edit interval is shortened,
+so that a test sees the status messages change within its time bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +31,21 @@ from tests.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMess
 from tests.fake_image_api import FakeImageAPI
 
 RESULT_TIMEOUT = 15.0
+
+
+async def wait_until(check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = RESULT_TIMEOUT) -> None:  # noqa: ASYNC109
+    """Poll `check` (a function, or a coroutine function) until it is true; AssertionError after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        outcome = check()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        await asyncio.sleep(0.01)
 
 
 def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (40, 120, 220)) -> bytes:
@@ -64,6 +85,10 @@ class BotHarness:
         self.bot: BananaBot | None = None
         self._task: asyncio.Task[None] | None = None
         self.env: dict[str, str] = {}
+        #: discord.py dispatches on_ready this many seconds after the last GUILD_CREATE; an interaction sent
+        #: in between reaches the bot before its on_ready.
+        self.guild_ready_timeout = 0.05
+        self.ready = asyncio.Event()  # set by the current bot's on_ready
         self.guild: FakeGuild
         self.alice: FakeUser
         self.bob: FakeUser
@@ -89,28 +114,38 @@ class BotHarness:
             "GEMINI_API_KEY": "test-key",
             "GEMINI_BASE_URL": self.api.base_url,
             "BANANA_DATA_DIR": str(self.data_dir),
-            "BANANA_HTTP_VERSION": "2-prior",
-            "BANANA_RETRY_ATTEMPTS": "1",
+            "BANANA_HTTP_VERSION": "2-prior",  # the fake image API speaks cleartext HTTP/2 by prior knowledge
             "BANANA_STATUS_INTERVAL": "0.1",
             **self.env,
             **env,
         }
 
     async def start(self, **env: str) -> BananaBot:
-        """Start a bot on the shared data dir and wait until it is ready (commands synced, jobs resumed)."""
+        """Start a bot on the shared data dir and wait until it is ready (commands synced, on_ready dispatched)."""
+        bot = self.launch(**env)
+        await self.wait_ready()
+        return bot
+
+    def launch(self, **env: str) -> BananaBot:
+        """Start a bot without waiting for it to be ready."""
         settings = load_settings(self.settings_env(**env), env_file=None)
-        bot = create_bot(settings, guild_ready_timeout=0.05)
-        ready = asyncio.Event()
-        bot.add_listener(_set_on_ready(ready), "on_ready")
+        bot = create_bot(settings, guild_ready_timeout=self.guild_ready_timeout)
+        self.ready = asyncio.Event()
+        bot.add_listener(_set_on_ready(self.ready), "on_ready")
         self.bot = bot
         self._task = asyncio.create_task(bot.start(self.discord.token), name="bot")
-        waiter = asyncio.create_task(ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()  # raises the start-up error
-        assert waiter in done, "the bot did not become ready within 10 s"
         return bot
+
+    async def wait_ready(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+        """Until the launched bot's on_ready is dispatched; raises its start-up error if it stopped instead."""
+        assert self._task is not None, "no bot launched"
+        waiter = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if self._task in done:
+                self._task.result()  # raises the start-up error
+        assert waiter in done, f"the bot did not become ready within {timeout:g} s"
 
     async def stop(self) -> None:
         if self.bot is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ import discord
 import pytest
 
 from bot.cli import sync_commands
-from bot.config import load_settings
+from bot.client import BananaBot
+from bot.config import Settings, load_settings
 from bot.ui import surfaces
 from storage.generations import count_generations
-from storage.jobs import count_reserved_since, get_job
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size
+from storage.jobs import count_reserved_since, get_job, jobs_where
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, image_size, wait_until
 from tests.fake_discord import FakeInteraction
+from tests.fake_image_api import Fault
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,11 +32,7 @@ async def wait_queued(h: BotHarness, count: int) -> None:
     """Until `count` jobs are waiting or running (the bot admitted them)."""
     assert h.bot is not None
     queue = h.bot.jobs.queue
-    for _ in range(200):
-        if queue.waiting_count + queue.running_count >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"expected {count} jobs in the queue, have {queue.waiting_count + queue.running_count}")
+    await wait_until(lambda: queue.waiting_count + queue.running_count >= count, f"{count} jobs are queued", 5)
 
 
 async def test_a_burst_is_deferred_in_time_and_the_guild_cap_holds(tmp_path: Path) -> None:
@@ -185,16 +184,21 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
     async with BotHarness(tmp_path) as h:
         await h.start(BANANA_MAX_CONCURRENT="1")
         h.api.latency = 2.0
-        running = await h.imagine(h.alice, "interrupted while drawing")
+        await h.imagine(h.alice, "interrupted while drawing")
         await wait_queued(h, 1)
         waiting = await h.imagine(h.bob, "interrupted while waiting")
         status = await h.discord.wait_for_message(lambda m: m.interaction_id == waiting.id and "In line" in m.content)
         assert h.bot is not None
-        for _ in range(100):  # the bot records the status message once Discord has answered the edit
-            job = await get_job(h.bot.jobs.db, custom_ids(status)[0].split(":")[2])
-            if job is not None and job.status_message_id == status.id:
-                break
-            await asyncio.sleep(0.02)
+        db, queue = h.bot.jobs.db, h.bot.jobs.queue
+        waiting_id = custom_ids(status)[0].split(":")[2]
+
+        async def status_message_recorded() -> bool:  # once Discord has answered the edit
+            job = await get_job(db, waiting_id)
+            return job is not None and job.status_message_id == status.id
+
+        await wait_until(status_message_recorded, "the waiting job records its status message")
+        [running_job] = await jobs_where(db, "user_id = ?", (h.alice.id,))
+        assert running_job.status == "running" and queue.position(waiting_id) == 1
         await h.stop()
 
         h.api.latency = 0.1
@@ -207,10 +211,22 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
                 )  # type: ignore[misc]
             )
         assert any("restarted" in (e.get("content") or "") for e in h.discord.messages[status.id].edits)
-        assert running.id != waiting.id
+        # The interrupted one is asked for again, the waiting one for the first time; neither twice more.
+        assert Counter(prompts_sent(h)) == {"interrupted while drawing": 2, "interrupted while waiting": 1}
         for user in (h.alice, h.bob):
             assert await count_reserved_since(bot.jobs.db, 0, user_id=user.id) == 1
         assert await count_generations(bot.jobs.db) == 2  # one usage row each, not one per attempt
+
+
+async def test_the_harness_bot_retries_a_server_error_as_production_does(harness: BotHarness) -> None:
+    assert harness.bot is not None
+    settings, production = harness.bot.settings, Settings()
+    assert settings.retry == production.retry
+    assert (settings.timeouts, settings.connect_timeout) == (production.timeouts, production.connect_timeout)
+    harness.api.script(Fault.server_error(503))
+    result = await harness.wait_result(await harness.imagine(harness.alice, "an overloaded model"))
+    assert [r.status for r in harness.gemini_requests()] == [503, 200]
+    assert has_image(result)
 
 
 async def test_commands_sync_only_when_they_change_and_on_demand(tmp_path: Path) -> None:
@@ -280,28 +296,53 @@ async def test_a_job_whose_channel_is_gone_after_a_restart_is_refunded_and_repor
         bot = await h.restart(BANANA_MAX_CONCURRENT="1")
         dm = await h.discord.wait_for_message(lambda m: "its channel is gone" in m.content)
         assert h.discord.channels[dm.channel_id].recipient == h.bob and "a lost cause" in dm.content
-        for _ in range(100):  # the refund is written right after the DM goes out
-            if await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0
+
+        async def refunded() -> bool:  # the refund is written right after the DM goes out
+            return await count_reserved_since(bot.jobs.db, 0, user_id=h.bob.id) == 0
+
+        await wait_until(refunded, "bob's lost job is refunded")
 
 
 async def test_a_job_admitted_before_on_ready_runs_once(tmp_path: Path) -> None:
-    """Interactions can arrive between READY and on_ready (which waits for every GUILD_CREATE); a job
-    admitted then is queued in this process and must not be 'resumed' a second time by on_ready."""
+    """discord.py holds on_ready back until the guilds have arrived, but handles interactions meanwhile; a
+    job admitted then is queued in this process and must not be 'resumed' a second time by on_ready."""
     async with BotHarness(tmp_path) as h:
-        bot = await h.start()
-        h.api.latency = 0.5
+        h.api.latency = 2.0  # still running when on_ready comes
+        h.guild_ready_timeout = 1.0  # on_ready 1 s after the last GUILD_CREATE
+        bot = h.launch()
+        handled = on_ready_handled(bot)
+        await h.discord.wait_ready()  # READY and the GUILD_CREATE are on the bot's socket
         inter = await h.imagine(h.alice, "admitted early")
         await wait_queued(h, 1)
-        # Replay the start-up order: this process's on_ready has not run yet when the job is admitted.
-        bot._resumed = False
-        await bot.on_ready()
+        assert not h.ready.is_set(), "on_ready came before the job was admitted: the window was missed"
+        await h.wait_ready()
+        [job] = await jobs_where(bot.jobs.db, "user_id = ?", (h.alice.id,))
+        assert job.status == "running", "the job ended before on_ready: nothing left to run twice"
+        await wait_until(handled.is_set, "the bot's on_ready has returned", 10)
         result = await h.wait_result(inter)
-        await bot.jobs.wait_told()
-        await asyncio.sleep(0.6)  # a second run, if any, would have reached the API by now
+        # A second run, had on_ready queued one, ends before the queue is idle.
+        await asyncio.wait_for(bot.jobs.queue.wait_idle(), 10)
+        await asyncio.wait_for(bot.jobs.wait_told(), 10)
         assert len(h.gemini_requests()) == 1
         posts = [m for m in h.discord.messages.values() if has_image(m) and m.interaction_id == inter.id]
         assert [m.id for m in posts] == [result.id]
         assert await count_generations(bot.jobs.db) == 1
+        stored = await get_job(bot.jobs.db, job.id)
+        assert stored is not None and stored.attempts_started == 1
+
+
+def on_ready_handled(bot: BananaBot) -> asyncio.Event:
+    """Set once the bot's own on_ready handlers have returned. discord.py runs each handler as a task named
+    after the event, the bot's own first; this listener waits for its namesakes (and never sets the event
+    if the tasks are no longer named so)."""
+    handled = asyncio.Event()
+
+    async def wait_for_the_others() -> None:
+        me = asyncio.current_task()
+        if me is None or not me.get_name().endswith("on_ready"):
+            return
+        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not me and t.get_name() == me.get_name()))
+        handled.set()
+
+    bot.add_listener(wait_for_the_others, "on_ready")
+    return handled

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from storage.jobs import count_reserved_since
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, has_image, image_size, png
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, footer, has_image, image_size, png, wait_until
 from tests.fake_discord import FakeInteraction, FakeMessage
 from tests.fake_image_api import Fault
 
@@ -124,7 +123,9 @@ async def test_cancel_a_waiting_grid(tmp_path: Path) -> None:
         await h.start(BANANA_MAX_CONCURRENT="1")
         h.api.latency = 1.0
         first = await h.imagine(h.bob, "in front")
-        await asyncio.sleep(0.2)
+        assert h.bot is not None
+        queue = h.bot.jobs.queue
+        await wait_until(lambda: queue.running_count == 1, "bob's job holds the only slot", 5)
         inter = await h.discord.slash(h.guild.id, h.guild.channel_id, h.alice, "grid", {"prompt": "later"})
         status = await h.discord.wait_for_message(
             lambda m: m.interaction_id == inter.id and any(c.startswith("grid:cancel:") for c in custom_ids(m))

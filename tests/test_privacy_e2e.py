@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from bot import client as client_module
 from storage.generations import count_generations
 from storage.jobs import get_job, jobs_where
-from tests.bot_harness import BotHarness, custom_ids
+from tests.bot_harness import BotHarness, custom_ids, wait_until
 from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeInteraction, FakeMessage, FakeUser
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,34 +29,41 @@ async def confirm(h: BotHarness, question: FakeMessage, user: FakeUser) -> FakeM
 async def test_forget_me_deletes_only_that_members_rows_and_unshared_images(tmp_path: Path) -> None:
     async with BotHarness(tmp_path) as h:
         bot = await h.start()
-        mine = await h.wait_result(await h.imagine(h.alice, "alice's cat"))
-        await h.wait_result(await h.imagine(h.alice, "alice's dog"))
-        bobs = await h.wait_result(await h.imagine(h.bob, "bob's fish"))
-        ask_bob = await h.discord.user_message(mine.id, h.bob, "bob makes it blue", reply_to=mine.id)
-        bob_reply = await h.wait_reply(ask_bob)
+        # The fake answers a prompt with the same bytes every time, and images are stored by content: asking
+        # for alice's prompt again gives bob the very image alice has. Alice's 9:16 image can't be one of
+        # bob's, whose images are all 1:1 (a reply keeps its parent's shape), whatever colours the fake picks.
+        lighthouse = await h.wait_result(await h.imagine(h.alice, "a lighthouse"))
+        await h.wait_result(await h.imagine(h.alice, "alice's cat", aspect_ratio="9:16"))
+        await h.wait_result(await h.imagine(h.bob, "a lighthouse"))
+        ask_bob = await h.discord.user_message(lighthouse.id, h.bob, "bob makes it blue", reply_to=lighthouse.id)
+        await h.wait_reply(ask_bob)
         alice_jobs = await jobs_where(bot.jobs.db, "user_id = ?", (h.alice.id,))
-        alice_keys = {j.image_key for j in alice_jobs}
-        assert len(alice_jobs) == 2 and all(await asyncio.gather(*(bot.runtime.images.exists(k) for k in alice_keys)))  # type: ignore[arg-type]
+        bob_before = await jobs_where(bot.jobs.db, "user_id = ?", (h.bob.id,))
+        assert all(j.image_key for j in alice_jobs + bob_before)
+        shared = {j.image_key for j in alice_jobs if j.image_key and j.request.prompt == "a lighthouse"}
+        alone = {j.image_key for j in alice_jobs if j.image_key and j.request.prompt == "alice's cat"}
+        bob_keys = {j.image_key for j in bob_before if j.image_key}
+        assert len(shared) == len(alone) == 1 and shared <= bob_keys and not alone & bob_keys
+        [bob_reply] = [j for j in bob_before if j.parent_id is not None]
+        assert bob_reply.parent_id in {j.id for j in alice_jobs}  # bob's reply continues alice's image
 
         question = await ask(h, h.alice, "forget-me")
         assert question.ephemeral and "can't be undone" in question.content
         refused = await confirm(h, question, h.bob)
         assert "Only the person who asked" in refused.content
         done = await confirm(h, question, h.alice)
-        assert "deleted 2 requests, 2 usage records and" in done.content
+        assert "deleted 2 requests, 2 usage records and 1 stored image" in done.content
 
         assert await jobs_where(bot.jobs.db, "user_id = ?", (h.alice.id,)) == []
         assert await count_generations(bot.jobs.db) == 2  # bob's two
-        bob_jobs = await jobs_where(bot.jobs.db, "user_id = ?", (h.bob.id,))
-        bob_keys = {j.image_key for j in bob_jobs}
-        # The fake draws one of 8 images per prompt: "alice's dog" and "bob makes it blue" get the same bytes,
-        # so that image is shared and stays; the cat is alice's alone and goes.
-        assert alice_keys - bob_keys and alice_keys & bob_keys
-        for key in alice_keys:
-            assert await bot.runtime.images.exists(key) == (key in bob_keys)  # type: ignore[arg-type]
-        assert len(bob_jobs) == 2 and all(j.parent_id is None for j in bob_jobs)
-        assert all([await bot.runtime.images.exists(j.image_key) for j in bob_jobs if j.image_key])
-        assert bobs.id and bob_reply.id
+        [alone_key], [shared_key] = alone, shared
+        assert not await bot.runtime.images.exists(alone_key)
+        assert await bot.runtime.images.exists(shared_key)
+        # Bob's rows stay as they were, but for the link to alice's deleted request; his images all stay.
+        bob_after = await jobs_where(bot.jobs.db, "user_id = ?", (h.bob.id,))
+        assert sorted(j.id for j in bob_after) == sorted(j.id for j in bob_before)
+        assert {j.image_key for j in bob_after} == bob_keys and all(j.parent_id is None for j in bob_after)
+        assert all([await bot.runtime.images.exists(key) for key in bob_keys])
 
 
 async def test_forget_me_waits_for_running_jobs(tmp_path: Path) -> None:
@@ -65,10 +71,7 @@ async def test_forget_me_waits_for_running_jobs(tmp_path: Path) -> None:
         bot = await h.start()
         h.api.latency = 1.0
         inter = await h.imagine(h.alice, "slow")
-        for _ in range(100):
-            if bot.jobs.queue.pending_for_user(h.alice.id):
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: bot.jobs.queue.pending_for_user(h.alice.id) > 0, "alice's job is admitted", 5)
         question = await ask(h, h.alice, "forget-me")
         answer = await confirm(h, question, h.alice)
         assert "still waiting or being made" in answer.content
@@ -112,9 +115,10 @@ async def test_old_images_are_pruned_while_the_bot_runs(tmp_path: Path, monkeypa
         bot = await h.start(BANANA_IMAGE_RETENTION_DAYS="0.00001")  # under a second
         await h.wait_result(await h.imagine(h.alice, "short-lived"))
         [job] = await jobs_where(bot.jobs.db, "user_id = ?", (h.alice.id,))
-        assert job.image_key is not None
-        for _ in range(50):
-            if not await bot.runtime.images.exists(job.image_key):
-                break
-            await asyncio.sleep(0.1)
-        assert not await bot.runtime.images.exists(job.image_key)
+        key = job.image_key
+        assert key is not None
+
+        async def pruned() -> bool:
+            return not await bot.runtime.images.exists(key)
+
+        await wait_until(pruned, "the retention task deletes the image", 5)

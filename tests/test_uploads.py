@@ -1,14 +1,14 @@
-"""Fitting a result under Discord's upload limit (bot/uploads.py): pure Pillow, so tested directly."""
+"""Fitting a result under Discord's upload limit (bot/media/uploads.py): pure Pillow, so tested directly."""
 
 from __future__ import annotations
 
 import io
 import os
+from typing import IO
 
 import pytest
 from PIL import Image, ImageChops
 
-from bot.media import uploads
 from bot.media.uploads import ENVELOPE_BYTES, fit_upload
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,15 +36,17 @@ def photo_like(width: int, height: int) -> Image.Image:
 
 @pytest.fixture
 def encodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """Every JPEG encode fit_upload makes: (rows, quality, subsampling)."""
+    """Every JPEG encode Pillow makes: (rows, quality, subsampling). Counted in Pillow's registry of save
+    handlers (Image.register_save), so every JPEG is seen however bot.uploads asks Pillow for it."""
     made: list[tuple[int, int, int]] = []
-    real = uploads._jpeg
+    Image.preinit()  # registers the JPEG handler
+    real = Image.SAVE["JPEG"]
 
-    def counting(image: Image.Image, *, quality: int, subsampling: int) -> bytes:
-        made.append((image.height, quality, subsampling))
-        return real(image, quality=quality, subsampling=subsampling)
+    def counting(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+        made.append((image.height, int(image.encoderinfo["quality"]), int(image.encoderinfo["subsampling"])))
+        real(image, fp, filename)
 
-    monkeypatch.setattr(uploads, "_jpeg", counting)
+    monkeypatch.setitem(Image.SAVE, "JPEG", counting)
     return made
 
 
