@@ -225,6 +225,7 @@ class _Parser:
                 user_pending=self.integer("BANANA_USER_PENDING", 3, minimum=1),
                 user_daily=self.integer("BANANA_USER_DAILY", 50),
                 guild_daily=self.integer("BANANA_GUILD_DAILY", 500),
+                user_install_daily=self.integer("BANANA_USER_INSTALL_DAILY", 100),
             ),
             status_interval=self.number("BANANA_STATUS_INTERVAL", 3.0, minimum=0.05),
             grid_mode=self._choice("BANANA_GRID_MODE", "tiles", ("tiles", "sliced")),

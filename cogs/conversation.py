@@ -3,7 +3,8 @@
 A message in a thread that replies to one of the bot's images continues from *that* image (the thread is
 a version tree); a message that only mentions the bot continues from the newest image in the thread.
 Words become the instruction and attached images become extra references. No privileged intent is
-needed: a reply to the bot, like a mention, carries its content.
+needed: a reply to the bot, like a mention, carries its content. In a DM with the bot, where there are no
+threads, a reply to an image continues from it in place.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bot.i18n import t
 from bot.ui.context import Services
 from bot.ui.intake import submit, take_inputs
 from bot.ui.rules import Requester, admit
-from bot.ui.surfaces import ChannelSurface
+from bot.ui.surfaces import DEFAULT_UPLOAD_LIMIT, ChannelSurface
 from storage.jobs import Job, job_for_message, latest_done_job_in_thread
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,19 @@ class Conversation(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or not isinstance(message.channel, discord.Thread) or self.bot.user is None:
+        channel = message.channel
+        in_dm = isinstance(channel, discord.DMChannel)
+        if message.author.bot or not (isinstance(channel, discord.Thread) or in_dm) or self.bot.user is None:
             return
         parent = await self.parent_job(message)
-        if parent is None:
+        if parent is None or (in_dm and parent.channel_id != channel.id):
             return
-        thread = message.channel
-        locale = self.services.guild_locale(thread.guild)
+        guild = None if in_dm else getattr(channel, "guild", None)
+        # In a DM the conversation continues in place: a reply to the image, answered with a reply.
+        locale = self.services.guild_locale(guild) if guild is not None else parent.locale
+        upload_limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         instruction = re.sub(rf"<@!?{self.bot.user.id}>", "", message.content).strip()
-        surface = ChannelSurface(thread, locale=locale, upload_limit=thread.guild.filesize_limit, reply_to=message)
+        surface = ChannelSurface(channel, locale=locale, upload_limit=upload_limit, reply_to=message)
         if not instruction:
             await message.reply(t(locale, "reply.empty"), mention_author=False)
             return
@@ -52,20 +57,22 @@ class Conversation(commands.Cog):
             return
         asked = dataclasses.replace(parent.request, prompt=instruction, reference_keys=(), input_notes=())
         attached = [(a.filename, a) for a in images]
+        guild_id = guild.id if guild is not None else None
         request = await take_inputs(
-            self.services, surface, asked, attached, guild_id=thread.guild.id, size=parent.request.size
+            self.services, surface, asked, attached, guild_id=guild_id, size=parent.request.size
         )
         if request is None:
             return
         job = Job(
-            guild_id=thread.guild.id,
-            channel_id=thread.id,
+            guild_id=guild_id,
+            channel_id=channel.id,
             user_id=message.author.id,
             kind="reply",
             locale=locale,
             request=request,
             parent_id=parent.id,
-            thread_id=thread.id,
+            thread_id=None if in_dm else channel.id,
+            user_install=parent.user_install,
         )
         await submit(self.services, job, surface, member_daily=admitted.daily)
 
@@ -78,6 +85,6 @@ class Conversation(commands.Cog):
             if replied is not None and replied.status == "done":
                 return replied
         assert self.bot.user is not None
-        if self.bot.user in message.mentions:
+        if self.bot.user in message.mentions and isinstance(message.channel, discord.Thread):
             return await latest_done_job_in_thread(db, message.channel.id)
         return None

@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.core.models import ModelSpec
 from bot.i18n import t
-from bot.ui.commands import ModelCommandCog
+from bot.ui.commands import ModelCommandCog, user_installable
 from bot.ui.context import Services
 from bot.ui.intake import (
     attached_only,
@@ -153,4 +153,5 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
         name="edit",
         description=locale_str(f"Change an image by instruction with {spec.label}.", model=spec.label),
         callback=edit,
+        **user_installable(cog.services),
     )

@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.app_commands import locale_str
 
 from bot.core.models import ModelSpec
-from bot.ui.commands import ModelCommandCog
+from bot.ui.commands import ModelCommandCog, user_installable
 from bot.ui.intake import (
     attached_only,
     character_autocomplete,
@@ -141,4 +141,5 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
         name="imagine",
         description=locale_str(f"Create an image with {spec.label} from a prompt.", model=spec.label),
         callback=callback,
+        **user_installable(cog.services),
     )

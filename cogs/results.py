@@ -19,7 +19,7 @@ from bot.i18n import t
 from bot.ui.context import Services
 from bot.ui.intake import elapsed_ms, submit
 from bot.ui.rules import Requester, admit
-from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
+from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface, through_user_install
 from bot.ui.views import CUSTOM_ID, TextModal, bound, custom_id, larger_size
 from cogs.characters import Characters
 from cogs.moderation import Moderation
@@ -203,4 +203,5 @@ class Results(commands.Cog):
             request=request,
             parent_id=parent.id if parent else None,
             thread_id=(parent.thread_id if parent else None) or (channel.id if in_thread else None),
+            user_install=through_user_install(interaction),
         )

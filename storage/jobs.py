@@ -140,6 +140,8 @@ class Job:
     #: The grid this job is a tile of, and which tile (1-4); see migration 0003.
     grid_id: str | None = None
     tile: int | None = None
+    #: Made through the member's own install of the app (migration 0013): no server's settings apply.
+    user_install: bool = False
 
 
 # Python field -> column. The JSON-valued fields are stored as text in *_json columns.
@@ -167,6 +169,7 @@ def _from_row(row: Any) -> Job:
         if values[name] is not None:
             values[name] = json.loads(values[name])
     values["request"] = request_from_json(values["request"])
+    values["user_install"] = bool(values["user_install"])
     return Job(**values)
 
 
@@ -243,6 +246,17 @@ async def count_reserved_since(
         f"AND status IN ({', '.join('?' for _ in RESERVED)}) AND kind != 'tile'"
     )
     async with db.conn.execute(sql, (value, since, *RESERVED)) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def count_user_installs_since(db: Database, since: float) -> int:
+    """Jobs made through members' own installs, over the whole bot, holding a reservation since `since`."""
+    sql = (
+        f"SELECT count(*) FROM jobs WHERE user_install = 1 AND created_at >= ? "
+        f"AND status IN ({', '.join('?' for _ in RESERVED)})"
+    )
+    async with db.conn.execute(sql, (since, *RESERVED)) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
 

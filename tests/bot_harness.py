@@ -186,7 +186,9 @@ class BotHarness:
             lambda m: m.interaction_id == inter.id and has_image(m) and not m.deleted, timeout=timeout
         )
         channel = self.discord.channels.get(message.channel_id)
-        if channel is not None and channel.type == 0:  # a text channel: a thread follows
+        guild = self.discord.guild_of(message.channel_id)
+        if channel is not None and channel.type == 0 and guild is not None and guild.bot_installed:
+            # A text channel the bot is in: a thread follows.
             await self.discord.wait_for_message(lambda m: m.channel_id == message.id, timeout=timeout)
         return message
 

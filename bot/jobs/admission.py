@@ -19,7 +19,7 @@ from bot.jobs.limits import QueueLimits
 from bot.jobs.queue import FairQueue
 from storage.db import Database
 from storage.guild_settings import GuildSettings, get_guild_settings, spent_since
-from storage.jobs import JobRequest, count_reserved_since
+from storage.jobs import JobRequest, count_reserved_since, count_user_installs_since
 
 
 class BudgetExceeded(Exception):
@@ -83,17 +83,38 @@ class Admission:
 
     @asynccontextmanager
     async def admitting(
-        self, user_id: int, guild_id: int | None, request: JobRequest, *, images: int, member_daily: int | None = None
+        self,
+        user_id: int,
+        guild_id: int | None,
+        request: JobRequest,
+        *,
+        images: int,
+        member_daily: int | None = None,
+        user_install: bool = False,
     ) -> AsyncIterator[float]:
         """Check every limit for `images` images of `request` and hold the admission lock while the caller
         stores the jobs (then `reserve`s each). Yields the estimated cost of one image. Raises LimitExceeded
         or BudgetExceeded, with nothing reserved, when over a limit.
 
-        `member_daily` is the member's own daily limit from their roles, in place of the server's."""
+        `member_daily` is the member's own daily limit from their roles, in place of the server's. A job made
+        through the member's own install (`user_install`) answers to no server: only the bot-wide limits and
+        the daily cap on user installs apply."""
         cost = self.estimate_cost(request.model, request.size, 1)
         async with self._lock:
+            if user_install:
+                await self._check_user_installs(images)
+                guild_id = None
             await self._check(user_id, guild_id, images=images, cost=cost * images, member_daily=member_daily)
             yield cost
+
+    async def _check_user_installs(self, images: int) -> None:
+        cap = self.limits.user_install_daily
+        if cap == 0:
+            raise LimitExceeded("user_install_off", 0, None)
+        day_start = utc_day_start(self.clock())
+        used = await count_user_installs_since(self.db, day_start)
+        if used + images > cap:
+            raise LimitExceeded("user_install_daily", cap, day_start + 86400, needed=images, used=used)
 
     def reserve(self, job_id: str, guild_id: int | None, cost: float) -> None:
         self._reserved_cost[job_id] = (guild_id, cost)

@@ -16,6 +16,9 @@ class QueueLimits:
     #: Images per member / per guild per UTC day (0 = no limit).
     user_daily: int = 0
     guild_daily: int = 0
+    #: Images per UTC day over the whole bot made through members' own installs (in DMs and in servers that
+    #: haven't added the bot); 0 turns user installs off.
+    user_install_daily: int = 100
 
 
 @dataclass(frozen=True)

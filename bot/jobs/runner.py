@@ -89,7 +89,12 @@ class JobRunner:
         """Admit the jobs of one request (a grid's tiles) together: all of them or none."""
         first = jobs[0][0]
         admitting = self.admission.admitting(
-            first.user_id, first.guild_id, first.request, images=len(jobs), member_daily=member_daily
+            first.user_id,
+            first.guild_id,
+            first.request,
+            images=len(jobs),
+            member_daily=member_daily,
+            user_install=first.user_install,
         )
         async with admitting as cost:
             for job, _ in jobs:
@@ -103,7 +108,8 @@ class JobRunner:
 
     def _enqueue(self, job: Job, presenter: JobPresenter) -> None:
         self._presenters[job.id] = presenter
-        lane = job.guild_id if job.guild_id is not None else -job.user_id
+        # A server's jobs share its lane; a member's own (DMs, user installs) get one keyed by the member.
+        lane = job.guild_id if job.guild_id is not None and not job.user_install else -job.user_id
         ticket = Ticket(
             job_id=job.id,
             lane=lane,

@@ -16,6 +16,17 @@ from bot.core.models import ModelSpec
 from bot.ui.context import Services
 
 
+def user_installable(services: Services) -> dict[str, Any]:
+    """For a command members may also use through their own install of the app (in DMs with the bot and in
+    servers that haven't added it), unless BANANA_USER_INSTALL_DAILY turns user installs off."""
+    return {
+        "allowed_installs": app_commands.AppInstallationType(
+            guild=True, user=services.settings.limits.user_install_daily > 0
+        ),
+        "allowed_contexts": app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+    }
+
+
 class ModelCommandCog(commands.Cog):
     command: app_commands.Command[Any, ..., None] | app_commands.Group
 

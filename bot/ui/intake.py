@@ -195,12 +195,13 @@ async def start_job(
 ) -> None:
     """A command's one job: the server's rules, then inputs checked and read, then queued in this channel (in
     its thread if it is one)."""
-    admitted = await admit(services, Requester.of_interaction(interaction), [request.prompt], surface)
+    requester = Requester.of_interaction(interaction)
+    admitted = await admit(services, requester, [request.prompt], surface)
     if admitted is None:
         return
-    taken = await take_inputs(
-        services, surface, request, attached, guild_id=interaction.guild_id, size=size, character=character
-    )
+    # Through a member's own install no server's settings (or characters) apply.
+    guild_id = None if requester.user_install else interaction.guild_id
+    taken = await take_inputs(services, surface, request, attached, guild_id=guild_id, size=size, character=character)
     if taken is None:
         return
     channel = interaction.channel
@@ -212,8 +213,9 @@ async def start_job(
         kind=kind,
         locale=surface.locale,
         request=taken,
-        thread_id=channel.id if isinstance(channel, discord.Thread) else None,
+        thread_id=channel.id if isinstance(channel, discord.Thread) and not requester.user_install else None,
         defer_ms=defer_ms,
+        user_install=requester.user_install,
     )
     await submit(services, job, surface, member_daily=admitted.daily)
 

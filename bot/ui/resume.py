@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import discord
@@ -45,6 +46,10 @@ class Resumer:
 
     async def _surface(self, job: Job) -> ChannelSurface | None:
         channel = await self.services.resolve_channel(job.channel_id)
+        if not isinstance(channel, discord.abc.Messageable) and job.user_install and job.guild_id is not None:
+            # Made through the member's own install in a server without the bot: the result goes to their DMs.
+            with contextlib.suppress(discord.HTTPException):
+                channel = await self.services.client.create_dm(discord.Object(job.user_id))
         if not isinstance(channel, discord.abc.Messageable):
             text = t(job.locale, "job.channel_gone", prompt=clip(job.request.prompt, 200))
             await send_dm(self.services.client, job.user_id, text)

@@ -12,7 +12,7 @@ import discord
 from bot.i18n import t
 from bot.jobs.moderation import Refusal, check_member, check_texts, member_daily_limit
 from bot.ui.context import Services
-from bot.ui.surfaces import InteractionSurface, Surface, send_dm
+from bot.ui.surfaces import InteractionSurface, Surface, send_dm, through_user_install
 from storage.guild_settings import get_guild_settings
 from storage.moderation import banned_phrases, get_block, log_refusal, role_limits
 
@@ -30,6 +30,8 @@ class Requester:
     is_admin: bool
     #: The interaction they asked with, if any: a refusal is its ephemeral follow-up.
     interaction: discord.Interaction | None = None
+    #: Through their own install of the app: no server's rules apply.
+    user_install: bool = False
 
     @classmethod
     def of_interaction(cls, interaction: discord.Interaction) -> Requester:
@@ -39,6 +41,7 @@ class Requester:
             interaction.channel,
             interaction.permissions.manage_guild,
             interaction,
+            through_user_install(interaction),
         )
 
     @classmethod
@@ -68,9 +71,9 @@ async def admit(
     services: Services, requester: Requester, texts: list[str], surface: Surface | None = None
 ) -> Admitted | None:
     """The member and `texts` (prompt, instruction, sheet) against the server's rules; None after telling the
-    member privately why not. In DMs no server's rules apply."""
+    member privately why not. In DMs, and through a member's own install, no server's rules apply."""
     guild_id = requester.guild_id
-    if guild_id is None:
+    if guild_id is None or requester.user_install:
         return Admitted()
     db = services.db
     settings = await get_guild_settings(db, guild_id)

@@ -66,6 +66,12 @@ class Surface(ABC):
         return isinstance(self.channel, discord.TextChannel)
 
 
+def through_user_install(interaction: discord.Interaction) -> bool:
+    """Whether the member used the bot through their own install of it, not a server's (in a DM, or in a
+    server that hasn't added the bot): then no server's settings, rules or budget apply."""
+    return interaction.is_user_integration() and not interaction.is_guild_integration()
+
+
 class InteractionSurface(Surface):
     """The deferred interaction's response; falls back to the channel once the token is about to expire."""
 
@@ -81,6 +87,18 @@ class InteractionSurface(Surface):
         self.interaction = interaction
         self.received_at = received_at if received_at is not None else time.monotonic()
         self.requester = interaction.user
+        #: Used through the member's own install: the bot may not post in this channel, only answer here.
+        self.user_install = through_user_install(interaction)
+
+    @property
+    def can_thread(self) -> bool:
+        return not self.user_install and super().can_thread
+
+    async def late_channel(self) -> discord.abc.Messageable:
+        """Where to post once the token is gone: the channel, or the member's DMs where the bot isn't a member."""
+        if self.user_install and self.interaction.guild_id is not None:
+            return await self.requester.create_dm()
+        return self.channel
 
     @property
     def token_fresh(self) -> bool:
@@ -104,7 +122,8 @@ class InteractionSurface(Surface):
             )
         else:
             late = t(self.locale, "result.late", mention=self.requester.mention)
-            self.message = await self.channel.send(
+            channel = await self.late_channel()
+            self.message = await channel.send(
                 content=f"{late}\n{content}".strip(),
                 embed=embed,
                 file=file,
@@ -119,7 +138,8 @@ class InteractionSurface(Surface):
                 await self.interaction.delete_original_response()
             await self.interaction.followup.send(text, ephemeral=True)
         else:
-            await self.channel.send(
+            channel = await self.late_channel()
+            await channel.send(
                 f"{self.requester.mention} {text}", allowed_mentions=discord.AllowedMentions(users=[self.requester])
             )
 

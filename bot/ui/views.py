@@ -92,7 +92,7 @@ def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
     if bigger is not None:
         view.add_item(_button("upscale", job, t(locale, "button.upscale", size=bigger), "🔍"))
     view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))
-    if job.guild_id is not None:  # characters and moderators belong to a server
+    if job.guild_id is not None and not job.user_install:  # characters and moderators belong to a server
         view.add_item(_button("addchar", job, t(locale, "button.add_character"), "🧬"))
         view.add_item(_button("report", job, t(locale, "button.report"), "🚩"))
     return view

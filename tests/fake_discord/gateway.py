@@ -113,7 +113,8 @@ async def handle_gateway(fake: FakeDiscord, request: web.Request) -> web.WebSock
                 fake.identified_intents.append(session.intents)
                 session.enqueue("READY", _ready_payload(fake, session))
                 for guild in fake.guilds.values():
-                    session.enqueue("GUILD_CREATE", guild_json(fake, guild))
+                    if guild.bot_installed:
+                        session.enqueue("GUILD_CREATE", guild_json(fake, guild))
                 session.ready = True
                 writer = asyncio.create_task(_writer(fake, session, ws))
             elif op == 6:

@@ -41,6 +41,8 @@ MEMBER_PERMISSIONS = (
 )
 # The bot's managed role: what an image bot needs in a channel, so channel.permissions_for(guild.me) passes.
 BOT_PERMISSIONS = MEMBER_PERMISSIONS
+#: What a user-installed app may do in a channel: answer its interactions (Discord's app_permissions there).
+USER_INSTALL_PERMISSIONS = SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | USE_APPLICATION_COMMANDS
 GUILD_MEMBERS_INTENT = 1 << 1
 MESSAGE_CONTENT_INTENT = 1 << 15
 PRIVILEGED_INTENTS = GUILD_MEMBERS_INTENT | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, message content
@@ -122,6 +124,9 @@ class FakeGuild:
     channel_id: int  # the "general" text channel
     bot_role_id: int
     everyone_permissions: int = 0
+    #: False for a server that hasn't added the bot: members who added it to their account still use it
+    #: there (a user install), but the bot gets no events from it and may not call its channels.
+    bot_installed: bool = True
     members: dict[int, FakeMember] = field(default_factory=dict)
     channel_ids: list[int] = field(default_factory=list)
     roles: dict[int, FakeRole] = field(default_factory=dict)  # named roles, by id

@@ -26,6 +26,7 @@ from .models import (
     GUILD_MEMBERS_INTENT,
     MEMBER_PERMISSIONS,
     MESSAGE_CONTENT_INTENT,
+    USER_INSTALL_PERMISSIONS,
     VIEW_CHANNEL,
     FakeChannel,
     FakeGuild,
@@ -95,7 +96,9 @@ class FakeDiscord:
         self.cdn_requests: list[str] = []  # paths the bot downloaded from the CDN
         self.synced_commands: dict[int | None, list[dict[str, Any]]] = {}
         self.deleted_channels: set[int] = set()  # channels and threads gone (delete_channel): REST answers 10003
-        self.revoked_channels: set[int] = set()  # channels the bot may not view (revoke_access): REST answers 50001
+        self.revoked_channels: set[int] = set()
+        #: Users who added the app to their account (install_for_user).
+        self.user_installs: set[int] = set()  # channels the bot may not view (revoke_access): REST answers 50001
         self.gateway_events: list[tuple[str, dict[str, Any]]] = []
         self.identified_intents: list[int] = []
         self.resumes = 0
@@ -188,18 +191,40 @@ class FakeDiscord:
     # ----- state set-up -----
 
     def add_guild(
-        self, name: str = "Fake Guild", *, premium_tier: int = 0, preferred_locale: str = "en-US"
+        self,
+        name: str = "Fake Guild",
+        *,
+        premium_tier: int = 0,
+        preferred_locale: str = "en-US",
+        bot_installed: bool = True,
     ) -> FakeGuild:
+        """A server; with ``bot_installed=False`` one that hasn't added the bot (see `install_for_user`)."""
         owner = FakeUser(snowflake(), f"{name} owner")
         self.users[owner.id] = owner
-        guild = FakeGuild(snowflake(), name, premium_tier, preferred_locale, owner, 0, snowflake(), _fake=self)
+        guild = FakeGuild(
+            snowflake(),
+            name,
+            premium_tier,
+            preferred_locale,
+            owner,
+            0,
+            snowflake(),
+            bot_installed=bot_installed,
+            _fake=self,
+        )
         self.guilds[guild.id] = guild
-        guild.members[self.bot_user.id] = FakeMember(self.bot_user, guild.id, BOT_PERMISSIONS, guild.bot_role_id)
+        if bot_installed:
+            guild.members[self.bot_user.id] = FakeMember(self.bot_user, guild.id, BOT_PERMISSIONS, guild.bot_role_id)
         guild.members[owner.id] = FakeMember(owner, guild.id, MEMBER_PERMISSIONS, snowflake())
         guild.channel_id = self.add_channel(guild.id, "general", announce=False)
-        if self._ready_sessions():
+        if bot_installed and self._ready_sessions():
             self.dispatch("GUILD_CREATE", guild_json(self, guild))
         return guild
+
+    def install_for_user(self, user: FakeUser) -> None:
+        """The user adds the app to their account: its user-installable commands follow them into servers that
+        haven't added the bot, where interactions carry ``authorizing_integration_owners`` {"1": user id}."""
+        self.user_installs.add(user.id)
 
     def add_member(self, guild_id: int, name: str, *, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
         guild = self.guilds[guild_id]
@@ -207,6 +232,8 @@ class FakeDiscord:
         self.users[user.id] = user
         member = FakeMember(user, guild_id, permissions, snowflake())
         guild.members[user.id] = member
+        if not guild.bot_installed:
+            return user  # a server without the bot sends it nothing
         self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
         # Member events need the privileged members intent (Discord sends none to a bot without it).
         data = {**member_json(member), "guild_id": str(guild_id)}
@@ -259,7 +286,7 @@ class FakeDiscord:
         channel = FakeChannel(snowflake(), name, guild_id, nsfw=nsfw)
         self.channels[channel.id] = channel
         self.guilds[guild_id].channel_ids.append(channel.id)
-        if announce:
+        if announce and self.guilds[guild_id].bot_installed:
             self.dispatch("CHANNEL_CREATE", channel_json(channel, len(self.guilds[guild_id].channel_ids) - 1))
         return channel.id
 
@@ -339,7 +366,11 @@ class FakeDiscord:
         return channel_id in self.deleted_channels or self._parent_or_self(channel_id) in self.deleted_channels
 
     def is_revoked(self, channel_id: int) -> bool:
-        """The bot may not view the channel, or the thread's parent (revoke_access)."""
+        """The bot may not view the channel, or the thread's parent (revoke_access), or it is in a server that
+        hasn't added the bot."""
+        guild = self.guild_of(channel_id)
+        if guild is not None and not guild.bot_installed:
+            return True
         return self._parent_or_self(channel_id) in self.revoked_channels
 
     def guild_of(self, channel_id: int) -> FakeGuild | None:
@@ -456,6 +487,7 @@ class FakeDiscord:
         message_id: int | None = None,
         locale: str = "en-US",
         guild_locale: str | None = None,
+        via_user_install: bool = False,
     ) -> FakeInteraction:
         session = self._live_session()
         if session is None:
@@ -464,8 +496,15 @@ class FakeDiscord:
         channel = self.channel_payload(channel_id)
         if channel is None or self.is_gone(channel_id):
             raise AssertionError(f"fake Discord: unknown channel {channel_id}")
-        # Without View Channel every other channel permission is implicitly denied too.
-        app_permissions = 0 if self.is_revoked(channel_id) else BOT_PERMISSIONS
+        # Used through a member's own install, in a server that hasn't added the bot, or in a DM when asked.
+        by_user = via_user_install or (guild is not None and not guild.bot_installed)
+        if by_user and user.id not in self.user_installs:
+            raise AssertionError(f"fake Discord: {user.name} hasn't added the app to their account")
+        # Without View Channel every other channel permission is implicitly denied too. A user install gets what
+        # an interaction's responses need in the channel.
+        app_permissions = 0 if self.is_revoked(channel_id) and not by_user else BOT_PERMISSIONS
+        if by_user:
+            app_permissions = USER_INSTALL_PERMISSIONS
         iid = snowflake()
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -480,7 +519,9 @@ class FakeDiscord:
             "app_permissions": str(app_permissions),
             "attachment_size_limit": self.filesize_limit(channel_id),
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id) if guild else "0"},
+            "authorizing_integration_owners": (
+                {"1": str(user.id)} if by_user else {"0": str(guild.id) if guild else "0"}
+            ),
             "context": 0 if guild else 1,
         }
         if guild is not None:
@@ -520,8 +561,13 @@ class FakeDiscord:
         locale: str = "en-US",
         guild_locale: str | None = None,
         focused: str | None = None,
+        via_user_install: bool = False,
     ) -> FakeInteraction:
         """A chat-input command as a user invokes it; option types and checks come from the synced command.
+
+        In a server that hasn't added the bot, or with ``via_user_install`` in a DM, the command is used through
+        the user's own install (`install_for_user`): Discord offers it only if its ``integration_types`` has
+        user installs (1) and its ``contexts`` has this kind of place.
 
         ``subcommand`` is "sub" or "group sub". Option values: str, int, float, bool; a FakeUser (or user id)
         for USER, a channel or thread id for CHANNEL, a FakeRole (or role id, the guild id for @everyone) for
@@ -533,6 +579,12 @@ class FakeDiscord:
         cmd, scope = self.find_command(name, guild_id)
         path = subcommand.split() if subcommand else []
         guild = self.guilds.get(guild_id) if guild_id else None
+        by_user = via_user_install or (guild is not None and not guild.bot_installed)
+        if by_user:
+            assert cmd is not None and scope is None, f"fake Discord: /{name} is not a global command"
+            context = 0 if guild is not None else 1
+            if 1 not in (cmd.get("integration_types") or [0]) or context not in (cmd.get("contexts") or [0, 1, 2]):
+                raise AssertionError(f"fake Discord: /{name} is not offered to user installs here")
         builder = OptionBuilder(self, guild, user, channel_id)
         spec, kinds = builder.descend(cmd, path)
         opts = builder.build(spec, options or {}, depth=len(path), attachments=list(attachments or {}), focused=focused)
@@ -550,7 +602,9 @@ class FakeDiscord:
         if scope is not None:
             data["guild_id"] = str(scope)
         itype = 4 if focused is not None else 2
-        return await self._interact(itype, channel_id, user, data, locale=locale, guild_locale=guild_locale)
+        return await self._interact(
+            itype, channel_id, user, data, locale=locale, guild_locale=guild_locale, via_user_install=by_user
+        )
 
     async def autocomplete(
         self,
@@ -580,12 +634,27 @@ class FakeDiscord:
         return msg.channel_id
 
     async def click(
-        self, message_id: int, custom_id: str, user: FakeUser, *, channel_id: int | None = None, locale: str = "en-US"
+        self,
+        message_id: int,
+        custom_id: str,
+        user: FakeUser,
+        *,
+        channel_id: int | None = None,
+        locale: str = "en-US",
+        via_user_install: bool = False,
     ) -> FakeInteraction:
         """A button press on a stored message (which must carry a button with ``custom_id``)."""
         channel = self._component_channel(message_id, custom_id)
         data = {"custom_id": custom_id, "component_type": 2}
-        return await self._interact(3, channel_id or channel, user, data, message_id=message_id, locale=locale)
+        return await self._interact(
+            3,
+            channel_id or channel,
+            user,
+            data,
+            message_id=message_id,
+            locale=locale,
+            via_user_install=via_user_install,
+        )
 
     async def select(
         self, message_id: int, custom_id: str, user: FakeUser, values: list[str], *, locale: str = "en-US"
