@@ -64,7 +64,7 @@ async def test_lifecycle_create_list_show_edit_delete(h: BotHarness) -> None:
     assert "Updated Mira" in reply.content and "Added 1 reference image" in reply.content
     assert h.bot is not None
     stored = await get_character(h.bot.jobs.db, h.guild.id, "Mira")
-    assert stored is not None and stored.version == 3 and len(await character_images(h.bot.jobs.db, stored.id)) == 3
+    assert stored is not None and stored.version == 2 and len(await character_images(h.bot.jobs.db, stored.id)) == 3
 
     deleting = await character(h, "delete", h.alice, {"name": "Mira"})
     confirm = await answer(h, deleting)
