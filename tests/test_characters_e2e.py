@@ -440,3 +440,19 @@ async def test_the_creators_forget_me_keeps_a_shared_character_without_their_nam
     admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
     restored = await answer(h, await character(h, "restore", admin, {"name": "Mira", "version": 1}))
     assert "it is now version 3" in restored.content
+
+
+async def test_history_shows_the_newest_versions_and_says_how_many_are_older(h: BotHarness) -> None:
+    await answer(h, await character(h, "create", h.alice, {"name": "Mira", "description": "sheet 1"}))
+    for n in range(2, 13):
+        edited = await answer(h, await character(h, "edit", h.alice, {"name": "Mira", "description": f"sheet {n}"}))
+        assert f"now at version {n}" in edited.content
+    unchanged = await answer(h, await character(h, "edit", h.alice, {"name": "Mira", "description": "sheet 12"}))
+    assert "Mira is unchanged" in unchanged.content
+
+    shown = await answer(h, await character(h, "history", h.bob, {"name": "Mira"}))
+    lines = shown.embeds[0]["description"].split("\n")
+    assert [line.split(" · ")[0] for line in lines] == [f"**v{n}**" for n in range(12, 2, -1)]
+    assert lines[-1].split(" · ")[1] == "sheet changed"  # the oldest shown, against the version before it
+    assert "2 older versions are not shown" in shown.embeds[0]["footer"]["text"]
+    assert not shown.files  # no version has images: no strip
