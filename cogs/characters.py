@@ -2,14 +2,15 @@
 
 Characters belong to a guild: every member may use them; their creator and members with Manage Guild may
 change or delete them; other guilds never see them. /imagine, /grid and /edit take a `character` option
-(autocomplete below), and results have an "Add to character" action.
+(autocomplete below), and results have an "Add to character" action. Every change is a numbered version:
+/character history lists them and /character restore brings one back (as a new version).
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, cast
 
 import discord
@@ -17,31 +18,49 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.i18n import t, tn
-from bot.jobs.characters import MAX_DESCRIPTION, SHEET_SECTIONS, name_problem, sheet_text
+from bot.jobs.characters import (
+    MAX_DESCRIPTION,
+    SHEET_SECTIONS,
+    ChangeSummary,
+    name_problem,
+    sheet_text,
+    summarize,
+)
 from bot.media.pool import run_image_work
+from bot.media.strips import StripRow, compose_strip
 from bot.media.uploads import fit_upload
 from bot.ui.context import Services
 from bot.ui.intake import InputError, read_references
 from bot.ui.rules import Requester, admit
 from bot.ui.views import bound
 from storage.characters import (
+    FORGOTTEN,
     Character,
+    CharacterGone,
+    CharacterVersion,
     DuplicateName,
-    add_character_images,
+    Saved,
+    UnknownVersion,
+    change_character,
     character_images,
+    character_versions,
     count_images,
+    count_versions,
     create_character,
     delete_character,
     get_character,
     get_character_by_id,
+    get_version,
     list_characters,
-    update_description,
+    restore_version,
 )
 from storage.guild_settings import get_guild_settings
 from storage.jobs import get_job
 
 #: At most this many reference images shown by /character show (Discord allows 10 files per message).
 SHOWN_IMAGES = 4
+#: Versions listed (and drawn in the strip) by /character history; older ones can still be restored by number.
+HISTORY_SHOWN = 10
 DELETE_ID = re.compile(r"char:delete:(?P<character_id>[0-9]{1,20}):(?P<user_id>[0-9]{1,20})")
 ADD_ID = re.compile(r"char:add:(?P<job_id>[A-Za-z0-9_-]{1,40})")
 
@@ -174,6 +193,30 @@ class Characters(commands.Cog):
         found = await list_characters(self.services.db, interaction.guild_id, current, limit=25)
         return [app_commands.Choice(name=c.name, value=c.name) for c in found]
 
+    async def version_numbers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+        """The `version` option: the named character's versions, newest first, with what each changed."""
+        name = getattr(interaction.namespace, "name", None)
+        if interaction.guild_id is None or not isinstance(name, str):
+            return []
+        character = await get_character(self.services.db, interaction.guild_id, name)
+        if character is None:
+            return []
+        locale = str(interaction.locale)
+        versions = await character_versions(self.services.db, character.id, limit=26)
+        choices = []
+        for version, previous in zip(versions, [*versions[1:], None], strict=True):
+            before = previous if previous is not None and previous.version == version.version - 1 else None
+            if str(current) and not str(version.version).startswith(str(current)):
+                continue
+            label = t(
+                locale,
+                "history.choice",
+                version=version.version,
+                change=change_text(locale, summarize(version, before)),
+            )
+            choices.append(app_commands.Choice(name=label[:100], value=version.version))
+        return choices[:25]
+
     # --- create ---------------------------------------------------------------------------------------
     @group.command(name="create", description="Save a character: a description and reference images.")
     @app_commands.describe(
@@ -221,12 +264,12 @@ class Characters(commands.Cog):
                     name=name,
                     description=text,
                     created_by=interaction.user.id,
+                    image_keys=keys,
+                    max_images=self.max_images,
                 )
             except DuplicateName:
                 await done.followup.send(t(locale, "character.exists", name=name), ephemeral=True)
                 return
-            if keys:
-                await add_character_images(self.services.db, character.id, keys, self.max_images)
             answer = tn(locale, "character.created", len(keys), name=character.name)
             await done.followup.send(answer, ephemeral=True)
             self.log_change(character.guild_id, done.user.id, "modlog.character_created", character.name)
@@ -251,7 +294,7 @@ class Characters(commands.Cog):
         for character in found:
             images = await count_images(self.services.db, character.id)
             lines.append(
-                tn(locale, "character.list_line", images, name=character.name, creator=f"<@{character.created_by}>")
+                tn(locale, "character.list_line", images, name=character.name, creator=creator(locale, character))
             )
         embed = discord.Embed(title=t(locale, "character.list_title"), description="\n".join(lines)[:4000])
         await interaction.response.send_message(embed=embed, ephemeral=True)
@@ -267,7 +310,7 @@ class Characters(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         keys = await character_images(self.services.db, character.id)
         embed = discord.Embed(title=character.name, description=character.description[:4000])
-        embed.add_field(name=t(locale, "character.creator"), value=f"<@{character.created_by}>")
+        embed.add_field(name=t(locale, "character.creator"), value=creator(locale, character))
         embed.add_field(name=t(locale, "character.version"), value=str(character.version))
         embed.add_field(name=t(locale, "character.images"), value=str(len(keys)))
         if len(keys) > SHOWN_IMAGES:
@@ -316,14 +359,26 @@ class Characters(commands.Cog):
             except InputError as exc:
                 await done.followup.send(str(exc), ephemeral=True)
                 return
-            if text:
-                await update_description(self.services.db, character.id, text)
-            dropped = await add_character_images(self.services.db, character.id, keys, self.max_images) if keys else []
+            try:
+                saved = await change_character(
+                    self.services.db,
+                    character.id,
+                    changed_by=done.user.id,
+                    change="edit",
+                    max_images=self.max_images,
+                    description=text or None,
+                    add_keys=keys,
+                )
+            except CharacterGone:
+                await done.followup.send(t(locale, "character.missing"), ephemeral=True)
+                return
+            if not saved.changed:
+                await done.followup.send(t(locale, "history.unchanged", name=character.name), ephemeral=True)
+                return
             lines = [t(locale, "character.updated", name=character.name)]
             if keys:
                 lines.append(tn(locale, "character.images_added", len(keys)))
-            if dropped:
-                lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
+            lines.extend(self._dropped_and_version(locale, saved))
             await done.followup.send("\n".join(lines), ephemeral=True)
             self.log_change(character.guild_id, done.user.id, "modlog.character_edited", character.name)
 
@@ -393,16 +448,134 @@ class Characters(commands.Cog):
         if not may_change(interaction, character, await self._managers(interaction)):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return
-        dropped = await add_character_images(self.services.db, character.id, [job.image_key], self.max_images)
+        try:
+            saved = await change_character(
+                self.services.db,
+                character.id,
+                changed_by=interaction.user.id,
+                change="add_image",
+                max_images=self.max_images,
+                add_keys=[job.image_key],
+            )
+        except CharacterGone:
+            await interaction.response.edit_message(content=t(locale, "character.missing"), view=None)
+            return
+        if not saved.changed:
+            await interaction.response.edit_message(
+                content=t(locale, "history.unchanged", name=character.name), view=None
+            )
+            return
         self.log_change(character.guild_id, interaction.user.id, "modlog.character_edited", character.name)
-        lines = [t(locale, "character.image_added", name=character.name)]
-        if dropped:
-            lines.append(tn(locale, "character.images_dropped", len(dropped), max=self.max_images))
+        lines = [t(locale, "character.image_added", name=character.name), *self._dropped_and_version(locale, saved)]
         await interaction.response.edit_message(content="\n".join(lines), view=None)
 
-    def log_change(self, guild_id: int, by: int, key: str, name: str) -> None:
+    def _dropped_and_version(self, locale: str, saved: Saved) -> tuple[str, ...]:
+        dropped = len(saved.dropped)
+        said = (tn(locale, "character.images_dropped", dropped, max=self.max_images),) if dropped else ()
+        return (*said, t(locale, "history.now_version", version=saved.character.version, name=saved.character.name))
+
+    # --- history / restore ----------------------------------------------------------------------------
+    @group.command(name="history", description="A character's versions: who changed what, and when.")
+    @app_commands.describe(name="The character.")
+    @app_commands.autocomplete(name=character_names)
+    async def history(self, interaction: discord.Interaction, name: str) -> None:
+        locale = str(interaction.locale)
+        character = await self._find(interaction, name, locale)
+        if character is None:
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        db = self.services.db
+        # One more than shown: the oldest shown is described against the version before it.
+        versions = await character_versions(db, character.id, limit=HISTORY_SHOWN + 1)
+        shown = versions[:HISTORY_SHOWN]
+        lines = []
+        for version, previous in zip(shown, [*versions[1:], None], strict=False):
+            before = previous if previous is not None and previous.version == version.version - 1 else None
+            line = t(
+                locale,
+                "history.line",
+                version=version.version,
+                change=change_text(locale, summarize(version, before)),
+                who=changed_by(locale, version),
+                when=f"<t:{int(version.changed_at)}:R>",
+            )
+            if version.version == character.version:
+                line += " " + t(locale, "history.current")
+            lines.append(line)
+        embed = discord.Embed(title=t(locale, "history.title", name=character.name), description="\n".join(lines))
+        footer = [t(locale, "history.footer")]
+        older = await count_versions(db, character.id) - len(shown)
+        if older > 0:
+            footer.append(tn(locale, "history.older", older))
+        embed.set_footer(text=" ".join(footer))
+        files = []
+        if any(v.image_keys for v in shown):
+            strip = await self._strip(locale, shown)
+            files.append(discord.File(io.BytesIO(strip), filename="history.jpg"))
+            embed.set_image(url="attachment://history.jpg")
+        await interaction.followup.send(embed=embed, files=files, ephemeral=True)
+
+    async def _strip(self, locale: str, versions: Sequence[CharacterVersion]) -> bytes:
+        images: dict[str, bytes | None] = {}
+        for key in {k for v in versions for k in v.image_keys}:
+            try:
+                images[key] = await self.services.images.get(key)
+            except FileNotFoundError:
+                images[key] = None  # stored before retention kept characters' images: drawn crossed out
+        rows = [
+            StripRow(t(locale, "history.strip_label", version=v.version), str(v.version), v.image_keys)
+            for v in versions
+        ]
+        strip, _ = await run_image_work(compose_strip, rows, images, language=locale)
+        return strip
+
+    @group.command(name="restore", description="Make an old version of a character current again, as a new version.")
+    @app_commands.describe(name="The character.", version="The version to bring back (see /character history).")
+    @app_commands.autocomplete(name=character_names)
+    @app_commands.autocomplete(version=version_numbers)
+    async def restore(
+        self, interaction: discord.Interaction, name: str, version: app_commands.Range[int, 1, 1_000_000_000]
+    ) -> None:
+        locale = str(interaction.locale)
+        character = await self._find(interaction, name, locale, change=True)
+        if character is None:
+            return
+        old = await get_version(self.services.db, character.id, version)
+        if old is None:
+            text = t(locale, "history.no_version", name=character.name, version=version, latest=character.version)
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        if version == character.version:
+            text = t(locale, "history.already_current", name=character.name, version=version)
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        # Today's rules apply to an old sheet too.
+        if await admit(self.services, Requester.of_interaction(interaction), [old.description]) is None:
+            return
+        try:
+            saved = await restore_version(self.services.db, character.id, version, changed_by=interaction.user.id)
+        except (CharacterGone, UnknownVersion):
+            await interaction.response.send_message(t(locale, "character.missing"), ephemeral=True)
+            return
+        if not saved.changed:
+            text = t(locale, "history.same_as_current", name=character.name, version=version)
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        new = saved.character.version
+        text = t(locale, "history.restored_reply", name=character.name, version=version, new=new)
+        await interaction.response.send_message(text, ephemeral=True)
+        self.log_change(
+            character.guild_id,
+            interaction.user.id,
+            "modlog.character_restored",
+            character.name,
+            version=version,
+            new=new,
+        )
+
+    def log_change(self, guild_id: int, by: int, key: str, name: str, **values: object) -> None:
         modlog = self.services.modlog
-        modlog.change(guild_id, by, t(modlog.locale_for(guild_id), key, name=name))
+        modlog.change(guild_id, by, t(modlog.locale_for(guild_id), key, name=name, **values))
 
     async def _managers(self, interaction: discord.Interaction) -> str | None:
         if interaction.guild_id is None:
@@ -422,3 +595,36 @@ class Characters(commands.Cog):
             await interaction.response.send_message(t(locale, "character.not_yours"), ephemeral=True)
             return None
         return character
+
+
+def creator(locale: str, character: Character) -> str:
+    if character.created_by == FORGOTTEN:
+        return t(locale, "history.former_member")
+    return f"<@{character.created_by}>"
+
+
+def changed_by(locale: str, version: CharacterVersion) -> str:
+    if version.changed_by is not None:
+        return f"<@{version.changed_by}>"
+    # Not recorded: the version a character had when history began, or a member who used /forget-me.
+    return t(locale, "history.unrecorded" if version.change == "kept" else "history.former_member")
+
+
+def change_text(locale: str, summary: ChangeSummary) -> str:
+    """What a version changed, in a few words."""
+    if summary.change == "create":
+        return tn(locale, "history.created", summary.images)
+    if summary.change == "kept":
+        return t(locale, "history.kept")
+    if summary.change == "restore":
+        return t(locale, "history.restored", version=summary.restored_from)
+    parts = []
+    if summary.sheet_changed:
+        parts.append(t(locale, "history.sheet_changed"))
+    if summary.change == "add_image":
+        parts.append(t(locale, "history.result_added"))
+    elif summary.added:
+        parts.append(tn(locale, "history.images_added", summary.added))
+    if summary.removed:
+        parts.append(tn(locale, "history.images_removed", summary.removed))
+    return t(locale, "history.separator").join(parts) if parts else t(locale, "history.no_change")

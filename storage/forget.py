@@ -1,7 +1,11 @@
 """Deleting people's data: one member's everywhere (/forget-me), or one guild's (an admin's purge).
 
 Images are content-addressed and can be shared (a tile someone else took further, a result added to a
-character): an image goes only when nothing that remains refers to it.
+character): an image goes only when nothing that remains refers to it, any version of a character included.
+
+A member's /forget-me leaves the server's characters (other members use them), with every version and its
+images, but takes the member off them: a character they created has no creator any more (only Manage Server
+may change it), and the versions they made say no one made them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.characters import FORGOTTEN
 from storage.db import Database
 from storage.images import ImageStore
 
@@ -36,6 +41,8 @@ async def forget_user(db: Database, images: ImageStore, user_id: int) -> Forgott
         await _delete_grids(conn, "user_id = ?", (user_id,))
         # What was refused is theirs too; a block is the server's decision about them, and stays.
         await conn.execute("DELETE FROM refusals WHERE user_id = ?", (user_id,))
+        await conn.execute("UPDATE characters SET created_by = ? WHERE created_by = ?", (FORGOTTEN, user_id))
+        await conn.execute("UPDATE character_versions SET changed_by = NULL WHERE changed_by = ?", (user_id,))
         orphans = await _unreferenced(conn, candidates)
     removed = await images.delete(orphans)
     return Forgotten(jobs=jobs, generations=generations, images=removed)
@@ -46,19 +53,20 @@ async def purge_guild(db: Database, images: ImageStore, guild_id: int) -> Forgot
     async with db.transaction() as conn:
         candidates = await _image_keys(conn, "guild_id = ?", (guild_id,))
         candidates |= await _generation_keys(conn, "guild_id = ?", (guild_id,))
-        async with conn.execute(
-            "SELECT image_key FROM character_images WHERE character_id IN "
-            "(SELECT id FROM characters WHERE guild_id = ?)",
-            (guild_id,),
-        ) as cursor:
-            candidates |= {str(r[0]) for r in await cursor.fetchall()}
+        for table in ("character_images", "character_version_images"):
+            async with conn.execute(
+                f"SELECT image_key FROM {table} WHERE character_id IN (SELECT id FROM characters WHERE guild_id = ?)",
+                (guild_id,),
+            ) as cursor:
+                candidates |= {str(r[0]) for r in await cursor.fetchall()}
         jobs = await _delete_jobs(conn, "guild_id = ?", (guild_id,))
         generations = await _delete(conn, "DELETE FROM generations WHERE guild_id = ?", (guild_id,))
         await _delete_grids(conn, "guild_id = ?", (guild_id,))
-        await conn.execute(
-            "DELETE FROM character_images WHERE character_id IN (SELECT id FROM characters WHERE guild_id = ?)",
-            (guild_id,),
-        )
+        for table in ("character_version_images", "character_versions", "character_images"):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE character_id IN (SELECT id FROM characters WHERE guild_id = ?)",
+                (guild_id,),
+            )
         characters = await _delete(conn, "DELETE FROM characters WHERE guild_id = ?", (guild_id,))
         await conn.execute("DELETE FROM guild_settings WHERE guild_id = ?", (guild_id,))
         for table in ("role_limits", "blocked_members", "banned_phrases", "refusals"):
@@ -138,6 +146,7 @@ async def _unreferenced(conn: aiosqlite.Connection, keys: set[str]) -> list[str]
             ("SELECT 1 FROM jobs WHERE image_key = ? LIMIT 1", (key,)),
             ("SELECT 1 FROM generations WHERE image_key = ? LIMIT 1", (key,)),
             ("SELECT 1 FROM character_images WHERE image_key = ? LIMIT 1", (key,)),
+            ("SELECT 1 FROM character_version_images WHERE image_key = ? LIMIT 1", (key,)),
             ("SELECT 1 FROM grids WHERE tile_keys_json LIKE ? LIMIT 1", (pattern,)),
             (
                 "SELECT 1 FROM jobs WHERE request_json LIKE ? OR user_turn_json LIKE ? "

@@ -125,15 +125,21 @@ class ImageStore:
         return True
 
     async def prune(self, older_than_days: float, *, now: float | None = None) -> int:
-        """Delete images stored (or last re-stored) more than `older_than_days` ago.
+        """Delete images stored (or last re-stored) more than `older_than_days` ago, except those a version of
+        a character still uses (a character and a result made with it must stay reproducible).
 
         Returns how many were deleted. `now` overrides the current time, for tests.
         """
         if older_than_days < 0:
             raise ValueError(f"older_than_days must be >= 0, got {older_than_days}")
         cutoff = (time.time() if now is None else now) - older_than_days * 86400
+        sql = (
+            "SELECT key, mime FROM images WHERE created_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM character_version_images AS v WHERE v.image_key = images.key) "
+            "AND NOT EXISTS (SELECT 1 FROM character_images AS c WHERE c.image_key = images.key)"
+        )
         async with self._lock:
-            async with self._db.conn.execute("SELECT key, mime FROM images WHERE created_at < ?", (cutoff,)) as cursor:
+            async with self._db.conn.execute(sql, (cutoff,)) as cursor:
                 old = [(str(key), str(mime)) for key, mime in await cursor.fetchall()]
             # Files first, then rows: if we crash in between, the next prune
             # retries the rows and their (already missing) files.

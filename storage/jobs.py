@@ -18,7 +18,7 @@ from storage.db import Database
 #: The size of a request that names none (and of requests stored before sizes were always recorded).
 DEFAULT_SIZE = "1K"
 #: Bumped when JobRequest's stored form changes; `request_from_json` reads every earlier version.
-REQUEST_VERSION = 1
+REQUEST_VERSION = 2
 
 #: Statuses that hold a quota reservation. Jobs of kind 'tile' (a panel cut from a paid grid image) never do.
 RESERVED = ("queued", "running", "done")
@@ -56,9 +56,12 @@ class JobRequest:
     #: Image-store keys of the member's own reference images, in order.
     reference_keys: tuple[str, ...] = ()
     input_notes: tuple[InputNote, ...] = ()
-    #: A character applied when the job runs (so a reroll uses it as it is then).
+    #: A character applied when the job runs.
     character_id: int | None = None
     character_name: str | None = None
+    #: The character's version the job used, recorded when it runs (None until then: the current one), so that
+    #: a reroll, which copies the request, uses that same version.
+    character_version: int | None = None
     #: Whether the model's drafts are streamed to the status message.
     previews: bool = True
 
@@ -66,7 +69,15 @@ class JobRequest:
 def request_to_json(request: JobRequest) -> dict[str, Any]:
     """The stored form, with its version. `reference_keys` keeps its name: storage/forget.py finds images by it."""
     stored: dict[str, Any] = {"v": REQUEST_VERSION, "prompt": request.prompt, "size": request.size}
-    for name in ("aspect_ratio", "thinking", "model", "provider", "character_id", "character_name"):
+    for name in (
+        "aspect_ratio",
+        "thinking",
+        "model",
+        "provider",
+        "character_id",
+        "character_name",
+        "character_version",
+    ):
         if (value := getattr(request, name)) is not None:
             stored[name] = value
     if request.reference_keys:
@@ -82,7 +93,8 @@ def request_to_json(request: JobRequest) -> dict[str, Any]:
 
 def request_from_json(stored: dict[str, Any]) -> JobRequest:
     """A stored request of any version. Version 0 (no "v") is the plain dict of earlier releases: the same
-    keys, any of them missing, "size" possibly absent or null, and leftovers such as "character"."""
+    keys, any of them missing, "size" possibly absent or null, and leftovers such as "character". Before
+    version 2 no character version was recorded: such a job uses the character's current one."""
     version = stored.get("v", 0)
     if not isinstance(version, int) or version > REQUEST_VERSION:
         raise ValueError(f"job request version {version!r} is newer than this release reads ({REQUEST_VERSION})")
@@ -95,6 +107,7 @@ def request_from_json(stored: dict[str, Any]) -> JobRequest:
         for n in stored.get("input_notes") or ()
     )
     character_id = stored.get("character_id")
+    character_version = stored.get("character_version")
     return JobRequest(
         prompt=str(stored["prompt"]),
         size=stored.get("size") or DEFAULT_SIZE,
@@ -106,6 +119,7 @@ def request_from_json(stored: dict[str, Any]) -> JobRequest:
         input_notes=notes,
         character_id=int(character_id) if character_id is not None else None,
         character_name=stored.get("character_name"),
+        character_version=int(character_version) if character_version is not None else None,
         previews=stored.get("previews", True) is not False,
     )
 

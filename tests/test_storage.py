@@ -19,7 +19,17 @@ from typing import Any
 
 import pytest
 
+from storage.characters import (
+    FORGOTTEN,
+    change_character,
+    character_images,
+    character_versions,
+    create_character,
+    delete_character,
+    get_character,
+)
 from storage.db import Database, MigrationError, load_migrations
+from storage.forget import forget_user, purge_guild
 from storage.generations import (
     RECENT_LATENCIES_SQL,
     GenerationRow,
@@ -38,6 +48,7 @@ from storage.jobs import (
     get_job,
     insert_job,
     request_from_json,
+    request_to_json,
     update_job,
 )
 
@@ -568,3 +579,107 @@ async def test_a_job_queued_before_the_typed_request_still_loads(db: Database) -
 def test_a_request_from_a_newer_release_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="version 99 is newer"):
         request_from_json({"v": 99, "prompt": "from the future"})
+
+
+async def test_a_request_stored_before_character_versions_loads_with_none(db: Database) -> None:
+    """Version 1 requests recorded no character version: such a job uses the character's current one."""
+    request = JobRequest(prompt="Mira again", character_id=4, character_name="Mira", character_version=3)
+    assert request_from_json(request_to_json(request)) == request
+    assert request_to_json(request)["character_version"] == 3
+    version_1 = {"v": 1, "prompt": "Mira", "size": "1K", "character_id": 4, "character_name": "Mira"}
+    job = Job(guild_id=1, channel_id=2, user_id=3, kind="imagine", request=JobRequest(prompt="placeholder"))
+    await insert_job(db, job)
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE jobs SET request_json = ? WHERE id = ?", (json.dumps(version_1), job.id))
+    loaded = await get_job(db, job.id)
+    assert loaded is not None
+    assert loaded.request == JobRequest(prompt="Mira", character_id=4, character_name="Mira", character_version=None)
+
+
+# --- character history: the migration, retention and deleting people's data ------------------------------
+KEYS = [f"{n:064x}" for n in range(1, 9)]
+
+
+async def test_the_history_migration_keeps_todays_characters_as_their_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    before = tmp_path / "before"
+    before.mkdir()
+    for migration in load_migrations()[:12]:
+        (before / migration.name).write_text(migration.sql)
+    async with await Database.open(path, migrations_dir=before) as db, db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO characters (id, guild_id, name, name_key, description, created_by, created_at, "
+            "updated_at, version) VALUES (1, 1, 'Mira', 'mira', 'red braid', 7, 10, 20, 3), "
+            "(2, 1, 'Tomo', 'tomo', 'round face', 8, 10, 10, 1)"
+        )
+        # Added newest-last, but inserted out of order: added_at decides the order.
+        await conn.executemany(
+            "INSERT INTO character_images (character_id, image_key, version, added_at) VALUES (1, ?, ?, ?)",
+            [(KEYS[1], 3, 30.0), (KEYS[0], 2, 15.0)],
+        )
+    async with await Database.open(path) as db:
+        mira = await character_versions(db, 1)
+        assert [(v.version, v.change, v.changed_by, v.description, v.image_keys) for v in mira] == [
+            (3, "kept", None, "red braid", (KEYS[0], KEYS[1]))  # who made version 3 was never recorded
+        ]
+        assert await character_images(db, 1) == [KEYS[0], KEYS[1]]
+        [tomo] = await character_versions(db, 2)
+        assert (tomo.version, tomo.change, tomo.changed_by, tomo.image_keys) == (1, "create", 8, ())
+        # And history goes on from there.
+        saved = await change_character(db, 1, changed_by=9, change="edit", max_images=3, add_keys=[KEYS[2]])
+        assert saved.character.version == 4 and await character_images(db, 1) == KEYS[:3]
+
+
+async def backdate_all(db: Database, days: float) -> float:
+    now = time.time()
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE images SET created_at = ?", (now - days * DAY,))
+    return now
+
+
+async def test_retention_keeps_the_images_any_version_of_a_character_uses(db: Database, store: ImageStore) -> None:
+    first, second, third, other = [await store.put(PNG + bytes([n]), "image/png") for n in range(4)]
+    mira = await create_character(
+        db, guild_id=1, name="Mira", description="d", created_by=7, image_keys=[first, second], max_images=2
+    )
+    # The first image drops out of the current set, but version 1 still uses it.
+    await change_character(db, mira.id, changed_by=7, change="edit", max_images=2, add_keys=[third])
+    assert await character_images(db, mira.id) == [second, third]
+    now = await backdate_all(db, 10)
+    assert await store.prune(older_than_days=7, now=now) == 1
+    assert not await store.exists(other)
+    assert all([await store.exists(key) for key in (first, second, third)])
+    await delete_character(db, mira.id)
+    assert await store.prune(older_than_days=7, now=now) == 3
+
+
+async def test_the_creators_forget_me_keeps_a_shared_character_and_takes_their_name_off(
+    db: Database, store: ImageStore
+) -> None:
+    upload, result, later, unrelated = [await store.put(PNG + bytes([n]), "image/png") for n in range(4)]
+    for key in (result, unrelated):
+        await insert_job(
+            db,
+            Job(guild_id=1, channel_id=2, user_id=7, kind="imagine", request=JobRequest(prompt="p"), image_key=key),
+        )
+    mira = await create_character(
+        db, guild_id=1, name="Mira", description="d", created_by=7, image_keys=[upload], max_images=2
+    )
+    await change_character(db, mira.id, changed_by=7, change="add_image", max_images=2, add_keys=[result])
+    # Bob's edit leaves the creator's result in version 2 only.
+    await change_character(db, mira.id, changed_by=8, change="edit", max_images=1, add_keys=[later])
+    forgotten = await forget_user(db, store, 7)
+    assert (forgotten.jobs, forgotten.images) == (2, 1)
+    assert not await store.exists(unrelated)
+    assert all([await store.exists(key) for key in (upload, result, later)])
+    kept = await get_character(db, 1, "Mira")
+    assert kept is not None and kept.created_by == FORGOTTEN and kept.version == 3
+    versions = await character_versions(db, mira.id)
+    assert [(v.version, v.changed_by) for v in versions] == [(3, 8), (2, None), (1, None)]
+    assert versions[1].image_keys == (upload, result)
+
+    # Purging the server takes the character, every version, and their images.
+    purged = await purge_guild(db, store, 1)
+    assert purged.characters == 1 and purged.images == 3
+    assert await fetch_one(db, "SELECT count(*) FROM character_versions") == 0
+    assert await fetch_one(db, "SELECT count(*) FROM character_version_images") == 0

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from bot.core.models import ModelSpec
-from storage.characters import Character
+from storage.characters import CharacterVersion
 
 MAX_NAME = 32
 MAX_DESCRIPTION = 3000
@@ -57,25 +57,50 @@ def sheet_text(sections: dict[str, str]) -> str:
 
 
 def apply_character(
-    prompt: str, character: Character, character_keys: list[str], user_reference_count: int, spec: ModelSpec
+    prompt: str, name: str, version: CharacterVersion, user_reference_count: int, spec: ModelSpec
 ) -> tuple[str, list[str], int]:
-    """The prompt with the character's sheet, and which of its reference images go along.
+    """The prompt with the sheet of one version of the character, and which of its reference images go along.
 
     The member's words are kept verbatim. References share the model's limit with the member's own images;
     the newest character images are kept. Returns (prompt, keys to send, character images left out)."""
+    character_keys = list(version.image_keys)
     room = max(0, spec.max_reference_images - user_reference_count)
     keys = character_keys[-room:] if room else []
     left_out = len(character_keys) - len(keys)
-    refs = (
-        f" The first {len(keys)} reference image{'s show' if len(keys) != 1 else ' shows'} {character.name}."
-        if keys
-        else ""
-    )
+    refs = f" The first {len(keys)} reference image{'s show' if len(keys) != 1 else ' shows'} {name}." if keys else ""
     combined = (
-        f"Character: {character.name}.{refs} Keep {character.name} exactly consistent with this description"
+        f"Character: {name}.{refs} Keep {name} exactly consistent with this description"
         f"{' and those images' if keys else ''}: same face, hair, body, outfit and art style; only the pose, "
         f"expression and setting may change.\n"
-        f"Character sheet:\n{character.description}\n\n"
+        f"Character sheet:\n{version.description}\n\n"
         f"Scene: {prompt}"
     )
     return combined, keys, left_out
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """What one version changed, against the version before it (for /character history)."""
+
+    change: str  # what made it: one of storage.characters.CHANGES
+    restored_from: int | None
+    sheet_changed: bool
+    added: int  # references that were not in the version before
+    removed: int  # references of the version before that are gone
+    images: int  # references this version has
+
+
+def summarize(version: CharacterVersion, previous: CharacterVersion | None) -> ChangeSummary:
+    """`previous` is the version numbered one lower, None if there is none (the first, or one not kept)."""
+    keys = set(version.image_keys)
+    if previous is None:
+        return ChangeSummary(version.change, version.restored_from, False, 0, 0, len(keys))
+    before = set(previous.image_keys)
+    return ChangeSummary(
+        change=version.change,
+        restored_from=version.restored_from,
+        sheet_changed=previous.description != version.description,
+        added=len(keys - before),
+        removed=len(before - keys),
+        images=len(keys),
+    )

@@ -2,12 +2,14 @@
 
 A job's conversation is its chain of parent jobs, each keeping the user turn it sent and the model turn it
 got back (thought signatures included), so an edit can continue from any earlier image, also after a
-restart. A character is applied when the job runs, so a reroll uses it as it is then.
+restart. A character is applied when the job runs: the job records the version it used, and a reroll (which
+copies the request) uses that same version, so a result can be made again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +19,10 @@ from bot.core.models import model_spec
 from bot.core.types import GenerationResult, ImageInput, ImageRequest, Part, Turn
 from bot.jobs.characters import apply_character
 from bot.jobs.limits import ContextBudget
-from storage.characters import character_images, get_character_by_id
+from storage.characters import get_character_by_id, get_version
 from storage.db import Database
 from storage.images import ImageStore
-from storage.jobs import Job, JobRequest, get_job
+from storage.jobs import Job, get_job, update_job
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Conversation:
         prompt = asked.prompt
         left_out = 0
         if asked.character_id is not None and job.parent_id is None:
-            prompt, character_keys, left_out = await self._apply_character(asked, len(reference_keys))
+            prompt, character_keys, left_out = await self._apply_character(job, len(reference_keys))
             reference_keys = character_keys + reference_keys
         try:
             references = tuple([await self.load_image(key) for key in reference_keys])
@@ -76,14 +78,22 @@ class Conversation:
         user_turn = {"role": "user", "parts": [{"text": prompt}] + [{"image": key} for key in reference_keys]}
         return PreparedRequest(request, user_turn, dropped, left_out)
 
-    async def _apply_character(self, asked: JobRequest, own_references: int) -> tuple[str, list[str], int]:
+    async def _apply_character(self, job: Job, own_references: int) -> tuple[str, list[str], int]:
+        asked = job.request
         assert asked.character_id is not None
         character = await get_character_by_id(self.db, asked.character_id)
         if character is None:
             raise InvalidRequest(f"The character {asked.character_name or ''!r} has been deleted.")
-        keys = await character_images(self.db, character.id)
+        number = asked.character_version or character.version
+        version = await get_version(self.db, character.id, number)
+        if version is None:
+            raise InvalidRequest(f"The character {character.name!r} has no version {number}.")
+        if asked.character_version is None:
+            # Recorded before generating: a reroll copies this request, so it uses the very same version.
+            job.request = dataclasses.replace(asked, character_version=number)
+            await update_job(self.db, job.id, request=job.request)
         model = model_spec(asked.model or self.default_model)
-        return apply_character(asked.prompt, character, keys, own_references, model)
+        return apply_character(asked.prompt, character.name, version, own_references, model)
 
     async def _history(self, parent_id: str | None) -> tuple[tuple[Turn, ...], int]:
         """The conversation up to and including `parent_id`'s image, oldest first, within the budget."""
