@@ -1,5 +1,5 @@
 """Characters: a guild's saved character sheets, their reference images, and every version of both (see
-migrations 0004 and 0013).
+migrations 0004 and 0014).
 
 Each change (create, edit, an added result, a restore) writes a new numbered version with the whole sheet and
 reference set, in the transaction that makes it current; earlier versions are never changed.

@@ -1,4 +1,4 @@
--- 0013_character_history: every version of a character is kept (its sheet and its reference set), so a change
+-- 0014_character_history: every version of a character is kept (its sheet and its reference set), so a change
 -- can be undone with /character restore and a result can be made again with the version it used.
 --
 -- A version is never changed once written; a restore writes a new one. `character_images` stays the current
