@@ -794,3 +794,16 @@ async def test_a_message_carries_at_most_ten_attachments(fake: FakeDiscord, guil
         await fake.user_message(guild.channel_id, alice, "too many", attachments=files)
     posted = await fake.user_message(guild.channel_id, alice, "ten", attachments=files[:10])
     assert len(fake.messages[posted].attachments) == 10
+
+
+async def test_one_user_in_two_guilds(fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot) -> None:
+    other = fake.add_guild("Other Guild")
+    await eventually(lambda: bot.get_guild(other.id) is not None, "GUILD_CREATE")
+    assert other.join(alice) is alice
+    here = await fake.slash(guild.id, guild.channel_id, alice, "pick", {"mode": "fast"})
+    there = await fake.slash(other.id, other.channel_id, alice, "pick", {"mode": "slow"})
+    for inter, expected in ((here, guild), (there, other)):
+        await inter.wait_callback()
+        assert inter.payload["guild_id"] == str(expected.id) and inter.payload["member"]["user"]["id"] == str(alice.id)
+    with pytest.raises(AssertionError, match="already a member"):
+        other.join(alice)

@@ -216,6 +216,17 @@ class FakeDiscord:
         self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
         return user
 
+    def join_guild(self, guild_id: int, user: FakeUser, *, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
+        """A user of another guild joins this one too (one account, a member of each)."""
+        guild = self.guilds[guild_id]
+        assert user.id not in guild.members, f"fake Discord: {user.name} is already a member of {guild.name}"
+        member = FakeMember(user, guild_id, permissions, snowflake())
+        guild.members[user.id] = member
+        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
+        data = {**member_json(member), "guild_id": str(guild_id)}
+        self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
+        return user
+
     def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> FakeRole:
         """A named role (GUILD_ROLE_CREATE), stacked above the roles made before it."""
         guild = self.guilds[guild_id]
