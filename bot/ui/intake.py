@@ -28,7 +28,7 @@ from bot.ui.presenter import DiscordPresenter
 from bot.ui.rules import Requester, admit
 from bot.ui.surfaces import Surface
 from storage.characters import get_character, list_characters
-from storage.guild_settings import get_guild_settings
+from storage.guild_settings import GuildSettings, get_guild_settings
 from storage.images import ImageStore
 from storage.jobs import DEFAULT_SIZE, InputNote, Job, JobRequest
 
@@ -135,12 +135,7 @@ async def resolve_request(
     settings = await get_guild_settings(services.db, guild_id) if guild_id is not None else None
     changes: dict[str, Any] = {}
     if settings is not None:
-        allowed = settings.allowed_channels
-        channel = surface.channel
-        here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}  # a thread counts as its channel
-        if allowed and not here & set(allowed):
-            channels = " ".join(f"<#{c}>" for c in allowed)
-            raise InputError(t(surface.private_locale, "settings.channel_not_allowed", channels=channels))
+        check_channel(settings, surface.channel, surface.private_locale)
         if settings.default_model and request.model is None:
             # A server's own model is a Gemini model: such requests don't fail over to the other provider,
             # which wouldn't know that model id.
@@ -157,6 +152,16 @@ async def resolve_request(
         # Set on every request (a reply copies its parent's), so a change applies from the next one.
         changes["previews"] = settings.previews is not False
     return dataclasses.replace(request, **changes)
+
+
+def check_channel(settings: GuildSettings, channel: object, locale: str) -> None:
+    """Whether the server's admins let the bot be used in `channel` (a thread counts as its channel). Raises
+    InputError naming the channels it may be used in."""
+    allowed = settings.allowed_channels
+    here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
+    if allowed and not here & set(allowed):
+        channels = " ".join(f"<#{c}>" for c in allowed)
+        raise InputError(t(locale, "settings.channel_not_allowed", channels=channels))
 
 
 async def resolve_character(
