@@ -74,6 +74,8 @@ async def first_answer(h: BotHarness, inter: FakeInteraction) -> FakeMessage:
 
 
 async def test_the_context_menu_sends_every_image_on_a_message_with_the_forms_choices(h: BotHarness) -> None:
+    [menu] = [c for c in h.discord.synced_commands[None] if c.get("type") == 3 and c["name"] == MENU]
+    assert menu["name_localizations"]["fr"] == "Imaginer avec ces images"  # named in each member's language
     posted = await h.discord.user_message(h.guild.channel_id, h.alice, "my moodboard", attachments=pictures(10))
     form = await open_form(h, h.bob, posted)
     shown = inputs(form)

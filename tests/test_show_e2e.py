@@ -135,6 +135,8 @@ async def test_the_autocomplete_offers_the_members_own_recent_results_here(h: Bo
         found = await h.discord.autocomplete(guild.id, guild.channel_id, user, "show", {"job": typed}, "job")
         return [c["value"] for c in found]
 
+    [command] = [c for c in h.discord.synced_commands[None] if c["name"] == "show"]
+    assert command["name_localizations"]["id"] == "tampilkan"  # named in each member's language
     everything = await h.discord.autocomplete(h.guild.id, h.guild.channel_id, h.alice, "show", {"job": ""}, "job")
     assert [c["value"] for c in everything] == [footer(grid), owl, fox]  # newest first: alice's, in this server
     assert everything[0]["name"] == f"owls · grid · {footer(grid)}" and everything[2]["name"] == f"a red fox · {fox}"
