@@ -38,6 +38,7 @@ from cogs.moderation import Moderation
 from cogs.privacy import Privacy
 from cogs.results import Results
 from cogs.settings import ServerSettings
+from cogs.show import Show
 from cogs.usage import Usage
 from storage.guild_settings import pinned_locales
 from storage.jobs import Job, get_state, set_state
@@ -149,6 +150,7 @@ class BananaBot(commands.Bot):
             Privacy(self, services),
             Usage(self, services),
             results,
+            Show(self, services),
             Conversation(self, services),
         ):
             await self.add_cog(cog)

@@ -25,7 +25,7 @@ from storage.jobs import Job, job_for_message, latest_done_job_in_thread
 
 log = logging.getLogger(__name__)
 
-MAX_ATTACHMENTS = 3
+MAX_ATTACHMENTS = 10  # all a message can carry: take_inputs keeps the model's limit and names the rest
 
 
 class Conversation(commands.Cog):

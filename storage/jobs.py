@@ -285,3 +285,47 @@ async def set_state(db: Database, key: str, value: str) -> None:
     sql = "INSERT INTO bot_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
     async with db.transaction() as conn:
         await conn.execute(sql, (key, value))
+
+
+@dataclass(frozen=True, slots=True)
+class ShownResult:
+    """A result a member can see again (/show): one image (a job) or a grid's 2x2 preview."""
+
+    kind: str  # "job" or "grid"
+    id: str
+    prompt: str
+    created_at: float
+
+
+def _shown(row: Any) -> ShownResult:
+    kind, result_id, request, created_at = row
+    return ShownResult(str(kind), str(result_id), request_from_json(json.loads(request)).prompt, float(created_at))
+
+
+async def recent_results(db: Database, guild_id: int | None, user_id: int, *, limit: int = 200) -> list[ShownResult]:
+    """A member's newest results in one server (in DMs when `guild_id` is None), newest first: images that
+    were posted, and grids whose preview was."""
+    sql = """
+        SELECT 'job', id, request_json, created_at FROM jobs
+         WHERE user_id = ? AND guild_id IS ? AND status = 'done' AND result_message_id IS NOT NULL
+        UNION ALL
+        SELECT 'grid', id, request_json, created_at FROM grids
+         WHERE user_id = ? AND guild_id IS ? AND message_id IS NOT NULL
+        ORDER BY 4 DESC LIMIT ?
+    """
+    async with db.conn.execute(sql, (user_id, guild_id, user_id, guild_id, limit)) as cursor:
+        rows = await cursor.fetchall()
+    return [_shown(r) for r in rows]
+
+
+async def result_for_message(db: Database, message_id: int) -> ShownResult | None:
+    """The image or grid a result message shows (what a link to that message points at)."""
+    sql = """
+        SELECT 'job', id, request_json, created_at FROM jobs WHERE result_message_id = ?
+        UNION ALL
+        SELECT 'grid', id, request_json, created_at FROM grids WHERE message_id = ?
+        ORDER BY 4 DESC LIMIT 1
+    """
+    async with db.conn.execute(sql, (message_id, message_id)) as cursor:
+        row = await cursor.fetchone()
+    return _shown(row) if row else None

@@ -725,3 +725,85 @@ async def test_a_channel_the_bot_lost_answers_missing_access(
     fake.restore_access(log_id)
     await eventually(lambda: log.permissions_for(log.guild.me).view_channel, "CHANNEL_UPDATE without it")
     assert (await log.send("back")).content == "back"
+
+
+class SurveyModal(discord.ui.Modal, title="Survey"):
+    """A modal of Labels: a select menu and a text input (discord.py 2.6+)."""
+
+    def __init__(self, *, disabled: bool = False) -> None:
+        super().__init__(custom_id="m:survey")
+        options = [discord.SelectOption(label=name.title(), value=name) for name in ("ant", "bee", "moth")]
+        self.bug: discord.ui.Select[SurveyModal] = discord.ui.Select(
+            custom_id="bug", options=options, required=False, disabled=disabled
+        )
+        self.why: discord.ui.TextInput[SurveyModal] = discord.ui.TextInput(custom_id="why", max_length=20)
+        self.add_item(discord.ui.Label(text="Favourite bug", description="Or none", component=self.bug))
+        self.add_item(discord.ui.Label(text="Why?", component=self.why))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(f"bug={self.bug.values} why={self.why.value}", ephemeral=True)
+
+
+@app_commands.command(description="A survey in a modal")
+async def survey(interaction: discord.Interaction[TinyBot], broken: bool = False) -> None:
+    try:
+        await interaction.response.send_modal(SurveyModal(disabled=broken))
+    except discord.HTTPException as exc:
+        interaction.client.errors.append(exc)
+
+
+async def test_a_modal_of_labels_with_a_select_menu(
+    fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot
+) -> None:
+    bot.tree.add_command(survey)
+    await bot.tree.sync()
+    asked = await fake.slash(guild.id, guild.channel_id, alice, "survey")
+    shown = (await asked.wait_callback()).json["data"]
+    assert [c["type"] for c in shown["components"]] == [18, 18]  # Labels, no action rows
+    assert shown["components"][0]["component"]["type"] == 3 and shown["components"][0]["description"] == "Or none"
+
+    async def answer(fields: dict[str, str | list[str]]) -> str:
+        await (await fake.slash(guild.id, guild.channel_id, alice, "survey")).wait_callback()  # a modal answers once
+        submitted = await fake.submit_modal("m:survey", fields, alice, channel_id=guild.channel_id)
+        data = submitted.payload["data"]["components"]
+        assert [c["type"] for c in data] == [18, 18] and data[0]["component"]["custom_id"] == "bug"
+        await submitted.wait_callback()
+        original = submitted.original()
+        assert original is not None
+        return original.content
+
+    assert await answer({"bug": ["bee"], "why": "it hums"}) == "bug=['bee'] why=it hums"
+    assert await answer({"why": "none"}) == "bug=[] why=none"  # an optional select left empty
+    # What Discord's client would not submit: a value it did not offer, two values, an empty required input.
+    for fields in ({"bug": ["wasp"], "why": "x"}, {"bug": ["ant", "bee"], "why": "x"}, {"bug": ["ant"]}):
+        with pytest.raises(ApiError) as refused:
+            await fake.submit_modal("m:survey", fields, alice, channel_id=guild.channel_id)
+        assert refused.value.status == 400 and refused.value.body["code"] == 50035
+
+    # A disabled component in a modal is refused.
+    broken = await fake.slash(guild.id, guild.channel_id, alice, "survey", {"broken": True})
+    call = await broken.wait_callback()
+    assert call.status == 400 and call.response["code"] == 50035
+    assert "disabled" in call.response["errors"]["data"]["components"]["0"]["component"]
+    await eventually(lambda: bool(bot.errors), "discord.py to raise the refusal")
+
+
+async def test_a_message_carries_at_most_ten_attachments(fake: FakeDiscord, guild: FakeGuild, alice: FakeUser) -> None:
+    files = [(f"{n}.png", png(2, 2), "image/png") for n in range(11)]
+    with pytest.raises(AssertionError, match="at most 10"):
+        await fake.user_message(guild.channel_id, alice, "too many", attachments=files)
+    posted = await fake.user_message(guild.channel_id, alice, "ten", attachments=files[:10])
+    assert len(fake.messages[posted].attachments) == 10
+
+
+async def test_one_user_in_two_guilds(fake: FakeDiscord, guild: FakeGuild, alice: FakeUser, bot: TinyBot) -> None:
+    other = fake.add_guild("Other Guild")
+    await eventually(lambda: bot.get_guild(other.id) is not None, "GUILD_CREATE")
+    assert other.join(alice) is alice
+    here = await fake.slash(guild.id, guild.channel_id, alice, "pick", {"mode": "fast"})
+    there = await fake.slash(other.id, other.channel_id, alice, "pick", {"mode": "slow"})
+    for inter, expected in ((here, guild), (there, other)):
+        await inter.wait_callback()
+        assert inter.payload["guild_id"] == str(expected.id) and inter.payload["member"]["user"]["id"] == str(alice.id)
+    with pytest.raises(AssertionError, match="already a member"):
+        other.join(alice)

@@ -40,7 +40,7 @@ async def test_synced_commands_carry_names_and_descriptions_in_every_language(h:
     period = next(o for o in server["options"] if o["name"] == "period")
     today = next(c for c in period["choices"] if c["value"] == "today")
     assert today["name_localizations"][locale] == t(locale, "choice.period.today") != "today"
-    menu = next(c for c in h.discord.synced_commands[None] if c.get("type") == 3)
+    menu = next(c for c in h.discord.synced_commands[None] if c.get("type") == 3 and c["name"] == "Edit image")
     assert menu["name_localizations"][locale] == t(locale, "menu.edit_image.name")
 
 

@@ -65,7 +65,7 @@ async def test_imagine_in_a_server_that_has_not_added_the_bot(h: BotHarness) -> 
 
 async def test_the_commands_say_where_they_may_be_used(h: BotHarness) -> None:
     synced = {c["name"]: c for c in h.discord.synced_commands[None]}
-    for name in ("imagine", "edit"):
+    for name in ("imagine", "edit", "show"):
         assert sorted(synced[name]["integration_types"]) == [0, 1]
         assert sorted(synced[name]["contexts"]) == [0, 1, 2]
     for name in ("settings", "grid", "character", "usage"):

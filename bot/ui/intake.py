@@ -6,6 +6,7 @@ the job. Shared by every command, button and thread reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -23,12 +24,12 @@ from bot.core.types import ImageInput, ImageRequest
 from bot.i18n import t
 from bot.jobs.admission import BudgetExceeded, LimitExceeded
 from bot.ui.context import Services
-from bot.ui.errors import limit_text
+from bot.ui.errors import clip, limit_text
 from bot.ui.presenter import DiscordPresenter
 from bot.ui.rules import Requester, admit
-from bot.ui.surfaces import Surface
+from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
 from storage.characters import get_character, list_characters
-from storage.guild_settings import get_guild_settings
+from storage.guild_settings import GuildSettings, get_guild_settings
 from storage.images import ImageStore
 from storage.jobs import DEFAULT_SIZE, InputNote, Job, JobRequest
 
@@ -40,6 +41,8 @@ class InputError(Exception):
     """Bad input from a member, already worded for them."""
 
 
+#: What an image is called when Discord gave no content type.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".heic", ".heif")
 #: Attachments larger than this aren't even downloaded (bigger ones would be downscaled anyway).
 DOWNLOAD_LIMIT = 50 * 1024 * 1024
 
@@ -106,25 +109,55 @@ async def take_inputs(
     guild_id: int | None,
     size: str | None = None,
     character: str | None = None,
+    left_out: list[str] | None = None,
 ) -> JobRequest | None:
     """The request resolved and checked, with its attachments read into it; None, with the member told why,
     when something is wrong (nothing is spent).
 
     `size` is the member's choice (None: the server's default, else the model's); `character` the name of a
-    character the member picked."""
+    character the member picked. Attachments beyond the model's image limit are left out before any is read,
+    and the member is told which: here and now (a thread reply), or, when the caller passes a `left_out` list
+    for the note, by the caller once the job is queued (an interaction: see start_job)."""
     try:
         request = await resolve_request(services, request, guild_id, surface, size=size)
+        spec = services.spec_for(request.model)
+        room = max(0, spec.max_reference_images - len(request.reference_keys))
+        attached, dropped = list(attached[:room]), list(attached[room:])
         count = len(request.reference_keys) + len(attached)
-        check_request(services.spec_for(request.model), request, count, surface.private_locale)
+        check_request(spec, request, count, surface.private_locale)
         if character:
             request = await resolve_character(services, request, guild_id, character, surface.private_locale)
         keys, notes = await read_references(services.images, attached, surface.private_locale)
     except InputError as exc:
         await surface.error(str(exc))
         return None
+    if dropped:
+        note = left_out_text(surface.private_locale, spec, [name for name, _ in dropped])
+        if left_out is not None:
+            left_out.append(note)
+        else:
+            await tell(surface, note)
     return dataclasses.replace(
         request, reference_keys=(*request.reference_keys, *keys), input_notes=(*request.input_notes, *notes)
     )
+
+
+def left_out_text(locale: str, spec: ModelSpec, names: list[str]) -> str:
+    """Which of the member's images were not sent, and why."""
+    text = t(locale, "input.left_out", model=spec.label, limit=spec.max_reference_images, images=", ".join(names))
+    return clip(text, 2000)
+
+
+async def tell(surface: Surface, text: str) -> None:
+    """A note for the requester: an ephemeral follow-up to their interaction (once its response shows the
+    job), or a reply to their message in the channel."""
+    with contextlib.suppress(discord.HTTPException):
+        if isinstance(surface, InteractionSurface) and surface.token_fresh:
+            await surface.interaction.followup.send(text, ephemeral=True)
+        elif isinstance(surface, ChannelSurface) and surface.reply_to is not None:
+            await surface.reply_to.reply(text, mention_author=False, allowed_mentions=discord.AllowedMentions.none())
+        else:
+            await surface.channel.send(text, allowed_mentions=discord.AllowedMentions.none())
 
 
 async def resolve_request(
@@ -135,12 +168,7 @@ async def resolve_request(
     settings = await get_guild_settings(services.db, guild_id) if guild_id is not None else None
     changes: dict[str, Any] = {}
     if settings is not None:
-        allowed = settings.allowed_channels
-        channel = surface.channel
-        here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}  # a thread counts as its channel
-        if allowed and not here & set(allowed):
-            channels = " ".join(f"<#{c}>" for c in allowed)
-            raise InputError(t(surface.private_locale, "settings.channel_not_allowed", channels=channels))
+        check_channel(settings, surface.channel, surface.private_locale)
         if settings.default_model and request.model is None:
             # A server's own model is a Gemini model: such requests don't fail over to the other provider,
             # which wouldn't know that model id.
@@ -157,6 +185,16 @@ async def resolve_request(
         # Set on every request (a reply copies its parent's), so a change applies from the next one.
         changes["previews"] = settings.previews is not False
     return dataclasses.replace(request, **changes)
+
+
+def check_channel(settings: GuildSettings, channel: object, locale: str) -> None:
+    """Whether the server's admins let the bot be used in `channel` (a thread counts as its channel). Raises
+    InputError naming the channels it may be used in."""
+    allowed = settings.allowed_channels
+    here = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
+    if allowed and not here & set(allowed):
+        channels = " ".join(f"<#{c}>" for c in allowed)
+        raise InputError(t(locale, "settings.channel_not_allowed", channels=channels))
 
 
 async def resolve_character(
@@ -201,7 +239,17 @@ async def start_job(
         return
     # Through a member's own install no server's settings (or characters) apply.
     guild_id = None if requester.user_install else interaction.guild_id
-    taken = await take_inputs(services, surface, request, attached, guild_id=guild_id, size=size, character=character)
+    left_out: list[str] = []
+    taken = await take_inputs(
+        services,
+        surface,
+        request,
+        attached,
+        guild_id=guild_id,
+        size=size,
+        character=character,
+        left_out=left_out,
+    )
     if taken is None:
         return
     channel = interaction.channel
@@ -217,7 +265,9 @@ async def start_job(
         defer_ms=defer_ms,
         user_install=requester.user_install,
     )
-    await submit(services, job, surface, member_daily=admitted.daily)
+    # After the job's status is shown: a follow-up before it would take the place of "thinking…".
+    if await submit(services, job, surface, member_daily=admitted.daily) and left_out:
+        await tell(surface, "\n".join(left_out))
 
 
 def default_size(spec: ModelSpec) -> str:
@@ -235,6 +285,15 @@ def size_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:
 def thinking_choice(level: str) -> app_commands.Choice[str]:
     """A thinking level, named in the member's language (see bot/ui/translator.py)."""
     return app_commands.Choice(name=app_commands.locale_str(level, key=f"choice.thinking.{level}"), value=level)
+
+
+def message_images(message: discord.Message) -> list[discord.Attachment]:
+    """The images attached to a message (by content type, or by file name where Discord gave none)."""
+    return [
+        a
+        for a in message.attachments
+        if (a.content_type or "").startswith("image/") or a.filename.lower().endswith(IMAGE_SUFFIXES)
+    ]
 
 
 def attached_only(options: Sequence[tuple[str, discord.Attachment | None]]) -> list[tuple[str, discord.Attachment]]:

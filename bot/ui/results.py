@@ -3,6 +3,7 @@ version number in the thread, and the thread it opens. Single images and grids a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -10,15 +11,20 @@ from dataclasses import dataclass, field
 
 import discord
 
+from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import model_spec
 from bot.i18n import duration, money, t, tn
 from bot.jobs.runner import JobOutcome
+from bot.media.grids import compose_preview
 from bot.media.pool import run_image_work
 from bot.media.uploads import Upload, fit_upload
-from bot.ui.errors import clip
+from bot.ui.errors import clip, short_reason
 from bot.ui.surfaces import Surface
-from bot.ui.views import result_view
+from bot.ui.views import grid_view, result_view
 from storage.db import Database
+from storage.generations import get_generation
+from storage.grids import Grid, grid_jobs
+from storage.images import ImageStore
 from storage.jobs import InputNote, Job, get_job, max_version_in_thread, update_job
 
 log = logging.getLogger(__name__)
@@ -122,14 +128,10 @@ async def post_result(
         job.version = await max_version_in_thread(db, job.thread_id) + 1
         await update_job(db, job.id, version=job.version, thread_id=job.thread_id)
     if upload.change is not None:
-        mb = f"{len(upload.data) / 2**20:.1f}"
-        facts.notes.append(t(locale, f"result.{upload.change}", width=upload.width, height=upload.height, mb=mb))
-    footer = t(locale, "result.version", version=job.version)
-    parent_version = await _parent_version(db, job)
-    if parent_version is not None:
-        footer += " · " + t(locale, "result.from_version", version=parent_version)
+        facts.notes.append(upload_note(locale, upload))
     file = discord.File(fp=io.BytesIO(upload.data), filename=f"banana-{job.id}.{upload.extension}")
-    embed = result_embed(locale, facts, footer=f"{footer} · {job.id}", image_url=f"attachment://{file.filename}")
+    footer = await result_footer(db, job, locale)
+    embed = result_embed(locale, facts, footer=footer, image_url=f"attachment://{file.filename}")
     view = result_view(job, locale, model=facts.model)
     message = await surface.result(content="", embed=embed, file=file, view=view)
     job.result_message_id = message.id
@@ -141,6 +143,21 @@ async def post_result(
             await update_job(db, job.id, thread_id=thread.id)
             await send_thread_hint(thread, locale)
     return message
+
+
+def upload_note(locale: str, upload: Upload) -> str:
+    """What was done to fit the upload limit (a JPEG, downscaled): the original stays in the image store."""
+    mb = f"{len(upload.data) / 2**20:.1f}"
+    return t(locale, f"result.{upload.change}", width=upload.width, height=upload.height, mb=mb)
+
+
+async def result_footer(db: Database, job: Job, locale: str) -> str:
+    """'Version 3 · from version 2 · <job id>': its place in the thread, and the id /show takes."""
+    footer = t(locale, "result.version", version=job.version)
+    parent_version = await _parent_version(db, job)
+    if parent_version is not None:
+        footer += " · " + t(locale, "result.from_version", version=parent_version)
+    return f"{footer} · {job.id}"
 
 
 async def _parent_version(db: Database, job: Job) -> int | None:
@@ -168,3 +185,101 @@ async def send_thread_hint(thread: discord.Thread, locale: str) -> None:
     """How to continue in the thread. Sent after the thread is recorded, so a quick reply finds it."""
     with contextlib.suppress(discord.HTTPException):
         await thread.send(t(locale, "result.thread_hint"))
+
+
+@dataclass
+class ResultCopy:
+    """A past result, ready to be shown again (/show): the image, its embed and its live buttons."""
+
+    embed: discord.Embed
+    file: discord.File
+    view: discord.ui.View
+    thread_id: int | None
+    created_at: float
+
+
+async def job_copy(
+    db: Database,
+    images: ImageStore,
+    job: Job,
+    locale: str,
+    *,
+    upload_limit: int,
+    default_model: str,
+    deletable: bool,
+) -> ResultCopy:
+    """`job`'s image as its result showed it, fitted to `upload_limit`, with its buttons.
+
+    Raises FileNotFoundError when the image is no longer stored."""
+    if job.image_key is None:
+        raise FileNotFoundError(f"job {job.id} has no image")
+    data = await images.get(job.image_key)
+    mime = sniff_mime(data) or "image/png"
+    width, height = await asyncio.to_thread(image_size, data)
+    row = await get_generation(db, job.generation_id) if job.generation_id is not None else None
+    request = job.request
+    facts = ResultFacts(
+        prompt=request.prompt,
+        model=row.model if row is not None else request.model or default_model,
+        size=row.size if row is not None else request.size,
+        aspect=(row.aspect_ratio if row is not None else None) or request.aspect_ratio or "1:1",
+        width=width,
+        height=height,
+        seconds=row.total_ms / 1000 if row is not None and row.total_ms is not None else None,
+        cost_usd=row.cost_usd if row is not None else None,
+        input_notes=request.input_notes,
+    )
+    if job.kind == "tile" and job.tile is not None:
+        facts.notes.append(t(locale, "grid.cut_from", tile=job.tile))
+    upload = await run_image_work(fit_upload, data, mime, width, height, upload_limit)
+    if upload.change is not None:
+        facts.notes.append(upload_note(locale, upload))
+    file = discord.File(fp=io.BytesIO(upload.data), filename=f"banana-{job.id}.{upload.extension}")
+    embed = result_embed(
+        locale, facts, footer=await result_footer(db, job, locale), image_url=f"attachment://{file.filename}"
+    )
+    view = result_view(job, locale, model=facts.model, deletable=deletable)
+    return ResultCopy(embed, file, view, job.thread_id, job.created_at)
+
+
+async def grid_copy(db: Database, images: ImageStore, grid: Grid, locale: str, *, default_model: str) -> ResultCopy:
+    """A grid's 2x2 preview drawn again from its stored tiles, with U1-U4, V1-V4 and Reroll.
+
+    Raises FileNotFoundError when none of its tiles is stored any more."""
+    keys = grid.tile_keys or []
+    tiles: list[bytes | None] = []
+    for key in keys:
+        try:
+            tiles.append(await images.get(key) if key is not None else None)
+        except FileNotFoundError:
+            tiles.append(None)
+    if not any(tile is not None for tile in tiles):
+        raise FileNotFoundError(f"grid {grid.id} has no stored tile")
+    preview = await run_image_work(compose_preview, tiles)
+    jobs = await grid_jobs(db, grid.id)
+    made = []
+    for job in jobs:
+        row = await get_generation(db, job.generation_id) if job.generation_id is not None else None
+        if job.status == "done" and row is not None:
+            made.append(row)
+    notes = [
+        t(locale, "grid.tile_failed", tile=tile, reason=short_reason(locale, job.error_class or job.status))
+        for job in jobs
+        if job.status in ("failed", "cancelled")
+        for tile in ([job.tile] if job.tile is not None else range(1, len(keys) + 1))
+    ]
+    if notes:
+        notes.append(t(locale, "grid.failed_not_charged"))
+    notes.append(t(locale, "grid.how_to"))
+    request = grid.request
+    facts = ResultFacts(
+        prompt=request.prompt,
+        model=made[0].model if made else request.model or default_model,
+        size=request.size,
+        aspect=request.aspect_ratio or "1:1",
+        cost_usd=sum(row.cost_usd for row in made),
+        notes=notes,
+    )
+    file = discord.File(io.BytesIO(preview), filename=f"grid-{grid.id}.jpg")
+    embed = result_embed(locale, facts, footer=grid.id, image_url=f"attachment://{file.filename}")
+    return ResultCopy(embed, file, grid_view(grid.id, keys, locale), grid.thread_id, grid.created_at)

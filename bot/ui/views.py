@@ -83,7 +83,9 @@ def larger_size(model: str, size: str) -> str | None:
     return sizes[sizes.index(size) + 1]
 
 
-def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
+def result_view(job: Job, locale: str, *, model: str, deletable: bool = True) -> discord.ui.View:
+    """Reroll, Remix, Edit, Redo larger, Delete, Add to character and Report. `deletable` is False on an
+    ephemeral copy (/show): Discord deletes those only through their own interaction, never by id."""
     view = discord.ui.View(timeout=None)
     view.add_item(_button("reroll", job, t(locale, "button.reroll"), "🎲"))
     view.add_item(_button("remix", job, t(locale, "button.remix"), "🎛️"))
@@ -91,7 +93,8 @@ def result_view(job: Job, locale: str, *, model: str) -> discord.ui.View:
     bigger = larger_size(model, job.request.size)
     if bigger is not None:
         view.add_item(_button("upscale", job, t(locale, "button.upscale", size=bigger), "🔍"))
-    view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))
+    if deletable:
+        view.add_item(_button("delete", job, t(locale, "button.delete"), "🗑️", style=discord.ButtonStyle.danger))
     if job.guild_id is not None and not job.user_install:  # characters and moderators belong to a server
         view.add_item(_button("addchar", job, t(locale, "button.add_character"), "🧬"))
         view.add_item(_button("report", job, t(locale, "button.report"), "🚩"))

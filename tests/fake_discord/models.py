@@ -140,6 +140,11 @@ class FakeGuild:
         assert self._fake is not None
         return self._fake.add_member(self.id, name, permissions=permissions)
 
+    def join(self, user: FakeUser, *, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
+        """`user`, a member of another guild, joins this one too."""
+        assert self._fake is not None
+        return self._fake.join_guild(self.id, user, permissions=permissions)
+
     def add_channel(self, name: str, *, nsfw: bool = False) -> int:
         assert self._fake is not None
         return self._fake.add_channel(self.id, name, nsfw=nsfw)

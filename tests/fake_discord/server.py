@@ -53,8 +53,11 @@ from .payloads import (
     thread_json,
     user_json,
 )
+from .validation import LABEL, STRING_SELECT, TEXT_INPUT, FormErrors
 
 T = TypeVar("T")
+#: Files one message may carry (Discord's limit for members and bots alike).
+MAX_ATTACHMENTS = 10
 
 
 class FakeTimeout(AssertionError, TimeoutError):
@@ -236,6 +239,17 @@ class FakeDiscord:
             return user  # a server without the bot sends it nothing
         self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
         # Member events need the privileged members intent (Discord sends none to a bot without it).
+        data = {**member_json(member), "guild_id": str(guild_id)}
+        self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
+        return user
+
+    def join_guild(self, guild_id: int, user: FakeUser, *, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
+        """A user of another guild joins this one too (one account, a member of each)."""
+        guild = self.guilds[guild_id]
+        assert user.id not in guild.members, f"fake Discord: {user.name} is already a member of {guild.name}"
+        member = FakeMember(user, guild_id, permissions, snowflake())
+        guild.members[user.id] = member
+        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
         data = {**member_json(member), "guild_id": str(guild_id)}
         self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
         return user
@@ -666,7 +680,7 @@ class FakeDiscord:
     async def submit_modal(
         self,
         custom_id: str,
-        fields: dict[str, str],
+        fields: dict[str, str] | dict[str, str | list[str]],
         user: FakeUser,
         *,
         channel_id: int,
@@ -674,13 +688,26 @@ class FakeDiscord:
         guild_id: int | None = None,
         locale: str = "en-US",
     ) -> FakeInteraction:
-        """Submit a modal the bot showed to ``user`` (a type 9 callback with this custom_id must exist)."""
+        """Submit a modal the bot showed to ``user`` (a type 9 callback with this custom_id must exist).
+
+        ``fields`` maps an input's custom_id to its text, or a select's to the values picked. A modal built of
+        Labels is answered the way Discord does, one Label per input in the modal's order (an input left out
+        of ``fields`` is sent empty); what Discord's client would not let the member submit (a required input
+        left empty, a value that is not one of the select's options, too many values) raises ``ApiError``
+        400/50035. A modal of action rows gets one row per given field.
+        """
         assert guild_id in (None, self._guild_id(channel_id)), f"channel {channel_id} is not in guild {guild_id}"
         shown = [i.modal for i in self.interactions.values() if i.modal and i.user is user]
-        if not any(m.get("custom_id") == custom_id for m in shown):
+        modal = next((m for m in reversed(shown) if m.get("custom_id") == custom_id), None)
+        if modal is None:
             raise AssertionError(f"fake Discord: the bot never showed {user.name} a modal {custom_id!r}")
-        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in fields.items()]
-        data = {"custom_id": custom_id, "components": rows}
+        if any(c.get("type") == LABEL for c in modal.get("components") or []):
+            components = labelled_answers(modal, fields)
+        else:
+            components = [
+                {"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in fields.items()
+            ]
+        data = {"custom_id": custom_id, "components": components}
         return await self._interact(5, channel_id, user, data, message_id=message_id, locale=locale)
 
     async def context_menu(
@@ -715,6 +742,8 @@ class FakeDiscord:
         """
         if self.is_gone(channel_id) or (channel_id not in self.channels and channel_id not in self.threads):
             raise AssertionError(f"fake Discord: no channel {channel_id} to post in")
+        if len(attachments or []) > MAX_ATTACHMENTS:
+            raise AssertionError(f"fake Discord: a message carries at most {MAX_ATTACHMENTS} attachments")
         guild = self.guild_of(channel_id)
         msg = FakeMessage(snowflake(), channel_id, guild.id if guild else None, user.id)
         if mention_bot:
@@ -743,3 +772,49 @@ class FakeDiscord:
         if msg.channel_id in self.threads and not msg.ephemeral:
             self.threads[msg.channel_id].message_count += 1
         self._bump()
+
+
+def labelled_answers(
+    modal: dict[str, Any], fields: dict[str, str] | dict[str, str | list[str]]
+) -> list[dict[str, Any]]:
+    """A Label modal's submission (docs: components/reference#label-label-interaction-response-structure)."""
+    err = FormErrors()
+    inputs = {
+        (c.get("component") or {}).get("custom_id") for c in modal.get("components") or [] if c.get("type") == LABEL
+    }
+    unknown = set(fields) - inputs
+    assert not unknown, f"fake Discord: the modal has no inputs {sorted(unknown)} (has {sorted(map(str, inputs))})"
+    answers: list[dict[str, Any]] = []
+    for i, label in enumerate(modal.get("components") or []):
+        if label.get("type") != LABEL:
+            continue  # a Text Display shows text and sends nothing back
+        child = label["component"]
+        path: list[str | int] = ["data", "components", i, "component"]
+        given = fields.get(child["custom_id"])
+        answer: dict[str, Any] = {"type": child["type"], "custom_id": child["custom_id"]}
+        if "id" in child:
+            answer["id"] = child["id"]
+        if child["type"] == TEXT_INPUT:
+            value = given if isinstance(given, str) else ""
+            if child.get("required", True) and not value.strip():
+                err.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+            err.max_length(path, value, int(child.get("max_length") or 4000))
+            answer["value"] = value
+        elif child["type"] == STRING_SELECT:
+            values = [given] if isinstance(given, str) else list(given or [])
+            offered = {o["value"] for o in child.get("options") or []}
+            if set(values) - offered:
+                err.add(path, "COMPONENT_SELECT_OPTION_INVALID", f"Values must be among {sorted(offered)}")
+            if values or child.get("required", True):
+                low, high = int(child.get("min_values", 1)), int(child.get("max_values", 1))
+                if not low <= len(values) <= high:
+                    err.add(path, "BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
+            answer["values"] = values
+        else:
+            raise AssertionError(f"fake Discord: submitting a {child['type']} component is not supported yet")
+        wrapped: dict[str, Any] = {"type": LABEL, "component": answer}
+        if "id" in label:
+            wrapped["id"] = label["id"]
+        answers.append(wrapped)
+    err.raise_if_any()
+    return answers

@@ -128,7 +128,50 @@ def check_modal(data: dict[str, Any]) -> None:
     rows = data.get("components") or []
     if not rows or len(rows) > 5:
         err.add(["data", "components"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+    for i, component in enumerate(rows[:5]):
+        if component.get("type") == LABEL:
+            _check_label(err, ["data", "components", i], component)
     err.raise_if_any()
+
+
+LABEL, STRING_SELECT, TEXT_INPUT = 18, 3, 4
+#: What a Label may wrap (docs: components/reference#label-label-child-components).
+LABEL_CHILDREN = {STRING_SELECT, TEXT_INPUT, 5, 6, 7, 8, 19, 21, 22, 23}
+
+
+def _check_label(err: FormErrors, path: list[str | int], label: dict[str, Any]) -> None:
+    """A Label in a modal: its text (45), description (100), and the one input it wraps."""
+    if not label.get("label"):
+        err.add([*path, "label"], "BASE_TYPE_REQUIRED", "This field is required")
+    err.max_length([*path, "label"], label.get("label"), 45)
+    err.max_length([*path, "description"], label.get("description"), 100)
+    child = label.get("component") or {}
+    child_path = [*path, "component"]
+    if child.get("type") not in LABEL_CHILDREN:
+        err.add([*child_path, "type"], "COMPONENT_TYPE_INVALID", "The specified component type is invalid")
+        return
+    if not child.get("custom_id"):
+        err.add([*child_path, "custom_id"], "BASE_TYPE_REQUIRED", "This field is required")
+    err.max_length([*child_path, "custom_id"], child.get("custom_id"), 100)
+    if child.get("disabled"):  # "Modals can not currently have disabled components in them."
+        err.add([*child_path, "disabled"], "COMPONENT_DISABLED_IN_MODAL", "Components in modals cannot be disabled")
+    if child["type"] == TEXT_INPUT:
+        err.max_length([*child_path, "placeholder"], child.get("placeholder"), 100)
+        if not 1 <= int(child.get("max_length") or 4000) <= 4000:
+            err.add([*child_path, "max_length"], "NUMBER_TYPE_MAX", "Must be between 1 and 4000.")
+    elif child["type"] == STRING_SELECT:
+        options = child.get("options") or []
+        if not 1 <= len(options) <= 25:
+            err.add([*child_path, "options"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length.")
+        for o, option in enumerate(options[:25]):
+            err.max_length([*child_path, "options", o, "label"], option.get("label"), 100)
+            err.max_length([*child_path, "options", o, "value"], option.get("value"), 100)
+        err.max_length([*child_path, "placeholder"], child.get("placeholder"), 150)
+        low, high = int(child.get("min_values", 1)), int(child.get("max_values", 1))
+        if child.get("required", True) and low < 1:  # min_values 0 only on a select that may be left empty
+            err.add([*child_path, "min_values"], "NUMBER_TYPE_MIN", "A required select takes at least one value.")
+        if not 0 <= low <= high <= 25:
+            err.add([*child_path, "max_values"], "NUMBER_TYPE_MAX", "Must be between min_values and 25.")
 
 
 def check_choices(data: dict[str, Any]) -> None:
