@@ -392,6 +392,8 @@ class Characters(commands.Cog):
     @app_commands.describe(name="The character.")
     @app_commands.autocomplete(name=character_names)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
+        if await admit(self.services, Requester.of_interaction(interaction), []) is None:
+            return
         locale = str(interaction.locale)
         character = await self._find(interaction, name, locale, change=True)
         if character is None:
@@ -405,6 +407,8 @@ class Characters(commands.Cog):
         )
 
     async def confirm_delete(self, interaction: discord.Interaction, character_id: int, user_id: int) -> None:
+        if await admit(self.services, Requester.of_interaction(interaction), []) is None:
+            return
         locale = str(interaction.locale)
         character = await get_character_by_id(self.services.db, character_id)
         if character is None or character.guild_id != interaction.guild_id:
@@ -420,6 +424,8 @@ class Characters(commands.Cog):
     # --- add a result's image -------------------------------------------------------------------------
     async def offer_add(self, interaction: discord.Interaction, job_id: str) -> None:
         """The "Add to character" button: a menu of the characters this member may change."""
+        if await admit(self.services, Requester.of_interaction(interaction), []) is None:
+            return
         locale = str(interaction.locale)
         assert interaction.guild_id is not None
         managers = await self._managers(interaction)
@@ -439,6 +445,8 @@ class Characters(commands.Cog):
         await interaction.response.send_message(view=view, ephemeral=True)
 
     async def add_image(self, interaction: discord.Interaction, job_id: str, character_id: int) -> None:
+        if await admit(self.services, Requester.of_interaction(interaction), []) is None:
+            return
         locale = str(interaction.locale)
         job = await get_job(self.services.db, job_id)
         character = await get_character_by_id(self.services.db, character_id)

@@ -31,8 +31,8 @@ from bot.ui.intake import (
     size_choices,
     take_inputs,
 )
-from bot.ui.results import ResultFacts, post_result
-from bot.ui.rules import Admitted, Requester, admit
+from bot.ui.results import ResultFacts, model_label, post_result
+from bot.ui.rules import Admitted, Requester, admit, admit_character
 from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
 from bot.ui.views import GRID_CUSTOM_ID, bound, grid_custom_id
 from storage.generations import get_generation
@@ -129,6 +129,8 @@ class GridCog(ModelCommandCog):
             admitted = await admit(self.services, Requester.of_interaction(interaction), [request.prompt], surface)
             if admitted is None:
                 return
+        if not await admit_character(self.services, Requester.of_interaction(interaction), request, surface):
+            return
         channel = interaction.channel
         assert channel is not None
         await start_grid(
@@ -200,7 +202,9 @@ class GridCog(ModelCommandCog):
         )
         data = await self.services.images.get(key)
         message = await post_result(self.services.db, surface, job, facts, data, sniff_mime(data) or "image/png")
-        self.services.modlog.result(job, message, model=facts.model, size=facts.size, cost=None, image=data)
+        self.services.modlog.result(
+            job, message, model=model_label(facts.model), size=facts.size, cost=facts.cost_usd, image=data
+        )
         await interaction.followup.send(t(locale_of(interaction), "grid.posted", link=message.jump_url), ephemeral=True)
 
     async def _tile_job(

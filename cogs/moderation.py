@@ -3,8 +3,6 @@ member) and the Report button any member finds under a result."""
 
 from __future__ import annotations
 
-import contextlib
-
 import discord
 from discord.ext import commands
 
@@ -13,7 +11,6 @@ from bot.ui.context import Services
 from bot.ui.modlog import LOG_ID, LogButton
 from bot.ui.views import TextModal, bound
 from cogs.settings import ServerSettings
-from storage.grids import get_grid
 from storage.jobs import Job, get_job
 
 MAX_REASON = 300
@@ -33,7 +30,9 @@ class Moderation(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(self.buttons)
 
-    async def on_log_button(self, interaction: discord.Interaction, action: str, target: str) -> None:
+    async def on_log_button(
+        self, interaction: discord.Interaction, action: str, target: str, message: tuple[int, int] | None
+    ) -> None:
         locale = str(interaction.locale)
         if interaction.guild_id is None:
             return
@@ -46,8 +45,8 @@ class Moderation(commands.Cog):
                 await interaction.response.send_message(t(locale, "job.missing"), ephemeral=True)
                 return
             await interaction.response.defer(ephemeral=True, thinking=True)
-            await self.delete_result(job)
-            self.services.modlog.deletion(job, interaction.user.id)
+            if await self.delete_result(job, message, interaction.guild_id):
+                self.services.modlog.deletion(job, interaction.user.id)
             await interaction.followup.send(t(locale, "deleted"), ephemeral=True)
         elif action == "block":
             permissions = interaction.permissions
@@ -67,18 +66,26 @@ class Moderation(commands.Cog):
             )
             await interaction.response.send_modal(modal)
 
-    async def delete_result(self, job: Job) -> None:
-        """The job's result message (a grid's preview for a tile) in its own channel; gone already is fine."""
-        channel_id, message_id = job.channel_id, job.result_message_id
-        if job.grid_id is not None:
-            grid = await get_grid(self.services.db, job.grid_id)
-            if grid is not None:
-                channel_id, message_id = grid.channel_id, grid.message_id
-        channel = await self.services.resolve_channel(channel_id)
-        if message_id is None or not isinstance(channel, discord.abc.Messageable):
-            return
-        with contextlib.suppress(discord.NotFound):
-            await channel.get_partial_message(message_id).delete()
+    async def delete_result(self, job: Job, message: tuple[int, int] | None, guild_id: int) -> bool:
+        """The message a log entry shows (a result, a grid's preview, a copy) in its own channel, in this
+        server; False if it was already gone."""
+        if message is None:  # an entry without one: the job's own result
+            if job.result_message_id is None:
+                return False
+            # A first result carries its thread (same id); a reply's result sits in the thread itself.
+            in_thread = job.thread_id is not None and job.thread_id != job.result_message_id
+            message = (job.thread_id if in_thread else job.channel_id, job.result_message_id)  # type: ignore[assignment]
+        assert message is not None
+        channel = await self.services.resolve_channel(message[0])
+        if not isinstance(channel, discord.abc.Messageable) or getattr(channel, "guild", None) is None:
+            return False
+        if channel.guild.id != guild_id:
+            return False
+        try:
+            await channel.get_partial_message(message[1]).delete()
+        except discord.NotFound:
+            return False
+        return True
 
     async def report(self, interaction: discord.Interaction, job: Job) -> None:
         """Report: to the moderators' log with the reporter's name; the reporter is told it was sent."""
@@ -87,6 +94,6 @@ class Moderation(commands.Cog):
         if not await self.services.modlog.has_channel(job.guild_id):
             await interaction.response.send_message(t(locale, "report.no_log"), ephemeral=True)
             return
-        link = interaction.message.jump_url if interaction.message is not None else None
-        self.services.modlog.report(job, interaction.user.id, link)
-        await interaction.response.send_message(t(locale, "report.sent"), ephemeral=True)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        sent = await self.services.modlog.report(job, interaction.user.id, interaction.message)
+        await interaction.followup.send(t(locale, "report.sent" if sent else "report.not_sent"), ephemeral=True)

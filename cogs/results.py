@@ -18,7 +18,7 @@ from discord.ext import commands
 from bot.i18n import t
 from bot.ui.context import Services
 from bot.ui.intake import elapsed_ms, submit
-from bot.ui.rules import Requester, admit
+from bot.ui.rules import Requester, admit, admit_character
 from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface, through_user_install
 from bot.ui.views import CUSTOM_ID, TextModal, bound, custom_id, larger_size
 from cogs.characters import Characters
@@ -147,8 +147,9 @@ class Results(commands.Cog):
         await interaction.response.defer(thinking=True)
         request = dataclasses.replace(job.request, prompt=prompt or job.request.prompt)
         surface = InteractionSurface(interaction, locale=self.services.public_locale(interaction), received_at=received)
-        admitted = await admit(self.services, Requester.of_interaction(interaction), [request.prompt], surface)
-        if admitted is None:
+        requester = Requester.of_interaction(interaction)
+        admitted = await admit(self.services, requester, [request.prompt], surface)
+        if admitted is None or not await admit_character(self.services, requester, request, surface):
             return
         new = self._new_job(interaction, kind=kind, request=request, parent=None)
         new.defer_ms = elapsed_ms(received)
@@ -163,11 +164,10 @@ class Results(commands.Cog):
         if thread_id is None and interaction.message is not None and interaction.message.thread is not None:
             thread_id = interaction.message.thread.id  # clicked before the job recorded its new thread
         thread = await self.services.resolve_channel(thread_id) if thread_id else None
+        in_other_thread = isinstance(thread, discord.Thread) and interaction.channel_id != thread.id
         surface: Surface
-        if isinstance(thread, discord.Thread) and interaction.channel_id != thread.id:
-            await interaction.response.send_message(
-                t(str(interaction.locale), "continue.in_thread", thread=thread.mention), ephemeral=True
-            )
+        if isinstance(thread, discord.Thread) and in_other_thread:
+            await interaction.response.defer(ephemeral=True, thinking=True)
             surface = ChannelSurface(
                 thread,
                 locale=self.services.public_locale(interaction),
@@ -180,9 +180,18 @@ class Results(commands.Cog):
             surface = InteractionSurface(
                 interaction, locale=self.services.public_locale(interaction), received_at=received
             )
-        admitted = await admit(self.services, Requester.of_interaction(interaction), [prompt], surface)
+        # A re-render's prompt is the bot's own: only the member's words go through the ban list.
+        texts = [] if kind == "upscale" else [prompt]
+        # Refused in another thread: told as the answer to the click, not in the thread.
+        admitted = await admit(
+            self.services, Requester.of_interaction(interaction), texts, None if in_other_thread else surface
+        )
         if admitted is None:
             return
+        if isinstance(thread, discord.Thread) and in_other_thread:
+            await interaction.edit_original_response(
+                content=t(str(interaction.locale), "continue.in_thread", thread=thread.mention)
+            )
         request = dataclasses.replace(job.request, prompt=prompt, size=size, reference_keys=(), input_notes=())
         new = self._new_job(interaction, kind=kind, request=request, parent=job)
         if isinstance(thread, discord.Thread):

@@ -115,7 +115,10 @@ class ServerSettings(ModelCommandCog):
                 values[name] = None if value == DEFAULT else value
         await update_guild_settings(db, interaction.guild_id, updated_by=interaction.user.id, **values)
         if values:
-            self.log_change(interaction, ", ".join(f"{name} = {value}" for name, value in values.items()))
+            server = self.services.modlog.locale_for(interaction.guild_id)
+            self.log_change(
+                interaction, "\n".join(describe_change(server, name, value) for name, value in values.items())
+            )
         current = await get_guild_settings(db, interaction.guild_id)
         if current.locale:
             self.services.pinned_locales[current.guild_id] = current.locale
@@ -389,6 +392,47 @@ class ServerSettings(ModelCommandCog):
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=mentions)
         else:
             await interaction.response.send_message(text, ephemeral=True, allowed_mentions=mentions)
+
+
+#: A setting -> the catalogue's name for it, as the moderators' log describes a change.
+CHANGE_LABELS = {
+    "grid_mode": "settings.grid_mode",
+    "monthly_budget_usd": "settings.budget",
+    "default_size": "settings.default_size",
+    "default_aspect_ratio": "settings.default_aspect_ratio",
+    "user_daily": "settings.change.member_daily",
+    "guild_daily": "settings.change.server_daily",
+    "guild_concurrency": "settings.change.server_at_once",
+    "user_concurrency": "settings.change.member_at_once",
+    "user_pending": "settings.change.member_waiting",
+    "allowed_channels": "settings.channels",
+    "character_managers": "settings.character_managers",
+    "default_model": "settings.default_model",
+    "default_thinking": "settings.default_thinking",
+    "previews": "settings.previews",
+    "locale": "settings.language",
+}
+
+
+def describe_change(locale: str, name: str, value: Any) -> str:
+    """One changed setting in words, for the moderators' log."""
+    if value is None:
+        shown = t(locale, "settings.change.default")
+    elif name == "allowed_channels":
+        shown = " ".join(f"<#{c}>" for c in value)
+    elif isinstance(value, bool):
+        shown = t(locale, "settings.change.on" if value else "settings.change.off")
+    elif name == "monthly_budget_usd":
+        shown = money(locale, value)
+    elif name == "locale":
+        shown = t(value, "language.name")
+    elif name == "default_model":
+        shown = model_spec(value).label
+    elif name == "character_managers":
+        shown = t(locale, f"settings.managers.{value}")
+    else:
+        shown = str(value)
+    return f"{t(locale, CHANGE_LABELS[name])}: {shown}"
 
 
 def build_group(cog: ServerSettings, spec: ModelSpec) -> app_commands.Group:

@@ -97,6 +97,16 @@ async def update_guild_settings(db: Database, guild_id: int, *, updated_by: int,
         await conn.execute(sql, (guild_id, *encoded, time.time(), updated_by))
 
 
+async def set_log_problem(db: Database, guild_id: int, log_channel_id: int, problem: str | None) -> bool:
+    """Note why the log channel can't be posted to (None: it can), if it is still the guild's log channel.
+    Leaves who last changed the settings alone: this is the bot's observation, not an admin's change.
+    True if the note changed."""
+    sql = "UPDATE guild_settings SET log_problem = ? WHERE guild_id = ? AND log_channel_id = ? AND log_problem IS NOT ?"
+    async with db.transaction() as conn:
+        cursor = await conn.execute(sql, (problem, guild_id, log_channel_id, problem))
+        return cursor.rowcount > 0
+
+
 async def pinned_locales(db: Database) -> dict[int, str]:
     """Every guild whose admins pinned a language, with that language."""
     async with db.conn.execute("SELECT guild_id, locale FROM guild_settings WHERE locale IS NOT NULL") as cursor:

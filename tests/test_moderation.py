@@ -157,3 +157,21 @@ async def test_moderation_data_is_stored_and_purged_with_the_server(db: Database
     assert await refusals_by_rule(db, 1, 0, now + 1) == {}
     assert await get_guild_settings(db, 1) == GuildSettings(1)
     assert not await unblock_member(db, 1, 5)
+
+
+def test_unspaced_scripts_match_inside_a_sentence_and_invisible_characters_do_not_hide_a_word() -> None:
+    assert matching_phrase("一个裸体女人", [banned_phrase("裸体")]) is not None
+    assert matching_phrase("それはヌードです", [banned_phrase("ヌード")]) is not None
+    assert matching_phrase("a\u200bss", [banned_phrase("ass")]) is not None  # a zero-width space inside
+    assert matching_phrase("a classic class", [banned_phrase("ass")]) is None
+
+
+@pytest.mark.parametrize("pattern", [r"^(?:ab|a(?:b))+$", r"(?:cat|c.t)+z"])
+def test_a_pattern_that_backtracks_on_repeated_words_is_refused(pattern: str) -> None:
+    with pytest.raises(PatternProblem) as refused:
+        compile_pattern(pattern)
+    assert refused.value.kind == "slow"
+
+
+async def test_a_pattern_with_accents_matches_what_members_type() -> None:
+    assert await check_texts(["un café noir"], [], "café") == Refusal("banned_pattern")

@@ -53,9 +53,27 @@ class PatternProblem(ValueError):
 
 
 def fold(text: str) -> str:
-    """Case and accents folded: 'Crème BRÛLÉE' -> 'creme brulee'."""
+    """Case and accents folded, and invisible format characters (zero-width spaces and joiners) dropped, so
+    'Crème BRÛLÉE' and 'cre\u200bme brulee' both read 'creme brulee'."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    return "".join(c for c in decomposed if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+
+
+#: Scripts written without spaces between words: a banned word there is matched wherever it appears.
+_UNSPACED = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3400, 0x4DBF),  # CJK Extension A
+    (0x4E00, 0x9FFF),  # CJK Unified Ideographs
+    (0xF900, 0xFAFF),  # CJK Compatibility Ideographs
+    (0x20000, 0x2FA1F),  # CJK Extensions B-F and supplements
+)
+
+
+def _unspaced(char: str) -> bool:
+    return any(first <= ord(char) <= last for first, last in _UNSPACED)
 
 
 def banned_phrase(phrase: str) -> BannedPhrase:
@@ -67,9 +85,12 @@ def banned_phrase(phrase: str) -> BannedPhrase:
 
 
 def _phrase_regex(key: str) -> re.Pattern[str]:
-    # Whole words: no word character right before or after, so 'ass' doesn't match 'class'.
+    # Whole words: no word character right before or after, so 'ass' doesn't match 'class'. Where the phrase
+    # starts or ends in a script without spaces (Chinese, Japanese, Thai), any neighbour will do.
     body = r"\s+".join(re.escape(word) for word in key.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)")
+    before = "" if _unspaced(key[0]) else r"(?<!\w)"
+    after = "" if _unspaced(key[-1]) else r"(?!\w)"
+    return re.compile(f"{before}{body}{after}")
 
 
 def matching_phrase(text: str, phrases: list[BannedPhrase]) -> BannedPhrase | None:
@@ -85,17 +106,20 @@ def compile_pattern(pattern: str) -> regex.Pattern[str]:
         compiled = regex.compile(pattern, regex.IGNORECASE)
     except regex.error as exc:
         raise PatternProblem("invalid", str(exc)) from None
-    # Long runs of each character the pattern names, ended by nothing, a line break, or one of its other
-    # characters (a required one present but not where the pattern wants it is what makes it retry).
+    # Long runs of each character and each short piece of the words the pattern names, ended by nothing, a line
+    # break, or one of its other characters: a required character present but not where the pattern wants it
+    # is what makes a backtracking pattern retry every way of splitting the run.
     folded = fold(pattern)
-    runs = sorted({c for c in folded if c.isalnum() or c in " -_.'"} | {"a", "0", " "})
+    words = re.findall(r"[^\W_]{2,}", folded)[:10]
+    pieces = {word[i : i + n] for word in words for n in (2, 3) for i in range(len(word) - n + 1)}
+    runs = sorted({c for c in folded if c.isalnum() or c in " -_.'"} | {"a", "0", " "} | set(list(pieces)[:30]))
     stops = sorted({c for c in folded if not c.isalnum() and c.isprintable()} | {"!"})
     ends = ["", "\n", *(stop + tail for stop in stops for tail in ("", "x"))]
     budget = time.monotonic() + PROBE_BUDGET
-    for char in runs:
+    for run in runs:
         for end in ends:
             try:
-                compiled.search(char * PROBE_LENGTH + end, timeout=PATTERN_TIMEOUT)
+                compiled.search(run * (PROBE_LENGTH // len(run)) + end, timeout=PATTERN_TIMEOUT)
             except TimeoutError:
                 raise PatternProblem("slow") from None
             if time.monotonic() > budget:  # each probe in time, but so many of them: too slow overall
@@ -108,14 +132,13 @@ async def check_pattern(pattern: str) -> regex.Pattern[str]:
     return await asyncio.to_thread(compile_pattern, pattern)
 
 
-def pattern_matches(compiled: regex.Pattern[str], text: str) -> bool:
-    """Whether the pattern matches the prompt; one that runs out of time counts as a match (refused), since
-    the pattern passed the probes when it was set and the moderators chose to refuse what it matches."""
+def pattern_matches(compiled: regex.Pattern[str], text: str) -> bool | None:
+    """Whether the pattern matches the prompt, folded or as typed (an admin may write accents); None if it
+    ran out of time, which the probes make rare."""
     try:
-        return compiled.search(fold(text), timeout=PATTERN_TIMEOUT) is not None
+        return any(compiled.search(form, timeout=PATTERN_TIMEOUT) for form in (fold(text), text))
     except TimeoutError:
-        log.warning("a server's ban-list pattern ran out of time on a prompt; refusing it")
-        return True
+        return None
 
 
 async def check_texts(texts: list[str], phrases: list[BannedPhrase], pattern: str | None) -> Refusal | None:
@@ -127,7 +150,11 @@ async def check_texts(texts: list[str], phrases: list[BannedPhrase], pattern: st
     if pattern:
         compiled = regex.compile(pattern, regex.IGNORECASE)
         for text in texts:
-            if await asyncio.to_thread(pattern_matches, compiled, text):
+            matched = await asyncio.to_thread(pattern_matches, compiled, text)
+            if matched is None:
+                # Refusing on a timeout would refuse harmless prompts with no reason anyone could see.
+                log.warning("a server's ban-list pattern ran out of time on a prompt; letting it through")
+            elif matched:
                 return Refusal("banned_pattern")
     return None
 

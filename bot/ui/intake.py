@@ -26,7 +26,7 @@ from bot.jobs.admission import BudgetExceeded, LimitExceeded
 from bot.ui.context import Services
 from bot.ui.errors import clip, limit_text
 from bot.ui.presenter import DiscordPresenter
-from bot.ui.rules import Requester, admit
+from bot.ui.rules import Requester, admit, admit_character
 from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
 from storage.characters import get_character, list_characters
 from storage.guild_settings import GuildSettings, get_guild_settings
@@ -250,7 +250,7 @@ async def start_job(
         character=character,
         left_out=left_out,
     )
-    if taken is None:
+    if taken is None or not await admit_character(services, requester, taken, surface):
         return
     channel = interaction.channel
     assert channel is not None

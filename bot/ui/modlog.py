@@ -22,42 +22,50 @@ from bot.media.drafts import draft_thumbnail
 from bot.media.pool import run_image_work
 from bot.ui.errors import clip
 from storage.db import Database
-from storage.guild_settings import get_guild_settings, update_guild_settings
+from storage.guild_settings import get_guild_settings, set_log_problem
 from storage.jobs import Job
 
 log = logging.getLogger(__name__)
 
-LOG_ID = re.compile(r"modlog:(?P<action>delete|block):(?P<target>[A-Za-z0-9_-]{1,40})")
+#: Delete names the job and the message to delete (a result, a grid's preview, a copy), Block the member.
+LOG_ID = re.compile(
+    r"modlog:(?P<action>delete|block):(?P<target>[A-Za-z0-9_-]{1,40})"
+    r"(?::(?P<channel>[0-9]{1,20}):(?P<message>[0-9]{1,20}))?"
+)
 PROMPT_SHOWN = 1000
 
 
-def log_custom_id(action: str, target: str | int) -> str:
-    return f"modlog:{action}:{target}"
+def log_custom_id(action: str, target: str | int, message: tuple[int, int] | None = None) -> str:
+    where = f":{message[0]}:{message[1]}" if message is not None else ""
+    return f"modlog:{action}:{target}{where}"
 
 
-def log_button(action: str, target: str, label: str) -> discord.ui.Button[discord.ui.View]:
+def log_button(
+    action: str, target: str, label: str, message: tuple[int, int] | None = None
+) -> discord.ui.Button[discord.ui.View]:
     style = discord.ButtonStyle.danger if action == "delete" else discord.ButtonStyle.secondary
-    return discord.ui.Button(style=style, label=label, custom_id=log_custom_id(action, target))
+    return discord.ui.Button(style=style, label=label, custom_id=log_custom_id(action, target, message))
 
 
 class LogButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=LOG_ID):
     """Delete the image (in its own channel) or block the member: buttons under log entries, for moderators."""
 
     #: Set on the subclass the Moderation cog registers (views.bound).
-    handler: ClassVar[Callable[[discord.Interaction, str, str], Awaitable[None]]]
+    handler: ClassVar[Callable[[discord.Interaction, str, str, tuple[int, int] | None], Awaitable[None]]]
 
-    def __init__(self, action: str, target: str) -> None:
-        super().__init__(log_button(action, target, "-"))
-        self.action, self.target = action, target
+    def __init__(self, action: str, target: str, message: tuple[int, int] | None = None) -> None:
+        super().__init__(log_button(action, target, "-", message))
+        self.action, self.target, self.message = action, target, message
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> LogButton:
-        return cls(match["action"], match["target"])
+        message = (int(match["channel"]), int(match["message"])) if match["message"] else None
+        return cls(match["action"], match["target"], message)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await type(self).handler(interaction, self.action, self.target)
+        await type(self).handler(interaction, self.action, self.target, self.message)
 
 
 @dataclass
@@ -67,8 +75,9 @@ class Entry:
     title: str
     who: int
     fields: list[tuple[str, str]] = field(default_factory=list)
-    #: The job whose image can be deleted from the entry, if any.
+    #: The job whose image can be deleted from the entry, if any, and the message (channel, id) showing it.
     job_id: str | None = None
+    message: tuple[int, int] | None = None
     #: Whether the entry offers to block `who`.
     block: bool = False
     thumbnail: bytes | None = None
@@ -80,7 +89,7 @@ class ModLog:
         self.db = db
         self.client = client
         self.pinned_locales = pinned_locales
-        self._posting: set[asyncio.Task[None]] = set()
+        self._posting: set[asyncio.Future[object]] = set()
 
     def locale_for(self, guild_id: int) -> str:
         guild = self.client.get_guild(guild_id)
@@ -105,7 +114,13 @@ class ModLog:
             ),
         ]
         entry = Entry(
-            t(locale, "modlog.result"), job.user_id, fields, job_id=job.id, block=True, colour=discord.Colour.gold()
+            t(locale, "modlog.result"),
+            job.user_id,
+            fields,
+            job_id=job.id,
+            message=(message.channel.id, message.id),
+            block=True,
+            colour=discord.Colour.gold(),
         )
         self._spawn(self._post_with_thumbnail(job.guild_id, entry, image))
 
@@ -144,17 +159,24 @@ class ModLog:
         ]
         self._spawn(self._post(job.guild_id, Entry(t(locale, "modlog.deleted"), job.user_id, fields)))
 
-    def report(self, job: Job, reporter: int, link: str | None) -> None:
+    async def report(self, job: Job, reporter: int, message: discord.Message | None) -> bool:
+        """Post a member's report now (they are told whether it arrived); False if it could not be posted."""
         assert job.guild_id is not None
         locale = self.locale_for(job.guild_id)
         fields = [(t(locale, "modlog.reported_by"), f"<@{reporter}>")]
-        if link:
-            fields.append((t(locale, "modlog.where"), link))
+        if message is not None:
+            fields.append((t(locale, "modlog.where"), message.jump_url))
         fields.append((t(locale, "modlog.prompt"), clip(job.request.prompt, PROMPT_SHOWN)))
         entry = Entry(
-            t(locale, "modlog.report"), job.user_id, fields, job_id=job.id, block=True, colour=discord.Colour.red()
+            t(locale, "modlog.report"),
+            job.user_id,
+            fields,
+            job_id=job.id,
+            message=(message.channel.id, message.id) if message is not None else None,
+            block=True,
+            colour=discord.Colour.red(),
         )
-        self._spawn(self._post(job.guild_id, entry))
+        return await self._post(job.guild_id, entry)
 
     def change(self, guild_id: int, by: int, what: str) -> None:
         """A change of settings or characters, described in the server's language by the caller."""
@@ -171,7 +193,7 @@ class ModLog:
             await asyncio.gather(*self._posting, return_exceptions=True)
 
     # --- posting ----------------------------------------------------------------------------------------
-    def _spawn(self, posting: Awaitable[None]) -> None:
+    def _spawn(self, posting: Awaitable[object]) -> None:
         task = asyncio.ensure_future(posting)
         self._posting.add(task)
         task.add_done_callback(self._posting.discard)
@@ -184,23 +206,29 @@ class ModLog:
                 log.debug("could not make a log thumbnail", exc_info=True)
         await self._post(guild_id, entry)
 
-    async def _post(self, guild_id: int, entry: Entry) -> None:
+    async def _post(self, guild_id: int, entry: Entry) -> bool:
+        """Post the entry to the guild's log channel; False if there is none or it could not be posted to."""
+        channel_id = None
         try:
             settings = await get_guild_settings(self.db, guild_id)
-            if settings.log_channel_id is None:
-                return
-            if await self._send(guild_id, settings.log_channel_id, entry) and settings.log_problem is not None:
-                await update_guild_settings(self.db, guild_id, updated_by=0, log_problem=None)
+            channel_id = settings.log_channel_id
+            if channel_id is None:
+                return False
+            posted = await self._send(guild_id, channel_id, entry)
+            if posted and settings.log_problem is not None:
+                await set_log_problem(self.db, guild_id, channel_id, None)
+            return posted
         except (discord.NotFound, discord.Forbidden) as exc:
-            problem = "gone" if isinstance(exc, discord.NotFound) else "forbidden"
-            await self._note_problem(guild_id, problem)
+            assert channel_id is not None
+            await self._note_problem(guild_id, channel_id, "gone" if isinstance(exc, discord.NotFound) else "forbidden")
         except Exception:
             log.exception("could not post to the moderators' log of guild %s", guild_id)
+        return False
 
     async def _send(self, guild_id: int, channel_id: int, entry: Entry) -> bool:
         channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
         if not isinstance(channel, discord.abc.Messageable):  # a category or voice channel id
-            await self._note_problem(guild_id, "gone")
+            await self._note_problem(guild_id, channel_id, "gone")
             return False
         locale = self.locale_for(guild_id)
         embed = discord.Embed(title=entry.title, colour=entry.colour)
@@ -210,7 +238,7 @@ class ModLog:
         # Plain buttons with the log's custom ids: the Moderation cog's registered LogButton answers them.
         view = discord.ui.View(timeout=None)
         if entry.job_id is not None:
-            view.add_item(log_button("delete", entry.job_id, t(locale, "modlog.delete_button")))
+            view.add_item(log_button("delete", entry.job_id, t(locale, "modlog.delete_button"), entry.message))
         if entry.block:
             view.add_item(log_button("block", str(entry.who), t(locale, "modlog.block_button")))
         extra: dict[str, Any] = {"view": view} if view.children else {}
@@ -224,8 +252,7 @@ class ModLog:
         )
         return True
 
-    async def _note_problem(self, guild_id: int, problem: str) -> None:
-        settings = await get_guild_settings(self.db, guild_id)
-        if settings.log_problem != problem:
+    async def _note_problem(self, guild_id: int, channel_id: int, problem: str) -> None:
+        """Remember why the log channel can't be posted to (once), unless an admin picked another meanwhile."""
+        if await set_log_problem(self.db, guild_id, channel_id, problem):
             log.warning("the moderators' log of guild %s can't be posted to (%s)", guild_id, problem)
-            await update_guild_settings(self.db, guild_id, updated_by=0, log_problem=problem)

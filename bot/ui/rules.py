@@ -13,7 +13,9 @@ from bot.i18n import t
 from bot.jobs.moderation import Refusal, check_member, check_texts, member_daily_limit
 from bot.ui.context import Services
 from bot.ui.surfaces import InteractionSurface, Surface, send_dm, through_user_install
+from storage.characters import get_character_by_id, get_version
 from storage.guild_settings import get_guild_settings
+from storage.jobs import JobRequest
 from storage.moderation import banned_phrases, get_block, log_refusal, role_limits
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,31 @@ async def admit(
     return None
 
 
+async def admit_character(
+    services: Services, requester: Requester, request: JobRequest, surface: Surface | None = None
+) -> bool:
+    """A character's sheet goes to the model with the prompt, so the ban list applies to it as it is used: a
+    word banned after the character was made still refuses it. False after telling the member why."""
+    guild_id = requester.guild_id
+    if request.character_id is None or guild_id is None or requester.user_install:
+        return True
+    character = await get_character_by_id(services.db, request.character_id)
+    if character is None:
+        return True  # the job itself says the character is gone, with nothing spent
+    sheet = character.description
+    if request.character_version is not None:
+        version = await get_version(services.db, character.id, request.character_version)
+        sheet = version.description if version is not None else sheet
+    settings = await get_guild_settings(services.db, guild_id)
+    refusal = await check_texts(
+        [character.name, sheet], await banned_phrases(services.db, guild_id), settings.banned_pattern
+    )
+    if refusal is None:
+        return True
+    await refuse(services, requester, refusal, surface)
+    return False
+
+
 async def refuse(
     services: Services,
     requester: Requester,
@@ -98,12 +125,22 @@ async def refuse(
     access_roles: tuple[int, ...] = (),
 ) -> None:
     assert requester.guild_id is not None
-    locale = surface.private_locale if surface is not None else str(getattr(requester.user, "locale", "en-US"))
+    locale = refusal_locale(services, requester, surface)
     text = refusal_text(locale, refusal, access_roles)
     await log_refusal(services.db, requester.guild_id, requester.user.id, refusal.rule)
     channel_id = getattr(requester.channel, "id", None)
     services.modlog.refusal(requester.guild_id, requester.user.id, channel_id, refusal.rule, refusal.detail)
     await tell_privately(services, requester, text, surface)
+
+
+def refusal_locale(services: Services, requester: Requester, surface: Surface | None) -> str:
+    """The member's own language where Discord tells it (an interaction), else the server's."""
+    if surface is not None:
+        return surface.private_locale
+    if requester.interaction is not None:
+        return str(requester.interaction.locale)
+    guild = getattr(requester.channel, "guild", None)
+    return services.guild_locale(guild) if isinstance(guild, discord.Guild) else "en-US"
 
 
 async def tell_privately(services: Services, requester: Requester, text: str, surface: Surface | None) -> None:
