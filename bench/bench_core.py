@@ -49,7 +49,7 @@ ASPECT = "16:9"
 RESULT_PREFIX = "RESULT "
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Targets from the issue.
+# Targets (bench/README.md).
 WALL_RATIO_TARGET = 1.02
 CPU_RATIO_TARGET = 1.0
 CONCURRENT_SLACK = 0.10
