@@ -22,9 +22,7 @@ from .core.service import GenerationService
 
 log = logging.getLogger(__name__)
 
-#: Connections per provider beyond the concurrency cap, so a request never waits for the pool while a
-#: connection of a cut-off or cancelled attempt is still being closed.
-POOL_HEADROOM = 2
+POOL_HEADROOM = 2  # over the cap: a cut-off attempt's connection may still be closing as its slot's next job connects
 
 
 def build_providers(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> list[Provider]:
