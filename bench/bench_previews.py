@@ -64,7 +64,7 @@ async def one(provider: GeminiProvider, size: str, run: Run, previews: bool) -> 
 
 
 async def measure(url: str, args: argparse.Namespace) -> dict[str, tuple[Run, Run]]:
-    config = ProviderConfig(name="gemini", base_url=url, api_keys=("k",), model=MODEL, http_version="2-prior")
+    config = ProviderConfig(name="gemini", base_url=url, api_keys=("k",), model=MODEL)
     provider = GeminiProvider(config)
     results: dict[str, tuple[Run, Run]] = {}
     try:

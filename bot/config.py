@@ -65,7 +65,6 @@ class Settings:
     openai_thinking_field: str = ""
     provider_order: tuple[str, ...] = ("gemini", "openai")
     data_dir: Path = Path("data")
-    http_version: str = "2"
     connect_timeout: float = 10.0
     timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -178,10 +177,6 @@ class _Parser:
         if style not in ("images", "chat"):
             self.errors.append(f"OPENAI_API_STYLE={style!r}: expected 'images' or 'chat'.")
             style = "images"
-        http_version = self.get("BANANA_HTTP_VERSION", "2")
-        if http_version not in ("2", "2-prior", "1.1"):
-            self.errors.append(f"BANANA_HTTP_VERSION={http_version!r}: expected 2, 2-prior or 1.1.")
-            http_version = "2"
         timeouts = {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0}
         for size in ("1K", "2K", "4K"):
             timeouts[size] = self.number(f"BANANA_TIMEOUT_{size}", timeouts[size], minimum=0.1)
@@ -204,7 +199,6 @@ class _Parser:
             openai_thinking_field=self.get("OPENAI_THINKING_FIELD"),
             provider_order=provider_order,
             data_dir=Path(self.get("BANANA_DATA_DIR", "data")).expanduser(),
-            http_version=http_version,
             connect_timeout=self.number("BANANA_CONNECT_TIMEOUT", 10.0, minimum=0.1),
             timeouts=timeouts,
             retry=RetryPolicy(

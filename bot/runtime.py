@@ -17,21 +17,21 @@ from storage.images import ImageStore
 
 from .config import Settings
 from .core.errors import ConfigError
-from .core.http import HttpVersion
 from .core.providers import GeminiProvider, OpenAIChatProvider, OpenAIImagesProvider, Provider, ProviderConfig
 from .core.service import GenerationService
 
 log = logging.getLogger(__name__)
 
+POOL_HEADROOM = 2  # over the cap: a cut-off attempt's connection may still be closing as its slot's next job connects
+
 
 def build_providers(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> list[Provider]:
     """The configured providers, in failover order."""
-    http_version: HttpVersion = settings.http_version  # type: ignore[assignment]
-    # What every provider shares: the network settings.
+    # What every provider shares: the network settings. Each running job has at most one request in flight.
     config = partial(
         ProviderConfig,
-        http_version=http_version,
         connect_timeout=settings.connect_timeout,
+        max_connections=settings.limits.global_concurrency + POOL_HEADROOM,
         timeouts=settings.timeouts,
         retry=settings.retry,
     )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
 import struct
 import zlib
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -414,25 +412,6 @@ def test_streamed_decode_gives_unusual_strings_back_to_the_json_parser() -> None
         _fed_in_pieces(body(b64)[:5000], [1000])  # the body ends inside the string
 
 
-def test_http2_tuning_is_active_with_the_pinned_libraries() -> None:
-    import httpcore
-    import hyperframe.frame
-    from httpcore._async import http2 as httpcore_http2
-
-    from bot.core import h2tuning
-
-    assert h2tuning.apply()
-    connection_class = httpcore_http2.AsyncHTTP2Connection
-    assert getattr(connection_class, "_banana_tuned", False) and connection_class.READ_NUM_BYTES == 256 * 1024
-    # Items 4, 6, 7 and 8: the overridden methods, and the read lock that doesn't yield when free.
-    overridden = {"_write_outgoing_data", "_receive_events", "_read_incoming_data", "_send_connection_init"}
-    assert overridden <= set(vars(connection_class))
-    connection = connection_class(origin=httpcore.Origin(b"http", b"example.com", 80), stream=object())  # type: ignore[arg-type]
-    assert isinstance(connection._read_lock, h2tuning._FastLock)
-    frame = hyperframe.frame.DataFrame(1, data=b"\xff" * 100_000)
-    assert repr(frame).endswith("<100000 bytes>")  # no hex dump of the payload
-
-
 @pytest.mark.parametrize("declare_length", [True, False])
 async def test_response_bodies_are_read_whole_and_capped(declare_length: bool) -> None:
     import httpx
@@ -460,61 +439,6 @@ async def test_response_bodies_are_read_whole_and_capped(declare_length: bool) -
         await client.aclose()
 
 
-async def test_a_stream_cancelled_right_after_being_picked_to_read_hands_the_turn_on() -> None:
-    """h2tuning item 6: the waiter picked to take over the reading may be cancelled before it runs; the
-    next waiter must be picked instead, or every stream still waiting would wait for ever."""
-    from httpcore._async import http2
-
-    from bot.core import h2tuning
-
-    assert h2tuning.apply()
-    conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
-    conn._banana_inside, conn._banana_waiting, conn._banana_read_for, conn._events = 1, {}, set(), {1: [], 3: []}
-    entered: list[int] = []
-
-    async def enter(self: object, request: object, stream_id: int | None = None) -> None:
-        entered.append(stream_id or 0)
-
-    parent = http2.AsyncHTTP2Connection.__mro__[1]
-    original = parent._receive_events
-    parent._receive_events = enter  # type: ignore[method-assign]
-    try:
-        first = asyncio.create_task(conn._receive_events(None, 1))
-        second = asyncio.create_task(conn._receive_events(None, 3))
-        await asyncio.sleep(0)
-        assert set(conn._banana_waiting) == {1, 3}
-        conn._banana_inside = 0
-        conn._banana_wake()  # the reader leaves: exactly one waiter (stream 1) is picked to read next
-        assert [conn._banana_waiting[s].done() for s in (1, 3)] == [True, False]
-        first.cancel()  # ... and is cancelled before it runs
-        await asyncio.gather(first, return_exceptions=True)
-        await asyncio.wait_for(second, 1)  # stream 3 was handed the turn and went in to read
-        assert entered == [3]
-    finally:
-        parent._receive_events = original  # type: ignore[method-assign]
-
-
-async def test_a_waiting_stream_is_woken_for_events_queued_whenever_they_were_read() -> None:
-    """h2tuning item 6: httpcore queues a read's events after the read and may yield in between (a SETTINGS
-    change); a wake in that gap must not make the stream miss them. Whether a stream has events is looked
-    up at each wake, never remembered from the reads."""
-    from httpcore._async import http2
-
-    from bot.core import h2tuning
-
-    assert h2tuning.apply()
-    conn = http2.AsyncHTTP2Connection.__new__(http2.AsyncHTTP2Connection)
-    conn._banana_inside, conn._banana_waiting, conn._banana_read_for, conn._events = 1, {}, set(), {5: []}
-    waiting = asyncio.create_task(conn._receive_events(None, 5))
-    await asyncio.sleep(0)
-    conn._banana_note([SimpleNamespace(stream_id=5)])  # a read brings stream 5 its answer (a DataReceived)
-    conn._banana_wake()  # someone leaves while the reader is between its read and queueing the events
-    conn._events[5].append("data for stream 5")  # the reader queues them ...
-    conn._banana_wake()  # ... and leaves
-    await asyncio.wait_for(waiting, 1)
-    assert conn._banana_waiting == {}
-
-
 def test_base64_takes_the_fast_path_and_falls_back_leniently() -> None:
     import base64
 
@@ -527,45 +451,3 @@ def test_base64_takes_the_fast_path_and_falls_back_leniently() -> None:
     assert decode_base64(b"\n".join(strict[i : i + 76] for i in range(0, len(strict), 76))) == raw  # MIME lines
     with pytest.raises(ValueError):
         decode_base64(b"a")  # one character can't be base64 however it is read
-
-
-def test_the_http2_frame_reader_parses_what_h2_parses_however_the_reads_fall() -> None:
-    """h2tuning item 5: frames copied once out of the reads as they came equal h2's own parse, whether a frame
-    is split across reads (its 9-byte header too), padded, or several fit in one read."""
-    import random
-
-    import h2.frame_buffer
-    from hyperframe.frame import DataFrame, HeadersFrame, PingFrame, SettingsFrame, WindowUpdateFrame
-
-    from bot.core.h2tuning import _FrameReader
-
-    padded = DataFrame(3, data=b"p" * 500, flags=["PADDED"])
-    padded.pad_length = 17
-    frames = [
-        SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 1 << 18}),
-        HeadersFrame(1, data=b"\x88", flags=["END_HEADERS"]),
-        DataFrame(1, data=bytes(range(256)) * 300),
-        padded,
-        WindowUpdateFrame(0, window_increment=1000),
-        DataFrame(1, data=b"", flags=["END_STREAM"]),
-        PingFrame(0, opaque_data=b"12345678"),
-        DataFrame(3, data=b"tail" * 5000, flags=["END_STREAM"]),
-    ]
-    wire = b"".join(frame.serialize() for frame in frames)
-
-    def parsed(buffer: h2.frame_buffer.FrameBuffer, sizes: list[int]) -> list[tuple[object, ...]]:
-        buffer.max_frame_size = 1 << 20
-        out, pos = [], 0
-        for size in itertools.cycle(sizes):
-            if pos >= len(wire):
-                break
-            buffer.add_data(wire[pos : pos + size])
-            pos += size
-            out += [(type(f), f.stream_id, sorted(f.flags), f.serialize_body()) for f in buffer]
-        return out
-
-    expected = parsed(h2.frame_buffer.FrameBuffer(server=False), [len(wire)])
-    assert len(expected) == len(frames)
-    rng = random.Random(3)
-    for sizes in ([1], [5], [9], [10], [4096], [len(wire)], [rng.randint(1, 70_000) for _ in range(20)]):
-        assert parsed(_FrameReader(), sizes) == expected, sizes

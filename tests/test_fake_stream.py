@@ -122,16 +122,13 @@ async def fake() -> AsyncIterator[FakeImageAPI]:
 # --- timing and content ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("http2", [False, True])
-async def test_drafts_come_at_40_and_70_percent_and_the_rest_equals_the_plain_call(
-    fake: FakeImageAPI, http2: bool
-) -> None:
-    async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=10) as client:
+async def test_drafts_come_at_40_and_70_percent_and_the_rest_equals_the_plain_call(fake: FakeImageAPI) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
         plain = await client.post(f"{fake.base_url}/v1beta/models/{PRO}:generateContent", json=body(), headers=KEY)
         fake.latency = LATENCY
         s = await read_stream(client, stream_url(fake), body())
 
-    assert s.status == 200 and s.error is None and s.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    assert s.status == 200 and s.error is None and s.http_version == "HTTP/1.1"
     assert s.headers_at < 0.15 * LATENCY  # headers right away, not after the latency
     assert [shape(p) for p in s.parts] == FULL
     assert [len(e["candidates"][0]["content"]["parts"]) for e in s.events] == [1] * 6  # one part per event
@@ -221,12 +218,11 @@ async def test_split_stream_still_parses(fake: FakeImageAPI, lf_only: bool) -> N
     assert fake.requests[-1].fault == "split_stream"
 
 
-@pytest.mark.parametrize("http2", [False, True])
 @pytest.mark.parametrize("after", [0, 2])
-async def test_drop_stream_cuts_after_the_configured_event(fake: FakeImageAPI, http2: bool, after: int) -> None:
+async def test_drop_stream_cuts_after_the_configured_event(fake: FakeImageAPI, after: int) -> None:
     fake.latency = 0.3
     fake.script(Fault.drop_stream(after_events=after))
-    async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10) as client:
         cut = await read_stream(client, stream_url(fake), body(size="1K"))
         again = await read_stream(client, stream_url(fake), body(size="1K"))
     assert cut.status == 200 and isinstance(cut.error, httpx.RemoteProtocolError)
@@ -237,8 +233,7 @@ async def test_drop_stream_cuts_after_the_configured_event(fake: FakeImageAPI, h
     assert cut.elapsed < 0.3  # cut before the final moment, not at it
     assert again.error is None and len(again.events) == 6
     assert [r.fault for r in fake.requests] == ["drop_stream", None]
-    # HTTP/2 resets just the stream, so the connection carries the next call; HTTP/1.1 loses its socket.
-    assert fake.connections_seen == (1 if http2 else 2)
+    assert fake.connections_seen == 2  # the cut took its connection down; the next call opened another
 
 
 async def test_plain_drop_on_a_stream_cuts_after_half_the_events(fake: FakeImageAPI) -> None:
@@ -246,6 +241,15 @@ async def test_plain_drop_on_a_stream_cuts_after_half_the_events(fake: FakeImage
     async with httpx.AsyncClient(timeout=10) as client:
         cut = await read_stream(client, stream_url(fake), body(size="1K"))
     assert isinstance(cut.error, httpx.RemoteProtocolError) and len(cut.events) == 3
+
+
+async def test_stall_on_a_stream_goes_silent_after_half_the_events(fake: FakeImageAPI) -> None:
+    fake.latency = 0.3
+    fake.script(Fault.stall())
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as client:
+        stalled = await read_stream(client, stream_url(fake), body(size="1K"))
+    assert isinstance(stalled.error, httpx.ReadTimeout) and len(stalled.events) == 3
+    assert stalled.elapsed < 5  # ended by the client's read timeout, not by the fake
 
 
 def test_stream_fault_arguments_are_checked() -> None:

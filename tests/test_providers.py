@@ -32,7 +32,7 @@ from bot.core.errors import (
 from bot.core.imaging import sniff_mime
 from bot.core.models import model_spec
 from bot.core.types import ImageInput, ImageRequest, Part, RequestContext, Turn
-from bot.runtime import Runtime
+from bot.runtime import POOL_HEADROOM, Runtime
 from storage.generations import count_generations, get_generation
 from tests.fake_image_api import FakeImageAPI, Fault
 
@@ -60,7 +60,6 @@ async def open_runtime(fake: FakeImageAPI, tmp_path: Path, **env: str) -> tuple[
         "GEMINI_API_KEY": KEY1,
         "GEMINI_BASE_URL": fake.base_url,
         "BANANA_DATA_DIR": str(tmp_path / "data"),
-        "BANANA_HTTP_VERSION": "2-prior",
         "BANANA_PROVIDERS": "gemini,openai",
         **env,
     }
@@ -99,7 +98,7 @@ async def test_generate_2k_widescreen_with_timing_cost_log_and_store(
 
     (call,) = gemini_calls(fake)
     assert call.path == "/v1beta/models/gemini-3-pro-image-preview:generateContent"
-    assert call.api_key == KEY1 and call.http_version == "2"
+    assert call.api_key == KEY1 and call.http_version == "1.1"
     generation = call.json["generationConfig"]
     assert generation["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
     assert "thinkingConfig" not in generation
@@ -474,14 +473,26 @@ async def test_a_failed_log_write_never_fails_the_generation(
     assert "could not write the usage row" in caplog.text
 
 
-async def test_many_concurrent_requests_share_one_http2_connection(
-    fake: FakeImageAPI, runtime: tuple[Runtime, Sleeps]
+async def test_concurrent_requests_share_a_pool_the_size_of_the_cap_and_keep_it_alive(
+    fake: FakeImageAPI, tmp_path: Path
 ) -> None:
-    rt, _ = runtime
-    fake.latency = 0.2
-    results = await asyncio.gather(*(rt.service.generate(ImageRequest(prompt=f"cat {i}")) for i in range(16)))
-    assert len(results) == 16 and fake.connections_seen == 1
-    assert await count_generations(rt.db) == 16
+    """HTTP/1.1 carries one request at a time per connection: a provider opens up to the bot's concurrency cap
+    (plus headroom) and no more, more requests wait for one of those, and they stay open for the next ones."""
+    rt, _ = await open_runtime(fake, tmp_path, BANANA_MAX_CONCURRENT="4")
+    pool = 4 + POOL_HEADROOM
+    try:
+        fake.latency = 0.2
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*(rt.service.generate(ImageRequest(prompt=f"cat {i}")) for i in range(16)))
+        assert len(results) == 16 and await count_generations(rt.db) == 16
+        assert fake.connections_seen == pool and fake.max_in_flight == pool
+        assert sum(r.timing.connect_ms > 0 for r in results) == pool  # the others were sent on a kept connection
+        for _ in range(3):
+            again = await rt.service.generate(ImageRequest(prompt="another cat"))
+            assert again.timing.connect_ms == 0 and again.timing.ttfb_ms > 0
+        assert fake.connections_seen == pool
+    finally:
+        await rt.aclose()
 
 
 # --- OpenAI-compatible providers ------------------------------------------------------------------------
@@ -616,106 +627,72 @@ async def test_relay_thinking_field_is_passed_through_only_when_configured(fake:
         await rt.aclose()
 
 
-async def test_sixty_four_concurrent_image_sized_responses_over_one_http2_connection(tmp_path: Path) -> None:
-    # Real-sized bodies: with large HTTP/2 frames, 64 streams once filled the connection window and stalled.
+async def test_image_sized_answers_over_a_pool_wider_than_httpx_keeps_alive_by_default(tmp_path: Path) -> None:
+    """Real-sized bodies on every connection of a pool of 26; all 26 are kept alive after a burst (httpx keeps
+    20 by default), so the next burst opens none."""
     async with FakeImageAPI(payload="realistic", latency=0.2) as api:
-        rt, _ = await open_runtime(api, tmp_path)
+        rt, _ = await open_runtime(api, tmp_path, BANANA_MAX_CONCURRENT="24")
+        pool = 24 + POOL_HEADROOM
         try:
-            async with asyncio.timeout(60):
-                results = await asyncio.gather(
-                    *(rt.service.generate(ImageRequest(prompt=f"cat {i}")) for i in range(64))
-                )
-            assert all(r.image.width == 1024 and len(r.image.data) > 1_000_000 for r in results)
-            assert api.connections_seen == 1
+            for _ in range(2):
+                async with asyncio.timeout(60):
+                    results = await asyncio.gather(
+                        *(rt.service.generate(ImageRequest(prompt=f"cat {i}")) for i in range(pool + 6))
+                    )
+                assert all(r.image.width == 1024 and len(r.image.data) > 1_000_000 for r in results)
+                assert api.connections_seen == pool
+            assert api.request_count == 2 * (pool + 6)
         finally:
             await rt.aclose()
 
 
-async def test_staggered_requests_on_one_http2_connection_never_wait_for_each_other(tmp_path: Path) -> None:
-    """A response that has fully arrived is handed over at once, even while another request on the same
-    connection is still waiting for its answer. httpcore reads for every stream under one lock; a stream
-    queued for it behind a request blocked on its headers waited for that request's answer, a whole extra
-    generation, for ~1 in 5 responses (bot/core/h2tuning.py). The bot's requests are always staggered: each
-    starts when a slot frees."""
-    latency = 0.6
-    async with FakeImageAPI(payload="realistic", latency=latency) as api:
-        rt, _ = await open_runtime(api, tmp_path)
-        slots = asyncio.Semaphore(8)
-        took: list[float] = []
-
-        async def one(i: int) -> None:
-            async with slots:
-                started = asyncio.get_running_loop().time()
-                await rt.service.generate(ImageRequest(prompt=f"cat {i}"))
-                took.append(asyncio.get_running_loop().time() - started)
-
-        try:
-            async with asyncio.timeout(60):
-                await asyncio.gather(*(one(i) for i in range(32)))
-            assert api.connections_seen == 1
-            slow = [round(t, 2) for t in took if t > latency * 1.8]
-            assert not slow, f"{len(slow)} of {len(took)} requests waited for another's answer: {slow}"
-        finally:
-            await rt.aclose()
-
-
-async def test_requests_cancelled_while_others_read_leave_the_connection_working(tmp_path: Path) -> None:
-    """Streams waiting for the current reader can be cancelled (a member's job cancelled, a deadline) at any
-    moment, including just after being picked to read next: the others must still get their answers."""
+async def test_cancelled_requests_give_their_connections_back(tmp_path: Path) -> None:
+    """A request cancelled at any moment (a member's job cancelled, the deadline) frees its place in the pool:
+    with a pool the size of the cap, one leaked place would leave a job waiting for ever."""
     async with FakeImageAPI(payload="realistic", latency=0.4) as api:
-        rt, _ = await open_runtime(api, tmp_path)
+        rt, _ = await open_runtime(api, tmp_path, BANANA_MAX_CONCURRENT="4")
+        pool = 4 + POOL_HEADROOM
         try:
-            # Connected first: a request cancelled while it is still opening the connection (the first cancel
-            # comes 50 ms in) rightly makes the next one open another, and that is not what this is about.
-            await rt.service.generate(ImageRequest(prompt="warm-up"))
             async with asyncio.timeout(60):
                 for wave in range(3):
                     tasks = [
                         asyncio.create_task(rt.service.generate(ImageRequest(prompt=f"cat {i}"))) for i in range(12)
                     ]
                     for i, task in enumerate(tasks[::2]):
-                        await asyncio.sleep(0.05 + 0.03 * i + 0.1 * wave)
+                        await asyncio.sleep(0.05 + 0.03 * i + 0.1 * wave)  # waiting, sending, reading the body
                         task.cancel()
                     done = await asyncio.gather(*tasks, return_exceptions=True)
                     kept = [r for r in done if not isinstance(r, BaseException)]
                     assert len(kept) >= 6 and all(r.image.width == 1024 for r in kept)
-            # And the connection still serves new requests at once.
+            # Every place is free again: a full pool's worth of requests is answered side by side, at once.
+            api.reset()
             started = asyncio.get_running_loop().time()
-            await rt.service.generate(ImageRequest(prompt="after"))
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(rt.service.generate(ImageRequest(prompt=f"after {i}")) for i in range(pool)))
             assert asyncio.get_running_loop().time() - started < 0.4 * 3
-            assert api.connections_seen == 1
+            assert api.max_in_flight == pool
         finally:
             await rt.aclose()
 
 
-async def test_a_hung_answer_times_out_at_its_read_timeout_while_the_connection_is_busy(tmp_path: Path) -> None:
-    """On HTTP/2 one connection's socket reads serve every stream, so a per-read timeout only notices a
-    connection gone silent for everyone: a request whose answer never comes, while others keep the
-    connection busy, must still end at its own read timeout (counted from when it was sent)."""
-    async with FakeImageAPI(payload="realistic", latency=0.25) as api:
-        rt, _ = await open_runtime(api, tmp_path, BANANA_TIMEOUT_1K="1.0", BANANA_RETRY_ATTEMPTS="1")
-        try:
-            await rt.service.generate(ImageRequest(prompt="warm up"))  # the connection is open
-            api.script(Fault.hang())
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            hung = asyncio.create_task(rt.service.generate(ImageRequest(prompt="never answered")))
-            await asyncio.sleep(0.05)
-
-            async def busy() -> None:  # answers streaming in on the same connection for ~2.5 s
-                while loop.time() - started < 2.5:
-                    await asyncio.gather(*(rt.service.generate(ImageRequest(prompt=f"busy {i}")) for i in range(3)))
-
-            async with asyncio.timeout(30):
-                traffic = asyncio.create_task(busy())
-                with pytest.raises(GenerationTimeout):
-                    await hung
-                took = loop.time() - started
-                await traffic
-            assert 0.9 < took < 2.0, took
-            assert api.connections_seen == 1
-        finally:
-            await rt.aclose()
+async def test_a_server_that_stalls_mid_body_is_cut_off_by_the_read_timeout(fake: FakeImageAPI, tmp_path: Path) -> None:
+    """httpx times each read: an answer whose body stops halfway ends at the read timeout after its last
+    bytes, long before the retry deadline."""
+    rt, _ = await open_runtime(fake, tmp_path, BANANA_TIMEOUT_1K="0.5", BANANA_RETRY_ATTEMPTS="1")
+    try:
+        fake.script(Fault.stall())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(30):
+            with pytest.raises(GenerationTimeout, match="ReadTimeout"):
+                await rt.service.generate(ImageRequest(prompt="cat"))
+        assert 0.45 <= loop.time() - started < 3
+        (call,) = gemini_calls(fake)
+        assert call.fault == "stall" and call.status == 200  # headers and half the body had come
+        again = await rt.service.generate(ImageRequest(prompt="cat"))  # the pool lost nothing
+        assert again.image.data
+    finally:
+        await rt.aclose()
 
 
 async def test_a_start_that_fails_closes_the_database(

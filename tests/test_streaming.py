@@ -4,6 +4,7 @@ plain call wherever streaming isn't possible (a model without drafts, a relay th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import random
@@ -14,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from bot.core.errors import BlockedError, UnavailableError
+from bot.core.errors import BlockedError, GenerationTimeout, UnavailableError
 from bot.core.imaging import sniff_mime
 from bot.core.models import model_spec
 from bot.core.providers.base import ProviderConfig
@@ -165,6 +166,24 @@ async def test_models_without_drafts_and_openai_use_the_plain_call(fake: FakeIma
         previews = Previews()
         result = await rt.service.generate(ImageRequest(prompt="a cat"), RequestContext(on_preview=previews))
         assert result.image.data and previews.seen == []
+    finally:
+        await rt.aclose()
+
+
+async def test_a_stream_gone_silent_is_cut_off_by_the_read_timeout(fake: FakeImageAPI, tmp_path: Path) -> None:
+    """Each read of a streamed answer is timed: a stream that goes silent after its first draft ends at the
+    read timeout after its last event, the draft already shown."""
+    rt, _ = await open_runtime(fake, tmp_path, BANANA_TIMEOUT_1K="0.5", BANANA_RETRY_ATTEMPTS="1")
+    try:
+        fake.script(Fault.stall())  # headline, draft, headline, then nothing on an open connection
+        previews = Previews()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(30):
+            with pytest.raises(GenerationTimeout, match="ReadTimeout"):
+                await rt.service.generate(ImageRequest(prompt="cat"), RequestContext(on_preview=previews))
+        assert 0.45 <= loop.time() - started < 3
+        assert len(previews.drafts) == 1 and fake.requests[-1].path.endswith(":streamGenerateContent")
     finally:
         await rt.aclose()
 

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
-from . import h2tuning
 from .errors import GenerationTimeout, ResponseError, UnavailableError
-
-HttpVersion = Literal["2", "2-prior", "1.1"]
-
-# hpack logs every HTTP/2 header it encodes at DEBUG, API keys included: keep it quiet whatever the
-# application's log level, so a key never reaches a log file.
-logging.getLogger("hpack").setLevel(logging.WARNING)
-h2tuning.apply()
 
 #: Bodies larger than this are abandoned: no real image response comes near it.
 MAX_RESPONSE_BYTES = 200 * 1024 * 1024
@@ -36,21 +26,18 @@ class HttpResult:
     download_ms: float
     bytes_sent: int
     bytes_received: int
-    http_version: str
 
 
 class HttpClient:
-    """A long-lived ``httpx.AsyncClient``: keep-alive pool, HTTP/2, explicit timeouts.
+    """A long-lived ``httpx.AsyncClient``: HTTP/1.1 with keep-alive, a bounded pool, explicit timeouts.
 
-    ``http_version``: ``"2"`` negotiates HTTP/2 over TLS (HTTP/1.1 on plain http), ``"2-prior"`` also
-    speaks HTTP/2 to plain-http servers (local relays, the test fake), ``"1.1"`` turns HTTP/2 off.
+    ``max_connections`` bounds the requests in flight at once: size it to the caller's concurrency.
     """
 
     def __init__(
         self,
         *,
         provider: str,
-        http_version: HttpVersion = "2",
         connect_timeout: float = 10.0,
         max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -58,10 +45,9 @@ class HttpClient:
         self.provider = provider
         self.connect_timeout = connect_timeout
         self._client = httpx.AsyncClient(
-            http1=http_version != "2-prior",
-            http2=http_version != "1.1",
             timeout=httpx.Timeout(connect=connect_timeout, read=300.0, write=60.0, pool=300.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            # Every connection of a burst stays open for the next one (httpx keeps only 20 by default).
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
             follow_redirects=False,
             # Image payloads are base64 of already-compressed PNGs: gzip would save a quarter of the bytes
@@ -93,17 +79,12 @@ class HttpClient:
         returned, not raised, so each provider maps its own error bodies.
         """
         marks: dict[str, float] = {}
-        deadline: list[asyncio.Timeout] = []
 
         async def trace(event: str, info: dict[str, Any]) -> None:
-            name = event.split(".", 1)[1] if event.startswith(("http11.", "http2.")) else event
-            marks[name] = time.perf_counter()
-            if name == "send_request_body.complete" and deadline:
-                # The request is out: from now the answer, all of it, must come within the read timeout. On
-                # HTTP/2 this is the only timeout a request has: the connection's reads serve every stream,
-                # so a per-read timeout would only notice a connection gone silent for everyone.
-                deadline[0].reschedule(asyncio.get_running_loop().time() + read_timeout)
+            marks[event.removeprefix("http11.")] = time.perf_counter()
 
+        # httpx times every socket read: the wait for the answer's headers (the whole generation) and each read
+        # of its body. The provider's retry deadline bounds the attempt as a whole (retry.py).
         timeout = httpx.Timeout(connect=self.connect_timeout, read=read_timeout, write=60.0, pool=read_timeout)
         request = self._client.build_request(
             method,
@@ -118,25 +99,17 @@ class HttpClient:
         bytes_sent = len(content) if content is not None else int(request.headers.get("content-length", 0))
         started = time.perf_counter()
         try:
-            # Until the request is sent: connecting (and waiting for the pool) and the read timeout; after it,
-            # the read timeout (see trace). On HTTP/1.1 httpcore also times each socket read.
-            async with asyncio.timeout(read_timeout + self.connect_timeout) as whole:
-                deadline.append(whole)
-                response = await self._client.send(request, stream=True)
-                try:
-                    headers_at = time.perf_counter()
-                    if sink is not None and response.status_code == 200:
-                        body = bytearray()
-                        bytes_received = await _pass_body(response, sink, max_bytes, self.provider)
-                    else:
-                        body = await _read_body(response, max_bytes, self.provider)
-                        bytes_received = len(body)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise GenerationTimeout(
-                f"{self.provider} did not answer within {read_timeout:.0f} s.", provider=self.provider
-            ) from None
+            response = await self._client.send(request, stream=True)
+            try:
+                headers_at = time.perf_counter()
+                if sink is not None and response.status_code == 200:
+                    body = bytearray()
+                    bytes_received = await _pass_body(response, sink, max_bytes, self.provider)
+                else:
+                    body = await _read_body(response, max_bytes, self.provider)
+                    bytes_received = len(body)
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise GenerationTimeout(
                 f"{self.provider} timed out ({type(exc).__name__}) after {time.perf_counter() - started:.0f} s.",
@@ -158,7 +131,6 @@ class HttpClient:
             download_ms=(done - ttfb_at) * 1000,
             bytes_sent=bytes_sent,
             bytes_received=bytes_received,
-            http_version=response.http_version,
         )
 
 
@@ -168,8 +140,7 @@ async def _read_body(response: httpx.Response, max_bytes: int, provider: str) ->
     Image responses run to tens of MB: collecting chunks and joining them would hold the body twice. The
     buffer is allocated once at the declared size and each chunk is copied into place. Growing a bytearray
     chunk by chunk instead is not "in place": once glibc serves blocks of this size from its heap (after the
-    first few responses of a process), each growth step may move the whole buffer, and 64 concurrent 2K
-    bodies spent ~0.5 s of event-loop CPU per batch in those copies (bench/README.md).
+    first few responses of a process), each growth step may move the whole buffer, on the event loop.
     """
     declared = response.headers.get("content-length", "")
     expected = int(declared) if declared.isdigit() else 0

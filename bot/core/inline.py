@@ -14,11 +14,9 @@ _LOOKAHEAD = 64
 class InlineImageDecoder:
     """Fed a Gemini JSON body chunk by chunk, it decodes each ``inlineData.data`` base64 string on the way.
 
-    An image answer is 99% one base64 string. Decoded as it arrives (~30 us per 256 KiB on pybase64's
-    vectorised path, which lets go of the GIL), an answer is ready a moment after its last byte, and its
-    base64 text is never held whole. When 64 answers end together, as they do on one busy HTTP/2
-    connection, parsing each whole body afterwards was what the last of them waited for
-    (bench/README.md).
+    An image answer is 99% one base64 string. Decoded as it arrives (on pybase64's vectorised path, which
+    lets go of the GIL), an answer is ready a moment after its last byte, and its base64 text is never held
+    whole. When many answers end together, none of them waits for the others' bodies to be parsed.
 
     ``finish()`` gives the JSON with each decoded string replaced by ``"#N"``, and the decoded images.
     Anything unusual in a string (an escape, a character outside the strict alphabet, missing padding)

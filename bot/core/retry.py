@@ -98,8 +98,8 @@ async def call_with_retries(
         async for attempt_state in retrying:
             with attempt_state:
                 attempts += 1
-                # A read timeout is per attempt (up to 10 minutes at 4K): without this, an attempt begun
-                # just before the deadline could run that long past it.
+                # httpx's timeouts bound each connect and each read, not an attempt: without this, an
+                # attempt begun just before the deadline could run long past it.
                 bound = asyncio.timeout_at(ends_at)
                 try:
                     async with bound:

@@ -84,15 +84,6 @@ class Timing:
     decode_ms: float = 0.0
     total_ms: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "connect_ms": self.connect_ms,
-            "ttfb_ms": self.ttfb_ms,
-            "download_ms": self.download_ms,
-            "decode_ms": self.decode_ms,
-            "total_ms": self.total_ms,
-        }
-
 
 @dataclass
 class Usage:

@@ -1,7 +1,7 @@
 """A fake Gemini / OpenAI / OpenRouter image API for tests and benchmarks.
 
 Wire formats follow /work/shared/specs/image-apis.md (A0-A8, B, C). Served in-process by hypercorn on
-127.0.0.1 (HTTP/1.1 and HTTP/2 cleartext with prior knowledge)::
+127.0.0.1 over HTTP/1.1, the protocol the bot and the official SDKs speak::
 
     async with FakeImageAPI(latency=0.0, payload="small") as fake:      # or the `fake_api` fixture
         fake.valid_keys = {"good"}                                       # None: any non-empty key
@@ -24,7 +24,7 @@ a second headline at 55%, a second draft at 70%, and the final parts at 100%, th
 finishReason and the same usageMetadata as ``:generateContent``. Stream faults::
 
     fake.script(Fault.split_stream(chunk=7, lf_only=True))   # tiny writes, LF-only event separators
-    fake.script(Fault.drop_stream(after_events=2))           # headline + draft 1, then the cut (h2: RST_STREAM)
+    fake.script(Fault.drop_stream(after_events=2))           # headline + draft 1, then the connection is cut
 Separate process: ``python -m tests.fake_image_api --port 0 --latency 0.5 --payload realistic``.
 """
 

@@ -214,9 +214,16 @@ class Fault:
     @classmethod
     def drop(cls) -> Fault:
         """Send 200 headers (with the full Content-Length) and half the body, then shut the TCP connection
-        down (over HTTP/2 this takes every stream on it). On a streamed answer (``:streamGenerateContent``)
-        it acts as ``drop_stream(after_events=<half the events>)``."""
+        down. On a streamed answer (``:streamGenerateContent``) it acts as
+        ``drop_stream(after_events=<half the events>)``."""
         return cls("drop")
+
+    @classmethod
+    def stall(cls) -> Fault:
+        """Send 200 headers (with the full Content-Length) and half the body (a streamed answer: half its
+        events), then nothing more, with the connection left open; the handler ends when the client goes
+        away or the fake stops. A client's per-read timeout is what ends it."""
+        return cls("stall")
 
     # ---- streaming (spec A5) -----------------------------------------------------------------------
     @classmethod
@@ -233,9 +240,9 @@ class Fault:
     @classmethod
     def drop_stream(cls, after_events: int = 1) -> Fault:
         """A streamed answer sends its 200 headers and its first ``after_events`` events on time, then the
-        connection is cut: HTTP/2 resets just that stream (RST_STREAM), HTTP/1.1 shuts the TCP connection
-        down mid-body. ``after_events=0`` cuts right after the headers; a count of at least the number of
-        events sends them all and cuts instead of ending the body. Other endpoints answer normally."""
+        TCP connection is shut down mid-body. ``after_events=0`` cuts right after the headers; a count of at
+        least the number of events sends them all and cuts instead of ending the body. Other endpoints
+        answer normally."""
         if after_events < 0:
             raise ValueError("after_events must be >= 0")
         return cls("drop_stream", after_events=after_events)

@@ -1,4 +1,5 @@
-"""The fake server: a hand-written ASGI app served in-process by hypercorn (HTTP/1.1 and h2c)."""
+"""The fake server: a hand-written ASGI app served in-process by hypercorn, over HTTP/1.1 as the real
+clients speak it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import orjson
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from . import gemini, h2send, openai_compat
+from . import gemini, openai_compat
 from .faults import NO_KEY_MESSAGE as GEMINI_NO_KEY
 from .faults import Family, Fault, gemini_error, invalid_key_body, openai_invalid_key_body
 from .images import Payload
@@ -110,32 +111,6 @@ def _pieces(data: bytes, chunk: int) -> list[bytes]:
         *(data[i : min(i + SPLIT_SPAN, end)] for i in range(SPLIT_SPAN, end, SPLIT_SPAN)),
         *(data[i : i + chunk] for i in range(end, len(data), chunk)),
     ]
-
-
-async def _reset_h2_stream(send: Any) -> bool:
-    """Send RST_STREAM for the HTTP/2 stream that ``send`` answers, leaving the connection up.
-
-    ASGI has no reset message, so this reaches into hypercorn (0.18): ``send`` is the stream's
-    ``HTTPStream.app_send`` and its ``send`` is ``H2Protocol.stream_send``. What follows is what hypercorn
-    does when the client resets a stream. False (nothing done) if hypercorn is not shaped like that."""
-    stream = getattr(send, "__self__", None)
-    protocol = getattr(getattr(stream, "send", None), "__self__", None)
-    stream_id = getattr(stream, "stream_id", None)
-    if protocol is None or stream_id is None or not hasattr(getattr(protocol, "connection", None), "reset_stream"):
-        return False
-    connection = protocol.connection
-    try:
-        buffer = protocol.stream_buffers.get(stream_id)
-        if buffer is not None:
-            await asyncio.wait_for(buffer.drain(), 5)  # the events sent so far reach the client first
-        connection.reset_stream(stream_id, error_code=2)  # INTERNAL_ERROR
-        await protocol._flush()
-        await protocol._close_stream(stream_id)
-        await protocol._window_updated(stream_id)
-    except Exception:
-        log.debug("resetting HTTP/2 stream %s failed", stream_id, exc_info=True)
-        return False
-    return True
 
 
 class FakeImageAPI:
@@ -241,8 +216,6 @@ class FakeImageAPI:
         config.keep_alive_max_requests = 1_000_000
         config.graceful_timeout = 1.0
         config.backlog = 1024
-        config.h2_max_concurrent_streams = 256
-        h2send.install()
         self._stopping.clear()
         self._shutdown.clear()
         self._task = asyncio.create_task(serve(self._asgi, config, shutdown_trigger=self._shutdown.wait))  # type: ignore[arg-type]
@@ -380,7 +353,9 @@ class FakeImageAPI:
             await self._send_stream(send, reply, receive, rec)
         elif reply is not None:
             rec.status = reply.status
-            await self._send(send, reply, drop=rec.fault == "drop", client=rec.client)
+            await self._send(
+                send, reply, receive, cut=rec.fault if rec.fault in ("drop", "stall") else None, client=rec.client
+            )
 
     async def _dispatch(self, rec: RecordedRequest, receive: Any) -> Reply | StreamReply | None:
         path = rec.path
@@ -521,12 +496,22 @@ class FakeImageAPI:
         if sleeper is None or sleeper not in done or disconnect in done or stopping in done:
             raise _Abort
 
-    async def _send(self, send: Any, reply: Reply, drop: bool = False, client: tuple[str, int] | None = None) -> None:
+    async def _send(
+        self,
+        send: Any,
+        reply: Reply,
+        receive: Any = None,
+        *,
+        cut: str | None = None,
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        """The whole reply; with ``cut`` ("drop" or "stall") only the first half of its body, then the
+        connection is shut down ("drop") or left silent until the client goes away ("stall")."""
         total = reply.length
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         headers.append((b"content-length", str(total).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        limit = total // 2 if drop else total
+        limit = total // 2 if cut else total
         # CHUNK-sized writes, each joined once from views of the segments: the body is copied once here, not
         # into a buffer and again out of it (the fake's CPU counts in bench_core's ideal).
         sent = 0
@@ -546,11 +531,13 @@ class FakeImageAPI:
         if window:
             await send({"type": "http.response.body", "body": b"".join(window), "more_body": True})
             sent += size
-        if drop:
-            if await self._drop(send, client, reset_h2_stream=False):
+        if cut == "stall":
+            await self._wait(None, receive)  # raises _Abort once the client gives up
+        if cut == "drop":
+            if await self._drop(client):
                 return
-            # Fallback: end the response short of its Content-Length. h11 refuses, and hypercorn
-            # closes the connection; over h2 only the stream ends early (a protocol error for the client).
+            # Fallback: end the response short of its Content-Length; h11 refuses, and hypercorn closes the
+            # connection.
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -558,8 +545,7 @@ class FakeImageAPI:
 
     async def _send_stream(self, send: Any, reply: StreamReply, receive: Any, rec: RecordedRequest) -> None:
         """Headers now, then each event at its share of ``reply.seconds`` after them (spec A5), shaped by
-        ``Fault.split_stream`` / ``drop_stream`` / ``drop``. No Content-Length: chunked (HTTP/1.1) or a
-        plain h2 stream."""
+        ``Fault.split_stream`` / ``drop_stream`` / ``drop`` / ``stall``. No Content-Length: chunked."""
         fault: Fault | None = reply.fault
         name = fault.name if fault is not None else None
         chunk = fault.chunk if fault is not None and name == "split_stream" else 0
@@ -567,7 +553,7 @@ class FakeImageAPI:
         cut: int | None = None
         if fault is not None and name == "drop_stream":
             cut = fault.after_events
-        elif name == "drop":
+        elif name in ("drop", "stall"):
             cut = len(events) // 2
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
@@ -583,20 +569,20 @@ class FakeImageAPI:
         if cut is None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        await self._drop(send, rec.client, reset_h2_stream=rec.http_version == "2")
-        # Returning without ending the body: hypercorn closes an HTTP/1.1 connection whose body is unfinished.
+        if name == "stall":
+            await self._wait(None, receive)  # raises _Abort once the client gives up
+        await self._drop(rec.client)
+        # Returning without ending the body: hypercorn closes a connection whose body is unfinished.
 
-    async def _drop(self, send: Any, client: tuple[str, int] | None, *, reset_h2_stream: bool) -> bool:
-        """Cut the answer being sent, as a network failure would: reset just this HTTP/2 stream
-        (``reset_h2_stream``), or shut our end of the TCP connection down. False if neither was possible."""
+    async def _drop(self, client: tuple[str, int] | None) -> bool:
+        """Cut the answer being sent, as a network failure would: shut our end of the TCP connection down.
+        False if that was not possible."""
         await asyncio.sleep(0.02)  # let hypercorn flush what was sent so far
-        if reset_h2_stream and await _reset_h2_stream(send):
-            return True
         return client is not None and self._shutdown_socket(client)
 
     def _shutdown_socket(self, client: tuple[str, int]) -> bool:
-        """Shut down our end of the TCP connection to ``client``, as a network drop would (this takes every
-        h2 stream on it down too). ASGI has no handle on the socket, so find it by address via psutil."""
+        """Shut down our end of the TCP connection to ``client``. ASGI has no handle on the socket, so find
+        it by address via psutil."""
         try:
             import psutil  # type: ignore[import-untyped,unused-ignore]
         except ImportError:

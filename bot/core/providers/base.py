@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from ..errors import AuthError, GenerationError, RateLimitedError
-from ..http import HttpClient, HttpResult, HttpVersion
+from ..http import HttpClient, HttpResult
 from ..keys import KeyPool
 from ..models import ModelSpec
 from ..retry import RetryPolicy, call_with_retries
@@ -36,8 +36,9 @@ class ProviderConfig:
     base_url: str
     api_keys: tuple[str, ...]
     model: str
-    http_version: HttpVersion = "2"
     connect_timeout: float = 10.0
+    #: The pool's size: at least the requests this provider may have in flight at once.
+    max_connections: int = 100
     #: Per-attempt read timeout by size ("1K" -> seconds).
     timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -63,8 +64,8 @@ class Provider(ABC):
         self.keys = KeyPool(config.name, list(config.api_keys))
         self.http = HttpClient(
             provider=config.name,
-            http_version=config.http_version,
             connect_timeout=config.connect_timeout,
+            max_connections=config.max_connections,
             transport=transport,
         )
         #: How the retry loop waits; tests swap in a recorder so honoured delays take no time.
