@@ -43,8 +43,10 @@ class Ticket:
 
 
 class FairQueue:
-    def __init__(self, limits: QueueLimits) -> None:
+    def __init__(self, limits: QueueLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
+        #: When jobs start and give their slot back (the wait estimate's clock).
+        self._clock = clock
         # lane -> waiting tickets in arrival order.
         self._waiting: dict[int, deque[Ticket]] = {}
         # lane -> when it was last served (a counter). The least recently served lane goes next, so a guild
@@ -129,7 +131,7 @@ class FairQueue:
         if ticket is None:
             return
         if ticket.started_at is not None:
-            self._held.append(time.monotonic() - ticket.started_at)
+            self._held.append(self._clock() - ticket.started_at)
         self._finishing[job_id] = ticket
         self._decrement(self._running_by_lane, ticket.lane)
         groups = self._running_by_user[ticket.user_id]
@@ -193,7 +195,7 @@ class FairQueue:
             self._running_by_lane[ticket.lane] = self._running_by_lane.get(ticket.lane, 0) + 1
             groups = self._running_by_user.setdefault(ticket.user_id, {})
             groups[ticket.group] = groups.get(ticket.group, 0) + 1
-            ticket.started_at = time.monotonic()
+            ticket.started_at = self._clock()
             ticket.task = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job_id}")
 
     async def _run(self, ticket: Ticket) -> None:
