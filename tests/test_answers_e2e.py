@@ -254,7 +254,7 @@ async def test_the_queued_status_estimates_the_wait_once_there_is_data(tmp_path:
             lambda m: m.interaction_id == inters[4].id and bool(estimate.search(m.content))
         )
         seconds = int(estimate.search(fifth.content).group(1))  # type: ignore[union-attr]
-        assert 1 <= seconds <= 3, fifth.content  # ~0.5 s a job, one slot: one or two jobs ahead
+        assert 1 <= seconds <= 6, fifth.content  # ~0.5 s a job (more on a busy host), one slot, 1-2 jobs ahead
         grid_status = await h.discord.wait_for_message(
             lambda m: m.interaction_id == grid.id and bool(estimate.search(m.content))
         )
