@@ -3,8 +3,9 @@
 A message in a thread that replies to one of the bot's images continues from *that* image (the thread is
 a version tree); a message that only mentions the bot continues from the newest image in the thread.
 Words become the instruction and attached images become extra references. No privileged intent is
-needed: a reply to the bot, like a mention, carries its content. In a DM with the bot, where there are no
-threads, a reply to an image continues from it in place.
+needed: a reply that pings the bot, like a mention, carries its content. A reply with the ping turned off
+("@OFF" in the reply bar) arrives without its words and images, so the member is told to ping the bot. In
+a DM with the bot, where there are no threads, a reply to an image continues from it in place.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Conversation(commands.Cog):
         instruction = re.sub(rf"<@!?{self.bot.user.id}>", "", message.content).strip()
         surface = ChannelSurface(channel, locale=locale, upload_limit=upload_limit, reply_to=message)
         if not instruction:
-            await message.reply(t(locale, "reply.empty"), mention_author=False)
+            await message.reply(t(locale, self.empty_reply_hint(message)), mention_author=False)
             return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
         admitted = await admit(self.services, Requester.of_message(message), [instruction])
@@ -75,6 +76,12 @@ class Conversation(commands.Cog):
             user_install=parent.user_install,
         )
         await submit(self.services, job, surface, member_daily=admitted.daily)
+
+    def empty_reply_hint(self, message: discord.Message) -> str:
+        """Which hint an empty reply gets: without the message content intent, Discord sends a reply that
+        doesn't ping or mention the bot with its words and attachments blanked, so the member did write."""
+        hidden = not self.bot.intents.message_content and self.bot.user not in message.mentions
+        return "reply.no_ping" if hidden else "reply.empty"
 
     async def parent_job(self, message: discord.Message) -> Job | None:
         """The job whose image this message continues from, or None if the message isn't for the bot."""

@@ -120,7 +120,7 @@ async def test_blocked_prompt_says_why_privately_and_charges_nothing(h: BotHarne
     h.api.script(Fault.prompt_block("PROHIBITED_CONTENT"))
     inter = await h.imagine(h.alice, "something not allowed")
     error = await h.wait_ephemeral(inter)
-    assert "safety filters" in error.content and "PROHIBITED_CONTENT" in error.content
+    assert "safety filters" in error.content and "(prohibited content)" in error.content
     assert "Nothing was charged" in error.content
     assert inter.original() is None or inter.original().deleted  # type: ignore[union-attr]
     assert h.bot is not None

@@ -188,7 +188,7 @@ async def test_edit_refuses_bad_input_before_spending(h: BotHarness) -> None:
         attachments={"image": ("cut.png", png(300, 300)[:200], "image/png")},
     )
     message = await h.wait_ephemeral(truncated)
-    assert message.content.startswith("image:") and "damaged or truncated" in message.content
+    assert message.content.startswith("image:") and "damaged or cut short" in message.content
     assert h.gemini_requests() == []
 
 

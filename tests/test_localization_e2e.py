@@ -77,7 +77,7 @@ async def test_errors_are_private_and_in_the_members_language(h: BotHarness, loc
     # The server speaks English; the member's own app is set to `locale`.
     inter = await imagine(h, "something not allowed", locale=locale, guild_locale="en-US")
     error = await h.wait_ephemeral(inter)
-    assert t(locale, "error.blocked", reason="PROHIBITED_CONTENT") in error.content
+    assert t(locale, "error.blocked", reason=t(locale, "blocked.reason.prohibited")) in error.content
     assert t(locale, "error.not_charged") in error.content
 
 

@@ -34,9 +34,29 @@ class GenerationError(Exception):
 
 
 class InvalidRequest(GenerationError):
-    """The request itself is wrong (bad option, bad reference image, 400 from the API)."""
+    """The request itself is wrong (bad option, bad reference image, 400 from the API).
+
+    ``kind`` says which problem it is and ``fields`` its numbers, so a caller can word it for a person in
+    their own language without parsing the English message. Kinds: ``too_large``, ``not_image``,
+    ``too_many_pixels``, ``damaged``, ``unreadable`` (a reference image), ``refused`` and ``not_found`` (the
+    provider answered 4xx; the default when a status is given), ``other`` (the default otherwise)."""
 
     error_class = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        fields: dict[str, object] | None = None,
+        provider: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        if kind is None:
+            kind = "other" if status is None else "not_found" if status == 404 else "refused"
+        self.kind = kind
+        self.fields = dict(fields or {})
 
 
 class BlockedError(GenerationError):

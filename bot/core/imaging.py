@@ -26,6 +26,9 @@ REFERENCE_MAX_SIDE = 3072
 REFERENCE_MAX_BYTES = 7 * 1024 * 1024
 #: MIME types the image APIs accept as input.
 ACCEPTED_INPUT = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
+#: The formats a person may send as a reference, named the way they know them: what the APIs accept, plus
+#: GIF (its first frame is sent as a PNG). Every message that lists formats uses this one list.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WebP", "HEIC", "GIF")
 
 
 def decode_base64(data: str | bytes | memoryview) -> bytes:
@@ -74,14 +77,17 @@ def prepare_reference(
 ) -> ImageInput:
     """Check that ``data`` is a whole, real image the APIs accept, and describe it.
 
-    Raises InvalidRequest with a sentence a person can act on. GIFs are converted to PNG (first frame),
-    since the image APIs do not take them.
+    Raises InvalidRequest with a sentence a person can act on, and its ``kind`` and ``fields`` for wording it
+    in another language. GIFs are converted to PNG (first frame), since the image APIs do not take them.
     """
     if len(data) > max_bytes:
-        raise InvalidRequest(f"{name} is {len(data) / 1_048_576:.1f} MB; the limit is {max_bytes // 1_048_576} MB.")
+        raise _too_large(name, len(data), max_bytes)
     mime = sniff_mime(data)
     if mime is None:
-        raise InvalidRequest(f"{name} is not an image (PNG, JPEG, WebP or HEIC).")
+        raise InvalidRequest(
+            f"{name} is not an image ({', '.join(ACCEPTED_FORMATS[:-1])} or {ACCEPTED_FORMATS[-1]}).",
+            kind="not_image",
+        )
     if mime in ("image/heic", "image/heif"):
         # Pillow cannot decode HEIC without a plugin; the API accepts it, so pass it through as is.
         return ImageInput(data=data, mime=mime)
@@ -91,21 +97,33 @@ def prepare_reference(
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    raise InvalidRequest(
-                        f"{name} is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
-                    )
+                    raise _too_many_pixels(f"{name} is {width}x{height} pixels")
                 img.load()  # a full decode is the only reliable test for truncated files
                 if mime == "image/gif":
                     out = io.BytesIO()
                     img.convert("RGBA").save(out, format="PNG")
                     return ImageInput(data=out.getvalue(), mime="image/png", width=width, height=height)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidRequest(f"{name} decompresses to too many pixels to be safe.") from None
+        raise _too_many_pixels(f"{name} decompresses to too many pixels to be safe") from None
     except InvalidRequest:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidRequest(f"{name} is damaged or truncated ({type(exc).__name__}).") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidRequest(f"{name} is damaged or truncated.", kind="damaged") from None
     return ImageInput(data=data, mime=mime, width=width, height=height)
+
+
+def _too_large(name: str, size: int, limit: int) -> InvalidRequest:
+    mb, limit_mb = round(size / 1_048_576, 1), limit // 1_048_576
+    return InvalidRequest(
+        f"{name} is {mb:.1f} MB; the limit is {limit_mb} MB.", kind="too_large", fields={"mb": mb, "limit_mb": limit_mb}
+    )
+
+
+def _too_many_pixels(what: str) -> InvalidRequest:
+    limit = MAX_PIXELS // 1_000_000
+    return InvalidRequest(
+        f"{what}; the limit is {limit} megapixels.", kind="too_many_pixels", fields={"limit_megapixels": limit}
+    )
 
 
 def shrink_reference(image: ImageInput) -> ImageInput:
@@ -133,13 +151,11 @@ def read_reference_file(path: Path) -> ImageInput:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise InvalidRequest(f"Can't read {path}: {exc.strerror or exc}.") from None
+        raise InvalidRequest(f"Can't read {path}: {exc.strerror or exc}.", kind="unreadable") from None
     if size > MAX_REFERENCE_BYTES:
-        raise InvalidRequest(
-            f"{path.name} is {size / 1_048_576:.1f} MB; the limit is {MAX_REFERENCE_BYTES // 1_048_576} MB."
-        )
+        raise _too_large(path.name, size, MAX_REFERENCE_BYTES)
     try:
         data = path.read_bytes()
     except OSError as exc:  # a directory, a file without read permission
-        raise InvalidRequest(f"Can't read {path}: {exc.strerror or exc}.") from None
+        raise InvalidRequest(f"Can't read {path}: {exc.strerror or exc}.", kind="unreadable") from None
     return prepare_reference(data, name=path.name)

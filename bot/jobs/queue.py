@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,12 @@ from typing import Any
 from bot.jobs.limits import QueueLimits
 
 log = logging.getLogger(__name__)
+
+#: How many recent jobs the wait estimate averages: enough to smooth out one slow 4K image, few enough to
+#: follow the service when it speeds up or slows down.
+THROUGHPUT_WINDOW = 20
+#: No estimate before this many jobs have run: a guess from one job would be a promise we can't keep.
+THROUGHPUT_MIN_JOBS = 3
 
 
 @dataclass(eq=False)
@@ -36,8 +43,10 @@ class Ticket:
 
 
 class FairQueue:
-    def __init__(self, limits: QueueLimits) -> None:
+    def __init__(self, limits: QueueLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
+        #: When jobs start and give their slot back (the wait estimate's clock).
+        self._clock = clock
         # lane -> waiting tickets in arrival order.
         self._waiting: dict[int, deque[Ticket]] = {}
         # lane -> when it was last served (a counter). The least recently served lane goes next, so a guild
@@ -55,6 +64,8 @@ class FairQueue:
         self._idle.set()
         #: A guild's own caps (its /settings), where they differ from `limits`; keyed by lane.
         self.lane_limits: dict[int, QueueLimits] = {}
+        # Seconds each recent job held its slot (started to released): the queue's throughput, in memory.
+        self._held: deque[float] = deque(maxlen=THROUGHPUT_WINDOW)
 
     # --- what callers ask -------------------------------------------------------------------------
     def pending_for_user(self, user_id: int) -> int:
@@ -83,6 +94,16 @@ class FairQueue:
                 return place
         return None
 
+    def wait_estimate(self, job_id: str) -> float | None:
+        """Seconds until a waiting job starts, from the recent throughput: the running jobs free a slot every
+        (mean slot time / running jobs) seconds, and the jobs ahead of this one take the next ones. None if
+        the job isn't waiting, or before THROUGHPUT_MIN_JOBS jobs have run."""
+        position = self.position(job_id)
+        if position is None or len(self._held) < THROUGHPUT_MIN_JOBS:
+            return None
+        slots = max(1, len(self._running))
+        return position * statistics.fmean(self._held) / slots
+
     # --- changes ----------------------------------------------------------------------------------
     def submit(self, ticket: Ticket) -> None:
         ticket.group = ticket.group or ticket.job_id
@@ -109,6 +130,8 @@ class FairQueue:
         ticket = self._running.pop(job_id, None)
         if ticket is None:
             return
+        if ticket.started_at is not None:
+            self._held.append(self._clock() - ticket.started_at)
         self._finishing[job_id] = ticket
         self._decrement(self._running_by_lane, ticket.lane)
         groups = self._running_by_user[ticket.user_id]
@@ -172,7 +195,7 @@ class FairQueue:
             self._running_by_lane[ticket.lane] = self._running_by_lane.get(ticket.lane, 0) + 1
             groups = self._running_by_user.setdefault(ticket.user_id, {})
             groups[ticket.group] = groups.get(ticket.group, 0) + 1
-            ticket.started_at = time.monotonic()
+            ticket.started_at = self._clock()
             ticket.task = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job_id}")
 
     async def _run(self, ticket: Ticket) -> None:

@@ -161,6 +161,10 @@ class JobRunner:
     def position(self, job_id: str) -> int | None:
         return self.queue.position(job_id)
 
+    def wait_estimate(self, job_id: str) -> float | None:
+        """Seconds until a waiting job starts, from the queue's recent throughput (None before there is any)."""
+        return self.queue.wait_estimate(job_id)
+
     async def usual_seconds(self, model: str, size: str) -> float | None:
         """The median of recent successful generations for this model and size (None before there are 3)."""
         recent = await recent_latencies_ms(self.db, model=model, size=size, limit=20)

@@ -25,6 +25,7 @@ from bot.media.grids import SLICED_PROMPT, compose_preview, slice_grid
 from bot.media.pool import run_image_work
 from bot.ui.context import Services
 from bot.ui.errors import limit_text, short_reason
+from bot.ui.presenter import wait_text
 from bot.ui.results import ResultFacts, model_label, open_thread, result_embed, send_thread_hint
 from bot.ui.status import Status, StatusTicker
 from bot.ui.surfaces import Surface
@@ -203,6 +204,9 @@ class GridPresenter:
                 if positions
                 else t(locale, "status.starting")
             )
+            waits = [w for j in self.pending if (w := self.services.jobs.wait_estimate(j)) is not None]
+            if positions and waits:  # the first tile to start ends the wait
+                text += wait_text(locale, min(waits))
         else:
             done = TILES - len(self.pending) if self.grid.mode == "tiles" else 0
             elapsed = duration(locale, now - self._started_at, threshold=3)

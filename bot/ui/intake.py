@@ -24,7 +24,7 @@ from bot.core.types import ImageInput, ImageRequest
 from bot.i18n import t
 from bot.jobs.admission import BudgetExceeded, LimitExceeded
 from bot.ui.context import Services
-from bot.ui.errors import clip, limit_text
+from bot.ui.errors import clip, input_error_text, limit_text, request_problem_text, too_large_text, unreadable_text
 from bot.ui.presenter import DiscordPresenter
 from bot.ui.rules import Requester, admit, admit_character
 from bot.ui.surfaces import ChannelSurface, InteractionSurface, Surface
@@ -57,15 +57,15 @@ async def read_references(
     keys, notes = [], []
     for option, attachment in attachments:
         if attachment.size > DOWNLOAD_LIMIT:
-            raise InputError(t(locale, "input.too_large", option=option, mb=f"{DOWNLOAD_LIMIT / 2**20:.0f}"))
+            raise InputError(too_large_text(locale, option, DOWNLOAD_LIMIT // 2**20))
         try:
             data = await attachment.read()
         except discord.HTTPException as exc:
-            raise InputError(t(locale, "input.unreadable", option=option)) from exc
+            raise InputError(unreadable_text(locale, option)) from exc
         try:
             image = await asyncio.to_thread(prepare_reference, data, name=option, max_bytes=DOWNLOAD_LIMIT)
         except InvalidRequest as exc:
-            raise InputError(t(locale, "input.not_image", option=option, detail=str(exc))) from exc
+            raise InputError(input_error_text(locale, option, exc)) from exc
         sent = await asyncio.to_thread(shrink_reference, image)
         if sent is not image:
             notes.append(InputNote(option, before=(image.width, image.height), after=(sent.width, sent.height)))
@@ -85,7 +85,7 @@ def check_request(spec: ModelSpec, request: JobRequest, reference_count: int, lo
     try:
         validate(probe, spec)
     except InvalidRequest as exc:
-        raise InputError(t(locale, "error.invalid", detail=str(exc))) from exc
+        raise InputError(request_problem_text(locale, spec, probe)) from exc
 
 
 def character_autocomplete(services: Services) -> Autocomplete:

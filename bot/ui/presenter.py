@@ -128,6 +128,7 @@ class DiscordPresenter:
                 text = t(locale, "status.starting")
             else:
                 text = t(locale, "status.queued", position=position, elapsed=elapsed)
+                text += wait_text(locale, self.services.jobs.wait_estimate(job.id))
             return t(locale, "status.resumed") + " " + text if self.resumed else text
         size = job.request.size
         elapsed = duration(locale, now - self._started_at, threshold=3)
@@ -160,3 +161,10 @@ class DiscordPresenter:
         if self.job.status_message_id != message_id:
             self.job.status_message_id = message_id
             await update_job(self.services.db, self.job.id, status_message_id=message_id)
+
+
+def wait_text(locale: str, seconds: float | None) -> str:
+    """' · starts in about 2 min' for a status line, or nothing before the queue has an estimate."""
+    if seconds is None:
+        return ""
+    return " " + t(locale, "status.wait_estimate", estimate=duration(locale, max(seconds, 1.0)))

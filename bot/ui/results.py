@@ -18,7 +18,7 @@ from bot.jobs.runner import JobOutcome
 from bot.media.grids import compose_preview
 from bot.media.pool import run_image_work
 from bot.media.uploads import Upload, fit_upload
-from bot.ui.errors import clip, short_reason
+from bot.ui.errors import clip, or_list, short_reason
 from bot.ui.surfaces import Surface
 from bot.ui.views import grid_view, result_view
 from storage.db import Database
@@ -29,6 +29,8 @@ from storage.jobs import InputNote, Job, get_job, max_version_in_thread, update_
 
 log = logging.getLogger(__name__)
 THREAD_NAME_LENGTH = 90
+#: The providers the catalogue names (bot/config.py accepts no others).
+PROVIDER_NAMES = ("gemini", "openai")
 
 
 @dataclass
@@ -50,6 +52,9 @@ class ResultFacts:
     notes: list[str] = field(default_factory=list)
     #: Reference images that were downscaled on the way in (ui/intake.py).
     input_notes: tuple[InputNote, ...] = ()
+    #: The provider that made the image, and those that failed before it (a failover), if known.
+    provider: str | None = None
+    failed_over_from: tuple[str, ...] = ()
 
     @classmethod
     def from_outcome(cls, job: Job, outcome: JobOutcome) -> ResultFacts:
@@ -67,6 +72,8 @@ class ResultFacts:
             dropped_turns=outcome.dropped_turns,
             character_images_left_out=outcome.character_images_left_out,
             input_notes=job.request.input_notes,
+            provider=result.provider,
+            failed_over_from=tuple(dict.fromkeys(name for name, _ in result.failed_over_from)),
         )
 
 
@@ -75,10 +82,20 @@ def model_label(model: str) -> str:
     return model_spec(model).label if model else model
 
 
+def provider_label(locale: str, provider: str) -> str:
+    """A configured provider ('gemini', 'openai') as members read it."""
+    return t(locale, f"provider.{provider}") if provider in PROVIDER_NAMES else provider
+
+
 def result_embed(locale: str, facts: ResultFacts, *, footer: str, image_url: str) -> discord.Embed:
     """The embed under a result: what was asked, how it was made, and any notes (`facts.notes` first)."""
     embed = discord.Embed(description=clip(facts.prompt, 4000), colour=discord.Colour.gold())
-    embed.add_field(name=t(locale, "result.model"), value=model_label(facts.model), inline=True)
+    model = model_label(facts.model)
+    served = provider_label(locale, facts.provider) if facts.provider is not None else None
+    failed_over = served is not None and bool(facts.failed_over_from)
+    if failed_over:  # not the provider it would normally be: say which one made it
+        model = t(locale, "result.model_via", model=model, provider=served)
+    embed.add_field(name=t(locale, "result.model"), value=model, inline=True)
     if facts.width is not None and facts.height is not None:
         size_text = t(
             locale, "result.size_value", size=facts.size, aspect=facts.aspect, width=facts.width, height=facts.height
@@ -91,6 +108,9 @@ def result_embed(locale: str, facts: ResultFacts, *, footer: str, image_url: str
     if facts.cost_usd is not None:
         embed.add_field(name=t(locale, "result.cost"), value=money(locale, facts.cost_usd), inline=True)
     notes = list(facts.notes)
+    if failed_over:
+        failed = or_list(locale, (provider_label(locale, name) for name in facts.failed_over_from))
+        notes.append(t(locale, "result.failed_over", provider=served, failed=failed))
     for note in facts.input_notes:
         sizes = {"before": "×".join(map(str, note.before)), "after": "×".join(map(str, note.after))}
         notes.append(t(locale, "input.downscaled", option=note.option, **sizes))

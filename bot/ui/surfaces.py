@@ -1,8 +1,13 @@
-"""Where a job appears on Discord.
+"""Where a job appears on Discord, and where its errors go.
 
 A `Surface` is the interaction's own response (`InteractionSurface`, whose token lasts 15 minutes, after
 which it posts through the channel and mentions the requester) or a plain channel message
 (`ChannelSurface`, for replies in a thread and for jobs resumed after a restart).
+
+Errors go to the requester alone wherever Discord allows it: ephemerally while the interaction lasts, else
+by DM. The one exception is a reply in a thread: it is answered under the member's own message, where they
+asked and are looking (their words are in the thread already). Only when a member's DMs are closed does an
+error go to the channel, mentioning them: it is the one way left to reach them.
 """
 
 from __future__ import annotations
@@ -137,11 +142,11 @@ class InteractionSurface(Surface):
             with contextlib.suppress(discord.NotFound):
                 await self.interaction.delete_original_response()
             await self.interaction.followup.send(text, ephemeral=True)
-        else:
-            channel = await self.late_channel()
-            await channel.send(
-                f"{self.requester.mention} {text}", allowed_mentions=discord.AllowedMentions(users=[self.requester])
-            )
+            return
+        # Past Discord's 15 minutes nothing can be ephemeral: the stale status goes, the error goes by DM.
+        if self.status_message_id is not None:
+            await _delete_message(self.channel, self.status_message_id)
+        await tell_requester(self.channel, self.requester, text, self.private_locale)
 
 
 class ChannelSurface(Surface):
@@ -199,7 +204,10 @@ class ChannelSurface(Surface):
         return self.message
 
     async def error(self, text: str) -> None:
-        await self._send(self._prefix() + text)
+        if self.reply_to is not None or self.mention is None:
+            await self._send(self._prefix() + text)  # under the member's message in the thread
+        else:  # resumed after a restart, or an edit whose button was pressed outside the thread
+            await tell_requester(self.channel, self.mention, text, self.private_locale)
         await self._drop_status()
 
     async def _drop_status(self) -> None:
@@ -230,6 +238,42 @@ class DraftAttachment:
         )
         embed.set_image(url=f"attachment://{filename}")
         return cls(embed=embed, data=data, filename=filename)
+
+
+async def tell_requester(
+    channel: discord.abc.Messageable, requester: discord.abc.Snowflake, text: str, locale: str
+) -> None:
+    """An error for the requester alone: by DM, saying where it is from (in a DM channel, there). If their DMs
+    are closed, in `channel` with a mention, since nothing else would reach them."""
+    if isinstance(channel, discord.DMChannel):
+        await channel.send(text)
+        return
+    where = channel.mention if isinstance(channel, discord.abc.GuildChannel | discord.Thread) else ""
+    try:
+        user = requester if isinstance(requester, discord.abc.Messageable) else await _member(channel, requester)
+        if user is not None:
+            await user.send(t(locale, "error.dm_intro", channel=where) + "\n" + text)
+            return
+    except discord.HTTPException as exc:
+        log.info("could not DM member %s an error; telling them in the channel: %s", requester.id, exc)
+    await channel.send(
+        f"<@{requester.id}> {text}", allowed_mentions=discord.AllowedMentions(users=[discord.Object(requester.id)])
+    )
+
+
+async def _member(channel: discord.abc.Messageable, user: discord.abc.Snowflake) -> discord.Member | None:
+    """The member behind an id, to DM them (None outside a server)."""
+    guild = getattr(channel, "guild", None)
+    if not isinstance(guild, discord.Guild):
+        return None
+    return guild.get_member(user.id) or await guild.fetch_member(user.id)
+
+
+async def _delete_message(channel: discord.abc.Messageable, message_id: int) -> None:
+    """Delete one of the bot's own messages by id, if it is still there."""
+    if isinstance(channel, discord.TextChannel | discord.Thread | discord.DMChannel):
+        with contextlib.suppress(discord.HTTPException):
+            await channel.get_partial_message(message_id).delete()
 
 
 async def send_dm(client: discord.Client, user_id: int, text: str) -> None:

@@ -23,7 +23,7 @@ from .models import (
     iso_now,
     snowflake,
 )
-from .payloads import message_json, thread_json, user_json
+from .payloads import member_json, message_json, thread_json, user_json
 from .validation import (
     ApiError,
     check_choices,
@@ -65,6 +65,7 @@ ROUTES: list[tuple[str, str, str]] = [  # method, path pattern, handler method n
     ("POST", rf"/channels/{ID.format('cid')}/threads", "thread_without_message"),
     ("PUT|DELETE", rf"/channels/{ID.format('cid')}/messages/{ID.format('mid')}/reactions/[^/]+/[^/]+", "no_content"),
     ("POST", rf"/channels/{ID.format('cid')}/typing", "no_content"),
+    ("GET", rf"/guilds/{ID.format('guild')}/members/{ID.format('user')}", "guild_member"),
 ]
 NO_AUTH = ("/interactions/", "/webhooks/")  # authorised by the interaction token in the path
 
@@ -412,6 +413,9 @@ class Rest:
                 newest_first = newest_first[-limit:]
             return 200, [message_json(self.fake, m) for m in newest_first[:limit]]
         payload = call.json or {}
+        dm = self.fake.channels.get(channel_id)
+        if dm is not None and dm.recipient is not None and dm.recipient.id in self.fake.closed_dms:
+            raise ApiError(403, 50007, "Cannot send messages to this user")
         extra: dict[str, Any] = {}
         ref = payload.get("message_reference")
         if ref:
@@ -471,6 +475,15 @@ class Rest:
 
     async def thread_without_message(self, call: RecordedCall, cid: str) -> Reply:
         return self._new_thread(self._channel(cid), snowflake(), None, call.json or {})
+
+    async def guild_member(self, call: RecordedCall, guild: str, user: str) -> Reply:
+        found = self.fake.guilds.get(int(guild))
+        if found is None:
+            raise ApiError(404, 10004, "Unknown Guild")
+        member = found.members.get(int(user))
+        if member is None:
+            raise ApiError(404, 10007, "Unknown Member")
+        return 200, member_json(member)
 
     async def no_content(self, call: RecordedCall, cid: str, mid: str | None = None) -> Reply:
         channel_id = self._channel(cid)

@@ -99,9 +99,10 @@ class FakeDiscord:
         self.cdn_requests: list[str] = []  # paths the bot downloaded from the CDN
         self.synced_commands: dict[int | None, list[dict[str, Any]]] = {}
         self.deleted_channels: set[int] = set()  # channels and threads gone (delete_channel): REST answers 10003
-        self.revoked_channels: set[int] = set()
+        self.revoked_channels: set[int] = set()  # channels the bot may not view (revoke_access): REST answers 50001
+        self.closed_dms: set[int] = set()  # users who take no DMs from the bot: sending them one answers 50007
         #: Users who added the app to their account (install_for_user).
-        self.user_installs: set[int] = set()  # channels the bot may not view (revoke_access): REST answers 50001
+        self.user_installs: set[int] = set()
         self.gateway_events: list[tuple[str, dict[str, Any]]] = []
         self.identified_intents: list[int] = []
         self.resumes = 0
@@ -735,8 +736,10 @@ class FakeDiscord:
         reply_to: int | None = None,
         mention_bot: bool = False,
         attachments: list[tuple[str, bytes, str]] | None = None,
+        ping: bool = True,
     ) -> int:
-        """A user posts a message (MESSAGE_CREATE); a reply pings the replied-to author, as clients do.
+        """A user posts a message (MESSAGE_CREATE); a reply pings the replied-to author, as clients do, unless
+        `ping` is False (the member turned "@ON" off in the reply bar).
 
         The bot gets no event for a message in a channel it may not view (``revoke_access``).
         """
@@ -757,7 +760,7 @@ class FakeDiscord:
             msg.message_reference = {"type": 0, "message_id": str(reply_to), "channel_id": str(target.channel_id)}
             if guild is not None:
                 msg.message_reference["guild_id"] = str(guild.id)
-            if target.author_id not in msg.mention_ids:
+            if ping and target.author_id not in msg.mention_ids:
                 msg.mention_ids.append(target.author_id)
         for filename, raw, content_type in attachments or []:
             att = self.store_file(channel_id, UploadedFile(filename, raw, content_type))
