@@ -292,3 +292,18 @@ async def test_the_estimate_is_the_place_in_line_times_the_recent_time_per_slot(
     for n in range(3, 8):
         gates[n].set()
     await asyncio.wait_for(queue.wait_idle(), 5)
+
+
+async def test_after_a_failover_a_grid_names_the_provider_too(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(
+            BANANA_PROVIDERS="gemini,openai",
+            OPENAI_API_KEY="sk-test-openai-0001",
+            OPENAI_BASE_URL=f"{h.api.base_url}/v1",
+            BANANA_RETRY_ATTEMPTS="2",
+            BANANA_RETRY_BACKOFF="0.01",
+        )
+        h.api.script(Fault.server_error(503), path_contains="enerateContent", times=40)
+        inter = await h.discord.slash(h.guild.id, h.guild.channel_id, h.alice, "grid", {"prompt": "four kites"})
+        preview = await h.wait_result(inter)
+        assert embed_fields(preview)["Model"] == "gpt-image-2 via the OpenAI-compatible API"

@@ -456,3 +456,20 @@ async def test_history_shows_the_newest_versions_and_says_how_many_are_older(h: 
     assert lines[-1].split(" · ")[1] == "sheet changed"  # the oldest shown, against the version before it
     assert "2 older versions are not shown" in shown.embeds[0]["footer"]["text"]
     assert not shown.files  # no version has images: no strip
+
+
+async def test_a_grids_reroll_makes_the_character_as_it_was(h: BotHarness) -> None:
+    made = await character(h, "create", h.alice, {"name": "Mira", "description": "a red braid"})
+    await h.discord.wait_for_message(lambda m: m.interaction_id == made.id and bool(m.content))
+    inter = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, h.alice, "grid", {"prompt": "Mira at sea", "character": "Mira"}
+    )
+    preview = await h.wait_result(inter)
+    edited = await character(h, "edit", h.alice, {"name": "Mira", "description": "short blue hair"})
+    await h.discord.wait_for_message(lambda m: m.interaction_id == edited.id and bool(m.content))
+    reroll = next(c for c in custom_ids(preview) if c.startswith("grid:reroll:"))
+    before = len(h.gemini_requests())
+    click = await h.discord.click(preview.id, reroll, h.alice)
+    await h.wait_result(click)
+    prompts = [str(r.json["contents"][-1]["parts"][0].get("text", "")) for r in h.gemini_requests()[before:]]
+    assert len(prompts) == 4 and all("a red braid" in p and "blue hair" not in p for p in prompts)

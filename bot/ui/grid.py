@@ -142,6 +142,9 @@ class GridPresenter:
         self.tiles: list[bytes | None] = [None] * TILES
         self.failures: dict[int, str] = {}  # tile -> error class
         self.cost = 0.0
+        #: The provider that made the tiles, and any that failed before it (shown after a failover).
+        self.provider: str | None = None
+        self.failed_over_from: dict[str, None] = {}
         self.model = ""
         self.resumed = resumed
         self.ticker = StatusTicker(
@@ -167,6 +170,8 @@ class GridPresenter:
         result = outcome.result
         self.cost += result.usage.cost_usd
         self.model = result.model
+        self.provider = result.provider
+        self.failed_over_from.update(dict.fromkeys(name for name, _ in result.failed_over_from))
         if self.grid.mode == "sliced":
             self.tiles = list(await run_image_work(slice_grid, result.image.data))
         else:
@@ -292,6 +297,8 @@ class GridPresenter:
             seconds=time.monotonic() - self._started_at if self._started_at is not None else None,
             cost_usd=self.cost,
             notes=notes,
+            provider=self.provider,
+            failed_over_from=tuple(self.failed_over_from),
         )
         return result_embed(locale, facts, footer=self.grid.id, image_url=f"attachment://{filename}")
 

@@ -200,12 +200,15 @@ def check_channel(settings: GuildSettings, channel: object, locale: str) -> None
 async def resolve_character(
     services: Services, request: JobRequest, guild_id: int | None, name: str, locale: str
 ) -> JobRequest:
-    """A character's name -> its id on the request; its sheet and images are added when the job runs
-    (bot/jobs/conversation.py), so a reroll uses the character as it is then."""
+    """A character's name -> its id and current version on the request. Its sheet and images are added when
+    the job runs (bot/jobs/conversation.py), from that version: a reroll, or a grid's Reroll and V buttons,
+    make the same character again even after it changed."""
     character = await get_character(services.db, guild_id, name) if guild_id is not None else None
     if character is None:
         raise InputError(t(locale, "input.character_unknown", name=name))
-    return dataclasses.replace(request, character_id=character.id, character_name=character.name)
+    return dataclasses.replace(
+        request, character_id=character.id, character_name=character.name, character_version=character.version
+    )
 
 
 async def submit(services: Services, job: Job, surface: Surface, *, member_daily: int | None = None) -> bool:
