@@ -45,8 +45,12 @@ class Moderation(commands.Cog):
                 await interaction.response.send_message(t(locale, "job.missing"), ephemeral=True)
                 return
             await interaction.response.defer(ephemeral=True, thinking=True)
-            if await self.delete_result(job, message, interaction.guild_id):
-                self.services.modlog.deletion(job, interaction.user.id)
+            try:
+                if await self.delete_result(job, message, interaction):
+                    self.services.modlog.deletion(job, interaction.user.id)
+            except PermissionError:  # Manage Messages in the log, but not where the image is
+                await interaction.followup.send(t(locale, "perm.delete"), ephemeral=True)
+                return
             await interaction.followup.send(t(locale, "deleted"), ephemeral=True)
         elif action == "block":
             permissions = interaction.permissions
@@ -66,9 +70,10 @@ class Moderation(commands.Cog):
             )
             await interaction.response.send_modal(modal)
 
-    async def delete_result(self, job: Job, message: tuple[int, int] | None, guild_id: int) -> bool:
+    async def delete_result(self, job: Job, message: tuple[int, int] | None, interaction: discord.Interaction) -> bool:
         """The message a log entry shows (a result, a grid's preview, a copy) in its own channel, in this
-        server; False if it was already gone."""
+        server; False if it was already gone. Raises PermissionError if the moderator may not manage messages
+        there."""
         if message is None:  # an entry without one: the job's own result
             if job.result_message_id is None:
                 return False
@@ -79,8 +84,11 @@ class Moderation(commands.Cog):
         channel = await self.services.resolve_channel(message[0])
         if not isinstance(channel, discord.abc.Messageable) or getattr(channel, "guild", None) is None:
             return False
-        if channel.guild.id != guild_id:
+        member = interaction.user
+        if channel.guild.id != interaction.guild_id or not isinstance(member, discord.Member):
             return False
+        if not channel.permissions_for(member).manage_messages:
+            raise PermissionError  # answered by the caller
         try:
             await channel.get_partial_message(message[1]).delete()
         except discord.NotFound:

@@ -374,6 +374,7 @@ class ServerSettings(ModelCommandCog):
             await interaction.response.send_message(await self.moderation_text(locale, current), ephemeral=True)
             return
         channel_id = None if off or channel is None else channel.id
+        before = (await get_guild_settings(self.services.db, interaction.guild_id)).log_channel_id
         await update_guild_settings(
             self.services.db,
             interaction.guild_id,
@@ -383,6 +384,8 @@ class ServerSettings(ModelCommandCog):
         )
         text = t(locale, "settings.log_in", channel=f"<#{channel_id}>") if channel_id else t(locale, "settings.no_log")
         self.log_change(interaction, text)
+        if before is not None and before != channel_id:  # the old log says where it went, or that it stopped
+            self.services.modlog.change(interaction.guild_id, interaction.user.id, text, to_channel=before)
         await interaction.response.send_message(text, ephemeral=True)
 
     @staticmethod

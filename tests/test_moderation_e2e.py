@@ -372,3 +372,33 @@ async def test_a_change_of_settings_is_logged_in_words(h: BotHarness) -> None:
     )
     assert "Images per member a day: 3" in embed_fields(entry)["Change"]
     assert "off" in embed_fields(entry)["Change"]
+
+
+async def test_an_age_restricted_image_is_a_spoiler_in_an_ordinary_log(h: BotHarness) -> None:
+    log_channel = h.guild.add_channel("mod-log")
+    adult = h.guild.add_channel("adult", nsfw=True)
+    await settings(h, "log-channel", {"channel": log_channel})
+    await h.wait_result(await h.discord.slash(h.guild.id, adult, h.alice, "imagine", {"prompt": "a statue"}))
+    entry = await log_entry(h, log_channel, "New image")
+    assert [f.filename for f in entry.files] == ["SPOILER_thumbnail.jpg"]
+    assert "thumbnail" not in entry.embeds[0]
+    await h.wait_result(await h.imagine(h.alice, "a plain statue"))
+    plain = await h.discord.wait_for_message(
+        lambda m: m.channel_id == log_channel and bool(m.embeds) and "a plain statue" in str(m.embeds[0])
+    )
+    assert [f.filename for f in plain.files] == ["thumbnail.jpg"]
+
+
+async def test_a_log_that_moves_says_where_it_went(h: BotHarness) -> None:
+    first = h.guild.add_channel("mod-log")
+    second = h.guild.add_channel("mod-log-2")
+    await settings(h, "log-channel", {"channel": first})
+    await settings(h, "log-channel", {"channel": second})
+    moved = await h.discord.wait_for_message(
+        lambda m: m.channel_id == first and bool(m.embeds) and f"<#{second}>" in str(m.embeds[0])
+    )
+    assert embed_fields(moved)["Change"] == f"Moderators' log: <#{second}>"
+    await settings(h, "log-channel", {"off": True})
+    await h.discord.wait_for_message(
+        lambda m: m.channel_id == second and bool(m.embeds) and "No moderators' log" in str(m.embeds[0])
+    )

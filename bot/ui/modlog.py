@@ -81,6 +81,8 @@ class Entry:
     #: Whether the entry offers to block `who`.
     block: bool = False
     thumbnail: bytes | None = None
+    #: Made in an age-restricted channel: outside one, its thumbnail is hidden behind a spoiler.
+    nsfw: bool = False
     colour: discord.Colour = field(default_factory=discord.Colour.dark_grey)
 
 
@@ -121,6 +123,7 @@ class ModLog:
             message=(message.channel.id, message.id),
             block=True,
             colour=discord.Colour.gold(),
+            nsfw=isinstance(message.channel, discord.TextChannel | discord.Thread) and message.channel.is_nsfw(),
         )
         self._spawn(self._post_with_thumbnail(job.guild_id, entry, image))
 
@@ -178,14 +181,12 @@ class ModLog:
         )
         return await self._post(job.guild_id, entry)
 
-    def change(self, guild_id: int, by: int, what: str) -> None:
-        """A change of settings or characters, described in the server's language by the caller."""
+    def change(self, guild_id: int, by: int, what: str, *, to_channel: int | None = None) -> None:
+        """A change of settings or characters, described in the server's language by the caller. `to_channel`
+        posts it to that channel instead of the current log (the log that is being moved or turned off)."""
         locale = self.locale_for(guild_id)
-        self._spawn(
-            self._post(
-                guild_id, Entry(t(locale, "modlog.changed"), by, [(t(locale, "modlog.change"), clip(what, 1000))])
-            )
-        )
+        entry = Entry(t(locale, "modlog.changed"), by, [(t(locale, "modlog.change"), clip(what, 1000))])
+        self._spawn(self._post(guild_id, entry, to_channel=to_channel))
 
     async def wait_posted(self) -> None:
         """Until every entry on its way has been posted or given up (tests, shutdown)."""
@@ -206,12 +207,12 @@ class ModLog:
                 log.debug("could not make a log thumbnail", exc_info=True)
         await self._post(guild_id, entry)
 
-    async def _post(self, guild_id: int, entry: Entry) -> bool:
+    async def _post(self, guild_id: int, entry: Entry, *, to_channel: int | None = None) -> bool:
         """Post the entry to the guild's log channel; False if there is none or it could not be posted to."""
         channel_id = None
         try:
             settings = await get_guild_settings(self.db, guild_id)
-            channel_id = settings.log_channel_id
+            channel_id = to_channel or settings.log_channel_id
             if channel_id is None:
                 return False
             posted = await self._send(guild_id, channel_id, entry)
@@ -243,8 +244,11 @@ class ModLog:
             view.add_item(log_button("block", str(entry.who), t(locale, "modlog.block_button")))
         extra: dict[str, Any] = {"view": view} if view.children else {}
         if entry.thumbnail is not None:
-            extra["file"] = discord.File(io.BytesIO(entry.thumbnail), filename="thumbnail.jpg")
-            embed.set_thumbnail(url="attachment://thumbnail.jpg")
+            hidden = entry.nsfw and not (isinstance(channel, discord.TextChannel) and channel.is_nsfw())
+            filename = "SPOILER_thumbnail.jpg" if hidden else "thumbnail.jpg"
+            extra["file"] = discord.File(io.BytesIO(entry.thumbnail), filename=filename)
+            if not hidden:  # a spoiler shows as the attachment itself, blurred, not in the embed
+                embed.set_thumbnail(url=f"attachment://{filename}")
         await channel.send(
             embed=embed,
             allowed_mentions=discord.AllowedMentions.none(),
