@@ -208,15 +208,20 @@ async def test_a_command_error_is_ephemeral(h: BotHarness) -> None:
 # --- which provider served it ------------------------------------------------------------------------------
 
 
+async def start_with_relay(h: BotHarness) -> None:
+    """Gemini first, the fake's OpenAI-compatible API as the relay to fail over to, with quick retries."""
+    await h.start(
+        BANANA_PROVIDERS="gemini,openai",
+        OPENAI_API_KEY="sk-test-openai-0001",
+        OPENAI_BASE_URL=f"{h.api.base_url}/v1",
+        BANANA_RETRY_ATTEMPTS="2",
+        BANANA_RETRY_BACKOFF="0.01",
+    )
+
+
 async def test_after_a_failover_the_result_names_the_provider_and_model(tmp_path: Path) -> None:
     async with BotHarness(tmp_path) as h:
-        await h.start(
-            BANANA_PROVIDERS="gemini,openai",
-            OPENAI_API_KEY="sk-test-openai-0001",
-            OPENAI_BASE_URL=f"{h.api.base_url}/v1",
-            BANANA_RETRY_ATTEMPTS="2",
-            BANANA_RETRY_BACKOFF="0.01",
-        )
+        await start_with_relay(h)
         plain = await h.wait_result(await h.imagine(h.alice, "served by the first"))
         assert embed_fields(plain)["Model"] == "Nano Banana Pro"
         # Gemini stays overloaded, streamed (:streamGenerateContent) or not (:generateContent).
@@ -296,13 +301,7 @@ async def test_the_estimate_is_the_place_in_line_times_the_recent_time_per_slot(
 
 async def test_after_a_failover_a_grid_names_the_provider_too(tmp_path: Path) -> None:
     async with BotHarness(tmp_path) as h:
-        await h.start(
-            BANANA_PROVIDERS="gemini,openai",
-            OPENAI_API_KEY="sk-test-openai-0001",
-            OPENAI_BASE_URL=f"{h.api.base_url}/v1",
-            BANANA_RETRY_ATTEMPTS="2",
-            BANANA_RETRY_BACKOFF="0.01",
-        )
+        await start_with_relay(h)
         h.api.script(Fault.server_error(503), path_contains="enerateContent", times=40)
         inter = await h.discord.slash(h.guild.id, h.guild.channel_id, h.alice, "grid", {"prompt": "four kites"})
         preview = await h.wait_result(inter)
