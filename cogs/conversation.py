@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.i18n import t
 from bot.ui.context import Services
-from bot.ui.intake import submit, take_inputs
+from bot.ui.intake import message_images, submit, take_inputs
 from bot.ui.rules import Requester, admit
 from bot.ui.surfaces import DEFAULT_UPLOAD_LIMIT, ChannelSurface
 from storage.jobs import Job, job_for_message, latest_done_job_in_thread
@@ -52,7 +52,7 @@ class Conversation(commands.Cog):
         if not instruction:
             await message.reply(t(locale, self.empty_reply_hint(message)), mention_author=False)
             return
-        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")][:MAX_ATTACHMENTS]
+        images = message_images(message)[:MAX_ATTACHMENTS]
         admitted = await admit(self.services, Requester.of_message(message), [instruction])
         if admitted is None:
             return

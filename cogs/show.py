@@ -70,6 +70,32 @@ class Show(commands.Cog):
             lines.append(t(locale, "show.thread", thread=f"<#{copy.thread_id}>"))
         await surface.result(content="\n".join(lines), embed=copy.embed, file=copy.file, view=copy.view)
 
+    async def _check_origin(self, interaction: discord.Interaction, found: Found, private: str) -> None:
+        """A result from an age-restricted channel is shown only in one, and only to members who can see the
+        channel it was made in. Raises InputError."""
+        if found.grid is not None:
+            origin_id = found.grid.channel_id
+        elif found.job is not None:
+            origin_id = found.job.channel_id
+        else:
+            return
+        origin = await self.services.resolve_channel(origin_id)
+        if origin is None:
+            return  # the channel is gone: nothing left to protect
+        here = interaction.channel
+        origin_nsfw = isinstance(origin, discord.TextChannel | discord.Thread) and origin.is_nsfw()
+        here_nsfw = isinstance(here, discord.TextChannel | discord.Thread) and here.is_nsfw()
+        if origin_nsfw and not here_nsfw:
+            raise InputError(t(private, "show.nsfw_origin"))
+        member = interaction.user
+        hidden = (
+            isinstance(member, discord.Member)
+            and isinstance(origin, discord.abc.GuildChannel | discord.Thread)
+            and not origin.permissions_for(member).view_channel
+        )
+        if hidden:
+            raise InputError(t(private, "show.not_found"))
+
     async def _copy(
         self, interaction: discord.Interaction, asked: str, surface: InteractionSurface, *, public: bool
     ) -> ResultCopy | None:
@@ -89,6 +115,7 @@ class Show(commands.Cog):
             return None
         if found.guild_id is not None:
             check_channel(await get_guild_settings(services.db, found.guild_id), interaction.channel, private)
+            await self._check_origin(interaction, found, private)
         try:
             if found.grid is not None:
                 return await grid_copy(

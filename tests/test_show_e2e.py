@@ -191,3 +191,15 @@ async def test_only_in_its_own_server_and_bad_input_is_told_with_nothing_spent(h
 async def settings(h: BotHarness, user: FakeUser, sub: str, options: dict[str, object]) -> None:
     inter = await h.discord.slash(h.guild.id, h.guild.channel_id, user, "settings", options, subcommand=sub)
     await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and bool(m.content or m.embeds))
+
+
+async def test_a_result_from_an_age_restricted_channel_is_shown_only_in_one(h: BotHarness) -> None:
+    adult = h.guild.add_channel("adult", nsfw=True)
+    made = await h.wait_result(await h.discord.slash(h.guild.id, adult, h.alice, "imagine", {"prompt": "a statue"}))
+    refused = await show(h, h.bob, result_id(made), public=True)
+    assert "age-restricted" in refused.content and not refused.files
+    assert not any(m.files for m in h.discord.channel_messages(h.guild.channel_id) if not m.ephemeral)
+    other_adult = h.guild.add_channel("adult-2", nsfw=True)
+    inter = await h.discord.slash(h.guild.id, other_adult, h.bob, "show", {"job": result_id(made), "public": True})
+    copy = await answer(h, inter)
+    assert copy.files and not copy.ephemeral

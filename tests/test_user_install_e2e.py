@@ -12,7 +12,7 @@ import pytest
 
 from storage.jobs import jobs_where
 from tests.bot_harness import BotHarness, custom_ids, has_image
-from tests.fake_discord import FakeGuild, FakeUser
+from tests.fake_discord import FakeGuild, FakeMessage, FakeUser
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,6 +36,11 @@ def stranger(h: BotHarness) -> tuple[FakeGuild, FakeUser]:
     carol = other.add_member("carol")
     h.discord.install_for_user(carol)
     return other, carol
+
+
+def footer_id(message: FakeMessage) -> str:
+    """The job id every result shows at the end of its footer."""
+    return str(message.embeds[0]["footer"]["text"]).rsplit(" · ", 1)[-1]
 
 
 def bot_calls_to(h: BotHarness, channel_id: int) -> list[str]:
@@ -104,3 +109,36 @@ async def test_user_installs_can_be_turned_off(tmp_path: Path) -> None:
         other, carol = stranger(h)
         with pytest.raises(AssertionError, match="not offered to user installs"):
             await h.discord.slash(other.id, other.channel_id, carol, "imagine", {"prompt": "x"})
+
+
+async def test_dms_count_as_uses_outside_servers_whichever_install(tmp_path: Path) -> None:
+    async with started(tmp_path, BANANA_USER_INSTALL_DAILY="1") as h:
+        dm = h.discord.open_dm(h.alice)  # through the server's install: Discord's {"0": "0"}
+        await h.wait_result(await h.discord.slash(None, dm, h.alice, "imagine", {"prompt": "one"}))
+        sent = len(h.gemini_requests())
+        refused = await h.discord.slash(None, dm, h.alice, "imagine", {"prompt": "two"})
+        answer = await h.discord.wait_for_message(lambda m: m.interaction_id == refused.id and m.ephemeral)
+        assert "used up for today" in answer.content and len(h.gemini_requests()) == sent
+
+
+async def test_turned_off_also_means_no_dms(tmp_path: Path) -> None:
+    async with started(tmp_path, BANANA_USER_INSTALL_DAILY="0") as h:
+        synced = {c["name"]: c for c in h.discord.synced_commands[None]}
+        assert sorted(synced["imagine"]["contexts"]) == [0]
+        dm = h.discord.open_dm(h.alice)
+        refused = await h.discord.slash(None, dm, h.alice, "imagine", {"prompt": "x"})
+        answer = await h.discord.wait_for_message(lambda m: m.interaction_id == refused.id and m.ephemeral)
+        assert "turned off" in answer.content and h.gemini_requests() == []
+
+
+async def test_show_works_through_a_members_own_install(h: BotHarness) -> None:
+    other, carol = stranger(h)
+    result = await h.wait_result(
+        await h.discord.slash(other.id, other.channel_id, carol, "imagine", {"prompt": "a kite"})
+    )
+    job_id = footer_id(result)
+    shown = await h.discord.slash(other.id, other.channel_id, carol, "show", {"job": job_id})
+    copy = await h.discord.wait_for_message(lambda m: m.interaction_id == shown.id and has_image(m))
+    reroll = next(c for c in custom_ids(copy) if c.startswith("job:reroll:"))
+    again = await h.discord.click(copy.id, reroll, carol, via_user_install=True)
+    assert has_image(await h.wait_result(again))

@@ -19,11 +19,11 @@ from bot.ui.context import Services
 def user_installable(services: Services) -> dict[str, Any]:
     """For a command members may also use through their own install of the app (in DMs with the bot and in
     servers that haven't added it), unless BANANA_USER_INSTALL_DAILY turns user installs off."""
+    on = services.settings.limits.user_install_daily > 0
     return {
-        "allowed_installs": app_commands.AppInstallationType(
-            guild=True, user=services.settings.limits.user_install_daily > 0
-        ),
-        "allowed_contexts": app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+        "allowed_installs": app_commands.AppInstallationType(guild=True, user=on),
+        # Uses outside servers (DMs included) are what the cap counts: with it at 0 they aren't offered.
+        "allowed_contexts": app_commands.AppCommandContext(guild=True, dm_channel=on, private_channel=on),
     }
 
 

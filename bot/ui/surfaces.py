@@ -72,9 +72,11 @@ class Surface(ABC):
 
 
 def through_user_install(interaction: discord.Interaction) -> bool:
-    """Whether the member used the bot through their own install of it, not a server's (in a DM, or in a
-    server that hasn't added the bot): then no server's settings, rules or budget apply."""
-    return interaction.is_user_integration() and not interaction.is_guild_integration()
+    """Whether the member used the bot outside a server that added it: through their own install, in a
+    server that hasn't added the bot, or in a DM (whichever install Discord says authorised it). Then no
+    server's settings, rules or budget apply, and the bot-wide cap for such uses does."""
+    outside_servers = interaction.is_user_integration() and not interaction.is_guild_integration()
+    return outside_servers or interaction.guild_id is None
 
 
 class InteractionSurface(Surface):
