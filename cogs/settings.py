@@ -23,6 +23,7 @@ from bot.jobs.moderation import MAX_PHRASE, PatternProblem, banned_phrase, check
 from bot.ui.commands import ModelCommandCog
 from bot.ui.intake import default_size, ratio_choices, size_choices, thinking_choice
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
+from storage.jobs import queued_job_ids
 from storage.moderation import (
     add_banned_phrase,
     banned_phrases,
@@ -285,6 +286,9 @@ class ServerSettings(ModelCommandCog):
         """Block a member here (also from the moderators' log)."""
         locale = str(interaction.locale)
         await block_member(self.services.db, guild_id, user_id, reason=reason, blocked_by=interaction.user.id)
+        # What they have waiting goes too (refunded); a job already generating can't be taken back.
+        for job_id in await queued_job_ids(self.services.db, guild_id, user_id):
+            await self.services.jobs.cancel(job_id)
         text = t(locale, "settings.blocked", member=f"<@{user_id}>", reason=reason)
         self.log_change(interaction, text)
         await self.answer(interaction, text)

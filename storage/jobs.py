@@ -264,6 +264,13 @@ async def count_reserved_since(
     return int(row[0]) if row else 0
 
 
+async def queued_job_ids(db: Database, guild_id: int, user_id: int) -> list[str]:
+    """A member's jobs still waiting in a guild, oldest first."""
+    sql = "SELECT id FROM jobs WHERE guild_id = ? AND user_id = ? AND status = 'queued' ORDER BY created_at, id"
+    async with db.conn.execute(sql, (guild_id, user_id)) as cursor:
+        return [str(row[0]) async for row in cursor]
+
+
 async def count_user_installs_since(db: Database, since: float) -> int:
     """Jobs made through members' own installs, over the whole bot, holding a reservation since `since`."""
     sql = (

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bot.jobs.moderation import fold
+from storage.jobs import get_job, queued_job_ids
 from storage.moderation import refusals_by_rule
-from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, wait_until
 from tests.fake_discord import MANAGE_GUILD, MANAGE_MESSAGES, MEMBER_PERMISSIONS, FakeInteraction, FakeMessage, FakeUser
 
 pytestmark = pytest.mark.timeout(60)
@@ -402,3 +403,37 @@ async def test_a_log_that_moves_says_where_it_went(h: BotHarness) -> None:
     await h.discord.wait_for_message(
         lambda m: m.channel_id == second and bool(m.embeds) and "No moderators' log" in str(m.embeds[0])
     )
+
+
+async def test_blocking_cancels_what_the_member_has_waiting(h: BotHarness) -> None:
+    h.api.latency = 1.5
+    first = await h.imagine(h.alice, "first")
+    second = await h.imagine(h.alice, "second")  # one at a time per member: this one waits
+    assert h.bot is not None
+    db = h.bot.services.db
+
+    async def second_waits() -> bool:
+        waiting = [await get_job(db, job_id) for job_id in await queued_job_ids(db, h.guild.id, h.alice.id)]
+        return any(job is not None and job.request.prompt == "second" for job in waiting)
+
+    await wait_until(second_waits, "the second job waits in line")
+    await settings(h, "block member", {"member": h.alice.id, "reason": "spam"})
+    assert await queued_job_ids(db, h.guild.id, h.alice.id) == []
+    await h.wait_result(first)  # what was already generating still finishes
+    assert h.sent_texts() == ["first"] and len(h.gemini_requests()) == 1
+    assert second.id
+
+
+async def test_repeated_refusals_are_counted_but_logged_once(h: BotHarness) -> None:
+    log_channel = h.guild.add_channel("mod-log")
+    await settings(h, "log-channel", {"channel": log_channel})
+    await settings(h, "block member", {"member": h.bob.id, "reason": "spam"})
+    for n in range(3):
+        await imagine_refused(h, h.bob, f"try {n}")
+    assert await refusals(h) == {"blocked": 3}
+    assert h.bot is not None
+    await h.bot.services.modlog.wait_posted()
+    refused = [
+        m for m in h.discord.channel_messages(log_channel) if m.embeds and m.embeds[0].get("title") == "Request refused"
+    ]
+    assert len(refused) == 1

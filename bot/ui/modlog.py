@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -33,6 +34,9 @@ LOG_ID = re.compile(
     r"(?::(?P<channel>[0-9]{1,20}):(?P<message>[0-9]{1,20}))?"
 )
 PROMPT_SHOWN = 1000
+#: A member refused again by the same rule within this many seconds is counted, but not logged again: a
+#: blocked member pressing buttons can't fill the moderators' log.
+REFUSAL_QUIET = 600.0
 
 
 def log_custom_id(action: str, target: str | int, message: tuple[int, int] | None = None) -> str:
@@ -92,6 +96,8 @@ class ModLog:
         self.client = client
         self.pinned_locales = pinned_locales
         self._posting: set[asyncio.Future[object]] = set()
+        #: (guild, member, rule) -> when a refusal was last logged.
+        self._refusals_logged: dict[tuple[int, int, str], float] = {}
 
     def locale_for(self, guild_id: int) -> str:
         guild = self.client.get_guild(guild_id)
@@ -128,6 +134,11 @@ class ModLog:
         self._spawn(self._post_with_thumbnail(job.guild_id, entry, image))
 
     def refusal(self, guild_id: int, user_id: int, channel_id: int | None, rule: str, detail: str | None) -> None:
+        now = time.monotonic()
+        last = self._refusals_logged.get((guild_id, user_id, rule))
+        if last is not None and now - last < REFUSAL_QUIET:
+            return
+        self._refusals_logged[(guild_id, user_id, rule)] = now
         locale = self.locale_for(guild_id)
         fields = [(t(locale, "modlog.rule"), t(locale, f"rule.{rule}"))]
         if detail:
