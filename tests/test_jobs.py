@@ -32,6 +32,9 @@ class Events:
     outcomes: dict[str, JobOutcome] = field(default_factory=dict)
     errors: dict[str, GenerationError | None] = field(default_factory=dict)
     done: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: Drafts and finished images handed over while jobs run (the runner's on_preview / on_image hooks).
+    previews: list[Preview] = field(default_factory=list)
+    prepared: list[GeneratedImage] = field(default_factory=list)
 
     def _event(self, job_id: str) -> asyncio.Event:
         return self.done.setdefault(job_id, asyncio.Event())
@@ -43,10 +46,10 @@ class Events:
         self.seen.append(("started", job.id))
 
     def preview(self, preview: Preview) -> None:
-        pass
+        self.previews.append(preview)
 
     def prepare(self, image: GeneratedImage) -> None:
-        pass
+        self.prepared.append(image)
 
     async def finished(self, job: Job, outcome: JobOutcome) -> None:
         self.seen.append(("finished", job.id))
@@ -113,6 +116,8 @@ async def test_a_job_runs_and_keeps_its_turns_and_usage_row(opened: tuple[Runtim
     await service.submit(job, events)
     await events.wait(job.id)
     assert [kind for kind, _ in events.seen] == ["queued", "started", "finished"]
+    # The presenter got the image as soon as the provider answered, to prepare it while the job logs it.
+    assert len(events.prepared) == 1 and events.prepared[0].data == events.outcomes[job.id].result.image.data
     stored = await get_job(runtime.db, job.id)
     assert stored is not None and stored.status == "done"
     assert stored.image_key and stored.generation_id

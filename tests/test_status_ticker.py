@@ -20,6 +20,8 @@ class RecordingSurface(Surface):
     def __init__(self) -> None:
         super().__init__(locale="en-US", channel=None, upload_limit=0)  # type: ignore[arg-type]
         self.shown: list[str] = []
+        #: What the ticker must never do itself: post a result or an error.
+        self.other: list[str] = []
         self.hold: asyncio.Event | None = None
         self.editing = asyncio.Event()
 
@@ -33,10 +35,11 @@ class RecordingSurface(Surface):
         self.status_message_id = 42
 
     async def result(self, **fields: Any) -> discord.Message:
-        raise NotImplementedError
+        self.other.append("result")
+        raise AssertionError("the ticker posted a result")
 
     async def error(self, text: str) -> None:
-        raise NotImplementedError
+        self.other.append(text)
 
 
 async def test_close_waits_for_the_edit_in_flight_and_no_edit_follows() -> None:
@@ -56,7 +59,7 @@ async def test_close_waits_for_the_edit_in_flight_and_no_edit_follows() -> None:
     await asyncio.wait_for(closing, 5)
     text = "too late"
     await ticker.refresh()
-    assert surface.shown == ["queued", "generating"]
+    assert surface.shown == ["queued", "generating"] and surface.other == []
 
 
 async def test_an_unchanged_status_is_not_edited_again_and_the_message_id_is_reported() -> None:

@@ -8,6 +8,7 @@ it is set if it could take longer than that on some prompt.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -84,6 +85,7 @@ def banned_phrase(phrase: str) -> BannedPhrase:
     return BannedPhrase(key=key, phrase=" ".join(phrase.split()))
 
 
+@functools.lru_cache(maxsize=4096)
 def _phrase_regex(key: str) -> re.Pattern[str]:
     # Whole words: no word character right before or after, so 'ass' doesn't match 'class'. Where the phrase
     # starts or ends in a script without spaces (Chinese, Japanese, Thai), any neighbour will do.
@@ -144,7 +146,8 @@ def pattern_matches(compiled: regex.Pattern[str], text: str) -> bool | None:
 async def check_texts(texts: list[str], phrases: list[BannedPhrase], pattern: str | None) -> Refusal | None:
     """The first rule of the ban list that one of `texts` (prompt, instruction, sheet) breaks."""
     for text in texts:
-        found = matching_phrase(text, phrases)
+        # Off the event loop: a long ban list over a long prompt is real work.
+        found = await asyncio.to_thread(matching_phrase, text, phrases)
         if found is not None:
             return Refusal("banned_word", found.phrase)
     if pattern:
