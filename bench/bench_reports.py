@@ -74,7 +74,7 @@ async def time_report(db: Database, scope: Scope, repeats: int = 10) -> tuple[fl
 
     @asynccontextmanager
     async def one_connection(limit: int = 1) -> AsyncIterator[Any]:
-        yield db.conn
+        yield db  # its own fetch methods run on the one main connection
 
     for _ in range(repeats):
         for times, mode in ((parallel, reading), (serial, one_connection)):

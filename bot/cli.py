@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from storage.db import DatabaseError
+
 from .config import DISCORD_TOKEN_HELP, Settings, load_settings
 from .core.errors import ConfigError, GenerationError
 from .core.imaging import read_reference_file
@@ -148,6 +150,9 @@ def run_bot(settings: Settings) -> int:
         for line in exc.lines:
             print(f"config: {line}", file=sys.stderr)
         return 2
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -191,8 +196,9 @@ async def print_report(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     # A report only reads, so the data directory is not created; stat tells "not there yet" from "unusable".
     try:
-        settings.database_path.stat()
-        check_usage_log(settings)
+        if settings.database_url is None:
+            settings.database_path.stat()
+            check_usage_log(settings)
     except FileNotFoundError:
         print(f"error: no usage log at {settings.database_path} yet (BANANA_DATA_DIR)", file=sys.stderr)
         return 1
@@ -200,9 +206,12 @@ async def print_report(settings: Settings, args: argparse.Namespace) -> int:
         print(data_dir_error(settings, exc), file=sys.stderr)
         return 2
     try:
-        db = await Database.open(settings.database_path)
+        db = await Database.open(settings.database_target)
     except (OSError, sqlite3.Error) as exc:
         print(data_dir_error(settings, exc), file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         scope = Scope(since, now + 1, guild_id=args.guild)
@@ -287,6 +296,9 @@ async def generate(settings: Settings, args: argparse.Namespace) -> int:
             runtime = await Runtime.open(settings)
         except (OSError, sqlite3.Error) as exc:
             print(data_dir_error(settings, exc), file=sys.stderr)
+            return 2
+        except DatabaseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
     except GenerationError as exc:
         print(f"error: {exc}", file=sys.stderr)

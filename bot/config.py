@@ -65,6 +65,8 @@ class Settings:
     openai_thinking_field: str = ""
     provider_order: tuple[str, ...] = ("gemini", "openai")
     data_dir: Path = Path("data")
+    #: PostgreSQL, for several processes sharing one database; None is SQLite in `data_dir`.
+    database_url: Secret | None = None
     connect_timeout: float = 10.0
     timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -83,6 +85,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "banana.sqlite3"
+
+    @property
+    def database_target(self) -> str:
+        """What `Database.open` takes: the PostgreSQL URL, or the SQLite file's path."""
+        return self.database_url.reveal() if self.database_url is not None else str(self.database_path)
 
     @property
     def images_dir(self) -> Path:
@@ -199,6 +206,7 @@ class _Parser:
             openai_thinking_field=self.get("OPENAI_THINKING_FIELD"),
             provider_order=provider_order,
             data_dir=Path(self.get("BANANA_DATA_DIR", "data")).expanduser(),
+            database_url=self._database_url(),
             connect_timeout=self.number("BANANA_CONNECT_TIMEOUT", 10.0, minimum=0.1),
             timeouts=timeouts,
             retry=RetryPolicy(
@@ -229,6 +237,19 @@ class _Parser:
                 max_bytes=int(self.number("BANANA_CONTEXT_MB", 24.0, minimum=1, maximum=1024) * 1024 * 1024),
             ),
         )
+
+    def _database_url(self) -> Secret | None:
+        value = self.get("BANANA_DATABASE_URL")
+        if not value:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            # Not echoed: the URL may carry a password.
+            self.errors.append(
+                "BANANA_DATABASE_URL: expected a postgresql://user:password@host/database URL "
+                "(leave it empty to use SQLite in BANANA_DATA_DIR)."
+            )
+            return None
+        return Secret(value)
 
     def _choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.get(name, default)

@@ -78,7 +78,7 @@ class Runtime:
     async def open(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
         providers = build_providers(settings, transport=transport)
         try:
-            db = await Database.open(settings.database_path)
+            db = await Database.open(settings.database_target)
         except BaseException:
             await asyncio.gather(*(provider.aclose() for provider in providers))
             raise

@@ -7,15 +7,12 @@ reference set, in the transaction that makes it current; earlier versions are ne
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
-from storage.db import Database
+from storage.db import Connection, Database, IntegrityError
 
 _COLUMNS = "id, guild_id, name, description, created_by, created_at, updated_at, version"
 _VERSION_COLUMNS = "character_id, version, description, change, restored_from, changed_by, changed_at"
@@ -108,13 +105,13 @@ async def create_character(
     )
     try:
         async with db.transaction() as conn:
-            async with conn.execute(
-                sql, (guild_id, name.strip(), name_key(name), description, created_by, now, now)
-            ) as cursor:
-                character_id = cursor.lastrowid
-            assert character_id is not None
+            character_id = int(
+                await conn.fetchval(
+                    sql + " RETURNING id", (guild_id, name.strip(), name_key(name), description, created_by, now, now)
+                )
+            )
             await _write_version(conn, character_id, 1, description, keys, "create", created_by, now)
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise DuplicateName(name) from exc
     return Character(character_id, guild_id, name.strip(), description, created_by, now, now, 1)
 
@@ -122,14 +119,12 @@ async def create_character(
 async def get_character(db: Database, guild_id: int, name: str) -> Character | None:
     """By name, ignoring case, within one guild only."""
     sql = f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? AND name_key = ?"
-    async with db.conn.execute(sql, (guild_id, name_key(name))) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (guild_id, name_key(name)))
     return Character(*row) if row else None
 
 
 async def get_character_by_id(db: Database, character_id: int) -> Character | None:
-    async with db.conn.execute(f"SELECT {_COLUMNS} FROM characters WHERE id = ?", (character_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(f"SELECT {_COLUMNS} FROM characters WHERE id = ?", (character_id,))
     return Character(*row) if row else None
 
 
@@ -140,8 +135,7 @@ async def list_characters(db: Database, guild_id: int, prefix: str = "", limit: 
         f"SELECT {_COLUMNS} FROM characters WHERE guild_id = ? AND name_key LIKE ? ESCAPE '\\' "
         "ORDER BY name_key LIMIT ?"
     )
-    async with db.conn.execute(sql, (guild_id, escaped + "%", limit)) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.fetchall(sql, (guild_id, escaped + "%", limit))
     return [Character(*r) for r in rows]
 
 
@@ -190,14 +184,14 @@ async def restore_version(db: Database, character_id: int, version: int, *, chan
 
 
 async def get_version(db: Database, character_id: int, version: int) -> CharacterVersion | None:
-    return await _version(db.conn, character_id, version)
+    async with db.reading() as conn:
+        return await _version(conn, character_id, version)
 
 
 async def character_versions(db: Database, character_id: int, *, limit: int = 25) -> list[CharacterVersion]:
     """The newest `limit` versions, newest first, each with its references."""
     sql = f"SELECT {_VERSION_COLUMNS} FROM character_versions WHERE character_id = ? ORDER BY version DESC LIMIT ?"
-    async with db.conn.execute(sql, (character_id, limit)) as cursor:
-        rows = list(await cursor.fetchall())
+    rows = await db.fetchall(sql, (character_id, limit))
     if not rows:
         return []
     oldest = int(rows[-1][1])
@@ -206,16 +200,14 @@ async def character_versions(db: Database, character_id: int, *, limit: int = 25
         "ORDER BY version, position"
     )
     keys: dict[int, list[str]] = {}
-    async with db.conn.execute(sql, (character_id, oldest)) as cursor:
-        for version, key in await cursor.fetchall():
-            keys.setdefault(int(version), []).append(str(key))
+    for version, key in await db.fetchall(sql, (character_id, oldest)):
+        keys.setdefault(int(version), []).append(str(key))
     return [_version_of(row, keys.get(int(row[1]), [])) for row in rows]
 
 
 async def count_versions(db: Database, character_id: int) -> int:
     sql = "SELECT count(*) FROM character_versions WHERE character_id = ?"
-    async with db.conn.execute(sql, (character_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (character_id,))
     return int(row[0]) if row else 0
 
 
@@ -233,8 +225,7 @@ async def character_images(db: Database, character_id: int) -> list[str]:
         "SELECT v.image_key FROM character_version_images AS v JOIN characters AS c "
         "ON c.id = v.character_id AND c.version = v.version WHERE c.id = ? ORDER BY v.position"
     )
-    async with db.conn.execute(sql, (character_id,)) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.fetchall(sql, (character_id,))
     return [str(r[0]) for r in rows]
 
 
@@ -245,24 +236,21 @@ async def count_images(db: Database, character_id: int) -> int:
 # --- inside a transaction -------------------------------------------------------------------------------
 
 
-async def _current(conn: aiosqlite.Connection, character_id: int) -> Character:
-    async with conn.execute(f"SELECT {_COLUMNS} FROM characters WHERE id = ?", (character_id,)) as cursor:
-        row = await cursor.fetchone()
+async def _current(conn: Connection, character_id: int) -> Character:
+    row = await conn.fetchone(f"SELECT {_COLUMNS} FROM characters WHERE id = ?", (character_id,))
     if row is None:
         raise CharacterGone(character_id)
     return Character(*row)
 
 
-async def _keys_of(conn: aiosqlite.Connection, character_id: int, version: int) -> list[str]:
+async def _keys_of(conn: Connection, character_id: int, version: int) -> list[str]:
     sql = "SELECT image_key FROM character_version_images WHERE character_id = ? AND version = ? ORDER BY position"
-    async with conn.execute(sql, (character_id, version)) as cursor:
-        return [str(r[0]) for r in await cursor.fetchall()]
+    return [str(r[0]) for r in await conn.fetchall(sql, (character_id, version))]
 
 
-async def _version(conn: aiosqlite.Connection, character_id: int, version: int) -> CharacterVersion | None:
+async def _version(conn: Connection, character_id: int, version: int) -> CharacterVersion | None:
     sql = f"SELECT {_VERSION_COLUMNS} FROM character_versions WHERE character_id = ? AND version = ?"
-    async with conn.execute(sql, (character_id, version)) as cursor:
-        row = await cursor.fetchone()
+    row = await conn.fetchone(sql, (character_id, version))
     if row is None:
         return None
     return _version_of(row, await _keys_of(conn, character_id, version))
@@ -283,7 +271,7 @@ def _version_of(row: Any, keys: list[str]) -> CharacterVersion:
 
 
 async def _save(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     character: Character,
     description: str,
     keys: list[str],
@@ -312,7 +300,7 @@ async def _save(
 
 
 async def _write_version(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     character_id: int,
     version: int,
     description: str,
@@ -331,10 +319,8 @@ async def _write_version(
         [(character_id, version, position, key) for position, key in enumerate(keys)],
     )
     # The current set, kept for code that reads only that: an image that stays keeps when it was first added.
-    async with conn.execute(
-        "SELECT image_key, version, added_at FROM character_images WHERE character_id = ?", (character_id,)
-    ) as cursor:
-        before = {str(key): (int(v), float(at)) for key, v, at in await cursor.fetchall()}
+    sql = "SELECT image_key, version, added_at FROM character_images WHERE character_id = ?"
+    before = {str(key): (int(v), float(at)) for key, v, at in await conn.fetchall(sql, (character_id,))}
     await conn.execute("DELETE FROM character_images WHERE character_id = ?", (character_id,))
     await conn.executemany(
         "INSERT INTO character_images (character_id, image_key, version, added_at) VALUES (?, ?, ?, ?)",

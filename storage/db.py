@@ -1,29 +1,43 @@
-"""The SQLite connection and its schema migrations.
+"""The database: SQLite (the embedded default) or PostgreSQL (several processes), and its schema migrations.
 
-One `Database` wraps one aiosqlite connection. aiosqlite runs every call on a
-single worker thread, so individual statements never overlap; `transaction()`
-adds an asyncio lock so that multi-statement writes from different coroutines
-don't interleave either. (Reads share the connection, so a read that runs while
-another coroutine's transaction is open sees its uncommitted rows; for a usage
-log that's harmless.)
+Storage modules write plain SQL with ``?`` placeholders and call five methods, on the `Database` itself
+(one statement, committed at once) or on the connection a `transaction()` yields:
 
-Migrations are the numbered files in storage/migrations (``0001_initial.sql``,
-``0002_something.sql``, ...). The schema version lives in ``PRAGMA user_version``;
-on open, every file numbered above it is applied, each in its own transaction
-together with the version bump, so a failing file leaves the previous version.
+    row = await db.fetchone("SELECT ... WHERE id = ?", (job_id,))
+    async with db.transaction() as tx:
+        await tx.execute("UPDATE ...", (...))          # returns the number of rows changed
+        rows = await tx.fetchall("SELECT ...")
+
+Rows are sequences (tuples on SQLite, asyncpg Records on PostgreSQL): index them or unpack them.
+
+- **SQLite**: one aiosqlite connection for writes and reads, an asyncio lock so that transactions from
+  different coroutines don't interleave, BEGIN IMMEDIATE so that another process waits (busy_timeout), and
+  read-only connections for reports. Several processes can share the file, but only one claims jobs.
+- **PostgreSQL**: an asyncpg pool; ``?`` becomes ``$1, $2, ...`` (cached per statement). `lock()` takes a
+  transaction-level advisory lock, which is how admission and claiming stay exact across processes.
+
+Migrations are the numbered files in storage/migrations (``0001_initial.sql``, ...), written once in
+SQLite's type names. On PostgreSQL the same file is applied with INTEGER read as BIGINT (Discord ids are
+64-bit), REAL as DOUBLE PRECISION and ``INTEGER PRIMARY KEY`` as an identity column; a file that needs
+more than that has a ``NNNN_name.postgresql.sql`` twin. Each file is applied in its own transaction together
+with the version bump (``PRAGMA user_version`` on SQLite, the ``schema_version`` table on PostgreSQL,
+where an advisory lock also keeps two processes starting at once from migrating twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -31,12 +45,30 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
+#: Connections a PostgreSQL process opens at most: its running jobs' writes, reports and admissions.
+POSTGRES_POOL_SIZE = 10
 
-_MIGRATION_NAME = re.compile(r"(\d{4})_(\w+)\.sql")
+_MIGRATION_NAME = re.compile(r"(\d{4})_(\w+?)(\.postgresql)?\.sql")
+
+Dialect = Literal["sqlite", "postgresql"]
+Row = Sequence[Any]
+Params = Sequence[Any]
+
+#: Advisory lock keys (PostgreSQL): one per thing that must happen one process at a time.
+LOCK_MIGRATE = 0x62616E01
+LOCK_JOBS = 0x62616E02
 
 
 class MigrationError(RuntimeError):
     """The migration files are inconsistent, or one of them failed to apply."""
+
+
+class IntegrityError(Exception):
+    """A constraint refused a write (a duplicate key, a failed CHECK), on either backend."""
+
+
+class DatabaseError(RuntimeError):
+    """The database can't be reached or refused to open (the message says why, without the password)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,117 +78,126 @@ class Migration:
     sql: str
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Read the migration files, checking they are numbered 1, 2, 3, ... without gaps."""
-    migrations = []
+def load_migrations(directory: Path = MIGRATIONS_DIR, dialect: Dialect = "sqlite") -> list[Migration]:
+    """Read the migration files for `dialect`, checking they are numbered 1, 2, 3, ... without gaps."""
+    base: dict[int, Migration] = {}
+    twins: dict[int, Migration] = {}
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.fullmatch(path.name)
         if match is None:
             raise MigrationError(f"migration file {path.name!r} is not named NNNN_name.sql")
-        migrations.append(Migration(int(match[1]), path.name, path.read_text(encoding="utf-8")))
+        migration = Migration(int(match[1]), path.name, path.read_text(encoding="utf-8"))
+        target = twins if match[3] else base
+        if migration.version in target:
+            raise MigrationError(f"migration number {migration.version} is used twice ({path.name})")
+        target[migration.version] = migration
 
+    migrations = [base[v] for v in sorted(base)]
     for expected, migration in enumerate(migrations, start=1):
         if migration.version != expected:
             raise MigrationError(
                 f"migration {migration.name} has number {migration.version}, expected {expected} "
                 "(numbers must start at 1 and have no gaps or duplicates)"
             )
-    return migrations
+    for version, twin in twins.items():
+        if version not in base:
+            raise MigrationError(f"{twin.name} has no NNNN_name.sql of the same number")
+    if dialect == "sqlite":
+        return migrations
+    return [twins.get(m.version) or Migration(m.version, m.name, postgres_types(m.sql)) for m in migrations]
 
 
-class Database:
-    """An open SQLite database with an up-to-date schema. Create it with `Database.open`."""
+def postgres_types(sql: str) -> str:
+    """A migration written in SQLite's type names, for PostgreSQL: 64-bit integers (Discord ids need them),
+    double-precision floats (unix times need them) and identity primary keys."""
+    sql = re.sub(r"\bINTEGER PRIMARY KEY\b", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", sql)
+    sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path | str = ":memory:") -> None:
-        self._conn = conn
-        self._path = path
-        self._write_lock = asyncio.Lock()
-        # Extra read-only connections for reports: each has its own thread, and WAL lets them read while
-        # the bot writes, so a report's queries can run side by side (on several cores).
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._reader_count = 0
 
-    @classmethod
-    async def open(cls, path: Path | str, *, migrations_dir: Path = MIGRATIONS_DIR) -> Database:
-        """Open (creating if needed) the database at `path` and apply pending migrations.
+class Connection(ABC):
+    """A connection inside a transaction (or a read-only one): the statements storage modules run."""
 
-        `path` may be ":memory:" for a throwaway database in tests.
-        """
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    @abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; the number of rows it changed."""
 
-        # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            # WAL lets readers (reports, backups) run while the bot writes; NORMAL sync
-            # is safe with WAL and much faster than FULL.
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            db = cls(conn, path)
-            await db._migrate(load_migrations(migrations_dir))
-        except BaseException:
-            # aiosqlite's worker thread is not a daemon: an unclosed connection would
-            # keep the process alive after a failed start.
-            await conn.close()
-            raise
-        return db
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 
-    @property
-    def conn(self) -> aiosqlite.Connection:
-        """The connection, for the repository modules. Write through `transaction()`."""
-        return self._conn
+    @abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Hold the write lock and run the block in one transaction.
+    @abstractmethod
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
 
-        Commits if the block finishes, rolls back if it raises (or is cancelled).
-        """
-        async with self._write_lock:
-            try:
-                # IMMEDIATE takes SQLite's write lock up front, so another process
-                # writing the same file makes us wait (busy_timeout) instead of failing
-                # halfway through.
-                await self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                await self._conn.commit()
-            except BaseException:
-                # A no-op if BEGIN never ran or COMMIT already did.
-                await self._conn.rollback()
-                raise
+    @abstractmethod
+    def stream(self, sql: str, params: Params = ()) -> AsyncIterator[Row]:
+        """The rows a few hundred at a time, for results too long to hold (a CSV export)."""
 
-    async def user_version(self) -> int:
-        """The schema version: the number of the last migration applied."""
-        async with self._conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+    async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        row = await self.fetchone(sql, params)
+        return row[0] if row is not None else None
 
-    @asynccontextmanager
-    async def reading(self, *, limit: int = 4) -> AsyncIterator[aiosqlite.Connection]:
-        """A read-only connection of its own (the main one for an in-memory database), for report queries
-        that may run concurrently with each other and with writes."""
-        if str(self._path) == ":memory:":
-            yield self._conn
-            return
-        if self._readers.empty() and self._reader_count < limit:
-            self._reader_count += 1
-            reader = await aiosqlite.connect(self._path)
-            await reader.execute("PRAGMA query_only = ON")
-            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._readers.put_nowait(reader)
-        reader = await self._readers.get()
-        try:
-            yield reader
-        finally:
-            self._readers.put_nowait(reader)
 
-    async def close(self) -> None:
-        while not self._readers.empty():
-            await self._readers.get_nowait().close()
-        await self._conn.close()
+class Database(ABC):
+    """An open database with an up-to-date schema. Create it with `Database.open`."""
+
+    dialect: Dialect
+
+    @staticmethod
+    async def open(target: Path | str, *, migrations_dir: Path = MIGRATIONS_DIR) -> Database:
+        """Open the database and apply pending migrations. `target` is a ``postgresql://`` URL, or the path of a
+        SQLite file (created if needed; ``":memory:"`` for a throwaway one in tests)."""
+        if is_postgres_url(name := str(target)):
+            return await PostgresDatabase.connect(name, migrations_dir=migrations_dir)
+        return await SQLiteDatabase.connect(target, migrations_dir=migrations_dir)
+
+    # --- one statement, committed at once --------------------------------------------------------------
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    @abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    @abstractmethod
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return row[0] if row is not None else None
+
+    # --- several statements -----------------------------------------------------------------------------
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """Run the block in one transaction: committed if it finishes, rolled back if it raises or is
+        cancelled."""
+
+    @abstractmethod
+    def reading(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection of its own for report queries, which may run side by side with each other and with
+        writes."""
+
+    @abstractmethod
+    async def lock(self, tx: Connection, key: int) -> None:
+        """Inside a transaction: wait until no other process holds `key`, and hold it until the transaction
+        ends. (On SQLite, a write transaction already excludes every other writer.)"""
+
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The number of the last migration applied."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # --- SQL that differs between the two ----------------------------------------------------------------
+    def whole(self, expression: str) -> str:
+        """`expression` (not negative) rounded down to an integer."""
+        if self.dialect == "sqlite":
+            return f"CAST({expression} AS INTEGER)"
+        return f"CAST(floor({expression}) AS BIGINT)"
 
     async def __aenter__(self) -> Database:
         return self
@@ -169,20 +210,129 @@ class Database:
     ) -> None:
         await self.close()
 
-    async def _migrate(self, migrations: list[Migration]) -> None:
-        current = await self.user_version()
-        latest = len(migrations)
-        if current > latest:
-            raise MigrationError(
-                f"database schema is version {current} but this code only knows up to {latest}; "
-                "refusing to run an older bot against a newer database"
-            )
 
+# --- SQLite ---------------------------------------------------------------------------------------------
+
+
+class _SQLiteConnection(Connection):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self._conn.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._conn.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    async def stream(self, sql: str, params: Params = ()) -> AsyncIterator[Row]:
+        async with self._conn.execute(sql, params) as cursor:
+            async for row in cursor:
+                yield row
+
+
+class SQLiteDatabase(Database):
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path | str = ":memory:") -> None:
+        self._conn = conn
+        self._main = _SQLiteConnection(conn)
+        self._path = path
+        self._write_lock = asyncio.Lock()
+        # Read-only connections for reports: each has its own thread, and WAL lets them read while the bot
+        # writes, so a report's queries run side by side (on several cores).
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._reader_count = 0
+
+    @classmethod
+    async def connect(cls, path: Path | str, *, migrations_dir: Path = MIGRATIONS_DIR) -> SQLiteDatabase:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            # WAL lets readers (reports, backups) run while the bot writes; NORMAL sync is safe with WAL and
+            # much faster than FULL.
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            db = cls(conn, path)
+            await db._migrate(load_migrations(migrations_dir, "sqlite"))
+        except BaseException:
+            # aiosqlite's worker thread is not a daemon: an unclosed connection would keep the process alive
+            # after a failed start.
+            await conn.close()
+            raise
+        return db
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return await self._main.fetchall(sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        return await self._main.fetchone(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        # (Reads share the connection, so a read that runs while another coroutine's transaction is open sees
+        # its uncommitted rows; none of the bot's reads decide anything that a rollback would undo.)
+        async with self._write_lock:
+            try:
+                # IMMEDIATE takes SQLite's write lock up front, so another process writing the same file makes
+                # us wait (busy_timeout) instead of failing halfway through.
+                await self._conn.execute("BEGIN IMMEDIATE")
+                yield self._main
+                await self._conn.commit()
+            except sqlite3.IntegrityError as exc:
+                await self._conn.rollback()
+                raise IntegrityError(str(exc)) from exc
+            except BaseException:
+                await self._conn.rollback()  # a no-op if BEGIN never ran or COMMIT already did
+                raise
+
+    @asynccontextmanager
+    async def reading(self, *, limit: int = 4) -> AsyncIterator[Connection]:
+        if str(self._path) == ":memory:":
+            yield self._main
+            return
+        if self._readers.empty() and self._reader_count < limit:
+            self._reader_count += 1
+            reader = await aiosqlite.connect(self._path)
+            await reader.execute("PRAGMA query_only = ON")
+            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._readers.put_nowait(reader)
+        reader = await self._readers.get()
+        try:
+            yield _SQLiteConnection(reader)
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def lock(self, tx: Connection, key: int) -> None:
+        return None  # BEGIN IMMEDIATE already holds the database's only write lock
+
+    async def schema_version(self) -> int:
+        return int(await self.fetchval("PRAGMA user_version"))
+
+    async def close(self) -> None:
+        while not self._readers.empty():
+            await self._readers.get_nowait().close()
+        await self._conn.close()
+
+    async def _migrate(self, migrations: list[Migration]) -> None:
+        current = await self.schema_version()
+        _check_not_newer(current, len(migrations))
         for migration in migrations[current:]:
-            # executescript handles files with many statements. The version bump goes
-            # in the same transaction, so either both happen or neither does.
-            # (Two processes migrating the same file at once is not supported: the
-            # second one fails cleanly and can simply be restarted.)
+            # executescript handles files with many statements. The version bump goes in the same transaction,
+            # so either both happen or neither does.
             script = f"BEGIN IMMEDIATE;\n{migration.sql}\n;\nPRAGMA user_version = {migration.version};\nCOMMIT;"
             try:
                 await self._conn.executescript(script)
@@ -192,3 +342,151 @@ class Database:
                     f"migration {migration.name} failed: {e}; database left at schema version {migration.version - 1}"
                 ) from e
             log.info("applied migration %s", migration.name)
+
+
+def _check_not_newer(current: int, latest: int) -> None:
+    if current > latest:
+        raise MigrationError(
+            f"database schema is version {current} but this code only knows up to {latest}; "
+            "refusing to run an older bot against a newer database"
+        )
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (a ``?`` inside a quoted string is left alone)."""
+    out: list[str] = []
+    number = 0
+    for index, part in enumerate(re.split(r"('(?:[^']|'')*')", sql)):
+        if index % 2:  # a string literal
+            out.append(part)
+            continue
+        pieces = part.split("?")
+        for piece in pieces[:-1]:
+            number += 1
+            out.append(f"{piece}${number}")
+        out.append(pieces[-1])
+    return "".join(out)
+
+
+def _rowcount(status: str) -> int:
+    """asyncpg's status line ("UPDATE 3", "INSERT 0 1", "DELETE 0") -> rows changed."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _PostgresConnection(Connection):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return _rowcount(await self._conn.execute(numbered(sql), *params))
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        await self._conn.executemany(numbered(sql), [tuple(r) for r in rows])
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(await self._conn.fetch(numbered(sql), *params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = await self._conn.fetchrow(numbered(sql), *params)
+        return row
+
+    async def stream(self, sql: str, params: Params = ()) -> AsyncIterator[Row]:
+        # A server-side cursor lives in a transaction; `reading()` connections have none of their own.
+        async with self._conn.transaction():
+            async for row in self._conn.cursor(numbered(sql), *params, prefetch=500):
+                yield row
+
+
+class PostgresDatabase(Database):
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, migrations_dir: Path = MIGRATIONS_DIR) -> PostgresDatabase:
+        import asyncpg  # only deployments that use PostgreSQL load it
+
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=POSTGRES_POOL_SIZE, command_timeout=60)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise DatabaseError(f"can't connect to PostgreSQL at {redacted(url)}: {exc}") from exc
+        db = cls(pool)
+        try:
+            await db._migrate(load_migrations(migrations_dir, "postgresql"))
+        except BaseException:
+            await pool.close()
+            raise
+        return db
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(await self._pool.fetch(numbered(sql), *params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = await self._pool.fetchrow(numbered(sql), *params)
+        return row
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        import asyncpg
+
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PostgresConnection(conn)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Connection]:
+        async with self._pool.acquire() as conn:
+            yield _PostgresConnection(conn)
+
+    async def lock(self, tx: Connection, key: int) -> None:
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    async def schema_version(self) -> int:
+        exists = await self.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+        if not exists:
+            return 0
+        return int(await self.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _migrate(self, migrations: list[Migration]) -> None:
+        import asyncpg
+
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Two processes starting at once: the second waits here, then finds nothing left to do.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_MIGRATE)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        current = await self.schema_version()
+        _check_not_newer(current, len(migrations))
+        for migration in migrations[current:]:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_MIGRATE)
+                    done = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+                    if done >= migration.version:
+                        continue  # another process applied it while we waited
+                    await conn.execute(migration.sql)
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", migration.version)
+            except asyncpg.PostgresError as e:
+                raise MigrationError(
+                    f"migration {migration.name} failed: {e}; database left at schema version {migration.version - 1}"
+                ) from e
+            log.info("applied migration %s", migration.name)
+
+
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

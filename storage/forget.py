@@ -14,10 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from storage.characters import FORGOTTEN
-from storage.db import Database
+from storage.db import Connection, Database
 from storage.images import ImageStore
 
 _KEY_FIELDS = ("request_json", "user_turn_json", "model_turn_json")
@@ -54,11 +52,8 @@ async def purge_guild(db: Database, images: ImageStore, guild_id: int) -> Forgot
         candidates = await _image_keys(conn, "guild_id = ?", (guild_id,))
         candidates |= await _generation_keys(conn, "guild_id = ?", (guild_id,))
         for table in ("character_images", "character_version_images"):
-            async with conn.execute(
-                f"SELECT image_key FROM {table} WHERE character_id IN (SELECT id FROM characters WHERE guild_id = ?)",
-                (guild_id,),
-            ) as cursor:
-                candidates |= {str(r[0]) for r in await cursor.fetchall()}
+            sql = f"SELECT image_key FROM {table} WHERE character_id IN (SELECT id FROM characters WHERE guild_id = ?)"
+            candidates |= {str(r[0]) for r in await conn.fetchall(sql, (guild_id,))}
         jobs = await _delete_jobs(conn, "guild_id = ?", (guild_id,))
         generations = await _delete(conn, "DELETE FROM generations WHERE guild_id = ?", (guild_id,))
         await _delete_grids(conn, "guild_id = ?", (guild_id,))
@@ -79,12 +74,11 @@ async def purge_guild(db: Database, images: ImageStore, guild_id: int) -> Forgot
 # The WHERE clauses below are this module's own literals; values always go in as parameters.
 
 
-async def _delete(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> int:
-    async with conn.execute(sql, params) as cursor:
-        return cursor.rowcount
+async def _delete(conn: Connection, sql: str, params: tuple[Any, ...]) -> int:
+    return await conn.execute(sql, params)
 
 
-async def _delete_jobs(conn: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> int:
+async def _delete_jobs(conn: Connection, where: str, params: tuple[Any, ...]) -> int:
     # Other members' edits that continued from these images lose that link, not their own rows.
     await conn.execute(
         f"UPDATE jobs SET parent_id = NULL WHERE parent_id IN (SELECT id FROM jobs WHERE {where})", params
@@ -92,32 +86,31 @@ async def _delete_jobs(conn: aiosqlite.Connection, where: str, params: tuple[Any
     return await _delete(conn, f"DELETE FROM jobs WHERE {where}", params)
 
 
-async def _delete_grids(conn: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> None:
+async def _delete_grids(conn: Connection, where: str, params: tuple[Any, ...]) -> None:
     await conn.execute(f"UPDATE jobs SET grid_id = NULL WHERE grid_id IN (SELECT id FROM grids WHERE {where})", params)
     await conn.execute(f"DELETE FROM grids WHERE {where}", params)
 
 
-async def _image_keys(conn: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> set[str]:
+async def _image_keys(conn: Connection, where: str, params: tuple[Any, ...]) -> set[str]:
     """Every image key the matching jobs and grids mention: results, references, conversation turns, tiles."""
     keys: set[str] = set()
-    async with conn.execute(f"SELECT image_key, {', '.join(_KEY_FIELDS)} FROM jobs WHERE {where}", params) as cursor:
-        for image_key, *texts in await cursor.fetchall():
-            if image_key:
-                keys.add(str(image_key))
-            for text in texts:
-                if text:
-                    keys |= _keys_in(json.loads(text))
-    async with conn.execute(f"SELECT tile_keys_json FROM grids WHERE {where}", params) as cursor:
-        for (text,) in await cursor.fetchall():
+    for image_key, *texts in await conn.fetchall(
+        f"SELECT image_key, {', '.join(_KEY_FIELDS)} FROM jobs WHERE {where}", params
+    ):
+        if image_key:
+            keys.add(str(image_key))
+        for text in texts:
             if text:
-                keys |= {k for k in json.loads(text) if k}
+                keys |= _keys_in(json.loads(text))
+    for (text,) in await conn.fetchall(f"SELECT tile_keys_json FROM grids WHERE {where}", params):
+        if text:
+            keys |= {k for k in json.loads(text) if k}
     return keys
 
 
-async def _generation_keys(conn: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> set[str]:
+async def _generation_keys(conn: Connection, where: str, params: tuple[Any, ...]) -> set[str]:
     sql = f"SELECT image_key FROM generations WHERE {where} AND image_key IS NOT NULL"
-    async with conn.execute(sql, params) as cursor:
-        return {str(r[0]) for r in await cursor.fetchall()}
+    return {str(r[0]) for r in await conn.fetchall(sql, params)}
 
 
 def _keys_in(value: Any) -> set[str]:
@@ -137,7 +130,7 @@ def _keys_in(value: Any) -> set[str]:
     return set()
 
 
-async def _unreferenced(conn: aiosqlite.Connection, keys: set[str]) -> list[str]:
+async def _unreferenced(conn: Connection, keys: set[str]) -> list[str]:
     """The keys nothing that remains refers to."""
     orphans = []
     for key in sorted(keys):
@@ -156,10 +149,9 @@ async def _unreferenced(conn: aiosqlite.Connection, keys: set[str]) -> list[str]
         )
         used = False
         for sql, params in checks:
-            async with conn.execute(sql, params) as cursor:
-                if await cursor.fetchone() is not None:
-                    used = True
-                    break
+            if await conn.fetchone(sql, params) is not None:
+                used = True
+                break
         if not used:
             orphans.append(key)
     return orphans

@@ -71,6 +71,10 @@ _COLUMNS = tuple(f.name for f in dataclasses.fields(GenerationRow))
 _COLUMN_LIST = ", ".join(_COLUMNS)
 
 _INSERT_SQL = f"INSERT INTO generations ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_INSERT_RETURNING_SQL = (
+    f"INSERT INTO generations ({', '.join(c for c in _COLUMNS if c != 'id')}) "
+    f"VALUES ({', '.join('?' for c in _COLUMNS if c != 'id')}) RETURNING id"
+)
 _GET_SQL = f"SELECT {_COLUMN_LIST} FROM generations WHERE id = ?"
 # Served by the (model, size, created_at) index, walked backwards.
 RECENT_LATENCIES_SQL = """
@@ -124,10 +128,11 @@ class _GroupCommit:
 
     async def _write(self, rows: list[list[Any]]) -> list[int]:
         id_index = _COLUMNS.index("id")
+        if self.db.dialect == "postgresql":
+            return await self._write_returning_ids(rows)
         async with self.db.transaction() as conn:
             # The write lock is held (BEGIN IMMEDIATE): nobody else can take ids between here and the insert.
-            async with conn.execute("SELECT coalesce(max(id), 0) FROM generations") as cursor:
-                found = await cursor.fetchone()
+            found = await conn.fetchone("SELECT coalesce(max(id), 0) FROM generations")
             next_id = int(found[0]) + 1 if found else 1
             ids = []
             for values in rows:
@@ -138,13 +143,26 @@ class _GroupCommit:
             await conn.executemany(_INSERT_SQL, rows)
         return ids
 
+    async def _write_returning_ids(self, rows: list[list[Any]]) -> list[int]:
+        """Several processes log at once: the identity column hands out the ids."""
+        id_index = _COLUMNS.index("id")
+        ids = []
+        async with self.db.transaction() as conn:
+            for values in rows:
+                if values[id_index] is None:
+                    without_id = values[:id_index] + values[id_index + 1 :]
+                    ids.append(int(await conn.fetchval(_INSERT_RETURNING_SQL, without_id)))
+                else:
+                    await conn.execute(_INSERT_SQL, values)
+                    ids.append(int(values[id_index]))
+        return ids
+
 
 _committers: weakref.WeakKeyDictionary[Database, _GroupCommit] = weakref.WeakKeyDictionary()
 
 
 async def get_generation(db: Database, id: int) -> GenerationRow | None:
-    async with db.conn.execute(_GET_SQL, (id,)) as cursor:
-        found = await cursor.fetchone()
+    found = await db.fetchone(_GET_SQL, (id,))
     if found is None:
         return None
     return GenerationRow(**dict(zip(_COLUMNS, found, strict=True)))
@@ -154,13 +172,11 @@ async def recent_latencies_ms(db: Database, *, model: str, size: str, limit: int
     """total_ms of the newest successful requests for this model and size, newest first."""
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")  # SQLite treats LIMIT -1 as "no limit"
-    async with db.conn.execute(RECENT_LATENCIES_SQL, (model, size, limit)) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.fetchall(RECENT_LATENCIES_SQL, (model, size, limit))
     return [float(r[0]) for r in rows]
 
 
 async def count_generations(db: Database) -> int:
-    async with db.conn.execute("SELECT count(*) FROM generations") as cursor:
-        found = await cursor.fetchone()
+    found = await db.fetchone("SELECT count(*) FROM generations")
     assert found is not None
     return int(found[0])

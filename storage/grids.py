@@ -67,8 +67,7 @@ async def update_grid(db: Database, grid_id: str, **changes: Any) -> None:
 
 
 async def get_grid(db: Database, grid_id: str) -> Grid | None:
-    async with db.conn.execute(f"{_SELECT} WHERE id = ?", (grid_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(f"{_SELECT} WHERE id = ?", (grid_id,))
     return _from_row(row) if row else None
 
 

@@ -64,8 +64,7 @@ def _encode(name: str, value: Any) -> Any:
 
 async def get_guild_settings(db: Database, guild_id: int) -> GuildSettings:
     sql = f"SELECT {', '.join(_COLUMNS)} FROM guild_settings WHERE guild_id = ?"
-    async with db.conn.execute(sql, (guild_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (guild_id,))
     if row is None:
         return GuildSettings(guild_id)
     values = dict(zip(_FIELDS, row, strict=True))
@@ -101,21 +100,21 @@ async def set_log_problem(db: Database, guild_id: int, log_channel_id: int, prob
     """Note why the log channel can't be posted to (None: it can), if it is still the guild's log channel.
     Leaves who last changed the settings alone: this is the bot's observation, not an admin's change.
     True if the note changed."""
-    sql = "UPDATE guild_settings SET log_problem = ? WHERE guild_id = ? AND log_channel_id = ? AND log_problem IS NOT ?"
-    async with db.transaction() as conn:
-        cursor = await conn.execute(sql, (problem, guild_id, log_channel_id, problem))
-        return cursor.rowcount > 0
+    sql = (
+        "UPDATE guild_settings SET log_problem = ? "
+        "WHERE guild_id = ? AND log_channel_id = ? AND log_problem IS DISTINCT FROM ?"
+    )
+    return await db.execute(sql, (problem, guild_id, log_channel_id, problem)) > 0
 
 
 async def pinned_locales(db: Database) -> dict[int, str]:
     """Every guild whose admins pinned a language, with that language."""
-    async with db.conn.execute("SELECT guild_id, locale FROM guild_settings WHERE locale IS NOT NULL") as cursor:
-        return {int(guild_id): str(locale) async for guild_id, locale in cursor}
+    rows = await db.fetchall("SELECT guild_id, locale FROM guild_settings WHERE locale IS NOT NULL")
+    return {int(guild_id): str(locale) for guild_id, locale in rows}
 
 
 async def spent_since(db: Database, guild_id: int, since: float) -> float:
     """The guild's logged cost since `since` (served by the report index)."""
     sql = "SELECT coalesce(sum(cost_usd), 0) FROM generations WHERE guild_id = ? AND created_at >= ?"
-    async with db.conn.execute(sql, (guild_id, since)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (guild_id, since))
     return float(row[0]) if row else 0.0

@@ -94,8 +94,7 @@ class ImageStore:
                     (key, mime, len(data), width, height, time.time()),
                 )
                 # The first put decides the mime (and so the file extension).
-                async with conn.execute("SELECT mime FROM images WHERE key = ?", (key,)) as cursor:
-                    row = await cursor.fetchone()
+                row = await conn.fetchone("SELECT mime FROM images WHERE key = ?", (key,))
             assert row is not None
             dest = self._path_for(key, _extension(row[0]))
             await asyncio.to_thread(_write_atomically, dest, data)
@@ -139,8 +138,7 @@ class ImageStore:
             "AND NOT EXISTS (SELECT 1 FROM character_images AS c WHERE c.image_key = images.key)"
         )
         async with self._lock:
-            async with self._db.conn.execute(sql, (cutoff,)) as cursor:
-                old = [(str(key), str(mime)) for key, mime in await cursor.fetchall()]
+            old = [(str(key), str(mime)) for key, mime in await self._db.fetchall(sql, (cutoff,))]
             # Files first, then rows: if we crash in between, the next prune
             # retries the rows and their (already missing) files.
             paths = [self._path_for(key, _extension(mime)) for key, mime in old]
@@ -158,8 +156,7 @@ class ImageStore:
         async with self._lock:
             found: list[tuple[str, str]] = []
             for key in keys:
-                async with self._db.conn.execute("SELECT mime FROM images WHERE key = ?", (key,)) as cursor:
-                    row = await cursor.fetchone()
+                row = await self._db.fetchone("SELECT mime FROM images WHERE key = ?", (key,))
                 if row is not None:
                     found.append((key, str(row[0])))
             # Files first, then rows, as in prune: a crash in between leaves rows that a retry cleans up.

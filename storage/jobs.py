@@ -189,8 +189,7 @@ def _from_row(row: Any) -> Job:
 
 async def insert_job(db: Database, job: Job) -> None:
     sql = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-    async with db.transaction() as conn:
-        await conn.execute(sql, _to_row(job))
+    await db.execute(sql, _to_row(job))
 
 
 async def update_job(db: Database, job_id: str, **changes: Any) -> None:
@@ -201,50 +200,43 @@ async def update_job(db: Database, job_id: str, **changes: Any) -> None:
     columns = [_JSON_FIELDS.get(name, name) for name in changes]
     values = [_dump(name, value) for name, value in changes.items()]
     sql = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
-    async with db.transaction() as conn:
-        await conn.execute(sql, [*values, job_id])
+    await db.execute(sql, [*values, job_id])
 
 
 async def get_job(db: Database, job_id: str) -> Job | None:
-    async with db.conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(f"{_SELECT} WHERE id = ?", (job_id,))
     return _from_row(row) if row else None
 
 
 async def job_for_message(db: Database, message_id: int) -> Job | None:
     """The job whose result (or status) is shown by this message."""
     sql = f"{_SELECT} WHERE result_message_id = ? OR status_message_id = ? ORDER BY created_at DESC LIMIT 1"
-    async with db.conn.execute(sql, (message_id, message_id)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (message_id, message_id))
     return _from_row(row) if row else None
 
 
 async def latest_done_job_in_thread(db: Database, thread_id: int) -> Job | None:
     sql = f"{_SELECT} WHERE thread_id = ? AND status = 'done' ORDER BY created_at DESC LIMIT 1"
-    async with db.conn.execute(sql, (thread_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (thread_id,))
     return _from_row(row) if row else None
 
 
 async def max_version_in_thread(db: Database, thread_id: int) -> int:
     sql = "SELECT max(version) FROM jobs WHERE thread_id = ? AND status = 'done'"
-    async with db.conn.execute(sql, (thread_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (thread_id,))
     return int(row[0]) if row and row[0] is not None else 0
 
 
 async def jobs_where(db: Database, condition: str, params: tuple[Any, ...]) -> list[Job]:
     """Jobs matching a WHERE clause written in this package (never from user input; values go in `params`)."""
-    async with db.conn.execute(f"{_SELECT} WHERE {condition}", params) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.fetchall(f"{_SELECT} WHERE {condition}", params)
     return [_from_row(r) for r in rows]
 
 
 async def unfinished_jobs(db: Database) -> list[Job]:
     """Queued and running jobs, oldest first: what a restart has to pick up."""
     sql = f"{_SELECT} WHERE status IN ({', '.join('?' for _ in UNFINISHED)}) ORDER BY created_at, id"
-    async with db.conn.execute(sql, UNFINISHED) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.fetchall(sql, UNFINISHED)
     return [_from_row(r) for r in rows]
 
 
@@ -259,16 +251,14 @@ async def count_reserved_since(
         f"SELECT count(*) FROM jobs WHERE {column} = ? AND created_at >= ? "
         f"AND status IN ({', '.join('?' for _ in RESERVED)}) AND kind != 'tile'"
     )
-    async with db.conn.execute(sql, (value, since, *RESERVED)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (value, since, *RESERVED))
     return int(row[0]) if row else 0
 
 
 async def queued_job_ids(db: Database, guild_id: int, user_id: int) -> list[str]:
     """A member's jobs still waiting in a guild, oldest first."""
     sql = "SELECT id FROM jobs WHERE guild_id = ? AND user_id = ? AND status = 'queued' ORDER BY created_at, id"
-    async with db.conn.execute(sql, (guild_id, user_id)) as cursor:
-        return [str(row[0]) async for row in cursor]
+    return [str(row[0]) for row in await db.fetchall(sql, (guild_id, user_id))]
 
 
 async def count_user_installs_since(db: Database, since: float) -> int:
@@ -277,21 +267,18 @@ async def count_user_installs_since(db: Database, since: float) -> int:
         f"SELECT count(*) FROM jobs WHERE user_install = 1 AND created_at >= ? "
         f"AND status IN ({', '.join('?' for _ in RESERVED)})"
     )
-    async with db.conn.execute(sql, (since, *RESERVED)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (since, *RESERVED))
     return int(row[0]) if row else 0
 
 
 async def get_state(db: Database, key: str) -> str | None:
-    async with db.conn.execute("SELECT value FROM bot_state WHERE key = ?", (key,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone("SELECT value FROM bot_state WHERE key = ?", (key,))
     return str(row[0]) if row else None
 
 
 async def set_state(db: Database, key: str, value: str) -> None:
     sql = "INSERT INTO bot_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-    async with db.transaction() as conn:
-        await conn.execute(sql, (key, value))
+    await db.execute(sql, (key, value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,14 +301,13 @@ async def recent_results(db: Database, guild_id: int | None, user_id: int, *, li
     were posted, and grids whose preview was."""
     sql = """
         SELECT 'job', id, request_json, created_at FROM jobs
-         WHERE user_id = ? AND guild_id IS ? AND status = 'done' AND result_message_id IS NOT NULL
+         WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ? AND status = 'done' AND result_message_id IS NOT NULL
         UNION ALL
         SELECT 'grid', id, request_json, created_at FROM grids
-         WHERE user_id = ? AND guild_id IS ? AND message_id IS NOT NULL
+         WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ? AND message_id IS NOT NULL
         ORDER BY 4 DESC LIMIT ?
     """
-    async with db.conn.execute(sql, (user_id, guild_id, user_id, guild_id, limit)) as cursor:
-        rows = await cursor.fetchall()
+    rows = await db.fetchall(sql, (user_id, guild_id, user_id, guild_id, limit))
     return [_shown(r) for r in rows]
 
 
@@ -333,6 +319,5 @@ async def result_for_message(db: Database, message_id: int) -> ShownResult | Non
         SELECT 'grid', id, request_json, created_at FROM grids WHERE message_id = ?
         ORDER BY 4 DESC LIMIT 1
     """
-    async with db.conn.execute(sql, (message_id, message_id)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (message_id, message_id))
     return _shown(row) if row else None

@@ -42,8 +42,8 @@ async def set_role_limit(db: Database, guild_id: int, role_id: int, daily: int |
 async def role_limits(db: Database, guild_id: int) -> dict[int, int]:
     """Role id -> images per day, for the roles that have a limit here."""
     sql = "SELECT role_id, daily FROM role_limits WHERE guild_id = ? ORDER BY role_id"
-    async with db.conn.execute(sql, (guild_id,)) as cursor:
-        return {int(role_id): int(daily) async for role_id, daily in cursor}
+    rows = await db.fetchall(sql, (guild_id,))
+    return {int(role_id): int(daily) for role_id, daily in rows}
 
 
 # --- blocked members --------------------------------------------------------------------------------------
@@ -53,17 +53,12 @@ async def block_member(db: Database, guild_id: int, user_id: int, *, reason: str
         "ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason, blocked_by = excluded.blocked_by, "
         "blocked_at = excluded.blocked_at"
     )
-    async with db.transaction() as conn:
-        await conn.execute(sql, (guild_id, user_id, reason, blocked_by, time.time()))
+    await db.execute(sql, (guild_id, user_id, reason, blocked_by, time.time()))
 
 
 async def unblock_member(db: Database, guild_id: int, user_id: int) -> bool:
     """False if the member wasn't blocked."""
-    async with db.transaction() as conn:
-        cursor = await conn.execute(
-            "DELETE FROM blocked_members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        )
-        return cursor.rowcount > 0
+    return await db.execute("DELETE FROM blocked_members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)) > 0
 
 
 async def get_block(db: Database, guild_id: int, user_id: int) -> Block | None:
@@ -71,8 +66,7 @@ async def get_block(db: Database, guild_id: int, user_id: int) -> Block | None:
         "SELECT guild_id, user_id, reason, blocked_by, blocked_at FROM blocked_members "
         "WHERE guild_id = ? AND user_id = ?"
     )
-    async with db.conn.execute(sql, (guild_id, user_id)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone(sql, (guild_id, user_id))
     return Block(int(row[0]), int(row[1]), str(row[2]), int(row[3]), float(row[4])) if row else None
 
 
@@ -81,8 +75,8 @@ async def blocked_members(db: Database, guild_id: int) -> list[Block]:
         "SELECT guild_id, user_id, reason, blocked_by, blocked_at FROM blocked_members "
         "WHERE guild_id = ? ORDER BY blocked_at"
     )
-    async with db.conn.execute(sql, (guild_id,)) as cursor:
-        return [Block(int(g), int(u), str(r), int(b), float(a)) async for g, u, r, b, a in cursor]
+    rows = await db.fetchall(sql, (guild_id,))
+    return [Block(int(g), int(u), str(r), int(b), float(a)) for g, u, r, b, a in rows]
 
 
 # --- the ban list -----------------------------------------------------------------------------------------
@@ -92,31 +86,26 @@ async def add_banned_phrase(db: Database, guild_id: int, phrase: BannedPhrase, *
         "INSERT INTO banned_phrases (guild_id, phrase_key, phrase, added_by, added_at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (guild_id, phrase_key) DO NOTHING"
     )
-    async with db.transaction() as conn:
-        cursor = await conn.execute(sql, (guild_id, phrase.key, phrase.phrase, added_by, time.time()))
-        return cursor.rowcount > 0
+    return await db.execute(sql, (guild_id, phrase.key, phrase.phrase, added_by, time.time())) > 0
 
 
 async def remove_banned_phrase(db: Database, guild_id: int, key: str) -> bool:
     """False if the server didn't ban that phrase."""
-    async with db.transaction() as conn:
-        cursor = await conn.execute("DELETE FROM banned_phrases WHERE guild_id = ? AND phrase_key = ?", (guild_id, key))
-        return cursor.rowcount > 0
+    return await db.execute("DELETE FROM banned_phrases WHERE guild_id = ? AND phrase_key = ?", (guild_id, key)) > 0
 
 
 async def banned_phrases(db: Database, guild_id: int) -> list[BannedPhrase]:
     sql = "SELECT phrase_key, phrase FROM banned_phrases WHERE guild_id = ? ORDER BY added_at, phrase_key"
-    async with db.conn.execute(sql, (guild_id,)) as cursor:
-        return [BannedPhrase(str(key), str(phrase)) async for key, phrase in cursor]
+    rows = await db.fetchall(sql, (guild_id,))
+    return [BannedPhrase(str(key), str(phrase)) for key, phrase in rows]
 
 
 # --- refusals ---------------------------------------------------------------------------------------------
 async def log_refusal(db: Database, guild_id: int, user_id: int, rule: str) -> None:
-    async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO refusals (guild_id, user_id, rule, created_at) VALUES (?, ?, ?, ?)",
-            (guild_id, user_id, rule, time.time()),
-        )
+    await db.execute(
+        "INSERT INTO refusals (guild_id, user_id, rule, created_at) VALUES (?, ?, ?, ?)",
+        (guild_id, user_id, rule, time.time()),
+    )
 
 
 async def refusals_by_rule(
@@ -128,5 +117,5 @@ async def refusals_by_rule(
     if user_id is not None:
         sql += " AND user_id = ?"
         params += (user_id,)
-    async with db.conn.execute(sql + " GROUP BY rule ORDER BY rule", params) as cursor:
-        return {str(rule): int(count) async for rule, count in cursor}
+    rows = await db.fetchall(sql + " GROUP BY rule ORDER BY rule", params)
+    return {str(rule): int(count) for rule, count in rows}

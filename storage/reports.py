@@ -111,24 +111,24 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
     report = UsageReport(scope)
 
     async def fetch(sql: str, args: tuple[Any, ...] = params) -> list[Any]:
-        async with db.reading() as conn, conn.execute(sql, args) as cursor:
-            return list(await cursor.fetchall())
+        async with db.reading() as conn:
+            return await conn.fetchall(sql, args)
 
     by_day, users, (generation, histogram), (waiting, _) = await asyncio.gather(
         # Outcomes and cost per UTC day (integer division: cheaper per row than date(), the same days).
         fetch(
-            f"""SELECT CAST(created_at / 86400 AS INTEGER) AS day, status, error_class, count(*),
+            f"""SELECT {db.whole("created_at / 86400")} AS day, status, error_class, count(*),
                        coalesce(sum(cost_usd), 0)
                 FROM generations WHERE {where} GROUP BY day, status, error_class ORDER BY day"""
         ),
         fetch(
-            f"""SELECT user_id, sum(status = 'ok') AS images, sum(cost_usd) FROM generations
+            f"""SELECT user_id, sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS images, sum(cost_usd) FROM generations
                 WHERE {where} AND user_id IS NOT NULL GROUP BY user_id ORDER BY images DESC, user_id LIMIT ?""",
             (*params, top),
         ),
         # Latency percentiles from distributions counted in SQLite (0.1 s steps; shown to the second).
-        _percentiles(fetch, "total_ms", where),
-        _percentiles(fetch, "coalesce(queue_ms, 0)", where),
+        _percentiles(db, fetch, "total_ms", where),
+        _percentiles(db, fetch, "coalesce(queue_ms, 0)", where),
     )
     days: dict[int, tuple[int, float]] = {}
     for day, status, error_class, count, cost in by_day:
@@ -164,12 +164,12 @@ STEP_MS = 100
 
 
 async def _percentiles(
-    fetch: Callable[[str], Awaitable[list[Any]]], column: str, where: str
+    db: Database, fetch: Callable[[str], Awaitable[list[Any]]], column: str, where: str
 ) -> tuple[dict[tuple[str, str], tuple[int, tuple[float, float, float]]], dict[int, int]]:
     """(model, size) -> (count, (p50, p95, p99) in ms, to STEP_MS) of `column` over the successful rows;
     and the same values counted by whole seconds, all models together (the chart's histogram)."""
     sql = f"""
-        SELECT model, size, CAST({column} / {STEP_MS} AS INTEGER) AS step, count(*) FROM generations
+        SELECT model, size, {db.whole(f"{column} / {STEP_MS}")} AS step, count(*) FROM generations
         WHERE {where} AND status = 'ok' AND total_ms IS NOT NULL
         GROUP BY model, size, step ORDER BY model, size, step"""
     steps: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -204,8 +204,8 @@ async def csv_rows(db: Database, scope: Scope) -> AsyncIterator[list[Any]]:
     """The period's rows for a CSV export, oldest first; `created_at` as ISO 8601 UTC. No prompts (privacy)."""
     where, params = scope.where()
     sql = f"SELECT {', '.join(CSV_COLUMNS)} FROM generations WHERE {where} ORDER BY created_at, id"
-    async with db.conn.execute(sql, params) as cursor:
-        async for row in cursor:
+    async with db.reading() as conn:
+        async for row in conn.stream(sql, params):
             values = list(row)
             values[1] = dt.datetime.fromtimestamp(values[1], dt.UTC).isoformat(timespec="seconds")
             yield values

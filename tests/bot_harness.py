@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import io
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,7 @@ from bot.client import BananaBot, create_bot
 from bot.config import load_settings
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage, FakeUser
 from tests.fake_image_api import FakeImageAPI
+from tests.postgres import shared_server
 
 RESULT_TIMEOUT = 15.0
 
@@ -85,6 +87,9 @@ class BotHarness:
         self.bot: BananaBot | None = None
         self._task: asyncio.Task[None] | None = None
         self.env: dict[str, str] = {}
+        if os.environ.get("BANANA_TEST_BACKEND") == "postgresql":
+            # Every start of this harness's bot, restarts included, shares one database, as the data dir is shared.
+            self.env["BANANA_DATABASE_URL"] = shared_server().fresh_url()
         #: discord.py dispatches on_ready this many seconds after the last GUILD_CREATE; an interaction sent
         #: in between reaches the bot before its on_ready.
         self.guild_ready_timeout = 0.05

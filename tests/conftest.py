@@ -1,14 +1,37 @@
-"""Shared fixtures. ``fake_api``: a fresh FakeImageAPI on 127.0.0.1 per test (see tests/fake_image_api)."""
+"""Shared fixtures.
+
+- ``fake_api``: a fresh FakeImageAPI on 127.0.0.1 per test (see tests/fake_image_api).
+- ``postgres``: one throwaway PostgreSQL server for the session (tests/postgres.py), started on first use.
+- ``database_target``: where a storage test's database lives, once per backend: a SQLite file, then a fresh
+  PostgreSQL database. ``BANANA_TEST_BACKEND=postgresql`` makes the bot's own tests (the harness) run on
+  PostgreSQL too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from tests.bot_harness import BotHarness
 from tests.fake_image_api import FakeImageAPI
+from tests.postgres import PostgresServer, shared_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    return shared_server()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file's path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "bot.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.fresh_url()
 
 
 @pytest_asyncio.fixture

@@ -28,7 +28,7 @@ from storage.characters import (
     delete_character,
     get_character,
 )
-from storage.db import Database, MigrationError, load_migrations
+from storage.db import Database, IntegrityError, MigrationError, load_migrations
 from storage.forget import forget_user, purge_guild
 from storage.generations import (
     RECENT_LATENCIES_SQL,
@@ -56,10 +56,14 @@ DAY = 86400.0
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "data" / "bot.db")
+async def db(database_target: str) -> AsyncIterator[Database]:
+    """Every test that takes `db` runs on SQLite and on PostgreSQL."""
+    database = await Database.open(database_target)
     yield database
     await database.close()
+
+
+sqlite_only = pytest.mark.parametrize("database_target", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -88,8 +92,7 @@ def make_row(**overrides: Any) -> GenerationRow:
 
 
 async def fetch_all(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    async with db.conn.execute(sql, params) as cursor:
-        return [tuple(r) for r in await cursor.fetchall()]
+    return [tuple(r) for r in await db.fetchall(sql, params)]
 
 
 async def fetch_one(db: Database, sql: str, params: tuple[Any, ...] = ()) -> Any:
@@ -104,7 +107,7 @@ async def test_open_creates_parent_dir_and_applies_all_migrations(tmp_path: Path
     path = tmp_path / "nested" / "dir" / "bot.db"
     async with await Database.open(path) as db:
         assert path.exists()
-        assert await db.user_version() == len(load_migrations()) >= 1
+        assert await db.schema_version() == len(load_migrations()) >= 1
         tables = {r[0] for r in await fetch_all(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"generations", "images"} <= tables
 
@@ -112,15 +115,16 @@ async def test_open_creates_parent_dir_and_applies_all_migrations(tmp_path: Path
 async def test_reopen_does_not_reapply_migrations(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
     async with await Database.open(path) as db:
-        version = await db.user_version()
+        version = await db.schema_version()
         row_id = await insert_generation(db, make_row())
     # Re-running 0001 would fail ("table already exists") or wipe the data.
     async with await Database.open(path) as db:
-        assert await db.user_version() == version
+        assert await db.schema_version() == version
         assert await get_generation(db, row_id) is not None
         assert await count_generations(db) == 1
 
 
+@sqlite_only
 async def test_pragmas(db: Database) -> None:
     assert await fetch_one(db, "PRAGMA journal_mode") == "wal"
     assert await fetch_one(db, "PRAGMA busy_timeout") == 5000
@@ -156,7 +160,7 @@ async def test_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None:
         "0002_broken.sql": "CREATE TABLE second (x INTEGER);\nINSERT INTO first VALUES (1);\nNOT SQL AT ALL;",
     }
     async with await Database.open(path, migrations_dir=write_migrations(tmp_path / "good", good)) as db:
-        assert await db.user_version() == 1
+        assert await db.schema_version() == 1
 
     threads_before = set(threading.enumerate())
     with pytest.raises(MigrationError, match=r"0002_broken\.sql.*left at schema version 1"):
@@ -168,7 +172,7 @@ async def test_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None:
         assert not thread.is_alive()
 
     async with await Database.open(path, migrations_dir=tmp_path / "good") as db:
-        assert await db.user_version() == 1
+        assert await db.schema_version() == 1
         tables = {r[0] for r in await fetch_all(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "second" not in tables
         assert await fetch_one(db, "SELECT count(*) FROM first") == 0
@@ -212,6 +216,7 @@ async def test_failed_transaction_rolls_back_and_releases_lock(db: Database) -> 
 # --- generations -------------------------------------------------------------
 
 
+@sqlite_only
 async def test_dataclass_fields_match_table_columns(db: Database) -> None:
     columns = [r[1] for r in await fetch_all(db, "PRAGMA table_info(generations)")]
     assert columns == [f.name for f in dataclasses.fields(GenerationRow)]
@@ -280,7 +285,7 @@ async def test_get_missing_returns_none_and_count(db: Database) -> None:
 
 
 async def test_status_is_checked(db: Database) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(IntegrityError):
         await insert_generation(db, make_row(status="maybe"))
     assert await count_generations(db) == 0
 
@@ -311,6 +316,7 @@ async def test_recent_latencies_newest_first_filtered_and_limited(db: Database) 
         await recent_latencies_ms(db, model=model, size="1K", limit=-1)
 
 
+@sqlite_only
 async def test_indexes_exist(db: Database) -> None:
     names = {r[1] for r in await fetch_all(db, "PRAGMA index_list(generations)")}
     assert {
@@ -351,6 +357,7 @@ async def query_plan(db: Database, sql: str, params: tuple[Any, ...]) -> str:
         (RECENT_LATENCIES_SQL, ("m", "1K", 50), "generations_model_size_created"),
     ],
 )
+@sqlite_only
 async def test_report_queries_use_indexes(db: Database, sql: str, params: tuple[Any, ...], index: str) -> None:
     plan = await query_plan(db, sql, params)
     assert f"INDEX {index}" in plan, plan
