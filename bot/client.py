@@ -74,7 +74,10 @@ def create_bot(
     return BananaBot(settings, transport=transport, sync_commands=sync_commands, **client_options)
 
 
-class BananaBot(commands.Bot):
+class BananaBot(commands.AutoShardedBot):
+    """Sharded always: without BANANA_SHARD_COUNT discord.py asks Discord how many shards to run (one, for a
+    small bot) and runs them all here; with it, this process runs BANANA_SHARD_IDS (default all) of that many."""
+
     runtime: Runtime
     jobs: JobRunner
     services: Services
@@ -87,6 +90,10 @@ class BananaBot(commands.Bot):
         sync_commands: bool = True,
         **client_options: Any,
     ) -> None:
+        if settings.shard_count is not None:
+            client_options.setdefault("shard_count", settings.shard_count)
+        if settings.shard_ids is not None:
+            client_options.setdefault("shard_ids", list(settings.shard_ids))
         # No privileged intents: slash commands, and replies/mentions carry their own content.
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -236,6 +243,12 @@ class BananaBot(commands.Bot):
         if hasattr(self, "services"):
             with contextlib.suppress(TimeoutError):  # log entries are best effort; the bot is closing
                 await asyncio.wait_for(self.services.modlog.wait_posted(), 5)
-        await super().close()
+        if not isinstance(self.loop, asyncio.AbstractEventLoop):
+            # Never logged in (setup_hook run by hand, as tests and tools do): discord.py 2.7's
+            # AutoShardedClient.close() closes everything, then posts to a queue only login creates.
+            with contextlib.suppress(AttributeError):
+                await super().close()
+        else:
+            await super().close()
         if hasattr(self, "runtime"):
             await self.runtime.aclose()

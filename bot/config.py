@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,10 @@ class Settings:
     context_budget: ContextBudget = field(default_factory=ContextBudget)
     #: /grid: 'tiles' (four requests) or 'sliced' (one request for a 2x2 image, cut up; cheaper, less reliable).
     grid_mode: str = "tiles"
+    #: Shards over all processes; None = as many as Discord recommends (GET /gateway/bot).
+    shard_count: int | None = None
+    #: The shards this process runs; None = all of them (needs shard_count when set).
+    shard_ids: tuple[int, ...] | None = None
 
     @property
     def database_path(self) -> Path:
@@ -188,6 +193,9 @@ class _Parser:
         for size in ("1K", "2K", "4K"):
             timeouts[size] = self.number(f"BANANA_TIMEOUT_{size}", timeouts[size], minimum=0.1)
         timeouts["512"] = timeouts["1K"]
+        # 0 (unset or refused) means no count: discord.py then asks Discord how many shards to run.
+        shard_count = self.integer("BANANA_SHARD_COUNT", 0, minimum=1) or None
+        shard_ids = self._shard_ids(shard_count)
         log_level = self.get("BANANA_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             self.errors.append(f"BANANA_LOG_LEVEL={log_level!r}: expected DEBUG, INFO, WARNING or ERROR.")
@@ -231,6 +239,8 @@ class _Parser:
             ),
             status_interval=self.number("BANANA_STATUS_INTERVAL", 3.0, minimum=0.05),
             grid_mode=self._choice("BANANA_GRID_MODE", "tiles", ("tiles", "sliced")),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
             context_budget=ContextBudget(
                 max_images=self.integer("BANANA_CONTEXT_IMAGES", 6, minimum=1),
                 # Capped so the byte count stays a sane whole number; an edit never carries anywhere near 1 GB.
@@ -257,6 +267,49 @@ class _Parser:
             self.errors.append(f"{name}={value!r}: expected one of {', '.join(allowed)}.")
             return default
         return value
+
+    def _shard_ids(self, count: int | None) -> tuple[int, ...] | None:
+        """``BANANA_SHARD_IDS``: shard numbers and ranges, e.g. ``0,1``, ``0-3`` or ``0-1,4``; empty = all."""
+        name = "BANANA_SHARD_IDS"
+        raw = self.get(name)
+        if not raw:
+            return None
+        spans: list[tuple[int, int]] = []
+        for part in raw.split(","):
+            ends = [end.strip() for end in part.split("-")]
+            # isascii + isdigit: no signs, no '²'; short, so int() never meets its 4300-digit limit.
+            if len(ends) > 2 or not all(e.isascii() and e.isdigit() and len(e) <= 9 for e in ends):
+                self.errors.append(
+                    f"{name}={raw!r}: expected shard numbers separated by commas, and ranges like 0-3 "
+                    "(e.g. '0,1', '0-3' or '0-1,4')."
+                )
+                return None
+            low, high = int(ends[0]), int(ends[-1])
+            if low > high:
+                self.errors.append(f"{name}={raw!r}: expected ranges from low to high; {part.strip()} runs backwards.")
+                return None
+            spans.append((low, high))
+        if count is None:
+            if not self.get("BANANA_SHARD_COUNT"):  # a refused count has its own line already
+                self.errors.append(
+                    f"{name}={raw!r}: expected BANANA_SHARD_COUNT to be set too: the shards of every process "
+                    "together, which Discord needs along with the shards this process runs."
+                )
+            return None
+        too_high = sorted({high for _, high in spans if high >= count})
+        if too_high:
+            self.errors.append(
+                f"{name}={raw!r}: expected shards numbered 0 to {count - 1}, as BANANA_SHARD_COUNT is {count}; "
+                f"{', '.join(map(str, too_high))} is beyond that."
+            )
+            return None
+        ids = [i for low, high in spans for i in range(low, high + 1)]
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if twice:
+            listed = ", ".join(map(str, twice))
+            self.errors.append(f"{name}={raw!r}: expected each shard once; {listed} is listed more than once.")
+            return None
+        return tuple(ids)
 
     def _json_object(self, name: str) -> dict[str, Any]:
         raw = self.get(name)

@@ -169,7 +169,7 @@ class Characters(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
         # Sent components are made from these too: a view that stays in memory calls its items directly.

@@ -30,7 +30,7 @@ MAX_ATTACHMENTS = 10  # all a message can carry: take_inputs keeps the model's l
 
 
 class Conversation(commands.Cog):
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
 

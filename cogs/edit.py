@@ -45,7 +45,7 @@ Instruction = app_commands.Range[str, 1, 2000]
 
 
 class Edit(ModelCommandCog):
-    def __init__(self, bot: commands.Bot, services: Services, *, results: Results) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services, *, results: Results) -> None:
         super().__init__(bot, services)
         #: "Continue from this image" belongs to the Results cog; the context menu hands the bot's own results to it.
         self.results = results

@@ -58,7 +58,7 @@ MAX_OPTIONS = 25
 
 
 class Imagine(ModelCommandCog):
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services) -> None:
         super().__init__(bot, services)
         self.menu = app_commands.ContextMenu(name="Imagine with these images", callback=self.imagine_with_images)
 

@@ -17,7 +17,9 @@ MAX_REASON = 300
 
 
 class Moderation(commands.Cog):
-    def __init__(self, bot: commands.Bot, services: Services, *, settings: ServerSettings) -> None:
+    def __init__(
+        self, bot: commands.Bot | commands.AutoShardedBot, services: Services, *, settings: ServerSettings
+    ) -> None:
         self.bot = bot
         self.services = services
         #: Blocking from the log is the same as /settings block member.

@@ -51,7 +51,12 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_
 
 class Results(commands.Cog):
     def __init__(
-        self, bot: commands.Bot, services: Services, *, characters: Characters, moderation: Moderation
+        self,
+        bot: commands.Bot | commands.AutoShardedBot,
+        services: Services,
+        *,
+        characters: Characters,
+        moderation: Moderation,
     ) -> None:
         self.bot = bot
         self.services = services

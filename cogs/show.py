@@ -37,7 +37,7 @@ RECENT = 200
 
 
 class Show(commands.Cog):
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
         # Also through members' own installs, like /imagine and /edit (settings decide, so set here).

@@ -28,7 +28,7 @@ PERIOD_CHOICES = [app_commands.Choice(name=locale_str(p, key=f"choice.period.{p}
 class Usage(commands.Cog):
     group = app_commands.Group(name="usage", description="Image usage, speed and cost.", guild_only=True)
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
 

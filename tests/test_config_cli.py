@@ -206,3 +206,62 @@ def test_env_example_documents_every_setting_and_loads_cleanly() -> None:
     documented = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", example, flags=re.M))
     assert read - documented == set()
     load_settings({}, env_file=ROOT / ".env.example")  # the example as shipped is valid
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "expected"),
+    [
+        ("", "", (None, None)),
+        ("4", "", (4, None)),
+        ("2", "1", (2, (1,))),
+        ("2", "0,1", (2, (0, 1))),
+        ("4", "0-3", (4, (0, 1, 2, 3))),
+        ("8", " 0-1, 4 ", (8, (0, 1, 4))),
+        ("8", "5,2-3", (8, (5, 2, 3))),
+    ],
+)
+def test_shard_settings(count: str, ids: str, expected: tuple[int | None, tuple[int, ...] | None]) -> None:
+    settings = load_settings({"BANANA_SHARD_COUNT": count, "BANANA_SHARD_IDS": ids}, env_file=None)
+    assert (settings.shard_count, settings.shard_ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "line"),
+    [
+        ("0", "", "BANANA_SHARD_COUNT='0': expected a whole number of at least 1."),
+        ("two", "", "BANANA_SHARD_COUNT='two': expected a whole number of at least 1."),
+        # A refused count is the one line: the ids are not blamed for it.
+        ("-1", "0", "BANANA_SHARD_COUNT='-1': expected a whole number of at least 1."),
+        (
+            "",
+            "0,1",
+            "BANANA_SHARD_IDS='0,1': expected BANANA_SHARD_COUNT to be set too: the shards of every process "
+            "together, which Discord needs along with the shards this process runs.",
+        ),
+        (
+            "2",
+            "0-2",
+            "BANANA_SHARD_IDS='0-2': expected shards numbered 0 to 1, as BANANA_SHARD_COUNT is 2; 2 is beyond that.",
+        ),
+        (
+            "4",
+            "4,7",
+            "BANANA_SHARD_IDS='4,7': expected shards numbered 0 to 3, as BANANA_SHARD_COUNT is 4; 4, 7 is beyond that.",
+        ),
+        ("4", "0,0-1", "BANANA_SHARD_IDS='0,0-1': expected each shard once; 0 is listed more than once."),
+        ("4", "3-1", "BANANA_SHARD_IDS='3-1': expected ranges from low to high; 3-1 runs backwards."),
+    ]
+    + [
+        (
+            "4",
+            bad,
+            f"BANANA_SHARD_IDS={bad!r}: expected shard numbers separated by commas, and ranges like 0-3 "
+            "(e.g. '0,1', '0-3' or '0-1,4').",
+        )
+        for bad in ("a", "1,", "0-", "-1", "0-1-2", "1.5", "²", "0;1", "9" * 5000)
+    ],
+)
+def test_shard_settings_refused_in_plain_words(count: str, ids: str, line: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"BANANA_SHARD_COUNT": count, "BANANA_SHARD_IDS": ids}, env_file=None)
+    assert info.value.lines == [line]

@@ -256,6 +256,9 @@ async def test_login_ready_permissions_and_sync(fake: FakeDiscord, guild: FakeGu
     assert bot.user is not None and bot.user.id == fake.bot_user_id
     assert bot.application_id == fake.application_id
     assert fake.identified_intents and not fake.identified_intents[-1] & PRIVILEGED_INTENTS
+    assert fake.identified_shards == [(0, 1)]  # a plain Client sends no shard: it is the only one
+    [ready] = [d for t, d in fake.session_events() if t == "READY"]
+    assert "shard" not in ready and ready["guilds"] == [{"id": str(guild.id), "unavailable": True}]
     dguild = bot.get_guild(guild.id)
     assert dguild is not None and dguild.filesize_limit == 10 * 2**20
     channel = dguild.get_channel(guild.channel_id)
@@ -807,3 +810,153 @@ async def test_one_user_in_two_guilds(fake: FakeDiscord, guild: FakeGuild, alice
         assert inter.payload["guild_id"] == str(expected.id) and inter.payload["member"]["user"]["id"] == str(alice.id)
     with pytest.raises(AssertionError, match="already a member"):
         other.join(alice)
+
+
+# ----- sharding -----
+
+
+@app_commands.command(description="Which shard answers")
+async def where(interaction: discord.Interaction[ShardBot]) -> None:
+    interaction.client.answered.append(interaction.id)
+    await interaction.response.send_message("here", ephemeral=True)
+
+
+class ShardBot(commands.AutoShardedBot):
+    """A sharded client (discord.py's AutoShardedBot) that records the interactions that reach it."""
+
+    def __init__(self, **shards: Any) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            guild_ready_timeout=0.1,
+            chunk_guilds_at_startup=False,
+            **shards,
+        )
+        self.answered: list[int] = []
+
+    async def setup_hook(self) -> None:
+        self.tree.add_command(where)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # discord.py waits 5 s before each IDENTIFY but the first (max_concurrency 1); the fake paces nothing.
+        return None
+
+
+@contextlib.asynccontextmanager
+async def running_sharded(fake: FakeDiscord, **shards: Any) -> AsyncIterator[ShardBot]:
+    bot = ShardBot(**shards)
+    task = asyncio.create_task(bot.start(fake.token))
+    try:
+        waiter = asyncio.create_task(bot.wait_until_ready())
+        done, _ = await asyncio.wait({waiter, task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            waiter.cancel()
+            task.result()  # a start-up error, e.g. the gateway closing with 4010
+        assert waiter in done, "the sharded client did not become ready within 5 s"
+        yield bot
+    finally:
+        await bot.close()
+        await asyncio.wait_for(task, 5)
+    assert not fake.unknown_routes and not fake.internal_errors
+
+
+def event_guilds(fake: FakeDiscord, shard: tuple[int, int], event: str) -> list[str]:
+    """The guild ids of the ``event`` dispatches queued for the newest session of ``shard``."""
+    key = "id" if event == "GUILD_CREATE" else "guild_id"  # a DM's events carry no guild_id: None
+    return [d.get(key) for t, d in fake.session_events(shard) if t == event]
+
+
+async def test_two_processes_each_run_one_shard_of_two(fake: FakeDiscord) -> None:
+    zero_guild = fake.add_guild("Shard zero", shard=(0, 2))
+    one_guild = fake.add_guild("Shard one", shard=(1, 2))
+    assert (zero_guild.id >> 22) % 2 == 0 and (one_guild.id >> 22) % 2 == 1
+    alice = zero_guild.add_member("alice")
+    one_guild.join(alice)
+    async with running_sharded(fake, shard_ids=[0], shard_count=2) as zero:
+        with pytest.raises(AssertionError, match="no connected, READY bot session owns guild"):
+            await fake.slash(one_guild.id, one_guild.channel_id, alice, "where")  # shard 1 is not running
+        async with running_sharded(fake, shard_ids=[1], shard_count=2) as one:
+            await fake.wait_ready(sessions=2)
+            await fake.wait_ready(shard=(1, 2))
+            assert fake.identified_shards == [(0, 2), (1, 2)]
+            assert [g.id for g in zero.guilds] == [zero_guild.id]
+            assert [g.id for g in one.guilds] == [one_guild.id]
+            [ready] = [d for t, d in fake.session_events((1, 2)) if t == "READY"]
+            assert ready["shard"] == [1, 2] and ready["guilds"] == [{"id": str(one_guild.id), "unavailable": True}]
+            assert event_guilds(fake, (1, 2), "GUILD_CREATE") == [str(one_guild.id)]
+            await one.tree.sync()
+
+            inter = await fake.slash(one_guild.id, one_guild.channel_id, alice, "where")
+            assert (await inter.wait_callback()).status == 200
+            assert one.answered == [inter.id] and zero.answered == []
+            dm = await fake.slash(None, fake.open_dm(alice), alice, "where")
+            assert (await dm.wait_callback()).status == 200
+            assert zero.answered == [dm.id] and one.answered == [inter.id]
+
+            # Later guild events go to the owning shard only; a DM's to shard 0.
+            late = fake.add_guild("Late", shard=(1, 2))
+            await eventually(lambda: one.get_guild(late.id) is not None, "the new guild to reach shard 1")
+            await fake.user_message(one_guild.channel_id, alice, "hi", mention_bot=True)
+            await fake.user_message(fake.open_dm(alice), alice, "psst")
+            role = one_guild.add_role("Painters")
+            assert str(late.id) in event_guilds(fake, (1, 2), "GUILD_CREATE")
+            assert str(late.id) not in event_guilds(fake, (0, 2), "GUILD_CREATE")
+            assert event_guilds(fake, (1, 2), "MESSAGE_CREATE") == [str(one_guild.id)]
+            assert event_guilds(fake, (0, 2), "MESSAGE_CREATE") == [None]  # the DM, which has no guild_id
+            assert str(role.guild_id) in event_guilds(fake, (1, 2), "GUILD_ROLE_CREATE")
+            assert str(role.guild_id) not in event_guilds(fake, (0, 2), "GUILD_ROLE_CREATE")
+            assert zero.get_guild(late.id) is None and zero.get_guild(one_guild.id) is None
+
+
+async def test_gateway_bot_recommends_shards_and_counts_session_starts() -> None:
+    async with FakeDiscord(shards=3, max_concurrency=2) as fake, aiohttp.ClientSession() as http:
+
+        async def gateway_bot() -> dict[str, Any]:
+            headers = {"Authorization": f"Bot {fake.token}"}
+            async with http.get(f"{fake.url}/api/v10/gateway/bot", headers=headers) as resp:
+                assert resp.status == 200
+                return dict(await resp.json())
+
+        before = await gateway_bot()
+        assert before["shards"] == 3 and before["url"].startswith("ws://127.0.0.1:")
+        fresh = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 2}
+        assert before["session_start_limit"] == fresh
+        async with running(fake):
+            pass
+        async with running(fake):
+            pass
+        limit = (await gateway_bot())["session_start_limit"]
+        assert limit["remaining"] == 998 and limit["total"] == 1000 and limit["max_concurrency"] == 2
+        assert 0 < limit["reset_after"] <= 24 * 3600 * 1000
+        async with http.get(f"{fake.url}/api/v10/gateway/bot", headers={"Authorization": "Bot wrong"}) as resp:
+            assert resp.status == 401
+
+
+async def test_an_unsharded_auto_sharded_client_runs_every_recommended_shard() -> None:
+    async with FakeDiscord(shards=2) as fake:
+        guilds = [fake.add_guild(f"Guild {i}") for i in range(4)]  # made in a row: spread over both shards
+        assert {(g.id >> 22) % 2 for g in guilds} == {0, 1}
+        alice = guilds[0].add_member("alice")
+        for guild in guilds[1:]:
+            guild.join(alice)
+        async with running_sharded(fake) as bot:
+            await fake.wait_ready(sessions=2)
+            assert any(c.path == "/gateway/bot" for c in fake.calls)
+            assert bot.shard_count == 2 and sorted(fake.identified_shards) == [(0, 2), (1, 2)]
+            assert {g.id for g in bot.guilds} == {g.id for g in guilds}
+            assert {g.id: g.shard_id for g in bot.guilds} == {g.id: (g.id >> 22) % 2 for g in guilds}
+            await bot.tree.sync()
+            for guild in guilds:
+                inter = await fake.slash(guild.id, guild.channel_id, alice, "where")
+                assert (await inter.wait_callback()).status == 200
+            assert len(bot.answered) == len(guilds)
+
+
+async def test_an_impossible_shard_is_refused_with_4010(fake: FakeDiscord) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(fake.gateway_url) as ws:
+        hello = await ws.receive_json()
+        assert hello["op"] == 10
+        await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 0, "properties": {}, "shard": [2, 2]}})
+        closing = await ws.receive()
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4010
+    assert fake.identified_shards == []

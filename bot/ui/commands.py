@@ -30,7 +30,7 @@ def user_installable(services: Services) -> dict[str, Any]:
 class ModelCommandCog(commands.Cog):
     command: app_commands.Command[Any, ..., None] | app_commands.Group
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
         self.command = self.build(services.default_spec)

@@ -33,8 +33,23 @@ after the token lifetime, 10003 in a deleted channel, 50001 in one the bot canno
 values Discord would refuse), the message content and members intents, permissions combined from
 @everyone and every role (Administrator means all), resolved USER/CHANNEL/ROLE/MENTIONABLE options,
 subcommand groups, the first follow-up after a "thinking" defer replacing the placeholder, THREAD_CREATE,
-RESUME. Simplified: one overwrite kind (the bot's View Channel, by revoke_access), no rate limiting, no
-sharding, plain-text gateway frames, interactions go to the newest connected client.
+RESUME. Simplified: one overwrite kind (the bot's View Channel, by revoke_access), no rate limiting (nor
+IDENTIFY pacing by max_concurrency), plain-text gateway frames.
+
+Sharding, as Discord does it: each gateway session is one shard, the ``shard`` [shard_id, shard_count] its
+IDENTIFY sent ([0, 1] when absent; recorded in ``fake.identified_shards``; READY echoes it). A guild belongs to
+shard ``(guild_id >> 22) % shard_count``: a session's READY and GUILD_CREATEs list only its shard's guilds, and
+every later guild event (GUILD_CREATE, MESSAGE_*, THREAD_*, CHANNEL_*, GUILD_ROLE_*, GUILD_MEMBER_*) goes only to
+sessions of the owning shard; DM events go to shard 0. An interaction goes to the newest connected session of
+its guild's shard (shard 0 for DMs and for user installs in servers without the bot); with none, ``slash`` and
+the other actions raise, as Discord would not deliver it. ``GET /gateway/bot`` recommends
+``FakeDiscord(shards=N)`` (``fake.recommended_shards``) and its ``session_start_limit.remaining`` drops with
+each IDENTIFY::
+
+    async with FakeDiscord(shards=2) as fake:
+        one = fake.add_guild("On shard 1", shard=(1, 2))         # an id with (id >> 22) % 2 == 1
+        ...start discord.AutoShardedClient(shard_ids=[1], shard_count=2), or one with neither (asks /gateway/bot)
+        await fake.wait_ready(shard=(1, 2))                      # or wait_ready(sessions=2) for both shards
 """
 
 from __future__ import annotations

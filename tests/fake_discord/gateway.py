@@ -1,5 +1,8 @@
 """The gateway websocket: HELLO, heartbeats, IDENTIFY -> READY + GUILD_CREATE, RESUME with replay.
 
+A session is one shard: IDENTIFY's ``shard`` [shard_id, shard_count] (absent: [0, 1]) decides which guilds its
+READY lists and which events it gets (``GatewaySession.owns``); an impossible pair closes with 4010.
+
 Frames are plain JSON text: discord.py asks for zlib/zstd streams but only decompresses binary frames.
 Each session keeps a log of its numbered dispatches; a writer task sends whatever the client has not
 seen, so dispatching is synchronous for the rest of the fake and a RESUME replays from the client's seq.
@@ -12,11 +15,13 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from .models import FakeGuild, shard_of
 from .payloads import guild_json, user_json
 
 if TYPE_CHECKING:
@@ -26,12 +31,15 @@ log = logging.getLogger("tests.fake_discord.gateway")
 
 HEARTBEAT_INTERVAL_MS = 41250
 INVALID_TOKEN_CLOSE = 4004
+INVALID_SHARD_CLOSE = 4010
 
 
 @dataclass(eq=False)
 class GatewaySession:
     session_id: str
     intents: int
+    shard: tuple[int, int] = (0, 1)  # (shard_id, shard_count); a client that sends none is the only shard
+    sent_shard: bool = False  # IDENTIFY carried ``shard`` (READY then carries it back)
     log: list[tuple[int, str]] = field(default_factory=list)  # (seq, frame)
     sent_upto: int = 0  # highest seq written to the socket
     ws: web.WebSocketResponse | None = None
@@ -46,6 +54,11 @@ class GatewaySession:
     @property
     def live(self) -> bool:
         return self.ws is not None and not self.ws.closed
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this shard gets the guild's events (``None``: a DM, which shard 0 gets)."""
+        shard_id, shard_count = self.shard
+        return shard_of(guild_id, shard_count) == shard_id
 
     def enqueue(self, event: str, data: dict[str, Any]) -> int:
         seq = self.seq + 1
@@ -77,17 +90,36 @@ async def _writer(fake: FakeDiscord, session: GatewaySession, ws: web.WebSocketR
         await session.wakeup.wait()
 
 
+def _guilds_of(fake: FakeDiscord, session: GatewaySession) -> list[FakeGuild]:
+    """The guilds the bot is in that this session's shard owns, for READY and the GUILD_CREATEs after it."""
+    return [g for g in fake.guilds.values() if g.bot_installed and session.owns(g.id)]
+
+
 def _ready_payload(fake: FakeDiscord, session: GatewaySession) -> dict[str, Any]:
-    return {
+    ready: dict[str, Any] = {
         "v": 10,
         "user": {**user_json(fake.bot_user), "verified": True, "mfa_enabled": False, "flags": 0},
-        "guilds": [{"id": str(g), "unavailable": True} for g in fake.guilds],
+        "guilds": [{"id": str(g.id), "unavailable": True} for g in _guilds_of(fake, session)],
         "session_id": session.session_id,
         "resume_gateway_url": fake.gateway_url,
         "application": {"id": str(fake.application_id), "flags": 0},
         "private_channels": [],
         "relationships": [],
     }
+    if session.sent_shard:
+        ready["shard"] = list(session.shard)  # Discord echoes the pair only to a client that sent one
+    return ready
+
+
+def _shard(data: dict[str, Any]) -> tuple[int, int] | None:
+    """IDENTIFY's ``shard`` as (shard_id, shard_count), (0, 1) when absent, None when Discord would refuse it."""
+    raw = data.get("shard")
+    if raw is None:
+        return (0, 1)
+    if not (isinstance(raw, list) and len(raw) == 2 and all(type(n) is int for n in raw)):
+        return None
+    shard_id, shard_count = raw
+    return (shard_id, shard_count) if 0 <= shard_id < shard_count else None
 
 
 async def handle_gateway(fake: FakeDiscord, request: web.Request) -> web.WebSocketResponse:
@@ -108,13 +140,19 @@ async def handle_gateway(fake: FakeDiscord, request: web.Request) -> web.WebSock
             elif op in (2, 6) and data.get("token") != fake.token:
                 await ws.close(code=INVALID_TOKEN_CLOSE, message=b"Authentication failed.")
             elif op == 2:
-                session = GatewaySession(secrets.token_hex(16), int(data.get("intents", 0)), ws=ws)
+                shard = _shard(data)
+                if shard is None:
+                    await ws.close(code=INVALID_SHARD_CLOSE, message=b"Invalid shard.")
+                    continue
+                session = GatewaySession(secrets.token_hex(16), int(data.get("intents", 0)), shard, ws=ws)
+                session.sent_shard = "shard" in data
                 fake._sessions[session.session_id] = session
                 fake.identified_intents.append(session.intents)
+                fake.identified_shards.append(shard)
+                fake.session_starts.append(time.monotonic())
                 session.enqueue("READY", _ready_payload(fake, session))
-                for guild in fake.guilds.values():
-                    if guild.bot_installed:
-                        session.enqueue("GUILD_CREATE", guild_json(fake, guild))
+                for guild in _guilds_of(fake, session):
+                    session.enqueue("GUILD_CREATE", guild_json(fake, guild))
                 session.ready = True
                 writer = asyncio.create_task(_writer(fake, session, ws))
             elif op == 6:

@@ -59,6 +59,29 @@ def snowflake() -> int:
     return (ms << 22) | (next(_counter) & 0x3FFFFF)
 
 
+def guild_snowflake(previous: int | None = None, shard: tuple[int, int] | None = None) -> int:
+    """A new guild id, in a later millisecond than ``previous`` (the newest guild id so far).
+
+    A guild belongs to shard ``(guild_id >> 22) % shard_count`` and ``guild_id >> 22`` is the id's millisecond,
+    so guilds made within one millisecond would all land on one shard: a millisecond each spreads them, as
+    guilds created over time are. With ``shard`` (shard_id, shard_count) the millisecond moves on (by less than
+    shard_count) until the guild belongs to that shard. Still unique (the low bits count) and time-ordered.
+    """
+    ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+    if previous is not None:
+        ms = max(ms, (previous >> 22) + 1)
+    if shard is not None:
+        shard_id, shard_count = shard
+        assert 0 <= shard_id < shard_count, f"fake Discord: no shard {shard_id} of {shard_count}"
+        ms += (shard_id - ms) % shard_count
+    return (ms << 22) | (next(_counter) & 0x3FFFFF)
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard that gets a guild's events: Discord's ``(guild_id >> 22) % shard_count``; DMs go to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+
 def iso_now() -> str:
     return datetime.now(UTC).isoformat()
 

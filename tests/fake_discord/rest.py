@@ -49,7 +49,7 @@ ROUTES: list[tuple[str, str, str]] = [  # method, path pattern, handler method n
     ("POST", r"/users/@me/channels", "create_dm"),
     ("GET", r"/oauth2/applications/@me", "application_me"),
     ("GET", r"/gateway", "get_gateway"),
-    ("GET", r"/gateway/bot", "get_gateway"),
+    ("GET", r"/gateway/bot", "get_gateway_bot"),
     ("GET|PUT", rf"/applications/{ID.format('app')}(?:/guilds/{ID.format('guild')})?/commands", "commands"),
     ("POST", rf"/interactions/{ID.format('iid')}/(?P<token>[^/]+)/callback", "interaction_callback"),
     ("POST", rf"/webhooks/{ID.format('app')}/(?P<token>[^/]+)", "webhook_execute"),
@@ -68,6 +68,7 @@ ROUTES: list[tuple[str, str, str]] = [  # method, path pattern, handler method n
     ("GET", rf"/guilds/{ID.format('guild')}/members/{ID.format('user')}", "guild_member"),
 ]
 NO_AUTH = ("/interactions/", "/webhooks/")  # authorised by the interaction token in the path
+SESSION_START_WINDOW = 24 * 3600.0  # seconds: session starts count against the daily limit this long
 
 
 def _ratelimit_headers(method: str, path: str) -> dict[str, str]:
@@ -175,8 +176,23 @@ class Rest:
         }
 
     async def get_gateway(self, call: RecordedCall) -> Reply:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return 200, {"url": self.fake.gateway_url.rstrip("/"), "shards": 1, "session_start_limit": limit}
+        return 200, {"url": self.fake.gateway_url.rstrip("/")}
+
+    async def get_gateway_bot(self, call: RecordedCall) -> Reply:
+        """The recommended shard count and the session start limit: IDENTIFYs allowed per day, of which those
+        in the last 24 hours are used up; ``reset_after`` (ms) is when the oldest of them stops counting."""
+        fake = self.fake
+        now = time.monotonic()
+        recent = [t for t in fake.session_starts if now - t < SESSION_START_WINDOW]
+        reset_after = int((recent[0] + SESSION_START_WINDOW - now) * 1000) if recent else 0
+        limit = {
+            "total": fake.session_start_total,
+            "remaining": max(0, fake.session_start_total - len(recent)),
+            "reset_after": reset_after,
+            "max_concurrency": fake.max_concurrency,
+        }
+        url = fake.gateway_url.rstrip("/")
+        return 200, {"url": url, "shards": fake.recommended_shards, "session_start_limit": limit}
 
     async def commands(self, call: RecordedCall, app: str, guild: str | None) -> Reply:
         if int(app) != self.fake.application_id:
@@ -285,7 +301,7 @@ class Rest:
             data = {"id": str(msg.id), "channel_id": str(msg.channel_id)}
             if msg.guild_id:
                 data["guild_id"] = str(msg.guild_id)
-            self.fake.dispatch("MESSAGE_DELETE", data)
+            self.fake.dispatch("MESSAGE_DELETE", data, guild_id=msg.guild_id)
 
     # ----- interactions -----
 
@@ -461,7 +477,7 @@ class Rest:
         thread.auto_archive_duration = int(payload.get("auto_archive_duration") or 1440)
         self.fake.threads[thread.id] = thread
         self.fake._bump()
-        self.fake.dispatch("THREAD_CREATE", {**thread_json(thread), "newly_created": True})
+        self.fake.dispatch("THREAD_CREATE", {**thread_json(thread), "newly_created": True}, guild_id=guild.id)
         return 201, thread_json(thread)
 
     async def thread_from_message(self, call: RecordedCall, cid: str, mid: str) -> Reply:

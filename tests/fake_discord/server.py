@@ -38,6 +38,7 @@ from .models import (
     FakeUser,
     RecordedCall,
     UploadedFile,
+    guild_snowflake,
     snowflake,
 )
 from .options import ATTACHMENT, OptionBuilder
@@ -77,7 +78,15 @@ def sniff_content_type(filename: str, data: bytes, declared: str) -> tuple[str, 
 class FakeDiscord:
     """A wire-level fake Discord on 127.0.0.1 for the real discord.py client. See the package docstring."""
 
-    def __init__(self, *, token: str | None = None, token_lifetime: float = 15 * 60, ack_deadline: float = 3.0) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        token_lifetime: float = 15 * 60,
+        ack_deadline: float = 3.0,
+        shards: int = 1,
+        max_concurrency: int = 1,
+    ) -> None:
         self.token = token or f"fake.{secrets.token_urlsafe(24)}"
         self.application_id = snowflake()
         self.bot_user_id = self.application_id  # true of every application created since 2019
@@ -105,6 +114,15 @@ class FakeDiscord:
         self.user_installs: set[int] = set()
         self.gateway_events: list[tuple[str, dict[str, Any]]] = []
         self.identified_intents: list[int] = []
+        #: (shard_id, shard_count) of each IDENTIFY, in order; (0, 1) for a client that sent no ``shard``.
+        self.identified_shards: list[tuple[int, int]] = []
+        #: What GET /gateway/bot recommends: ``shards``, and ``max_concurrency`` (IDENTIFYs per 5 s bucket).
+        self.recommended_shards = shards
+        self.max_concurrency = max_concurrency
+        #: Session starts allowed per day, and when each IDENTIFY came (time.monotonic()): /gateway/bot's
+        #: ``session_start_limit.remaining`` counts those of the last 24 hours down from the total.
+        self.session_start_total = 1000
+        self.session_starts: list[float] = []
         self.resumes = 0
         self._sessions: dict[str, gateway.GatewaySession] = {}
         self._sockets: set[web.WebSocketResponse] = set()
@@ -173,11 +191,25 @@ class FakeDiscord:
                 await asyncio.wait_for(self._changed.wait(), remaining)
         return result
 
-    async def wait_ready(self, timeout: float = 10) -> None:  # noqa: ASYNC109
-        """A client identified (or resumed) and READY plus every GUILD_CREATE reached its socket."""
-        await self._wait_until(
-            lambda: True if self._live_session(caught_up=True) else None, "a bot to connect and get READY", timeout
-        )
+    async def wait_ready(
+        self,
+        timeout: float = 10,  # noqa: ASYNC109
+        *,
+        sessions: int = 1,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        """A client identified (or resumed) and READY plus every GUILD_CREATE reached its socket.
+
+        ``sessions``: at least that many connected sessions have (each shard of a sharded client is one);
+        ``shard``: only sessions that identified as this (shard_id, shard_count) count.
+        """
+
+        def enough() -> bool | None:
+            live = [s for s in self._live_sessions(caught_up=True) if shard is None or s.shard == shard]
+            return True if len(live) >= sessions else None
+
+        what = f"{sessions} session(s){f' of shard {list(shard)}' if shard else ''} to connect and get READY"
+        await self._wait_until(enough, what, timeout)
 
     async def wait_for_call(self, predicate: Callable[[RecordedCall], bool], timeout: float = 10) -> RecordedCall:  # noqa: ASYNC109
         return await self._wait_until(
@@ -201,12 +233,17 @@ class FakeDiscord:
         premium_tier: int = 0,
         preferred_locale: str = "en-US",
         bot_installed: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> FakeGuild:
-        """A server; with ``bot_installed=False`` one that hasn't added the bot (see `install_for_user`)."""
+        """A server; with ``bot_installed=False`` one that hasn't added the bot (see `install_for_user`).
+
+        ``shard`` (shard_id, shard_count) picks an id that shard owns; without it guilds made in a row get ids
+        in successive milliseconds, so they spread over the shards.
+        """
         owner = FakeUser(snowflake(), f"{name} owner")
         self.users[owner.id] = owner
         guild = FakeGuild(
-            snowflake(),
+            guild_snowflake(max(self.guilds, default=None), shard),
             name,
             premium_tier,
             preferred_locale,
@@ -222,7 +259,7 @@ class FakeDiscord:
         guild.members[owner.id] = FakeMember(owner, guild.id, MEMBER_PERMISSIONS, snowflake())
         guild.channel_id = self.add_channel(guild.id, "general", announce=False)
         if bot_installed and self._ready_sessions():
-            self.dispatch("GUILD_CREATE", guild_json(self, guild))
+            self.dispatch("GUILD_CREATE", guild_json(self, guild), guild_id=guild.id)
         return guild
 
     def install_for_user(self, user: FakeUser) -> None:
@@ -238,10 +275,12 @@ class FakeDiscord:
         guild.members[user.id] = member
         if not guild.bot_installed:
             return user  # a server without the bot sends it nothing
-        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
+        self.dispatch(
+            "GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)}, guild_id=guild_id
+        )
         # Member events need the privileged members intent (Discord sends none to a bot without it).
         data = {**member_json(member), "guild_id": str(guild_id)}
-        self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
+        self.dispatch("GUILD_MEMBER_ADD", data, guild_id=guild_id, intent=GUILD_MEMBERS_INTENT)
         return user
 
     def join_guild(self, guild_id: int, user: FakeUser, *, permissions: int = MEMBER_PERMISSIONS) -> FakeUser:
@@ -250,9 +289,11 @@ class FakeDiscord:
         assert user.id not in guild.members, f"fake Discord: {user.name} is already a member of {guild.name}"
         member = FakeMember(user, guild_id, permissions, snowflake())
         guild.members[user.id] = member
-        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)})
+        self.dispatch(
+            "GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": member_role_json(member)}, guild_id=guild_id
+        )
         data = {**member_json(member), "guild_id": str(guild_id)}
-        self.dispatch("GUILD_MEMBER_ADD", data, intent=GUILD_MEMBERS_INTENT)
+        self.dispatch("GUILD_MEMBER_ADD", data, guild_id=guild_id, intent=GUILD_MEMBERS_INTENT)
         return user
 
     def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> FakeRole:
@@ -261,7 +302,8 @@ class FakeDiscord:
         position = max([1, *(r.position for r in guild.roles.values())]) + 1  # above the member and bot roles (1)
         role = FakeRole(snowflake(), guild_id, name, permissions, position=position)
         guild.roles[role.id] = role
-        self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": named_role_json(role)})
+        data = {"guild_id": str(guild_id), "role": named_role_json(role)}
+        self.dispatch("GUILD_ROLE_CREATE", data, guild_id=guild_id)
         return role
 
     def _guild_role_member(self, guild_id: int, user: FakeUser, role: FakeRole) -> FakeMember:
@@ -289,12 +331,13 @@ class FakeDiscord:
         for member in guild.members.values():
             if role.id in member.role_ids:
                 member.role_ids.remove(role.id)
-        self.dispatch("GUILD_ROLE_DELETE", {"guild_id": str(guild_id), "role_id": str(role.id)})
+        self.dispatch("GUILD_ROLE_DELETE", {"guild_id": str(guild_id), "role_id": str(role.id)}, guild_id=guild_id)
 
     def _member_update(self, member: FakeMember) -> None:
         # GUILD_MEMBER_UPDATE needs the members intent, except for the bot's own member, which every session gets.
         data = {**member_json(member), "guild_id": str(member.guild_id)}
-        self.dispatch("GUILD_MEMBER_UPDATE", data, intent=None if member.user.bot else GUILD_MEMBERS_INTENT)
+        intent = None if member.user.bot else GUILD_MEMBERS_INTENT
+        self.dispatch("GUILD_MEMBER_UPDATE", data, guild_id=member.guild_id, intent=intent)
         self._bump()
 
     def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False, announce: bool = True) -> int:
@@ -302,7 +345,8 @@ class FakeDiscord:
         self.channels[channel.id] = channel
         self.guilds[guild_id].channel_ids.append(channel.id)
         if announce and self.guilds[guild_id].bot_installed:
-            self.dispatch("CHANNEL_CREATE", channel_json(channel, len(self.guilds[guild_id].channel_ids) - 1))
+            position = len(self.guilds[guild_id].channel_ids) - 1
+            self.dispatch("CHANNEL_CREATE", channel_json(channel, position), guild_id=guild_id)
         return channel.id
 
     def delete_channel(self, channel_id: int) -> None:
@@ -316,7 +360,7 @@ class FakeDiscord:
         if thread is not None:
             data = {"id": str(thread.id), "guild_id": str(thread.guild_id), "parent_id": str(thread.parent_id)}
             self.deleted_channels.add(channel_id)
-            self.dispatch("THREAD_DELETE", {**data, "type": 11})
+            self.dispatch("THREAD_DELETE", {**data, "type": 11}, guild_id=thread.guild_id)
         else:
             channel = self.channels.get(channel_id)
             assert channel is not None and channel.guild_id is not None, f"fake Discord: no guild channel {channel_id}"
@@ -324,7 +368,7 @@ class FakeDiscord:
             data = channel_json(channel, guild.channel_ids.index(channel_id))
             guild.channel_ids.remove(channel_id)  # a later GUILD_CREATE no longer lists it
             self.deleted_channels.add(channel_id)
-            self.dispatch("CHANNEL_DELETE", data)
+            self.dispatch("CHANNEL_DELETE", data, guild_id=guild.id)
         self._bump()
 
     def revoke_access(self, channel_id: int) -> None:
@@ -354,7 +398,7 @@ class FakeDiscord:
     def _channel_update(self, channel: FakeChannel) -> None:
         assert channel.guild_id is not None
         position = self.guilds[channel.guild_id].channel_ids.index(channel.id)
-        self.dispatch("CHANNEL_UPDATE", channel_json(channel, position))
+        self.dispatch("CHANNEL_UPDATE", channel_json(channel, position), guild_id=channel.guild_id)
         self._bump()
 
     def open_dm(self, user: FakeUser) -> int:
@@ -433,14 +477,19 @@ class FakeDiscord:
     def _ready_sessions(self) -> list[gateway.GatewaySession]:
         return [s for s in self._sessions.values() if s.ready]
 
-    def _live_session(self, *, caught_up: bool = False) -> gateway.GatewaySession | None:
-        """The newest connected session (``caught_up``: it has been sent everything queued for it)."""
-        live = [s for s in self._ready_sessions() if s.live and (s.sent_upto >= s.seq or not caught_up)]
+    def _live_sessions(self, *, caught_up: bool = False) -> list[gateway.GatewaySession]:
+        """Connected sessions, oldest first (``caught_up``: each has been sent everything queued for it)."""
+        return [s for s in self._ready_sessions() if s.live and (s.sent_upto >= s.seq or not caught_up)]
+
+    def _owning_session(self, guild_id: int | None) -> gateway.GatewaySession | None:
+        """The newest connected session of the shard that owns the guild (``None``: a DM, shard 0's)."""
+        live = [s for s in self._live_sessions() if s.owns(guild_id)]
         return live[-1] if live else None
 
-    def session_events(self) -> list[tuple[str, dict[str, Any]]]:
-        """The dispatches queued for the newest identified session, as it gets them (after its intents)."""
-        sessions = self._ready_sessions()
+    def session_events(self, shard: tuple[int, int] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The dispatches queued for the newest identified session (of ``shard``, if given), as it gets them
+        (after its intents and the guilds its shard owns)."""
+        sessions = [s for s in self._ready_sessions() if shard is None or s.shard == shard]
         if not sessions:
             return []
         frames = [json.loads(frame) for _, frame in sessions[-1].log]
@@ -451,18 +500,21 @@ class FakeDiscord:
         event: str,
         data: dict[str, Any],
         *,
+        guild_id: int | None,
         per_session: Callable[[gateway.GatewaySession], dict[str, Any]] | None = None,
         only: gateway.GatewaySession | None = None,
         intent: int | None = None,
     ) -> int:
-        """Send an event to every identified session (or ``only`` one); a disconnected one gets it on RESUME.
+        """Send an event to every identified session of the shard that owns ``guild_id`` (``None``: a DM, shard
+        0), or to ``only`` one; a disconnected session gets it on RESUME.
 
         ``per_session`` tailors ``d`` to a session (the message content intent); ``intent`` limits the event to
         sessions that identified with it; ``gateway_events`` keeps ``data``. Returns the last sequence number.
         """
         self.gateway_events.append((event, data))
         seq = 0
-        for session in [only] if only is not None else self._ready_sessions():
+        targets = [only] if only is not None else [s for s in self._ready_sessions() if s.owns(guild_id)]
+        for session in targets:
             if intent is None or session.intents & intent:
                 seq = session.enqueue(event, per_session(session) if per_session else data)
         return seq
@@ -475,6 +527,7 @@ class FakeDiscord:
         self.dispatch(
             event,
             gateway_message_json(self, msg, message_content=True),
+            guild_id=msg.guild_id,
             per_session=lambda s: gateway_message_json(
                 self, msg, message_content=bool(s.intents & MESSAGE_CONTENT_INTENT)
             ),
@@ -504,10 +557,14 @@ class FakeDiscord:
         guild_locale: str | None = None,
         via_user_install: bool = False,
     ) -> FakeInteraction:
-        session = self._live_session()
-        if session is None:
-            raise AssertionError("fake Discord: no bot is connected and READY to receive the interaction")
         guild = self.guild_of(channel_id)
+        # Discord gives an interaction to the shard of its guild; DMs, and servers without the bot (used through a
+        # member's own install), to shard 0. Of several sessions of that shard, the newest connected one.
+        owner = guild.id if guild is not None and guild.bot_installed else None
+        session = self._owning_session(owner)
+        if session is None:
+            where = f"guild {owner} (shard (id >> 22) % shard_count)" if owner else "a DM or user install (shard 0)"
+            raise AssertionError(f"fake Discord: no connected, READY bot session owns {where} for the interaction")
         channel = self.channel_payload(channel_id)
         if channel is None or self.is_gone(channel_id):
             raise AssertionError(f"fake Discord: unknown channel {channel_id}")
@@ -557,7 +614,7 @@ class FakeDiscord:
         )
         self.interactions[iid] = inter
         inter.dispatched_at = time.monotonic()
-        seq = self.dispatch("INTERACTION_CREATE", payload, only=session)  # Discord picks one session
+        seq = self.dispatch("INTERACTION_CREATE", payload, guild_id=owner, only=session)  # Discord picks one
         await self._wait_until(
             lambda: True if session.sent_upto >= seq else None, "the INTERACTION_CREATE to reach the bot", 5
         )
