@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import errno
 import io
-import logging
 import sqlite3
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from .core.errors import ConfigError, GenerationError
 from .core.imaging import read_reference_file
 from .core.models import normalise_aspect_ratio, normalise_size
 from .core.types import GenerationResult, ImageRequest, Preview, RequestContext
+from .observability.logs import configure_logging
 
 if TYPE_CHECKING:
     from storage.reports import UsageReport
@@ -68,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"config: {line}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level if args.command == "run" else "WARNING",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level if args.command == "run" else "WARNING", settings.log_format)
     if args.command in ("run", "sync", "generate"):
         # Checked before connecting or spending anything: later it would surface as a traceback.
         try:
@@ -136,6 +133,7 @@ def run_bot(settings: Settings) -> int:
     import discord
 
     from .client import BananaBot
+    from .observability.metrics import MetricsServerError
 
     bot = BananaBot(settings)
     try:
@@ -150,7 +148,7 @@ def run_bot(settings: Settings) -> int:
         for line in exc.lines:
             print(f"config: {line}", file=sys.stderr)
         return 2
-    except DatabaseError as exc:
+    except (DatabaseError, MetricsServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,7 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.jobs.runner import JobRunner
+from bot.observability.metrics import DISCORD_HTTP_LOGGER, Metrics, MetricsServer
 from bot.runtime import Runtime
 from bot.ui.context import Services
 from bot.ui.modlog import ModLog
@@ -51,10 +52,19 @@ HEARTBEAT_MAX_AGE = 120.0
 #: How often stored images older than BANANA_IMAGE_RETENTION_DAYS are deleted while the bot runs.
 RETENTION_INTERVAL = 6 * 3600.0
 SYNCED_HASH_KEY = "synced_commands_sha256"
+#: Seconds between refreshes of the gateway latency gauges (discord.py measures it once per heartbeat, ~41 s).
+METRICS_REFRESH_INTERVAL = 10.0
 
 
 def heartbeat_path(settings: Settings) -> Path:
     return settings.data_dir / "heartbeat"
+
+
+def shard_latencies(client: discord.Client) -> list[tuple[int, float]]:
+    """(shard id, heartbeat latency in seconds) for each shard this client runs."""
+    if isinstance(client, discord.AutoShardedClient):
+        return list(client.latencies)
+    return [(client.shard_id or 0, client.latency)]
 
 
 def create_bot(
@@ -110,9 +120,18 @@ class BananaBot(commands.AutoShardedBot):
         self._interrupted: list[Job] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        #: Always collected (it costs next to nothing), served only when BANANA_METRICS_PORT is set.
+        self.metrics = Metrics()
+        self._metrics_server: MetricsServer | None = None
+        self._metrics_refresh: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        self.runtime = await Runtime.open(self.settings, transport=self._transport)
+        if self.settings.metrics_port is not None:
+            # First, so a port in use stops the start before anything else is opened.
+            self._metrics_server = self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+            logging.getLogger(DISCORD_HTTP_LOGGER).addHandler(self.metrics.rate_limits)
+            self._metrics_refresh = asyncio.create_task(self._refresh_metrics(), name="metrics")
+        self.runtime = await Runtime.open(self.settings, transport=self._transport, metrics=self.metrics)
         self.jobs = JobRunner(
             db=self.runtime.db,
             images=self.runtime.images,
@@ -218,6 +237,12 @@ class BananaBot(commands.AutoShardedBot):
                 await asyncio.to_thread(path.write_text, f"{time.time():.0f}\n")
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
+    async def _refresh_metrics(self) -> None:
+        """Copy the gateway latencies into the metrics: they live on the event loop, a scrape runs in a thread."""
+        while True:
+            self.metrics.set_gateway_latencies(shard_latencies(self))
+            await asyncio.sleep(METRICS_REFRESH_INTERVAL)
+
     async def _enforce_retention(self) -> None:
         """Delete stored images past the retention period, now and then (Runtime.open does it at start)."""
         days = self.settings.image_retention_days
@@ -232,7 +257,7 @@ class BananaBot(commands.AutoShardedBot):
                 log.info("pruned %d images older than %g days", pruned, days)
 
     async def close(self) -> None:
-        for task in (self._heartbeat, self._retention):
+        for task in (self._heartbeat, self._retention, self._metrics_refresh):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -252,3 +277,7 @@ class BananaBot(commands.AutoShardedBot):
             await super().close()
         if hasattr(self, "runtime"):
             await self.runtime.aclose()
+        if self._metrics_server is not None:
+            logging.getLogger(DISCORD_HTTP_LOGGER).removeHandler(self.metrics.rate_limits)
+            server, self._metrics_server = self._metrics_server, None
+            await asyncio.to_thread(server.close)  # waits out the server's poll; the loop keeps going

@@ -74,6 +74,12 @@ class Settings:
     price_overrides: dict[str, Pricing] = field(default_factory=dict)
     image_retention_days: float = 0.0
     log_level: str = "INFO"
+    #: "text" (one line per entry) or "json" (one JSON object per line, for log collectors).
+    log_format: str = "text"
+    #: Serve Prometheus metrics at /metrics on this port; None = no endpoint.
+    metrics_port: int | None = None
+    #: The address the metrics endpoint listens on; loopback unless a scraper elsewhere needs it.
+    metrics_host: str = "127.0.0.1"
     #: Discord's REST base, or an HTTP proxy in front of it (nirn-proxy); None = discord.com.
     discord_api_base: str | None = None
     limits: QueueLimits = field(default_factory=QueueLimits)
@@ -146,7 +152,7 @@ class _Parser:
             return default
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         raw = self.get(name)
         if not raw:
             return default
@@ -156,8 +162,9 @@ class _Parser:
             value = int(raw) if raw.isascii() and raw.isdigit() else None
         except ValueError:
             value = None
-        if value is None or value < minimum:
-            self.errors.append(f"{name}={raw!r}: expected a whole number of at least {minimum}.")
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            accepts = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            self.errors.append(f"{name}={raw!r}: expected a whole number {accepts}.")
             return default
         return value
 
@@ -200,6 +207,10 @@ class _Parser:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             self.errors.append(f"BANANA_LOG_LEVEL={log_level!r}: expected DEBUG, INFO, WARNING or ERROR.")
             log_level = "INFO"
+        log_format = self.get("BANANA_LOG_FORMAT", "text").lower()
+        if log_format not in ("text", "json"):
+            self.errors.append(f"BANANA_LOG_FORMAT={log_format!r}: expected text or json.")
+            log_format = "text"
         return Settings(
             discord_token=Secret(token) if token else None,
             gemini_api_keys=self.keys("GEMINI_API_KEY"),
@@ -227,6 +238,10 @@ class _Parser:
             price_overrides=self._prices(),
             image_retention_days=self.number("BANANA_IMAGE_RETENTION_DAYS", 0.0),
             log_level=log_level,
+            log_format=log_format,
+            # 0 is refused: it would mean "any free port", which no scraper could be pointed at.
+            metrics_port=self.integer("BANANA_METRICS_PORT", 0, minimum=1, maximum=65535) or None,
+            metrics_host=self.get("BANANA_METRICS_HOST", "127.0.0.1"),
             discord_api_base=self.url("DISCORD_API_BASE", "") if self.get("DISCORD_API_BASE") else None,
             limits=QueueLimits(
                 global_concurrency=self.integer("BANANA_MAX_CONCURRENT", 4, minimum=1),

@@ -17,6 +17,7 @@ from storage.images import ImageStore
 
 from .config import Settings
 from .core.errors import ConfigError
+from .core.metrics import GenerationMetrics
 from .core.providers import GeminiProvider, OpenAIChatProvider, OpenAIImagesProvider, Provider, ProviderConfig
 from .core.service import GenerationService
 
@@ -75,7 +76,13 @@ class Runtime:
     service: GenerationService
 
     @classmethod
-    async def open(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: GenerationMetrics | None = None,
+    ) -> Runtime:
         providers = build_providers(settings, transport=transport)
         try:
             db = await Database.open(settings.database_target)
@@ -83,7 +90,9 @@ class Runtime:
             await asyncio.gather(*(provider.aclose() for provider in providers))
             raise
         images = ImageStore(settings.images_dir, db)
-        service = GenerationService(providers, db=db, images=images, price_overrides=settings.price_overrides)
+        service = GenerationService(
+            providers, db=db, images=images, price_overrides=settings.price_overrides, metrics=metrics
+        )
         runtime = cls(settings=settings, db=db, images=images, service=service)
         try:
             if settings.image_retention_days > 0:

@@ -200,7 +200,7 @@ def test_env_example_documents_every_setting_and_loads_cleanly() -> None:
     import re
 
     source = (ROOT / "bot" / "config.py").read_text()
-    read = set(re.findall(r'\.(?:get|number|url|keys|_choice|_json_object)\("([A-Z0-9_]+)"', source))
+    read = set(re.findall(r'\.(?:get|number|integer|url|keys|_choice|_json_object)\("([A-Z0-9_]+)"', source))
     read |= {f"BANANA_TIMEOUT_{size}" for size in ("1K", "2K", "4K")}
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", example, flags=re.M))

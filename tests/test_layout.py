@@ -17,11 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: A layer -> the layers its modules may import (besides their own and third-party libraries).
 ALLOWED: dict[str, set[str]] = {
+    # Metrics and log formatting, which anything may use; it uses nothing of the bot's.
+    "bot.observability": set(),
     # The generation service keeps every image and usage row it makes.
-    "bot.core": {"storage"},
+    "bot.core": {"storage", "bot.observability"},
     "storage": set(),
     "bot.media": set(),
-    "bot.jobs": {"bot.core", "storage", "bot.media"},
+    "bot.jobs": {"bot.core", "storage", "bot.media", "bot.observability"},
     # Settings and the message catalogue are read by every Discord-facing part.
     "bot.config": {"bot.core", "bot.jobs"},
     "bot.i18n": set(),
@@ -29,10 +31,20 @@ ALLOWED: dict[str, set[str]] = {
     "bot.ui": {"bot.config", "bot.i18n", "bot.jobs", "bot.core", "storage", "bot.media"},
     "cogs": {"bot.ui", "bot.config", "bot.i18n", "bot.jobs", "bot.core", "storage", "bot.media"},
     # The wiring and the entry point see everything.
-    "bot.client": {"cogs", "bot.ui", "bot.config", "bot.runtime", "bot.jobs", "bot.core", "storage", "bot.media"},
-    "bot.cli": {"bot.client", "bot.config", "bot.runtime", "bot.core", "storage"},
+    "bot.client": {
+        "cogs",
+        "bot.ui",
+        "bot.config",
+        "bot.runtime",
+        "bot.jobs",
+        "bot.core",
+        "storage",
+        "bot.media",
+        "bot.observability",
+    },
+    "bot.cli": {"bot.client", "bot.config", "bot.runtime", "bot.core", "storage", "bot.observability"},
 }
-WITHOUT_DISCORD = ("bot.core", "bot.jobs", "bot.media", "storage")
+WITHOUT_DISCORD = ("bot.core", "bot.jobs", "bot.media", "storage", "bot.observability")
 
 
 def layer_of(module: str) -> str | None:
@@ -145,7 +157,13 @@ def test_core_jobs_media_and_storage_import_nothing_from_discord() -> None:
             names += [m.name for m in pkgutil.walk_packages(module.__path__, package + ".", onerror=unimportable)]
         for name in names:
             importlib.import_module(name)
-        for expected in ("bot.core.providers.gemini", "bot.jobs.runner", "bot.media.uploads", "storage.jobs"):
+        for expected in (
+            "bot.core.providers.gemini",
+            "bot.jobs.runner",
+            "bot.media.uploads",
+            "storage.jobs",
+            "bot.observability.metrics",
+        ):
             assert expected in names, names  # the walk reached every package
         leaked = sorted(m for m in sys.modules if m == "discord" or m.startswith("discord."))
         assert not leaked, f"pulled in {{leaked}}"

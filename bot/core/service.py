@@ -2,7 +2,8 @@
 
 It validates a request against the model's capabilities before anything is spent, runs it on the
 configured providers in order (failing over when one stays unavailable), stores the image, and logs a
-usage row. A failed log write never fails the generation.
+usage row. A failed log write never fails the generation. Each provider request's outcome (time, images,
+cost or error class) also goes to the optional `metrics` hook, from this one place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from storage.generations import GenerationRow, insert_generation
 from storage.images import ImageStore
 
 from .errors import GenerationError, InvalidRequest
+from .metrics import NO_METRICS, GenerationMetrics
 from .models import ModelSpec, Pricing, model_spec
 from .providers.base import Provider
 from .types import GenerationResult, ImageRequest, RequestContext
@@ -35,6 +37,7 @@ class GenerationService:
         db: Database | None = None,
         images: ImageStore | None = None,
         price_overrides: dict[str, Pricing] | None = None,
+        metrics: GenerationMetrics | None = None,
     ) -> None:
         if not providers:
             raise ValueError("at least one provider is required")
@@ -42,6 +45,7 @@ class GenerationService:
         self.db = db
         self.images = images
         self.price_overrides = price_overrides or {}
+        self.metrics = metrics or NO_METRICS
 
     async def aclose(self) -> None:
         for provider in self.providers:
@@ -77,9 +81,11 @@ class GenerationService:
                 except InvalidRequest as exc:
                     log.info("not failing over to %s: %s", provider.name, exc)
                     break
+            requested = time.perf_counter()
             try:
                 result = await provider.generate(request, spec, on_preview=context.on_preview)
             except GenerationError as exc:
+                self._observe(provider, spec, request, requested, error_class=exc.error_class)
                 attempts += exc.attempts
                 last_error, last_spec = exc, spec
                 if exc.failover and index + 1 < len(chain):
@@ -87,6 +93,14 @@ class GenerationService:
                     failed.append((provider.name, exc.error_class))
                     continue
                 break
+            self._observe(
+                provider,
+                spec,
+                request,
+                requested,
+                images=len(result.images),
+                cost_usd=result.usage.cost_usd,
+            )
             if context.on_image is not None:
                 context.on_image(result.image)
             result.attempts += attempts
@@ -104,6 +118,33 @@ class GenerationService:
             total_ms=(time.perf_counter() - started) * 1000,
         )
         raise last_error
+
+    def _observe(
+        self,
+        provider: Provider,
+        spec: ModelSpec,
+        request: ImageRequest,
+        requested: float,
+        *,
+        error_class: str | None = None,
+        images: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Report one provider request to the metrics hook; a failing hook never fails the generation."""
+        try:
+            self.metrics.provider_request(
+                provider=provider.name,
+                # The configured model id, not the one the answer names: a relay's variant spelling would
+                # split one model's series in two.
+                model=spec.model_id,
+                size=request.size,
+                seconds=time.perf_counter() - requested,
+                error_class=error_class,
+                images=images,
+                cost_usd=cost_usd,
+            )
+        except Exception:
+            log.exception("the metrics hook failed; the generation itself is unaffected")
 
     async def _record(
         self,
