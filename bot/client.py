@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from cogs.settings import ServerSettings
 from cogs.show import Show
 from cogs.usage import Usage
 from storage.guild_settings import pinned_locales
-from storage.jobs import Job, get_state, set_state
+from storage.jobs import get_state, set_state
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ class BananaBot(commands.AutoShardedBot):
         self.settings = settings
         self._transport = transport
         self._sync_commands = sync_commands
-        self._resumed = False
-        self._interrupted: list[Job] = []
+        self._stopping: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         #: Always collected (it costs next to nothing), served only when BANANA_METRICS_PORT is set.
@@ -138,8 +138,10 @@ class BananaBot(commands.AutoShardedBot):
             generation=self.runtime.service,
             limits=self.settings.limits,
             budget=self.settings.context_budget,
+            metrics=self.metrics,
         )
-        self._interrupted = await self.jobs.interrupted()
+        self.jobs.shard_of = self.shard_of
+        self._watch_for_sigterm()
         locales = await pinned_locales(self.runtime.db)
         self.services = Services(
             settings=self.settings,
@@ -151,6 +153,7 @@ class BananaBot(commands.AutoShardedBot):
             client=self,
             modlog=ModLog(self.runtime.db, self, locales),
         )
+        self._resumer = Resumer(self.services)
         await self.tree.set_translator(CatalogueTranslator())
         await self.add_cogs(self.services)
         if self._sync_commands:
@@ -182,16 +185,35 @@ class BananaBot(commands.AutoShardedBot):
             await self.add_cog(cog)
 
     async def on_ready(self) -> None:
-        # on_ready fires again after a reconnect; interrupted jobs are picked up once per start.
-        if self._resumed:
-            return
-        self._resumed = True
-        # Only the jobs found before the gateway connected: one admitted since (between READY and this
-        # event) is already queued in this process and would otherwise run twice.
-        interrupted, self._interrupted = self._interrupted, []
-        resumed = await self.jobs.resume(interrupted, Resumer(self.services).presenter_for)
-        if resumed:
-            log.info("picked up %d jobs interrupted by the restart", len(resumed))
+        # Claiming starts once the gateway is up, so that jobs from other processes or an earlier run can be
+        # shown (through their channels). on_ready fires again after a reconnect: start is idempotent.
+        await self.jobs.start(self._resumer.presenter_for)
+
+    def shard_of(self, guild_id: int | None) -> int | None:
+        """The shard that receives a guild's events (None for DMs), for log lines."""
+        if guild_id is None or not self.shard_count:
+            return None
+        return (guild_id >> 22) % self.shard_count
+
+    # --- stopping -------------------------------------------------------------------------------------
+    def _watch_for_sigterm(self) -> None:
+        """SIGTERM (docker stop, systemd, a rolling restart) is a graceful stop, not a kill."""
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals on Windows or off the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self) -> None:
+        if self._stopping is None:
+            log.info("SIGTERM: stopping gracefully (up to %g s for running jobs)", self.settings.stop_grace)
+            self._stopping = asyncio.create_task(self.stop_gracefully(), name="graceful-stop")
+
+    async def stop_gracefully(self) -> None:
+        """Claim nothing more, give running jobs BANANA_STOP_GRACE seconds, hand the rest back to the queue (another
+        process or the next start takes them at once), then close the gateway, the HTTP clients and the database."""
+        if hasattr(self, "jobs"):
+            handed_back = await self.jobs.stop(self.settings.stop_grace)
+            if handed_back:
+                log.info("handed %d running jobs back to the queue", handed_back)
+        await self.close()
 
     # --- command sync ---------------------------------------------------------------------------------
     async def command_payload(self) -> list[dict[str, Any]]:
@@ -263,7 +285,7 @@ class BananaBot(commands.AutoShardedBot):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if hasattr(self, "jobs"):
-            # Running jobs stay 'running' in the database and are picked up by the next start.
+            # Running jobs go back to the queue: another process, or the next start, runs them.
             await self.jobs.aclose()
         if hasattr(self, "services"):
             with contextlib.suppress(TimeoutError):  # log entries are best effort; the bot is closing

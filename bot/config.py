@@ -68,6 +68,8 @@ class Settings:
     data_dir: Path = Path("data")
     #: PostgreSQL, for several processes sharing one database; None is SQLite in `data_dir`.
     database_url: Secret | None = None
+    #: Seconds running jobs get to finish after SIGTERM before they are handed back to the queue.
+    stop_grace: float = 30.0
     connect_timeout: float = 10.0
     timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -226,6 +228,7 @@ class _Parser:
             provider_order=provider_order,
             data_dir=Path(self.get("BANANA_DATA_DIR", "data")).expanduser(),
             database_url=self._database_url(),
+            stop_grace=self.number("BANANA_STOP_GRACE", 30.0, minimum=0),
             connect_timeout=self.number("BANANA_CONNECT_TIMEOUT", 10.0, minimum=0.1),
             timeouts=timeouts,
             retry=RetryPolicy(

@@ -82,8 +82,8 @@ class Privacy(commands.Cog):
         if interaction.user.id != user_id or (scope == "guild" and not interaction.permissions.manage_guild):
             await interaction.response.send_message(t(locale, "forget.not_yours"), ephemeral=True)
             return
-        queue = self.services.jobs.queue
-        busy = queue.pending_for_user(target) if scope == "me" else queue.pending_in_lane(target)
+        jobs = self.services.jobs
+        busy = await jobs.pending_for_user(target) if scope == "me" else await jobs.pending_in_lane(target)
         if busy:
             await interaction.response.send_message(t(locale, "forget.busy"), ephemeral=True)
             return

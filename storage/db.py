@@ -32,12 +32,12 @@ import logging
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiosqlite
 
@@ -57,6 +57,8 @@ Params = Sequence[Any]
 #: Advisory lock keys (PostgreSQL): one per thing that must happen one process at a time.
 LOCK_MIGRATE = 0x62616E01
 LOCK_JOBS = 0x62616E02
+#: PostgreSQL's notification channel: a job was queued or gave its slot back, so idle processes claim now.
+NOTIFY_CHANNEL = "banana_jobs"
 
 
 class MigrationError(RuntimeError):
@@ -141,6 +143,16 @@ class Connection(ABC):
         return row[0] if row is not None else None
 
 
+class Queryable(Protocol):
+    """A `Database` (each statement committed at once) or a transaction's `Connection`: storage functions that
+    may run inside an admission's or a claim's transaction take either."""
+
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+    async def fetchval(self, sql: str, params: Params = ()) -> Any: ...
+
+
 class Database(ABC):
     """An open database with an up-to-date schema. Create it with `Database.open`."""
 
@@ -184,6 +196,15 @@ class Database(ABC):
     async def lock(self, tx: Connection, key: int) -> None:
         """Inside a transaction: wait until no other process holds `key`, and hold it until the transaction
         ends. (On SQLite, a write transaction already excludes every other writer.)"""
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process says the job queue changed (PostgreSQL; on SQLite this process
+        is the only one)."""
+        return None
+
+    async def notify(self) -> None:
+        """Tell the other processes that the job queue changed."""
+        return None
 
     @abstractmethod
     async def schema_version(self) -> int:
@@ -407,6 +428,7 @@ class PostgresDatabase(Database):
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
+        self._listener: Any = None
 
     @classmethod
     async def connect(cls, url: str, *, migrations_dir: Path = MIGRATIONS_DIR) -> PostgresDatabase:
@@ -449,6 +471,14 @@ class PostgresDatabase(Database):
     async def lock(self, tx: Connection, key: int) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
+    async def listen(self, wake: Callable[[], None]) -> None:
+        if self._listener is None:
+            self._listener = await self._pool.acquire()
+        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: wake())
+
+    async def notify(self) -> None:
+        await self._pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
     async def schema_version(self) -> int:
         exists = await self.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
         if not exists:
@@ -456,6 +486,9 @@ class PostgresDatabase(Database):
         return int(await self.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._pool.release(self._listener)
+            self._listener = None
         await self._pool.close()
 
     async def _migrate(self, migrations: list[Migration]) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, Queryable
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def _encode(name: str, value: Any) -> Any:
     return value
 
 
-async def get_guild_settings(db: Database, guild_id: int) -> GuildSettings:
+async def get_guild_settings(db: Queryable, guild_id: int) -> GuildSettings:
     sql = f"SELECT {', '.join(_COLUMNS)} FROM guild_settings WHERE guild_id = ?"
     row = await db.fetchone(sql, (guild_id,))
     if row is None:
@@ -113,7 +113,7 @@ async def pinned_locales(db: Database) -> dict[int, str]:
     return {int(guild_id): str(locale) for guild_id, locale in rows}
 
 
-async def spent_since(db: Database, guild_id: int, since: float) -> float:
+async def spent_since(db: Queryable, guild_id: int, since: float) -> float:
     """The guild's logged cost since `since` (served by the report index)."""
     sql = "SELECT coalesce(sum(cost_usd), 0) FROM generations WHERE guild_id = ? AND created_at >= ?"
     row = await db.fetchone(sql, (guild_id, since))

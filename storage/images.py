@@ -116,6 +116,13 @@ class ImageStore:
                 return candidate
         raise FileNotFoundError(f"no stored image with key {key}")
 
+    async def mime_of(self, key: str) -> str:
+        """The stored image's type. Raises FileNotFoundError if it isn't stored."""
+        row = await self._db.fetchone("SELECT mime FROM images WHERE key = ?", (key,))
+        if row is None:
+            raise FileNotFoundError(f"no stored image with key {key}")
+        return str(row[0])
+
     async def exists(self, key: str) -> bool:
         try:
             await asyncio.to_thread(self.path, key)

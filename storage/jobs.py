@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, Queryable
 
 #: The size of a request that names none (and of requests stored before sizes were always recorded).
 DEFAULT_SIZE = "1K"
@@ -156,6 +156,18 @@ class Job:
     tile: int | None = None
     #: Made through the member's own install of the app (migration 0013): no server's settings apply.
     user_install: bool = False
+    #: What the monthly budget counts for this job until its real cost is logged (migration 0015).
+    reserved_usd: float = 0.0
+
+    @property
+    def lane(self) -> int:
+        """Where the job waits its turn: its server's lane, or the member's own (DMs, user installs)."""
+        return self.guild_id if self.guild_id is not None and not self.user_install else -self.user_id
+
+    @property
+    def job_group(self) -> str:
+        """The request it belongs to: a grid's tiles are one request."""
+        return self.grid_id or self.id
 
 
 # Python field -> column. The JSON-valued fields are stored as text in *_json columns.
@@ -187,18 +199,29 @@ def _from_row(row: Any) -> Job:
     return Job(**values)
 
 
-async def insert_job(db: Database, job: Job) -> None:
-    sql = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-    await db.execute(sql, _to_row(job))
+_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}, lane, job_group) VALUES ({', '.join('?' for _ in _COLUMNS)}, ?, ?)"
+
+
+async def insert_job(db: Queryable, job: Job) -> None:
+    """Store a job (in its own transaction on a Database, or in the caller's)."""
+    await db.execute(_INSERT, [*_to_row(job), job.lane, job.job_group])
+
+
+#: Columns of the job queue (storage/queue.py) that are not fields of `Job`.
+_QUEUE_COLUMNS = ("holds_slot", "lease_owner", "lease_expires")
+
+
+def columns_and_values(changes: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """Job fields (and the queue's own columns) as column names and stored values."""
+    unknown = set(changes) - set(_FIELDS) - set(_QUEUE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown job fields: {sorted(unknown)}")
+    return [_JSON_FIELDS.get(name, name) for name in changes], [_dump(name, v) for name, v in changes.items()]
 
 
 async def update_job(db: Database, job_id: str, **changes: Any) -> None:
     """Set some fields of one job (field names as on `Job`)."""
-    unknown = set(changes) - set(_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown job fields: {sorted(unknown)}")
-    columns = [_JSON_FIELDS.get(name, name) for name in changes]
-    values = [_dump(name, value) for name, value in changes.items()]
+    columns, values = columns_and_values(changes)
     sql = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
     await db.execute(sql, [*values, job_id])
 
@@ -227,7 +250,7 @@ async def max_version_in_thread(db: Database, thread_id: int) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-async def jobs_where(db: Database, condition: str, params: tuple[Any, ...]) -> list[Job]:
+async def jobs_where(db: Queryable, condition: str, params: tuple[Any, ...]) -> list[Job]:
     """Jobs matching a WHERE clause written in this package (never from user input; values go in `params`)."""
     rows = await db.fetchall(f"{_SELECT} WHERE {condition}", params)
     return [_from_row(r) for r in rows]
@@ -241,7 +264,7 @@ async def unfinished_jobs(db: Database) -> list[Job]:
 
 
 async def count_reserved_since(
-    db: Database, since: float, *, user_id: int | None = None, guild_id: int | None = None
+    db: Queryable, since: float, *, user_id: int | None = None, guild_id: int | None = None
 ) -> int:
     """Jobs holding a quota reservation created at or after `since`, for one user or one guild."""
     if (user_id is None) == (guild_id is None):
@@ -261,7 +284,7 @@ async def queued_job_ids(db: Database, guild_id: int, user_id: int) -> list[str]
     return [str(row[0]) for row in await db.fetchall(sql, (guild_id, user_id))]
 
 
-async def count_user_installs_since(db: Database, since: float) -> int:
+async def count_user_installs_since(db: Queryable, since: float) -> int:
     """Jobs made through members' own installs, over the whole bot, holding a reservation since `since`."""
     sql = (
         f"SELECT count(*) FROM jobs WHERE user_install = 1 AND created_at >= ? "

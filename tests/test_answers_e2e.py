@@ -11,11 +11,13 @@ import pytest
 
 from bot.i18n import t
 from bot.jobs.limits import QueueLimits
-from bot.jobs.queue import THROUGHPUT_MIN_JOBS, FairQueue, Ticket
+from bot.jobs.queue import THROUGHPUT_MIN_JOBS, JobQueue
 from bot.ui import surfaces
 from bot.ui.errors import formats, option_label
+from storage.db import Database
 from storage.guild_settings import update_guild_settings
-from storage.jobs import jobs_where
+from storage.jobs import Job, JobRequest, insert_job, jobs_where
+from storage.queue import finish as finish_job
 from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, png, wait_until
 from tests.fake_discord import FakeInteraction, FakeMessage, FakeUser
 from tests.fake_image_api import Fault
@@ -272,31 +274,49 @@ async def test_the_queued_status_estimates_the_wait_once_there_is_data(tmp_path:
         await h.discord.wait_for_message(lambda m: m.interaction_id == grid.id and has_image(m), timeout=30)
 
 
-async def test_the_estimate_is_the_place_in_line_times_the_recent_time_per_slot() -> None:
-    """The arithmetic, on the real queue with its own clock: two slots, third in line."""
+async def test_the_estimate_is_the_place_in_line_times_the_recent_time_per_slot(tmp_path: Path) -> None:
+    """The arithmetic, on the real queue (over a real database) with its own clock: two slots, third in line."""
     now = [1000.0]
-    queue = FairQueue(QueueLimits(global_concurrency=2, guild_concurrency=2, user_concurrency=1), clock=lambda: now[0])
-    gates = [asyncio.Event() for _ in range(8)]
-    tickets = [Ticket(job_id=f"j{n}", lane=1, user_id=n, run=gates[n].wait) for n in range(8)]
-    for ticket in tickets:
-        queue.submit(ticket)
+    gates = {f"j{n}": asyncio.Event() for n in range(8)}
+    db = await Database.open(tmp_path / "queue.sqlite3")
 
-    async def finish(n: int, at: float) -> None:
-        now[0] = at
-        gates[n].set()
-        await wait_until(lambda: tickets[n].task is not None and tickets[n].task.done(), f"j{n} finished", 5)
+    async def run(job: Job) -> None:
+        await gates[job.id].wait()
+        await finish_job(db, job.id, queue.owner, {"status": "done"})
 
-    await finish(0, 1010.0)  # held its slot 10 s; j2 starts
-    await finish(1, 1010.0)  # 10 s; j3 starts
-    assert THROUGHPUT_MIN_JOBS == 3 and queue.wait_estimate("j7") is None  # two jobs are not enough data
-    await finish(2, 1016.0)  # 6 s; j4 starts
-    # j3 and j4 hold the two slots; j5, j6, j7 wait. A slot frees every (10 + 10 + 6) / 3 / 2 s.
-    assert [queue.position(f"j{n}") for n in (5, 6, 7)] == [1, 2, 3]
-    assert queue.wait_estimate("j7") == pytest.approx(3 * (26 / 3) / 2)
-    assert queue.wait_estimate("j3") is None  # running, not waiting
-    for n in range(3, 8):
-        gates[n].set()
-    await asyncio.wait_for(queue.wait_idle(), 5)
+    limits = QueueLimits(global_concurrency=2, guild_concurrency=2, user_concurrency=1)
+    queue = JobQueue(db, limits, owner="this-process", run=run, clock=lambda: now[0])
+    for n in range(8):
+        request = JobRequest(prompt=f"j{n}")
+        await insert_job(
+            db, Job(id=f"j{n}", created_at=n, guild_id=1, channel_id=2, user_id=n, kind="imagine", request=request)
+        )
+    try:
+        await queue.start()
+        await wait_until(lambda: queue.runs("j0") and queue.runs("j1"), "j0 and j1 started", 5)
+
+        async def finish(n: int, at: float) -> None:
+            now[0] = at
+            await queue.release(f"j{n}")  # the provider answered: the slot is free
+            gates[f"j{n}"].set()
+            await wait_until(lambda: queue.runs(f"j{n + 2}"), f"j{n + 2} started", 5)
+
+        await finish(0, 1010.0)  # held its slot 10 s; j2 starts
+        await finish(1, 1010.0)  # 10 s; j3 starts
+        await queue.refresh()
+        assert THROUGHPUT_MIN_JOBS == 3 and queue.wait_estimate("j7") is None  # two jobs are not enough data
+        await finish(2, 1016.0)  # 6 s; j4 starts
+        await queue.refresh()
+        # j3 and j4 hold the two slots; j5, j6, j7 wait. A slot frees every (10 + 10 + 6) / 3 / 2 s.
+        assert [queue.position(f"j{n}") for n in (5, 6, 7)] == [1, 2, 3]
+        assert queue.wait_estimate("j7") == pytest.approx(3 * (26 / 3) / 2)
+        assert queue.wait_estimate("j3") is None  # running, not waiting
+        for gate in gates.values():
+            gate.set()
+        await queue.wait_idle(5)
+    finally:
+        await queue.aclose()
+        await db.close()
 
 
 async def test_after_a_failover_a_grid_names_the_provider_too(tmp_path: Path) -> None:

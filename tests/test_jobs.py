@@ -17,8 +17,8 @@ from bot.jobs.admission import LimitExceeded
 from bot.jobs.limits import ContextBudget, QueueLimits
 from bot.jobs.runner import JobOutcome, JobRunner
 from bot.runtime import Runtime
-from storage.generations import get_generation
-from storage.jobs import Job, JobRequest, count_reserved_since, get_job, insert_job
+from storage.generations import count_generations, get_generation
+from storage.jobs import Job, JobRequest, count_reserved_since, get_job, insert_job, update_job
 from tests.fake_image_api import FakeImageAPI, Fault
 
 pytestmark = pytest.mark.timeout(30)
@@ -277,8 +277,7 @@ async def test_a_restart_runs_interrupted_jobs_once_without_charging_twice(
         async def presenter_for(job: Job) -> Events:
             return events
 
-        resumed = await service.resume(await service.interrupted(), presenter_for)
-        assert {j.id for j in resumed} == {was_running.id, was_queued.id}
+        await service.start(presenter_for)
         await events.wait(was_running.id)
         await events.wait(was_queued.id)
         for job_id in (was_running.id, was_queued.id):
@@ -340,12 +339,52 @@ async def test_the_next_job_starts_once_the_answer_is_in_not_after_it_is_stored_
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("the second job waited for the first one's log write")
-        assert service.queue.pending_for_user(1) == 1  # the first job still counts until it is logged
+        assert await service.pending_for_user(1) == 1  # the first job still counts until it is logged
         release_log.set()
         await events.wait(first.id)
         await events.wait(second.id)
-        assert service.queue.pending_for_user(1) == 0
+        assert await service.pending_for_user(1) == 0
     finally:
         release_log.set()
+        await service.aclose()
+        await runtime.aclose()
+
+
+async def test_a_job_taken_over_after_the_provider_answered_is_finished_from_the_store_not_paid_again(
+    fake_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    """The process running it died between the usage row and the job's own record: the next claim finds the paid
+    generation and posts that image; the image API is not asked again."""
+    runtime, service = await open_service(fake_api, tmp_path / "data")
+    events = Events()
+    job = new_job("paid once")
+    await service.submit(job, events)
+    await events.wait(job.id)
+    paid = await get_job(runtime.db, job.id)
+    assert paid is not None and paid.generation_id is not None
+    requests_before = len(fake_api.requests)
+    # As if the process had died right after the provider answered: the job is still 'running' under a lease
+    # that has run out, with its usage row and image already stored.
+    await update_job(runtime.db, job.id, status="running", image_key=None, generation_id=None, model_turn=None)
+    await service.aclose()
+    await runtime.aclose()
+
+    runtime, service = await open_service(fake_api, tmp_path / "data")
+    try:
+        again = Events()
+
+        async def presenter_for(job: Job) -> Events:
+            return again
+
+        await service.start(presenter_for)
+        await again.wait(job.id)
+        assert again.seen == [("queued", job.id), ("started", job.id), ("finished", job.id)]
+        assert len(fake_api.requests) == requests_before  # not generated again
+        stored = await get_job(runtime.db, job.id)
+        assert stored is not None and stored.status == "done" and stored.generation_id == paid.generation_id
+        assert stored.image_key == paid.image_key
+        assert again.outcomes[job.id].result.image.data == await runtime.images.get(paid.image_key or "")
+        assert await count_generations(runtime.db) == 1  # charged once
+    finally:
         await service.aclose()
         await runtime.aclose()

@@ -71,7 +71,11 @@ async def test_forget_me_waits_for_running_jobs(tmp_path: Path) -> None:
         bot = await h.start()
         h.api.latency = 1.0
         inter = await h.imagine(h.alice, "slow")
-        await wait_until(lambda: bot.jobs.queue.pending_for_user(h.alice.id) > 0, "alice's job is admitted", 5)
+
+        async def admitted() -> bool:
+            return await bot.jobs.pending_for_user(h.alice.id) > 0
+
+        await wait_until(admitted, "alice's job is admitted", 5)
         question = await ask(h, h.alice, "forget-me")
         answer = await confirm(h, question, h.alice)
         assert "still waiting or being made" in answer.content

@@ -1,4 +1,5 @@
-"""The fair queue: guilds take turns, caps hold, every path gives its slot back."""
+"""The job queue in the database (storage/queue.py), on SQLite and PostgreSQL: guilds take turns, caps hold
+whichever process claims, leases that run out are taken over, and nothing is finished or cancelled twice."""
 
 from __future__ import annotations
 
@@ -7,179 +8,155 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.jobs.limits import QueueLimits
-from bot.jobs.queue import FairQueue, Ticket
+from storage.db import Database
+from storage.jobs import Job, JobRequest, get_job, insert_job
+from storage.queue import (
+    LEASE_SECONDS,
+    Caps,
+    cancel_queued,
+    claim_jobs,
+    finish,
+    give_back_slot,
+    pending_requests,
+    renew_leases,
+    requeue_owned,
+    waiting_order,
+)
 
-pytestmark = pytest.mark.timeout(10)
-
-
-class Recorder:
-    """Jobs that start, record the order, and finish when released."""
-
-    def __init__(self, queue: FairQueue) -> None:
-        self.queue = queue
-        self.started: list[str] = []
-        self.release: dict[str, asyncio.Event] = {}
-        self.peak_running = 0
-
-    def ticket(self, job_id: str, lane: int, user: int, *, fail: bool = False) -> Ticket:
-        self.release[job_id] = asyncio.Event()
-
-        async def run() -> None:
-            self.started.append(job_id)
-            self.peak_running = max(self.peak_running, self.queue.running_count)
-            await self.release[job_id].wait()
-            if fail:
-                raise RuntimeError("boom")
-
-        return Ticket(job_id=job_id, lane=lane, user_id=user, run=run)
-
-    async def finish(self, job_id: str) -> None:
-        self.release[job_id].set()
-        for _ in range(5):
-            await asyncio.sleep(0)
+pytestmark = pytest.mark.timeout(60)
+NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-async def queues() -> AsyncIterator[list[FairQueue]]:
-    """Queues made by a test, closed after it so no job task outlives its loop."""
-    made: list[FairQueue] = []
-    yield made
-    for queue in made:
-        await queue.aclose()
+async def db(database_target: str) -> AsyncIterator[Database]:
+    database = await Database.open(database_target)
+    yield database
+    await database.close()
 
 
-def new_queue(queues: list[FairQueue], **limits: int) -> FairQueue:
-    queue = FairQueue(QueueLimits(**limits))
-    queues.append(queue)
-    return queue
+def job(job_id: str, *, guild: int | None = 1, user: int = 1, at: float = 0.0, group: str | None = None) -> Job:
+    return Job(
+        id=job_id,
+        created_at=NOW + at,
+        guild_id=guild,
+        channel_id=5,
+        user_id=user,
+        kind="imagine",
+        request=JobRequest(prompt=job_id),
+        grid_id=group,
+    )
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def add(db: Database, *jobs: Job) -> None:
+    for item in jobs:
+        await insert_job(db, item)
 
 
-async def test_guilds_take_turns_and_each_guild_is_fifo(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=1)
-    rec = Recorder(queue)
-    # Guild 1 floods first (four members), then guild 2 arrives with two jobs.
-    for n in range(4):
-        queue.submit(rec.ticket(f"a{n}", lane=1, user=100 + n))
-    queue.submit(rec.ticket("b0", lane=2, user=200))
-    queue.submit(rec.ticket("b1", lane=2, user=201))
-    await settle()
-    assert rec.started == ["a0"]
-    assert queue.position("b0") == 1 and queue.position("a1") == 2 and queue.position("b1") == 3
-    for job in ["a0", "b0", "a1", "b1", "a2", "a3"]:
-        await rec.finish(job)
-    assert rec.started == ["a0", "b0", "a1", "b1", "a2", "a3"]
-    await queue.wait_idle()
+async def claim(db: Database, caps: Caps, *, owner: str = "p1", want: int = 10, now: float = NOW) -> list[str]:
+    return [j.id for j in await claim_jobs(db, owner=owner, want=want, caps=caps, now=now)]
 
 
-async def test_caps_per_guild_per_user_and_global_hold_under_a_burst(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=3, guild_concurrency=2, user_concurrency=1)
-    rec = Recorder(queue)
-    for n in range(10):
-        queue.submit(rec.ticket(f"g1u1-{n}", lane=1, user=1))  # one member: one at a time
-    for n in range(10):
-        queue.submit(rec.ticket(f"g1u{n + 2}", lane=1, user=n + 2))
-    for n in range(10):
-        queue.submit(rec.ticket(f"g2u{n}", lane=2, user=50 + n))
-    await settle()
-    running = [j for j in rec.started if not rec.release[j].is_set()]
-    assert len(running) == 3
-    assert sum(1 for j in running if j.startswith("g1")) <= 2
-    assert sum(1 for j in running if j.startswith("g1u1-")) <= 1
-    # Drain everything, checking the caps after every step.
-    while queue.running_count or queue.waiting_count:
-        current = [j for j in rec.started if not rec.release[j].is_set()]
-        assert len(current) <= 3
-        assert sum(1 for j in current if j.startswith("g1")) <= 2
-        assert sum(1 for j in current if j.startswith("g1u1-")) <= 1
-        await rec.finish(current[0])
-    assert len(rec.started) == 30
-    assert rec.peak_running <= 3
+async def test_guilds_take_turns_and_each_guild_is_first_come_first_served(db: Database) -> None:
+    caps = Caps(global_concurrency=1, guild_concurrency=1, user_concurrency=1)
+    await add(db, *(job(f"a{n}", guild=1, user=100 + n, at=n) for n in range(4)))
+    await add(db, job("b0", guild=2, user=200, at=10), job("b1", guild=2, user=201, at=11))
+    started = await claim(db, caps)
+    assert started == ["a0"]
+    assert (await waiting_order(db))[:3] == ["b0", "a1", "b1"]
+    while True:
+        assert await finish(db, started[-1], "p1", {"status": "done", "finished_at": NOW})
+        got = await claim(db, caps)
+        if not got:
+            break
+        assert len(got) == 1  # the global cap: one at a time
+        started += got
+    assert started == ["a0", "b0", "a1", "b1", "a2", "a3"]
 
 
-async def test_a_member_at_their_cap_does_not_block_the_rest_of_their_guild(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=4, guild_concurrency=4, user_concurrency=1)
-    rec = Recorder(queue)
-    queue.submit(rec.ticket("x1", lane=1, user=1))
-    queue.submit(rec.ticket("x2", lane=1, user=1))
-    queue.submit(rec.ticket("y1", lane=1, user=2))
-    await settle()
-    assert rec.started == ["x1", "y1"]
+async def test_caps_hold_when_two_processes_claim_at_once(db: Database) -> None:
+    caps = Caps(global_concurrency=3, guild_concurrency=2, user_concurrency=1)
+    await add(db, *(job(f"g1u1-{n}", guild=1, user=1, at=n) for n in range(6)))
+    await add(db, *(job(f"g1u{n}", guild=1, user=n, at=10 + n) for n in range(2, 8)))
+    await add(db, *(job(f"g2u{n}", guild=2, user=50 + n, at=20 + n) for n in range(6)))
+    running: dict[str, str] = {}
+    done = 0
+    while done < 18:
+        # Both processes ask for more than the caps allow, at the same moment.
+        first, second = await asyncio.gather(claim(db, caps, owner="p1"), claim(db, caps, owner="p2"))
+        for job_id in first:
+            running[job_id] = "p1"
+        for job_id in second:
+            running[job_id] = "p2"
+        assert len(running) <= 3
+        assert sum(1 for j in running if j.startswith("g1")) <= 2
+        assert sum(1 for j in running if j.startswith("g1u1-")) <= 1
+        assert running, "nothing could start"
+        job_id, owner = next(iter(running.items()))
+        assert await finish(db, job_id, owner, {"status": "done", "finished_at": NOW})
+        del running[job_id]
+        done += 1
+    assert await claim(db, caps) == []
 
 
-async def test_cancel_removes_a_waiting_job_but_not_a_running_one(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=1)
-    rec = Recorder(queue)
-    queue.submit(rec.ticket("first", lane=1, user=1))
-    queue.submit(rec.ticket("second", lane=1, user=2))
-    await settle()
-    assert queue.cancel("first") is False
-    assert queue.cancel("second") is True
-    assert queue.position("second") is None
-    await rec.finish("first")
-    await queue.wait_idle()
-    assert rec.started == ["first"]
+async def test_a_member_at_their_cap_does_not_block_their_guild_and_a_grid_runs_side_by_side(db: Database) -> None:
+    caps = Caps(global_concurrency=8, guild_concurrency=8, user_concurrency=1)
+    await add(db, job("x1", user=1, at=1), job("x2", user=1, at=2), job("y1", user=2, at=3))
+    await db.execute(
+        "INSERT INTO grids (id, created_at, channel_id, user_id, mode, request_json) VALUES (?, ?, ?, ?, ?, ?)",
+        ("grid-1", NOW, 5, 3, "tiles", '{"prompt": "four"}'),
+    )
+    await add(db, *(job(f"tile{n}", user=3, at=4 + n, group="grid-1") for n in range(4)))
+    assert sorted(await claim(db, caps)) == ["tile0", "tile1", "tile2", "tile3", "x1", "y1"]
+    assert await pending_requests(db, 1) == 2 and await pending_requests(db, 3) == 1  # a grid is one request
 
 
-async def test_a_job_that_raises_or_is_cancelled_gives_its_slot_back(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=1)
-    rec = Recorder(queue)
-    queue.submit(rec.ticket("bad", lane=1, user=1, fail=True))
-    queue.submit(rec.ticket("next", lane=1, user=1))
-    await settle()
-    await rec.finish("bad")
-    assert rec.started == ["bad", "next"]
-    assert queue.pending_for_user(1) == 1
-    await queue.aclose()  # shutdown cancels the running one; its slot is released too
-    assert queue.running_count == 0 and queue.pending_for_user(1) == 0
+async def test_a_lease_that_runs_out_is_taken_over_and_the_late_process_cannot_finish_it(db: Database) -> None:
+    caps = Caps(global_concurrency=1, guild_concurrency=1, user_concurrency=1)
+    await add(db, job("j1"))
+    assert await claim(db, caps, owner="dead") == ["j1"]
+    # Within the lease, nobody else may take it, and the cap is held.
+    assert await claim(db, caps, owner="p2", now=NOW + LEASE_SECONDS / 2) == []
+    assert await renew_leases(db, "dead", NOW + 1) == 1
+    assert await claim(db, caps, owner="p2", now=NOW + LEASE_SECONDS + 0.5) == []  # renewed: still alive
+    later = NOW + 1 + LEASE_SECONDS + 1
+    assert await claim(db, caps, owner="p2", now=later) == ["j1"]
+    taken = await get_job(db, "j1")
+    assert taken is not None and taken.attempts_started == 2
+    assert not await finish(db, "j1", "dead", {"status": "done", "finished_at": later})  # too late: not posted
+    assert await finish(db, "j1", "p2", {"status": "done", "finished_at": later})
+    assert not await finish(db, "j1", "p2", {"status": "done", "finished_at": later})  # once
 
 
-async def test_dms_get_a_lane_per_member(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=5)
-    rec = Recorder(queue)
-    queue.submit(rec.ticket("dm1-a", lane=-1, user=1))
-    queue.submit(rec.ticket("dm1-b", lane=-1, user=1))
-    queue.submit(rec.ticket("dm2-a", lane=-2, user=2))
-    await settle()
-    assert queue.position("dm2-a") == 1
+async def test_a_stopping_process_hands_its_jobs_back_at_once(db: Database) -> None:
+    caps = Caps(global_concurrency=2, guild_concurrency=2, user_concurrency=2)
+    await add(db, job("j1", user=1), job("j2", user=2, at=1))
+    assert sorted(await claim(db, caps, owner="stopping")) == ["j1", "j2"]
+    assert await requeue_owned(db, "stopping") == 2
+    assert sorted(await claim(db, caps, owner="other")) == ["j1", "j2"]  # no wait for the leases
 
 
-async def test_a_released_slot_starts_the_next_job_while_the_first_still_counts_as_pending(
-    queues: list[FairQueue],
-) -> None:
-    """A job that has its image gives its slot back before it has stored and logged it (FairQueue.release):
-    the next job starts at once, but the member's and guild's pending work (which /forget-me waits for,
-    and the per-member waiting cap counts) still includes the finishing one until it returns."""
-    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=1)
-    rec = Recorder(queue)
-    queue.submit(rec.ticket("first", lane=1, user=1))
-    queue.submit(rec.ticket("second", lane=1, user=2))
-    await settle()
-    assert rec.started == ["first"]
-    queue.release("first")
-    await settle()
-    assert rec.started == ["first", "second"]
-    assert queue.running_count == 1  # only "second" holds capacity
-    assert queue.pending_for_user(1) == 1 and queue.pending_in_lane(1) == 2
-    queue.release("first")  # again: a no-op
-    queue.release("unknown")
-    await rec.finish("first")
-    assert queue.pending_for_user(1) == 0 and queue.pending_in_lane(1) == 1
-    await rec.finish("second")
-    await asyncio.wait_for(queue.wait_idle(), 1)
-    assert queue.pending_in_lane(1) == 0
+async def test_a_slot_given_back_lets_the_next_job_start_while_the_first_still_counts(db: Database) -> None:
+    caps = Caps(global_concurrency=1, guild_concurrency=1, user_concurrency=1)
+    await add(db, job("first", user=1), job("second", user=2, at=1))
+    assert await claim(db, caps) == ["first"]
+    await give_back_slot(db, "first")
+    assert await claim(db, caps) == ["second"]
+    assert await pending_requests(db, 1) == 1  # storing and posting: still the member's pending request
 
 
-async def test_shutdown_cancels_a_finishing_job_too(queues: list[FairQueue]) -> None:
-    queue = new_queue(queues, global_concurrency=1, guild_concurrency=1, user_concurrency=1)
-    rec = Recorder(queue)
-    queue.submit(rec.ticket("first", lane=1, user=1))
-    await settle()
-    queue.release("first")
-    await queue.aclose()
-    assert queue.pending_for_user(1) == 0 and queue.pending_in_lane(1) == 0
+async def test_only_a_waiting_job_can_be_cancelled_and_only_once(db: Database) -> None:
+    caps = Caps(global_concurrency=1, guild_concurrency=1, user_concurrency=1)
+    await add(db, job("running", user=1), job("waiting", user=2, at=1))
+    assert await claim(db, caps) == ["running"]
+    assert not await cancel_queued(db, "running", NOW)
+    assert await cancel_queued(db, "waiting", NOW)
+    assert not await cancel_queued(db, "waiting", NOW)
+    assert not await cancel_queued(db, "unknown", NOW)
+    cancelled = await get_job(db, "waiting")
+    assert cancelled is not None and cancelled.status == "cancelled" and cancelled.reserved_usd == 0
+
+
+async def test_dms_and_user_installs_get_a_lane_per_member(db: Database) -> None:
+    caps = Caps(global_concurrency=4, guild_concurrency=1, user_concurrency=1)
+    await add(db, job("dm-a", guild=None, user=1), job("dm-b", guild=None, user=2, at=1))
+    assert sorted(await claim(db, caps)) == ["dm-a", "dm-b"]  # the guild cap of 1 is per member here

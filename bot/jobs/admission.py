@@ -1,13 +1,12 @@
 """Admission: whether a new job may be queued (limits, daily quotas, the monthly budget), and what it reserves.
 
 A job reserves its quota by existing (storage counts queued, running and done jobs) and its estimated cost
-here, until its real cost is in the usage log. Checking and reserving happen under one lock, so a burst
-can't slip past a limit together.
+in its row, until its real cost is in the usage log. Checking and reserving happen in one transaction under
+the jobs lock, so a burst can't slip past a limit together, whichever processes it arrives at.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,10 +15,10 @@ from dataclasses import replace
 from bot.core.service import GenerationService
 from bot.core.types import ImageRequest
 from bot.jobs.limits import QueueLimits
-from bot.jobs.queue import FairQueue
-from storage.db import Database
+from storage.db import LOCK_JOBS, Connection, Database
 from storage.guild_settings import GuildSettings, get_guild_settings, spent_since
 from storage.jobs import JobRequest, count_reserved_since, count_user_installs_since
+from storage.queue import pending_requests, reserved_usd
 
 
 class BudgetExceeded(Exception):
@@ -62,24 +61,21 @@ def month_bounds(now: float) -> tuple[float, float]:
 
 
 class Admission:
+    """Checks and reserves in one database transaction that holds the jobs lock, so two admissions (in this
+    process or another) can't both take the last image of a quota or the last cents of a budget."""
+
     def __init__(
         self,
         *,
         db: Database,
         generation: GenerationService,
-        queue: FairQueue,
         limits: QueueLimits,
         clock: Callable[[], float],
     ) -> None:
         self.db = db
         self.generation = generation
-        self.queue = queue
         self.limits = limits
         self.clock = clock
-        self._lock = asyncio.Lock()
-        #: job id -> (guild id, estimated cost) of admitted jobs whose cost is not logged yet: what a budget
-        #: must count besides the month's spending, so concurrent jobs can't overshoot it together.
-        self._reserved_cost: dict[str, tuple[int | None, float]] = {}
 
     @asynccontextmanager
     async def admitting(
@@ -91,62 +87,53 @@ class Admission:
         images: int,
         member_daily: int | None = None,
         user_install: bool = False,
-    ) -> AsyncIterator[float]:
-        """Check every limit for `images` images of `request` and hold the admission lock while the caller
-        stores the jobs (then `reserve`s each). Yields the estimated cost of one image. Raises LimitExceeded
-        or BudgetExceeded, with nothing reserved, when over a limit.
+    ) -> AsyncIterator[tuple[Connection, float]]:
+        """Check every limit for `images` images of `request`, inside a transaction in which the caller stores
+        the jobs (with the cost as their reservation). Yields the transaction and the estimated cost of one
+        image. Raises LimitExceeded or BudgetExceeded, with nothing stored, when over a limit.
 
         `member_daily` is the member's own daily limit from their roles, in place of the server's. A job made
         through the member's own install (`user_install`) answers to no server: only the bot-wide limits and
         the daily cap on user installs apply."""
         cost = self.estimate_cost(request.model, request.size, 1)
-        async with self._lock:
+        async with self.db.transaction() as tx:
+            await self.db.lock(tx, LOCK_JOBS)
             if user_install:
-                await self._check_user_installs(images)
+                await self._check_user_installs(tx, images)
                 guild_id = None
-            await self._check(user_id, guild_id, images=images, cost=cost * images, member_daily=member_daily)
-            yield cost
+            await self._check(tx, user_id, guild_id, images=images, cost=cost * images, member_daily=member_daily)
+            yield tx, cost
 
-    async def _check_user_installs(self, images: int) -> None:
+    async def _check_user_installs(self, tx: Connection, images: int) -> None:
         cap = self.limits.user_install_daily
         if cap == 0:
             raise LimitExceeded("user_install_off", 0, None)
         day_start = utc_day_start(self.clock())
-        used = await count_user_installs_since(self.db, day_start)
+        used = await count_user_installs_since(tx, day_start)
         if used + images > cap:
             raise LimitExceeded("user_install_daily", cap, day_start + 86400, needed=images, used=used)
 
-    def reserve(self, job_id: str, guild_id: int | None, cost: float) -> None:
-        self._reserved_cost[job_id] = (guild_id, cost)
-
-    def settle(self, job_id: str) -> None:
-        """The job's cost is logged (or it failed, or was cancelled): nothing is left to reserve for it."""
-        self._reserved_cost.pop(job_id, None)
-
     async def _check(
-        self, user_id: int, guild_id: int | None, *, images: int, cost: float, member_daily: int | None
+        self, tx: Connection, user_id: int, guild_id: int | None, *, images: int, cost: float, member_daily: int | None
     ) -> None:
-        settings = await get_guild_settings(self.db, guild_id) if guild_id is not None else None
+        settings = await get_guild_settings(tx, guild_id) if guild_id is not None else None
         limits = self.limits_for(settings)
         if member_daily is not None:
             limits = replace(limits, user_daily=member_daily)
-        if guild_id is not None:
-            # The guild's caps apply from this job on, in the queue as in admission.
-            self.queue.lane_limits[guild_id] = limits
-        if self.queue.pending_for_user(user_id) >= limits.user_pending:
+        if await pending_requests(tx, user_id) >= limits.user_pending:
             raise LimitExceeded("user_pending", limits.user_pending, None)
         day_start = utc_day_start(self.clock())
         resets_at = day_start + 86400
         if limits.user_daily:
-            used = await count_reserved_since(self.db, day_start, user_id=user_id)
+            used = await count_reserved_since(tx, day_start, user_id=user_id)
             if used + images > limits.user_daily:
                 raise LimitExceeded("user_daily", limits.user_daily, resets_at, needed=images, used=used)
         if limits.guild_daily and guild_id is not None:
-            used = await count_reserved_since(self.db, day_start, guild_id=guild_id)
+            used = await count_reserved_since(tx, day_start, guild_id=guild_id)
             if used + images > limits.guild_daily:
                 raise LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=used)
         if settings is not None and settings.monthly_budget_usd is not None:
-            await self._check_budget(settings.guild_id, settings.monthly_budget_usd, cost)
+            await self._check_budget(tx, settings.guild_id, settings.monthly_budget_usd, cost)
 
     def limits_for(self, settings: GuildSettings | None) -> QueueLimits:
         """The bot-wide limits with the guild's own (from /settings) in their place."""
@@ -159,11 +146,10 @@ class Admission:
         }
         return replace(self.limits, **overrides)
 
-    async def _check_budget(self, guild_id: int, budget: float, cost: float) -> None:
-        reserved = sum(c for g, c in self._reserved_cost.values() if g == guild_id)
-        committed = await self.spent_this_month(guild_id) + reserved
+    async def _check_budget(self, tx: Connection, guild_id: int, budget: float, cost: float) -> None:
+        start, resets_at = month_bounds(self.clock())
+        committed = await spent_since(tx, guild_id, start) + await reserved_usd(tx, guild_id)
         if committed + cost > budget + 1e-9:
-            _, resets_at = month_bounds(self.clock())
             raise BudgetExceeded(budget=budget, left=max(0.0, budget - committed), needed=cost, resets_at=resets_at)
 
     def estimate_cost(self, model: str | None, size: str, images: int) -> float:

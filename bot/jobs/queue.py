@@ -1,22 +1,36 @@
-"""A fair queue: which job runs next, within the concurrency caps.
+"""This process's share of the job queue, which lives in the database (storage/queue.py).
 
-Guilds take turns (round-robin), so one busy guild can't starve the others; within a guild, jobs run
-first come, first served, skipping a member who already has as many jobs running as they may. Nothing
-here knows about Discord or the image API: a job is a coroutine function and a few ids.
+The queue claims jobs whenever it has a free slot (guilds in turn, FIFO within a guild, within every cap,
+whichever process admitted them), runs them as tasks, renews their leases while they run, and gives a slot
+back as soon as a job's provider call is over. It wakes when this process queues a job or frees a slot, when
+another process says so (PostgreSQL's NOTIFY), and every `poll` seconds in any case. Nothing here knows
+about Discord or the image API: a claimed job is handed to `run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from bot.jobs.limits import QueueLimits
+from storage.db import Database
+from storage.jobs import Job
+from storage.queue import (
+    LEASE_SECONDS,
+    Caps,
+    claim_jobs,
+    count_by_state,
+    give_back_slot,
+    renew_leases,
+    requeue_all_running,
+    requeue_owned,
+    waiting_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,199 +39,222 @@ log = logging.getLogger(__name__)
 THROUGHPUT_WINDOW = 20
 #: No estimate before this many jobs have run: a guess from one job would be a promise we can't keep.
 THROUGHPUT_MIN_JOBS = 3
+#: Seconds between claims when nothing wakes the queue (another process's job could have freed a slot).
+POLL_SECONDS = 1.0
 
 
-@dataclass(eq=False)
-class Ticket:
-    job_id: str
-    #: The guild's id; a DM gets its own lane keyed by the member, so DMs are served fairly too.
-    lane: int
-    user_id: int
-    run: Callable[[], Awaitable[None]]
-    #: Jobs of one request (the four tiles of a grid) share a group: a member's caps count requests,
-    #: so a grid's tiles run side by side; the guild and global caps still count every job.
-    group: str = ""
-    enqueued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    task: asyncio.Task[None] | None = None
-
-
-class FairQueue:
-    def __init__(self, limits: QueueLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+class JobQueue:
+    def __init__(
+        self,
+        db: Database,
+        limits: QueueLimits,
+        *,
+        owner: str,
+        run: Callable[[Job], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
+        poll: float = POLL_SECONDS,
+    ) -> None:
+        self.db = db
         self.limits = limits
-        #: When jobs start and give their slot back (the wait estimate's clock).
+        self.owner = owner
+        self._run_job = run
         self._clock = clock
-        # lane -> waiting tickets in arrival order.
-        self._waiting: dict[int, deque[Ticket]] = {}
-        # lane -> when it was last served (a counter). The least recently served lane goes next, so a guild
-        # that just arrived, or has waited longest, is served before one that was just served.
-        self._last_served: dict[int, int] = {}
-        self._serve_count = 0
-        self._running: dict[str, Ticket] = {}
-        # Jobs that gave their slot back (their provider call is over) but are still storing and logging:
-        # they hold no capacity, yet they are not done, so a member's or guild's pending work includes them.
-        self._finishing: dict[str, Ticket] = {}
-        self._running_by_lane: dict[int, int] = {}
-        # user -> group -> running jobs of that group
-        self._running_by_user: dict[int, dict[str, int]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-        #: A guild's own caps (its /settings), where they differ from `limits`; keyed by lane.
-        self.lane_limits: dict[int, QueueLimits] = {}
-        # Seconds each recent job held its slot (started to released): the queue's throughput, in memory.
+        self._poll = poll
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Running here and holding a provider slot (their call is not over).
+        self._holding: set[str] = set()
+        self._claiming = False
+        self._loops: list[asyncio.Task[None]] = []
+        #: The queued jobs in start order, as of the last look (all processes): positions in line.
+        self._order: list[str] = []
+        self._counts = {"queued": 0, "running": 0, "holding": 0}
+        self._changed = asyncio.Event()
+        #: Seconds each recent job held its slot here (claimed to provider answered): the wait estimate.
         self._held: deque[float] = deque(maxlen=THROUGHPUT_WINDOW)
+        self._claimed_at: dict[str, float] = {}
+        #: Called after each look at the queue with the ids still waiting (the runner lets go of jobs that
+        #: another process took).
+        self.on_refresh: Callable[[set[str]], Awaitable[None]] | None = None
 
-    # --- what callers ask -------------------------------------------------------------------------
-    def pending_for_user(self, user_id: int) -> int:
-        """Requests (groups) the member has waiting, running or finishing (storing and logging)."""
-        groups = {t.group for lane in self._waiting.values() for t in lane if t.user_id == user_id}
-        groups |= {t.group for t in self._finishing.values() if t.user_id == user_id}
-        return len(groups | set(self._running_by_user.get(user_id, {})))
+    # --- life -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start claiming. The same process starting again takes back at once what it left running."""
+        if self.db.dialect == "sqlite":
+            # SQLite serves one process: whatever a previous run left running is this process's to take back.
+            taken_back = await requeue_all_running(self.db)
+        else:
+            taken_back = await requeue_owned(self.db, self.owner)
+        if taken_back:
+            log.info("queued again %d jobs this process left running", taken_back)
+        self._claiming = True
+        await self.db.listen(self.wake)
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="job-claims"),
+            asyncio.create_task(self._lease_loop(), name="job-leases"),
+        ]
 
-    def pending_in_lane(self, lane: int) -> int:
-        """Jobs of this guild waiting, running or finishing."""
-        finishing = sum(1 for t in self._finishing.values() if t.lane == lane)
-        return len(self._waiting.get(lane, ())) + self._running_by_lane.get(lane, 0) + finishing
+    def wake(self) -> None:
+        self._wake.set()
 
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
+    async def stop_claiming(self) -> None:
+        self._claiming = False
+        self._wake.set()
 
-    @property
-    def waiting_count(self) -> int:
-        return sum(len(lane) for lane in self._waiting.values())
+    async def drain(self, grace: float) -> int:
+        """Stop claiming, give running jobs `grace` seconds to finish, then cancel the rest and give their jobs
+        back to the queue (another process, or the next start, takes them over at once). How many were given
+        back."""
+        await self.stop_claiming()
+        running = list(self._tasks.values())
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        return await self.aclose()
 
-    def position(self, job_id: str) -> int | None:
-        """1-based place in line (the order in which waiting jobs would start), None if not waiting."""
-        for place, ticket in enumerate(self._dispatch_order(), start=1):
-            if ticket.job_id == job_id:
-                return place
-        return None
-
-    def wait_estimate(self, job_id: str) -> float | None:
-        """Seconds until a waiting job starts, from the recent throughput: the running jobs free a slot every
-        (mean slot time / running jobs) seconds, and the jobs ahead of this one take the next ones. None if
-        the job isn't waiting, or before THROUGHPUT_MIN_JOBS jobs have run."""
-        position = self.position(job_id)
-        if position is None or len(self._held) < THROUGHPUT_MIN_JOBS:
-            return None
-        slots = max(1, len(self._running))
-        return position * statistics.fmean(self._held) / slots
-
-    # --- changes ----------------------------------------------------------------------------------
-    def submit(self, ticket: Ticket) -> None:
-        ticket.group = ticket.group or ticket.job_id
-        self._waiting.setdefault(ticket.lane, deque()).append(ticket)
-        self._idle.clear()
-        self._dispatch()
-
-    def cancel(self, job_id: str) -> bool:
-        """Remove a waiting job; a running one can't be taken back (the provider is already paid)."""
-        for lane, tickets in self._waiting.items():
-            for ticket in tickets:
-                if ticket.job_id == job_id:
-                    tickets.remove(ticket)
-                    if not tickets:
-                        del self._waiting[lane]
-                    self._check_idle()
-                    return True
-        return False
-
-    def release(self, job_id: str) -> None:
-        """Give a running job's slot to the next in line before the job returns: its provider call is over
-        and what is left (storing the image, logging) needs no provider capacity. The job still counts as
-        pending until it returns. A no-op for a job that isn't running."""
-        ticket = self._running.pop(job_id, None)
-        if ticket is None:
-            return
-        if ticket.started_at is not None:
-            self._held.append(self._clock() - ticket.started_at)
-        self._finishing[job_id] = ticket
-        self._decrement(self._running_by_lane, ticket.lane)
-        groups = self._running_by_user[ticket.user_id]
-        self._decrement(groups, ticket.group)
-        if not groups:
-            del self._running_by_user[ticket.user_id]
-        self._dispatch()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-    async def aclose(self) -> None:
-        """Cancel running jobs and forget waiting ones (they stay queued in the database for the next start)."""
-        self._waiting.clear()
-        tickets = [*self._running.values(), *self._finishing.values()]
-        tasks = [t.task for t in tickets if t.task is not None]
+    async def aclose(self) -> int:
+        self._claiming = False
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        given_back = 0
+        with contextlib.suppress(Exception):  # the database may already be gone on a failed start
+            given_back = await requeue_owned(self.db, self.owner)
+        return given_back
 
-    # --- scheduling -------------------------------------------------------------------------------
-    def _may_start(self, ticket: Ticket) -> bool:
-        limits = self.lane_limits.get(ticket.lane, self.limits)
-        if self._running_by_lane.get(ticket.lane, 0) >= limits.guild_concurrency:
-            return False
-        running_groups = self._running_by_user.get(ticket.user_id, {})
-        return ticket.group in running_groups or len(running_groups) < limits.user_concurrency
+    # --- what callers ask -----------------------------------------------------------------------------
+    @property
+    def running_here(self) -> int:
+        return len(self._tasks)
 
-    def _lanes_in_turn(self) -> list[int]:
-        return sorted(self._waiting, key=lambda lane: self._last_served.get(lane, -1))
+    def runs(self, job_id: str) -> bool:
+        """Whether the job is running in this process."""
+        return job_id in self._tasks
 
-    def _pick(self) -> Ticket | None:
-        """The next ticket to start now: from the least recently served lane that may start one."""
-        if len(self._running) >= self.limits.global_concurrency:
-            return None
-        for lane in self._lanes_in_turn():
-            tickets = self._waiting[lane]
-            for ticket in tickets:
-                if self._may_start(ticket):
-                    tickets.remove(ticket)
-                    if not tickets:
-                        del self._waiting[lane]
-                    self._serve_count += 1
-                    self._last_served[lane] = self._serve_count
-                    return ticket
-        return None
+    @property
+    def counts(self) -> dict[str, int]:
+        """Queued, running and slot-holding jobs in every process, as of the last look."""
+        return dict(self._counts)
 
-    def _dispatch_order(self) -> list[Ticket]:
-        """Waiting tickets in the order they would start if slots freed one at a time: lanes in turn."""
-        lanes = [list(self._waiting[lane]) for lane in self._lanes_in_turn()]
-        order: list[Ticket] = []
-        depth = 0
-        while any(depth < len(lane) for lane in lanes):
-            order.extend(lane[depth] for lane in lanes if depth < len(lane))
-            depth += 1
-        return order
+    def queued_here(self, job_ids: list[str]) -> None:
+        """Jobs this process just queued: in line (at the end) until the next look says where exactly."""
+        self._order.extend(job_id for job_id in job_ids if job_id not in self._order)
+        self._counts["queued"] += len(job_ids)
 
-    def _dispatch(self) -> None:
-        while (ticket := self._pick()) is not None:
-            self._running[ticket.job_id] = ticket
-            self._running_by_lane[ticket.lane] = self._running_by_lane.get(ticket.lane, 0) + 1
-            groups = self._running_by_user.setdefault(ticket.user_id, {})
-            groups[ticket.group] = groups.get(ticket.group, 0) + 1
-            ticket.started_at = self._clock()
-            ticket.task = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job_id}")
+    @property
+    def running_count(self) -> int:
+        """Jobs running, in every process, as of the last look."""
+        return self._counts["running"]
 
-    async def _run(self, ticket: Ticket) -> None:
+    @property
+    def waiting_count(self) -> int:
+        return self._counts["queued"]
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in line (the order in which waiting jobs would start), None if not waiting."""
         try:
-            await ticket.run()
+            return self._order.index(job_id) + 1
+        except ValueError:
+            return None
+
+    def wait_estimate(self, job_id: str) -> float | None:
+        """Seconds until a waiting job starts, from the recent throughput: the running jobs free a slot every
+        (mean slot time / running jobs) seconds, and the jobs ahead of this one take the next ones. None if the
+        job isn't waiting, or before THROUGHPUT_MIN_JOBS jobs have run here."""
+        position = self.position(job_id)
+        if position is None or len(self._held) < THROUGHPUT_MIN_JOBS:
+            return None
+        slots = max(1, self._counts["holding"])
+        return position * statistics.fmean(self._held) / slots
+
+    async def refresh(self) -> None:
+        """Look at the queue again (positions, counts)."""
+        self._order = await waiting_order(self.db)
+        self._counts = await count_by_state(self.db)
+        self._changed.set()
+        if self.on_refresh is not None:
+            await self.on_refresh(set(self._order))
+
+    async def wait_idle(self, timeout: float = 30) -> None:  # noqa: ASYNC109
+        """Until no job is queued or running anywhere (tests)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed.clear()
+                await self.refresh()
+                if not self._counts["queued"] and not self._counts["running"] and not self._tasks:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), self._poll)
+
+    # --- changes --------------------------------------------------------------------------------------
+    async def submitted(self) -> None:
+        """This process queued jobs: claim now, and tell the other processes."""
+        self._wake.set()
+        await self.db.notify()
+
+    async def release(self, job_id: str) -> None:
+        """Give a running job's slot back before the job returns: its provider call is over and what is left
+        (storing the image, posting) needs no provider capacity."""
+        if job_id not in self._holding:
+            return
+        self._holding.discard(job_id)
+        if (claimed := self._claimed_at.pop(job_id, None)) is not None:
+            self._held.append(self._clock() - claimed)
+        await give_back_slot(self.db, job_id)
+        self._wake.set()
+        await self.db.notify()
+
+    # --- the loops ------------------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                if self._claiming:
+                    await self._claim()
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming jobs failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def _claim(self) -> None:
+        caps = Caps(
+            global_concurrency=self.limits.global_concurrency,
+            guild_concurrency=self.limits.guild_concurrency,
+            user_concurrency=self.limits.user_concurrency,
+        )
+        want = self.limits.global_concurrency - len(self._holding)
+        for job in await claim_jobs(self.db, owner=self.owner, want=want, caps=caps, now=self._clock()):
+            self._holding.add(job.id)
+            self._claimed_at[job.id] = self._clock()
+            self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self._run_job(job)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The job's own code reports failures to the member; this is the last line of defence.
-            log.exception("job %s raised", ticket.job_id)
+            log.exception("job %s raised", job.id)
         finally:
-            # Every path, exceptions and cancellation included, gives the slot back (unless it did already).
-            self.release(ticket.job_id)
-            del self._finishing[ticket.job_id]
-            self._check_idle()
+            self._tasks.pop(job.id, None)
+            if job.id in self._holding:
+                self._holding.discard(job.id)
+                self._claimed_at.pop(job.id, None)
+                self._wake.set()
+            self._changed.set()
 
-    @staticmethod
-    def _decrement(counts: dict[Any, int], key: Any) -> None:
-        counts[key] -= 1
-        if counts[key] == 0:
-            del counts[key]
-
-    def _check_idle(self) -> None:
-        if not self._running and not self._finishing and not self._waiting:
-            self._idle.set()
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            if self._tasks:
+                try:
+                    await renew_leases(self.db, self.owner, self._clock())
+                except Exception:
+                    log.exception("renewing job leases failed; trying again")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -16,15 +19,27 @@ from typing import Any, Protocol
 
 from bot.core.errors import GenerationError
 from bot.core.service import GenerationService
-from bot.core.types import GeneratedImage, GenerationResult, Preview, RequestContext
+from bot.core.types import (
+    GeneratedImage,
+    GenerationResult,
+    ImageInput,
+    Part,
+    Preview,
+    RequestContext,
+    Turn,
+    Usage,
+)
 from bot.jobs.admission import Admission
 from bot.jobs.conversation import Conversation
 from bot.jobs.limits import ContextBudget, QueueLimits
-from bot.jobs.queue import FairQueue, Ticket
+from bot.jobs.queue import JobQueue
+from bot.observability.logs import job_context
+from bot.observability.metrics import Metrics
 from storage.db import Database
-from storage.generations import recent_latencies_ms
+from storage.generations import get_generation, recent_latencies_ms
 from storage.images import ImageStore
-from storage.jobs import Job, get_job, insert_job, unfinished_jobs, update_job
+from storage.jobs import Job, get_job, insert_job
+from storage.queue import cancel_queued, finish, paid_generation, pending_in_lane, pending_requests
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +81,38 @@ class JobRunner:
         limits: QueueLimits,
         budget: ContextBudget | None = None,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.images = images
         self.generation = generation
         self.clock = clock
-        self.queue = FairQueue(limits)
-        self.admission = Admission(db=db, generation=generation, queue=self.queue, limits=limits, clock=clock)
+        self.metrics = metrics or Metrics()
+        self.queue = JobQueue(db, limits, owner=owner or process_owner(), run=self._claimed, clock=clock)
+        self.queue.on_refresh = self._refreshed
+        self.admission = Admission(db=db, generation=generation, limits=limits, clock=clock)
         self.conversation = Conversation(
             db=db, images=images, budget=budget or ContextBudget(), default_model=generation.providers[0].config.model
         )
+        #: Presenters of jobs this process admitted, until the job ends here or another process takes it.
         self._presenters: dict[str, JobPresenter] = {}
+        #: How a job admitted elsewhere (or before a restart) is shown: set by `start`.
+        self._presenter_for: Callable[[Job], Awaitable[JobPresenter | None]] | None = None
+        self._started = False
         #: Presenters telling members about finished jobs (see _after_slot).
         self._telling: set[asyncio.Task[None]] = set()
+        #: The shard of a guild's events, for log lines (set by the bot).
+        self.shard_of: Callable[[int | None], int | None] = lambda guild_id: None
+
+    async def start(self, presenter_for: Callable[[Job], Awaitable[JobPresenter | None]] | None = None) -> None:
+        """Start claiming jobs: this process's own, other processes', and whatever a restart left behind
+        (`presenter_for` shows those)."""
+        if presenter_for is not None:
+            self._presenter_for = presenter_for
+        if not self._started:
+            self._started = True
+            await self.queue.start()
 
     # --- admission ----------------------------------------------------------------------------------
     async def submit(self, job: Job, presenter: JobPresenter, *, member_daily: int | None = None) -> None:
@@ -87,6 +122,7 @@ class JobRunner:
 
     async def submit_group(self, jobs: Sequence[tuple[Job, JobPresenter]], *, member_daily: int | None = None) -> None:
         """Admit the jobs of one request (a grid's tiles) together: all of them or none."""
+        await self.start()
         first = jobs[0][0]
         admitting = self.admission.admitting(
             first.user_id,
@@ -96,66 +132,31 @@ class JobRunner:
             member_daily=member_daily,
             user_install=first.user_install,
         )
-        async with admitting as cost:
+        async with admitting as (tx, cost):
             for job, _ in jobs:
-                job.status = "queued"
-                await insert_job(self.db, job)
-                self.admission.reserve(job.id, job.guild_id, cost)
-            for job, presenter in jobs:
-                self._enqueue(job, presenter)
+                job.status, job.reserved_usd = "queued", cost
+                await insert_job(tx, job)
+        for job, presenter in jobs:
+            self._presenters[job.id] = presenter
+        self.queue.queued_here([job.id for job, _ in jobs])
+        await self.queue.submitted()
+        self._count_jobs()
         for job, presenter in jobs:
             await presenter.queued(job)
 
-    def _enqueue(self, job: Job, presenter: JobPresenter) -> None:
-        self._presenters[job.id] = presenter
-        # A server's jobs share its lane; a member's own (DMs, user installs) get one keyed by the member.
-        lane = job.guild_id if job.guild_id is not None and not job.user_install else -job.user_id
-        ticket = Ticket(
-            job_id=job.id,
-            lane=lane,
-            user_id=job.user_id,
-            run=lambda: self._run(job, presenter),
-            group=job.grid_id or job.id,
-        )
-        self.queue.submit(ticket)
-
-    async def interrupted(self) -> list[Job]:
-        """What the last run left queued or running. Read before this run admits anything of its own."""
-        return await unfinished_jobs(self.db)
-
-    async def resume(
-        self, jobs: list[Job], presenter_for: Callable[[Job], Awaitable[JobPresenter | None]]
-    ) -> list[Job]:
-        """Queue again what a restart interrupted (`jobs`, from `interrupted()`). Their quota is already
-        reserved, so no limit applies. A job whose channel is gone can't be shown: it fails (and so is
-        refunded)."""
-        resumed = []
-        for job in jobs:
-            presenter = await presenter_for(job)
-            if presenter is None:
-                log.warning("job %s: its channel %s is gone; refunding it", job.id, job.channel_id)
-                await self._fail(job, "channel_gone", None)
-                continue
-            if job.status == "running":
-                job.status = "queued"
-                await update_job(self.db, job.id, status="queued")
-            cost = self.admission.estimate_cost(job.request.model, job.request.size, 1)
-            self.admission.reserve(job.id, job.guild_id, cost)
-            self._enqueue(job, presenter)
-            await presenter.queued(job)
-            resumed.append(job)
-        return resumed
-
     async def cancel(self, job_id: str) -> bool:
-        """Cancel a waiting job (refunding it); False if it already started or is unknown."""
-        if not self.queue.cancel(job_id):
+        """Cancel a waiting job (refunding it), whichever process admitted it; False if it already started or
+        is unknown."""
+        if not await cancel_queued(self.db, job_id, self.clock()):
             return False
-        self.admission.settle(job_id)
-        await update_job(self.db, job_id, status="cancelled", finished_at=self.clock())
-        presenter = self._presenters.pop(job_id, None)
+        self.metrics.job_finished("cancelled")
         job = await get_job(self.db, job_id)
+        presenter = self._presenters.pop(job_id, None)
+        if presenter is None and job is not None and self._presenter_for is not None:
+            presenter = await self._presenter_for(job)
         if presenter is not None and job is not None:
             await presenter.cancelled(job)
+        await self.queue.refresh()
         return True
 
     def position(self, job_id: str) -> int | None:
@@ -165,6 +166,12 @@ class JobRunner:
         """Seconds until a waiting job starts, from the queue's recent throughput (None before there is any)."""
         return self.queue.wait_estimate(job_id)
 
+    async def pending_for_user(self, user_id: int) -> int:
+        return await pending_requests(self.db, user_id)
+
+    async def pending_in_lane(self, lane: int) -> int:
+        return await pending_in_lane(self.db, lane)
+
     async def usual_seconds(self, model: str, size: str) -> float | None:
         """The median of recent successful generations for this model and size (None before there are 3)."""
         recent = await recent_latencies_ms(self.db, model=model, size=size, limit=20)
@@ -172,10 +179,24 @@ class JobRunner:
             return None
         return statistics.median(recent) / 1000
 
+    async def stop(self, grace: float) -> int:
+        """A graceful stop: claim nothing more, give running jobs `grace` seconds, then hand the rest back to
+        the queue (another process, or the next start, takes them over at once). How many were handed back."""
+        await self.queue.stop_claiming()
+        handed_back = await self.queue.drain(grace)
+        await self._close_presenters(handed_back)
+        return handed_back
+
     async def aclose(self) -> None:
+        handed_back = await self.queue.aclose()
+        await self._close_presenters(handed_back)
+
+    async def _close_presenters(self, handed_back: int) -> None:
+        for _ in range(handed_back):
+            self.metrics.job_finished("interrupted")
         for presenter in list(self._presenters.values()):
             await presenter.interrupted()
-        await self.queue.aclose()
+        self._presenters.clear()
         # Results being posted get a moment to finish; the bot is closing, so not forever.
         if self._telling:
             await asyncio.wait(self._telling, timeout=5)
@@ -185,67 +206,87 @@ class JobRunner:
         while self._telling:
             await asyncio.gather(*self._telling, return_exceptions=True)
 
+    async def _refreshed(self, waiting: set[str]) -> None:
+        """After a look at the queue: a job this process admitted that is neither waiting nor running here was
+        taken by another process (or cancelled there), which now shows it; this one stops."""
+        for job_id in [j for j in self._presenters if j not in waiting and not self.queue.runs(j)]:
+            presenter = self._presenters.pop(job_id)
+            await presenter.interrupted()
+        self._count_jobs()
+
+    def _count_jobs(self) -> None:
+        counts = self.queue.counts
+        self.metrics.set_job_counts({"queued": counts["queued"], "running": counts["running"]})
+        self.metrics.set_queue_depth(counts["queued"])
+
+    async def _claimed(self, job: Job) -> None:
+        """Run a job this process claimed: with its own presenter if it was admitted here, else with one that
+        posts through its channel."""
+        with job_context(job_id=job.id, guild_id=job.guild_id, shard=self.shard_of(job.guild_id)):
+            presenter = self._presenters.get(job.id)
+            if presenter is None and self._presenter_for is not None:
+                presenter = await self._presenter_for(job)
+                if presenter is not None:
+                    await presenter.queued(job)  # says what happened, on the old status message if there is one
+            if presenter is None:
+                log.warning("job %s: its channel %s is gone; refunding it", job.id, job.channel_id)
+                await self._end(job, "failed", error_class="channel_gone")
+                return
+            await self._run(job, presenter)
+
     # --- running --------------------------------------------------------------------------------------
     async def _run(self, job: Job, presenter: JobPresenter) -> None:
-        started = self.clock()
-        job.status, job.started_at = "running", started
-        job.queue_ms = (started - job.created_at) * 1000 if job.attempts_started == 0 else job.queue_ms
-        job.attempts_started += 1
-        await update_job(
-            self.db,
-            job.id,
-            status="running",
-            started_at=started,
-            queue_ms=job.queue_ms,
-            attempts_started=job.attempts_started,
-        )
+        """The claim set the job running (and counted the attempt); generate, record and tell the member."""
         await presenter.started(job)
         try:
             prepared = await self.conversation.prepare(job)
-            context = RequestContext(
-                command=job.kind,
-                guild_id=job.guild_id,
-                channel_id=job.channel_id,
-                user_id=job.user_id,
-                queue_ms=job.queue_ms,
-                job_id=job.id,
-                defer_ms=job.defer_ms,
-                on_image=lambda image: self._generated(job, presenter, image),
-                # Drafts stream only where someone will see them (the server may have turned them off).
-                on_preview=presenter.preview if job.request.previews else None,
-            )
-            result = await self.generation.generate(prepared.request, context)
+            paid = await paid_generation(self.db, job.id) if job.attempts_started > 1 else None
+            if paid is not None:
+                # The provider answered before the process running it died: finish from the store, don't pay again.
+                log.info("job %s: finishing from generation %s, already paid for", job.id, paid[0])
+                await self.queue.release(job.id)
+                result = await self._stored_result(job, *paid)
+            else:
+                context = RequestContext(
+                    command=job.kind,
+                    guild_id=job.guild_id,
+                    channel_id=job.channel_id,
+                    user_id=job.user_id,
+                    queue_ms=job.queue_ms,
+                    job_id=job.id,
+                    defer_ms=job.defer_ms,
+                    on_image=lambda image: self._generated(job, presenter, image),
+                    # Drafts stream only where someone will see them (the server may have turned them off).
+                    on_preview=presenter.preview if job.request.previews else None,
+                )
+                result = await self.generation.generate(prepared.request, context)
         except GenerationError as exc:
-            self.admission.settle(job.id)  # its row (cost 0) is logged: nothing left to reserve
-            await self._fail(job, exc.error_class, str(exc))
-            self._after_slot(presenter.failed(job, exc))
+            if await self._end(job, "failed", error_class=exc.error_class, error_detail=str(exc)):
+                self._after_slot(presenter.failed(job, exc))
             return
         except asyncio.CancelledError:
-            # Shutting down: the job stays 'running' in the database and the next start runs it again.
+            # Stopping: the job goes back to the queue (JobQueue.aclose) and runs again, here or elsewhere.
             raise
         except Exception:
-            self.admission.settle(job.id)
             log.exception("job %s failed unexpectedly (reference %s)", job.id, job.id)
-            await self._fail(job, "internal", None)
-            self._after_slot(presenter.failed(job, None))
+            if await self._end(job, "failed", error_class="internal"):
+                self._after_slot(presenter.failed(job, None))
             return
         finally:
             self._presenters.pop(job.id, None)
-        self.admission.settle(job.id)  # its real cost is in the log now
-        job.status, job.finished_at = "done", self.clock()
         job.image_key, job.generation_id = result.image_key, result.generation_id
         job.user_turn = prepared.user_turn
         job.model_turn = await self.conversation.model_turn_json(result)
-        await update_job(
-            self.db,
-            job.id,
-            status="done",
-            finished_at=job.finished_at,
+        ended = await self._end(
+            job,
+            "done",
             image_key=job.image_key,
             generation_id=job.generation_id,
             user_turn=job.user_turn,
             model_turn=job.model_turn,
         )
+        if not ended:
+            return  # another process took the job over (our lease ran out) and posts it
         outcome = JobOutcome(
             result=result,
             dropped_turns=prepared.dropped_turns,
@@ -253,11 +294,32 @@ class JobRunner:
         )
         self._after_slot(presenter.finished(job, outcome))
 
+    async def _stored_result(self, job: Job, generation_id: int, image_key: str) -> GenerationResult:
+        """A paid generation rebuilt from the usage log and the image store. The model's thought signatures
+        were not kept if the process died before the job recorded them: the image goes back without one."""
+        row = await get_generation(self.db, generation_id)
+        assert row is not None
+        data = await self.images.get(image_key)
+        mime = await self.images.mime_of(image_key)
+        image = GeneratedImage(data=data, mime=mime, width=row.width or 0, height=row.height or 0)
+        result = GenerationResult(
+            images=[image],
+            text=None,
+            provider=row.provider,
+            model=row.model,
+            size=row.size,
+            aspect_ratio=row.aspect_ratio or None,
+            model_turn=Turn(role="model", parts=(Part(image=ImageInput(data=data, mime=mime)),)),
+            usage=Usage(cost_usd=row.cost_usd),
+        )
+        result.image_key, result.generation_id = image_key, generation_id
+        return result
+
     def _generated(self, job: Job, presenter: JobPresenter, image: GeneratedImage) -> None:
         """The provider has answered: the next job in line may start while this one stores and logs its
         image (finishing jobs would otherwise hold their slots queued behind one another's writes), and the
         presenter may start preparing the image for Discord."""
-        self.queue.release(job.id)
+        self._after_slot(self.queue.release(job.id))
         presenter.prepare(image)
 
     def _after_slot(self, telling: Coroutine[Any, Any, None]) -> None:
@@ -267,9 +329,21 @@ class JobRunner:
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
 
-    async def _fail(self, job: Job, error_class: str, detail: str | None) -> None:
-        job.status, job.error_class, job.error_detail = "failed", error_class, detail
-        job.finished_at = self.clock()
-        await update_job(
-            self.db, job.id, status="failed", error_class=error_class, error_detail=detail, finished_at=job.finished_at
+    async def _end(self, job: Job, status: str, **fields: Any) -> bool:
+        """Record how the job ended (a failure refunds it); False if this process no longer holds it."""
+        job.status, job.finished_at = status, self.clock()
+        for name, value in fields.items():
+            setattr(job, name, value)
+        ended = await finish(
+            self.db, job.id, self.queue.owner, {"status": status, "finished_at": job.finished_at, **fields}
         )
+        if ended:
+            self.metrics.job_finished(status)
+        else:
+            log.warning("job %s was taken over by another process; it posts the result", job.id)
+        return ended
+
+
+def process_owner() -> str:
+    """Who holds a lease: the host and process, so a process knows its own jobs and nobody else's."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

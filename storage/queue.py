@@ -1,0 +1,268 @@
+"""The job queue in the database, shared by every process: claiming jobs fairly within the caps, leases,
+and what admission counts.
+
+A claim is one transaction that holds the jobs lock (PostgreSQL's advisory lock; on SQLite the write lock
+that every transaction takes), so the caps it checks hold whichever process runs the job:
+
+- lanes (a guild, or a member's own jobs) take turns: the least recently served lane goes next;
+- within a lane, first come, first served, skipping a member who already runs as many requests as they may;
+- at most `global_concurrency` jobs hold a slot across all processes, `guild_concurrency` per guild.
+
+A running job carries a lease (its process and an expiry) that its process renews. A lease that runs out
+means the process died: the next claim queues the job again, and any process takes it over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.db import LOCK_JOBS, Connection, Database, Queryable
+from storage.jobs import Job, columns_and_values, jobs_where
+
+#: Seconds a lease lasts; its process renews it every third of that.
+LEASE_SECONDS = 30.0
+#: Queued jobs of one lane a claim looks at: enough to find one whose member may start, however many one
+#: member queued ahead of the rest.
+CANDIDATES_PER_LANE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """The bot-wide concurrency caps; a guild's /settings may lower or raise its own two."""
+
+    global_concurrency: int
+    guild_concurrency: int
+    user_concurrency: int
+
+
+@dataclass(slots=True)
+class _Candidate:
+    id: str
+    lane: int
+    user_id: int
+    group: str
+    guild_cap: int
+    user_cap: int
+
+
+def _may_start(job: _Candidate, running_in_lane: dict[int, int], user_groups: dict[int, set[str]]) -> bool:
+    if running_in_lane.get(job.lane, 0) >= job.guild_cap:
+        return False
+    groups = user_groups.get(job.user_id, set())
+    return job.group in groups or len(groups) < job.user_cap
+
+
+async def claim_jobs(db: Database, *, owner: str, want: int, caps: Caps, now: float) -> list[Job]:
+    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps. Jobs whose lease ran out
+    are queued again first."""
+    if want <= 0:
+        return []
+    async with db.transaction() as tx:
+        await db.lock(tx, LOCK_JOBS)
+        await _requeue(tx, "status = 'running' AND (lease_expires IS NULL OR lease_expires < ?)", (now,))
+        running = await tx.fetchall(
+            "SELECT lane, user_id, job_group FROM jobs WHERE status = 'running' AND holds_slot = 1"
+        )
+        free = min(want, caps.global_concurrency - len(running))
+        if free <= 0:
+            return []
+        running_in_lane: dict[int, int] = {}
+        user_groups: dict[int, set[str]] = {}
+        for lane, user_id, group in running:
+            running_in_lane[int(lane)] = running_in_lane.get(int(lane), 0) + 1
+            user_groups.setdefault(int(user_id), set()).add(str(group))
+
+        lanes, served = await _waiting_lanes(tx, caps)
+        counter = max(served.values(), default=0)
+        picked: list[_Candidate] = []
+        while len(picked) < free:
+            choice = None
+            for lane in sorted(lanes, key=lambda lane: served.get(lane, -1)):
+                choice = next((c for c in lanes[lane] if _may_start(c, running_in_lane, user_groups)), None)
+                if choice is not None:
+                    break
+            if choice is None:
+                break
+            lanes[choice.lane].remove(choice)
+            if not lanes[choice.lane]:
+                del lanes[choice.lane]
+            counter += 1
+            served[choice.lane] = counter
+            running_in_lane[choice.lane] = running_in_lane.get(choice.lane, 0) + 1
+            user_groups.setdefault(choice.user_id, set()).add(choice.group)
+            picked.append(choice)
+        if not picked:
+            return []
+
+        ids = [c.id for c in picked]
+        if db.dialect == "postgresql":
+            # A row another transaction is cancelling right now is left to it.
+            marks = ", ".join("?" for _ in ids)
+            free_ids = {
+                str(r[0])
+                for r in await tx.fetchall(f"SELECT id FROM jobs WHERE id IN ({marks}) FOR UPDATE SKIP LOCKED", ids)
+            }
+            picked = [c for c in picked if c.id in free_ids]
+        claimed = []
+        for candidate in picked:
+            changed = await tx.execute(
+                "UPDATE jobs SET status = 'running', holds_slot = 1, lease_owner = ?, lease_expires = ?, "
+                "started_at = ?, "
+                "queue_ms = CASE WHEN attempts_started = 0 THEN (? - created_at) * 1000 ELSE queue_ms END, "
+                "attempts_started = attempts_started + 1 WHERE id = ? AND status = 'queued'",
+                (owner, now + LEASE_SECONDS, now, now, candidate.id),
+            )
+            if changed:
+                claimed.append(candidate.id)
+                await tx.execute(
+                    "INSERT INTO lanes (lane, served) VALUES (?, ?) "
+                    "ON CONFLICT (lane) DO UPDATE SET served = excluded.served",
+                    (candidate.lane, served[candidate.lane]),
+                )
+        if not claimed:
+            return []
+        jobs = await jobs_where(tx, f"id IN ({', '.join('?' for _ in claimed)})", tuple(claimed))
+    order = {job_id: n for n, job_id in enumerate(claimed)}
+    return sorted(jobs, key=lambda job: order[job.id])
+
+
+async def _waiting_lanes(tx: Connection, caps: Caps) -> tuple[dict[int, list[_Candidate]], dict[int, int]]:
+    """The first queued jobs of every lane, in arrival order, with each lane's caps; and when each lane was
+    last served."""
+    rows = await tx.fetchall(
+        """SELECT w.id, w.lane, w.user_id, w.job_group, l.served, s.guild_concurrency, s.user_concurrency
+           FROM (SELECT id, lane, user_id, job_group, created_at,
+                        row_number() OVER (PARTITION BY lane ORDER BY created_at, id) AS place
+                 FROM jobs WHERE status = 'queued') AS w
+           LEFT JOIN lanes AS l ON l.lane = w.lane
+           LEFT JOIN guild_settings AS s ON s.guild_id = w.lane
+           WHERE w.place <= ?
+           ORDER BY w.lane, w.created_at, w.id""",
+        (CANDIDATES_PER_LANE,),
+    )
+    lanes: dict[int, list[_Candidate]] = {}
+    served: dict[int, int] = {}
+    for job_id, lane, user_id, group, lane_served, guild_cap, user_cap in rows:
+        lanes.setdefault(int(lane), []).append(
+            _Candidate(
+                str(job_id),
+                int(lane),
+                int(user_id),
+                str(group),
+                int(guild_cap) if guild_cap is not None else caps.guild_concurrency,
+                int(user_cap) if user_cap is not None else caps.user_concurrency,
+            )
+        )
+        if lane_served is not None:
+            served[int(lane)] = int(lane_served)
+    return lanes, served
+
+
+async def _requeue(q: Queryable, where: str, params: Sequence[Any]) -> int:
+    return await q.execute(
+        f"UPDATE jobs SET status = 'queued', holds_slot = 0, lease_owner = NULL, lease_expires = NULL WHERE {where}",
+        params,
+    )
+
+
+async def requeue_owned(db: Database, owner: str) -> int:
+    """Give back the running jobs of `owner` (a process stopping, or the same process starting again), so that
+    any process takes them over at once instead of when their leases run out."""
+    return await _requeue(db, "status = 'running' AND lease_owner = ?", (owner,))
+
+
+async def requeue_all_running(db: Database) -> int:
+    """SQLite: this process is the only one, so whatever a previous run left running is queued again."""
+    return await _requeue(db, "status = 'running'", ())
+
+
+async def renew_leases(db: Database, owner: str, now: float) -> int:
+    return await db.execute(
+        "UPDATE jobs SET lease_expires = ? WHERE status = 'running' AND lease_owner = ?", (now + LEASE_SECONDS, owner)
+    )
+
+
+async def give_back_slot(db: Database, job_id: str) -> None:
+    """The job's provider call is over: the next job may start while this one stores and posts."""
+    await db.execute("UPDATE jobs SET holds_slot = 0 WHERE id = ? AND status = 'running'", (job_id,))
+
+
+async def finish(db: Database, job_id: str, owner: str, changes: dict[str, Any]) -> bool:
+    """Record how a running job ended (its status and results), if `owner` still holds it; False if its lease
+    ran out and another process took it over (which then posts it: nothing must be posted twice)."""
+    columns = {**changes, "holds_slot": 0, "reserved_usd": 0.0, "lease_owner": None, "lease_expires": None}
+    names, values = columns_and_values(columns)
+    assignments = ", ".join(f"{name} = ?" for name in names)
+    sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND status = 'running' AND lease_owner = ?"
+    return await db.execute(sql, [*values, job_id, owner]) > 0
+
+
+async def cancel_queued(db: Database, job_id: str, now: float) -> bool:
+    """Cancel a job that is still waiting (refunding it); False if it started, ended or is unknown."""
+    sql = "UPDATE jobs SET status = 'cancelled', finished_at = ?, reserved_usd = 0 WHERE id = ? AND status = 'queued'"
+    return await db.execute(sql, (now, job_id)) > 0
+
+
+async def waiting_order(db: Database) -> list[str]:
+    """Ids of the queued jobs in the order they would start if slots freed one at a time (lanes in turn)."""
+    rows = await db.fetchall(
+        "SELECT j.id, j.lane, l.served FROM jobs AS j LEFT JOIN lanes AS l ON l.lane = j.lane "
+        "WHERE j.status = 'queued' ORDER BY j.created_at, j.id"
+    )
+    lanes: dict[int, list[str]] = {}
+    served: dict[int, int] = {}
+    for job_id, lane, lane_served in rows:
+        lanes.setdefault(int(lane), []).append(str(job_id))
+        served[int(lane)] = int(lane_served) if lane_served is not None else -1
+    in_turn = [lanes[lane] for lane in sorted(lanes, key=lambda lane: served[lane])]
+    order: list[str] = []
+    depth = 0
+    while any(depth < len(ids) for ids in in_turn):
+        order.extend(ids[depth] for ids in in_turn if depth < len(ids))
+        depth += 1
+    return order
+
+
+async def count_by_state(db: Database) -> dict[str, int]:
+    """Queued and running jobs (all processes), and how many of the running hold a provider slot."""
+    rows = await db.fetchall(
+        "SELECT status, holds_slot, count(*) FROM jobs WHERE status IN ('queued', 'running') "
+        "GROUP BY status, holds_slot"
+    )
+    counts = {"queued": 0, "running": 0, "holding": 0}
+    for status, holds, count in rows:
+        counts[str(status)] += int(count)
+        if holds:
+            counts["holding"] += int(count)
+    return counts
+
+
+# --- what admission counts (inside its transaction) -------------------------------------------------------
+async def pending_requests(q: Queryable, user_id: int) -> int:
+    """Requests (a grid is one) the member has waiting or running, anywhere."""
+    sql = "SELECT count(DISTINCT job_group) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
+    return int(await q.fetchval(sql, (user_id,)) or 0)
+
+
+async def pending_in_lane(q: Queryable, lane: int) -> int:
+    sql = "SELECT count(*) FROM jobs WHERE lane = ? AND status IN ('queued', 'running')"
+    return int(await q.fetchval(sql, (lane,)) or 0)
+
+
+async def reserved_usd(q: Queryable, guild_id: int) -> float:
+    """What the guild's admitted jobs may still cost, beyond what is logged."""
+    sql = "SELECT coalesce(sum(reserved_usd), 0) FROM jobs WHERE guild_id = ? AND user_install = 0 AND reserved_usd > 0"
+    return float(await q.fetchval(sql, (guild_id,)) or 0.0)
+
+
+async def paid_generation(db: Database, job_id: str) -> tuple[int, str] | None:
+    """The logged, successful generation of this job with its stored image (id, image key), if the provider
+    answered it before its process died: what a takeover finishes from instead of paying again."""
+    row = await db.fetchone(
+        "SELECT id, image_key FROM generations WHERE job_id = ? AND status = 'ok' AND image_key IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1",
+        (job_id,),
+    )
+    return (int(row[0]), str(row[1])) if row is not None else None
