@@ -132,10 +132,10 @@ def run_bot(settings: Settings) -> int:
         return 2
     import discord
 
-    from .client import BananaBot
+    from .client import create_bot
     from .observability.metrics import MetricsServerError
 
-    bot = BananaBot(settings)
+    bot = create_bot(settings)  # not BananaBot(): create_bot also routes REST through DISCORD_API_BASE
     try:
         bot.run(settings.discord_token.reveal(), log_handler=None)
     except discord.LoginFailure:
