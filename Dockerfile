@@ -10,8 +10,8 @@ RUN pip install --no-cache-dir --prefix=/install .
 FROM python:3.12-slim
 COPY --from=build /install /usr/local
 RUN useradd --create-home --uid 10001 banana \
-    && mkdir /data \
-    && chown banana:banana /data
+    && mkdir -p /data/images \
+    && chown -R banana:banana /data
 USER 10001
 WORKDIR /home/banana
 ENV BANANA_DATA_DIR=/data \
