@@ -139,6 +139,7 @@ class BananaBot(commands.AutoShardedBot):
             limits=self.settings.limits,
             budget=self.settings.context_budget,
             metrics=self.metrics,
+            lease=self.settings.job_lease,
         )
         self.jobs.shard_of = self.shard_of
         self._watch_for_sigterm()
@@ -154,6 +155,9 @@ class BananaBot(commands.AutoShardedBot):
             modlog=ModLog(self.runtime.db, self, locales),
         )
         self._resumer = Resumer(self.services)
+        # Claiming starts now: a job admitted by another process, or left by an earlier run, is shown through
+        # its channel over REST, which needs no gateway (nor the shard that owns the guild).
+        await self.jobs.start(self._resumer.presenter_for)
         await self.tree.set_translator(CatalogueTranslator())
         await self.add_cogs(self.services)
         if self._sync_commands:
@@ -183,11 +187,6 @@ class BananaBot(commands.AutoShardedBot):
             Conversation(self, services),
         ):
             await self.add_cog(cog)
-
-    async def on_ready(self) -> None:
-        # Claiming starts once the gateway is up, so that jobs from other processes or an earlier run can be
-        # shown (through their channels). on_ready fires again after a reconnect: start is idempotent.
-        await self.jobs.start(self._resumer.presenter_for)
 
     def shard_of(self, guild_id: int | None) -> int | None:
         """The shard that receives a guild's events (None for DMs), for log lines."""

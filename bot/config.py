@@ -70,6 +70,8 @@ class Settings:
     database_url: Secret | None = None
     #: Seconds running jobs get to finish after SIGTERM before they are handed back to the queue.
     stop_grace: float = 30.0
+    #: Seconds a running job's lease lasts (renewed while it runs): how soon a dead process's jobs move on.
+    job_lease: float = 30.0
     connect_timeout: float = 10.0
     timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -229,6 +231,7 @@ class _Parser:
             data_dir=Path(self.get("BANANA_DATA_DIR", "data")).expanduser(),
             database_url=self._database_url(),
             stop_grace=self.number("BANANA_STOP_GRACE", 30.0, minimum=0),
+            job_lease=self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600),
             connect_timeout=self.number("BANANA_CONNECT_TIMEOUT", 10.0, minimum=0.1),
             timeouts=timeouts,
             retry=RetryPolicy(

@@ -21,7 +21,7 @@ from typing import Any
 from storage.db import LOCK_JOBS, Connection, Database, Queryable
 from storage.jobs import Job, columns_and_values, jobs_where
 
-#: Seconds a lease lasts; its process renews it every third of that.
+#: Seconds a lease lasts by default (BANANA_JOB_LEASE); its process renews it every third of that.
 LEASE_SECONDS = 30.0
 #: Queued jobs of one lane a claim looks at: enough to find one whose member may start, however many one
 #: member queued ahead of the rest.
@@ -54,7 +54,9 @@ def _may_start(job: _Candidate, running_in_lane: dict[int, int], user_groups: di
     return job.group in groups or len(groups) < job.user_cap
 
 
-async def claim_jobs(db: Database, *, owner: str, want: int, caps: Caps, now: float) -> list[Job]:
+async def claim_jobs(
+    db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float = LEASE_SECONDS
+) -> list[Job]:
     """Take up to `want` queued jobs for `owner` to run, fairly and within the caps. Jobs whose lease ran out
     are queued again first."""
     if want <= 0:
@@ -112,7 +114,7 @@ async def claim_jobs(db: Database, *, owner: str, want: int, caps: Caps, now: fl
                 "started_at = ?, "
                 "queue_ms = CASE WHEN attempts_started = 0 THEN (? - created_at) * 1000 ELSE queue_ms END, "
                 "attempts_started = attempts_started + 1 WHERE id = ? AND status = 'queued'",
-                (owner, now + LEASE_SECONDS, now, now, candidate.id),
+                (owner, now + lease, now, now, candidate.id),
             )
             if changed:
                 claimed.append(candidate.id)
@@ -178,9 +180,9 @@ async def requeue_all_running(db: Database) -> int:
     return await _requeue(db, "status = 'running'", ())
 
 
-async def renew_leases(db: Database, owner: str, now: float) -> int:
+async def renew_leases(db: Database, owner: str, now: float, lease: float = LEASE_SECONDS) -> int:
     return await db.execute(
-        "UPDATE jobs SET lease_expires = ? WHERE status = 'running' AND lease_owner = ?", (now + LEASE_SECONDS, owner)
+        "UPDATE jobs SET lease_expires = ? WHERE status = 'running' AND lease_owner = ?", (now + lease, owner)
     )
 
 

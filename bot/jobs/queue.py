@@ -53,6 +53,7 @@ class JobQueue:
         run: Callable[[Job], Awaitable[None]],
         clock: Callable[[], float] = time.time,
         poll: float = POLL_SECONDS,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         self.db = db
         self.limits = limits
@@ -60,6 +61,8 @@ class JobQueue:
         self._run_job = run
         self._clock = clock
         self._poll = poll
+        #: Seconds a claimed job's lease lasts: how long a dead process's jobs wait before another takes them.
+        self.lease = lease
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: Running here and holding a provider slot (their call is not over).
@@ -186,8 +189,7 @@ class JobQueue:
                 await self.refresh()
                 if not self._counts["queued"] and not self._counts["running"] and not self._tasks:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self._poll)
+                await self._wait(self._changed)
 
     # --- changes --------------------------------------------------------------------------------------
     async def submitted(self) -> None:
@@ -219,8 +221,7 @@ class JobQueue:
                 raise
             except Exception:
                 log.exception("claiming jobs failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+            await self._wait(self._wake)
 
     async def _claim(self) -> None:
         caps = Caps(
@@ -229,7 +230,8 @@ class JobQueue:
             user_concurrency=self.limits.user_concurrency,
         )
         want = self.limits.global_concurrency - len(self._holding)
-        for job in await claim_jobs(self.db, owner=self.owner, want=want, caps=caps, now=self._clock()):
+        claimed = await claim_jobs(self.db, owner=self.owner, want=want, caps=caps, now=self._clock(), lease=self.lease)
+        for job in claimed:
             self._holding.add(job.id)
             self._claimed_at[job.id] = self._clock()
             self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
@@ -250,11 +252,18 @@ class JobQueue:
                 self._wake.set()
             self._changed.set()
 
+    async def _wait(self, event: asyncio.Event) -> None:
+        """Until `event` is set or `poll` seconds pass. (Not asyncio.wait_for: on Python 3.11 it can swallow the
+        cancellation that stops the loop when the event is set at the same moment.)"""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._poll):
+                await event.wait()
+
     async def _lease_loop(self) -> None:
         while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
+            await asyncio.sleep(self.lease / 3)
             if self._tasks:
                 try:
-                    await renew_leases(self.db, self.owner, self._clock())
+                    await renew_leases(self.db, self.owner, self._clock(), self.lease)
                 except Exception:
                     log.exception("renewing job leases failed; trying again")

@@ -39,7 +39,7 @@ from storage.db import Database
 from storage.generations import get_generation, recent_latencies_ms
 from storage.images import ImageStore
 from storage.jobs import Job, get_job, insert_job
-from storage.queue import cancel_queued, finish, paid_generation, pending_in_lane, pending_requests
+from storage.queue import LEASE_SECONDS, cancel_queued, finish, paid_generation, pending_in_lane, pending_requests
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,14 @@ class JobRunner:
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         metrics: Metrics | None = None,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         self.db = db
         self.images = images
         self.generation = generation
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self.queue = JobQueue(db, limits, owner=owner or process_owner(), run=self._claimed, clock=clock)
+        self.queue = JobQueue(db, limits, owner=owner or process_owner(), run=self._claimed, clock=clock, lease=lease)
         self.queue.on_refresh = self._refreshed
         self.admission = Admission(db=db, generation=generation, limits=limits, clock=clock)
         self.conversation = Conversation(

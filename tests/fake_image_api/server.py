@@ -59,6 +59,7 @@ class RecordedRequest:
     received_at: float = 0.0  # time.monotonic()
     fault: str | None = None  # name of the scripted Fault this request consumed
     status: int | None = None  # status the fake answered with (None: no answer, e.g. hang)
+    finished_at: float | None = None  # time.monotonic() when the answer was sent (or the request given up)
 
 
 @dataclass(slots=True)
@@ -347,15 +348,18 @@ class FakeImageAPI:
                 rec.json = None
         if self.record:
             self.requests.append(rec)
-        reply = await self._dispatch(rec, receive)
-        if isinstance(reply, StreamReply):
-            rec.status = reply.status
-            await self._send_stream(send, reply, receive, rec)
-        elif reply is not None:
-            rec.status = reply.status
-            await self._send(
-                send, reply, receive, cut=rec.fault if rec.fault in ("drop", "stall") else None, client=rec.client
-            )
+        try:
+            reply = await self._dispatch(rec, receive)
+            if isinstance(reply, StreamReply):
+                rec.status = reply.status
+                await self._send_stream(send, reply, receive, rec)
+            elif reply is not None:
+                rec.status = reply.status
+                await self._send(
+                    send, reply, receive, cut=rec.fault if rec.fault in ("drop", "stall") else None, client=rec.client
+                )
+        finally:
+            rec.finished_at = time.monotonic()
 
     async def _dispatch(self, rec: RecordedRequest, receive: Any) -> Reply | StreamReply | None:
         path = rec.path
