@@ -253,20 +253,14 @@ def format_report(report: UsageReport) -> str:
 
 
 def check_health(settings: Settings) -> int:
-    import time
+    from .health import check
 
-    from .client import HEARTBEAT_MAX_AGE, heartbeat_path
-
-    try:
-        age = time.time() - float(heartbeat_path(settings).read_text().strip())
-    except (OSError, ValueError):
-        print("unhealthy: the bot has not connected to Discord yet", file=sys.stderr)
-        return 1
-    if age > HEARTBEAT_MAX_AGE:
-        print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
-        return 1
-    print(f"healthy: last heartbeat {age:.0f} s ago")
-    return 0
+    health = check(settings)
+    print(
+        ("healthy" if health.healthy else "unhealthy") + ": " + "; ".join(health.lines),
+        file=sys.stdout if health.healthy else sys.stderr,
+    )
+    return 0 if health.healthy else 1
 
 
 async def generate(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import signal
-import time
-from pathlib import Path
 from typing import Any
 
 import discord
@@ -24,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.health import HEARTBEAT_INTERVAL, heartbeat_path, heartbeat_text
 from bot.jobs.runner import JobRunner
 from bot.observability.metrics import DISCORD_HTTP_LOGGER, Metrics, MetricsServer
 from bot.runtime import Runtime
@@ -47,18 +46,11 @@ from storage.jobs import get_state, set_state
 
 log = logging.getLogger(__name__)
 
-#: ``banana-bot health`` (the container's health check) treats an older heartbeat as unhealthy.
-HEARTBEAT_INTERVAL = 30.0
-HEARTBEAT_MAX_AGE = 120.0
 #: How often stored images older than BANANA_IMAGE_RETENTION_DAYS are deleted while the bot runs.
 RETENTION_INTERVAL = 6 * 3600.0
 SYNCED_HASH_KEY = "synced_commands_sha256"
 #: Seconds between refreshes of the gateway latency gauges (discord.py measures it once per heartbeat, ~41 s).
 METRICS_REFRESH_INTERVAL = 10.0
-
-
-def heartbeat_path(settings: Settings) -> Path:
-    return settings.data_dir / "heartbeat"
 
 
 def shard_latencies(client: discord.Client) -> list[tuple[int, float]]:
@@ -188,6 +180,15 @@ class BananaBot(commands.AutoShardedBot):
         ):
             await self.add_cog(cog)
 
+    async def on_ready(self) -> None:
+        await self.write_heartbeat()  # health says so at once, not at the next beat
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        await self.write_heartbeat()
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        await self.write_heartbeat()
+
     def shard_of(self, guild_id: int | None) -> int | None:
         """The shard that receives a guild's events (None for DMs), for log lines."""
         if guild_id is None or not self.shard_count:
@@ -251,12 +252,29 @@ class BananaBot(commands.AutoShardedBot):
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _beat(self) -> None:
-        """Touch a file while connected to Discord, so a supervisor can tell a live bot from a stuck one."""
-        path = heartbeat_path(self.settings)
+        """Write the heartbeat file now and then, so a supervisor (``banana-bot health``) can tell a live bot
+        from a stuck one, and see a shard that lost its connection."""
         while True:
-            if self.is_ready() and not self.is_closed():
-                await asyncio.to_thread(path.write_text, f"{time.time():.0f}\n")
+            await self.write_heartbeat()
             await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def write_heartbeat(self, *, stopped: bool = False) -> None:
+        shards: list[tuple[int, bool, float]] = []
+        if not self.is_closed():
+            for shard_id, latency in shard_latencies(self):
+                info = self.get_shard(shard_id)
+                shards.append((shard_id, info is not None and not info.is_closed(), latency))
+        text = heartbeat_text(shards, stopped=stopped)
+        path = heartbeat_path(self.settings)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)  # with PostgreSQL nothing else may have made it yet
+            path.write_text(text)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            log.warning("can't write the heartbeat file %s: %s", path, exc)
 
     async def _refresh_metrics(self) -> None:
         """Copy the gateway latencies into the metrics: they live on the event loop, a scrape runs in a thread."""
@@ -278,6 +296,8 @@ class BananaBot(commands.AutoShardedBot):
                 log.info("pruned %d images older than %g days", pruned, days)
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            await self.write_heartbeat(stopped=True)
         for task in (self._heartbeat, self._retention, self._metrics_refresh):
             if task is not None:
                 task.cancel()
