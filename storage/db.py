@@ -27,6 +27,7 @@ where an advisory lock also keeps two processes starting at once from migrating 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -443,6 +444,7 @@ class PostgresDatabase(Database):
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._listener: Any = None
+        self._wake: Callable[..., None] = lambda *_: None
 
     @classmethod
     async def connect(cls, url: str, *, migrations_dir: Path = MIGRATIONS_DIR) -> PostgresDatabase:
@@ -494,7 +496,8 @@ class PostgresDatabase(Database):
     async def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:
             self._listener = await self._pool.acquire()
-        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: wake())
+        self._wake = lambda *_: wake()
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._wake)
 
     async def notify(self) -> None:
         await self._pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -507,6 +510,8 @@ class PostgresDatabase(Database):
 
     async def close(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(Exception):  # a connection already lost has nothing to unlisten
+                await self._listener.remove_listener(NOTIFY_CHANNEL, self._wake)
             await self._pool.release(self._listener)
             self._listener = None
         await self._pool.close()

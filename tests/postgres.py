@@ -38,6 +38,14 @@ def postgres_bin_dir() -> Path:
     return Path(initdb).parent
 
 
+def postgres_installed() -> bool:
+    try:
+        postgres_bin_dir()
+    except RuntimeError:
+        return False
+    return True
+
+
 class PostgresServer:
     def __init__(self) -> None:
         self.bin = postgres_bin_dir()
