@@ -199,12 +199,16 @@ def _from_row(row: Any) -> Job:
     return Job(**values)
 
 
-_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}, lane, job_group) VALUES ({', '.join('?' for _ in _COLUMNS)}, ?, ?)"
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, lane, job_group, lease_owner, lease_expires) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)}, ?, ?, ?, ?)"
+)
 
 
-async def insert_job(db: Queryable, job: Job) -> None:
-    """Store a job (in its own transaction on a Database, or in the caller's)."""
-    await db.execute(_INSERT, [*_to_row(job), job.lane, job.job_group])
+async def insert_job(db: Queryable, job: Job, *, held_by: str | None = None, held_until: float | None = None) -> None:
+    """Store a job (in its own transaction on a Database, or in the caller's). A job `held_by` a process is
+    claimed by no other until `held_until` (storage/queue.py)."""
+    await db.execute(_INSERT, [*_to_row(job), job.lane, job.job_group, held_by, held_until])
 
 
 #: Columns of the job queue (storage/queue.py) that are not fields of `Job`.

@@ -10,6 +10,10 @@ that every transaction takes), so the caps it checks hold whichever process runs
 
 A running job carries a lease (its process and an expiry) that its process renews. A lease that runs out
 means the process died: the next claim queues the job again, and any process takes it over.
+
+A queued job may be held for a moment by the process that admitted it, until that process has shown the
+member its status message and recorded it: a process that takes the job over edits that message rather than
+leaving it behind. A hold that is never released (its process died) ends at its expiry.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from storage.jobs import Job, columns_and_values, jobs_where
 
 #: Seconds a lease lasts by default (BANANA_JOB_LEASE); its process renews it every third of that.
 LEASE_SECONDS = 30.0
+#: Seconds at most that the admitting process holds a new job for itself (see the module's docstring).
+HOLD_SECONDS = 10.0
 #: Queued jobs of one lane a claim looks at: enough to find one whose member may start, however many one
 #: member queued ahead of the rest.
 CANDIDATES_PER_LANE = 50
@@ -76,7 +82,7 @@ async def claim_jobs(
             running_in_lane[int(lane)] = running_in_lane.get(int(lane), 0) + 1
             user_groups.setdefault(int(user_id), set()).add(str(group))
 
-        lanes, served = await _waiting_lanes(tx, caps)
+        lanes, served = await _waiting_lanes(tx, caps, owner, now)
         counter = max(served.values(), default=0)
         picked: list[_Candidate] = []
         while len(picked) < free:
@@ -130,19 +136,22 @@ async def claim_jobs(
     return sorted(jobs, key=lambda job: order[job.id])
 
 
-async def _waiting_lanes(tx: Connection, caps: Caps) -> tuple[dict[int, list[_Candidate]], dict[int, int]]:
-    """The first queued jobs of every lane, in arrival order, with each lane's caps; and when each lane was
-    last served."""
+async def _waiting_lanes(
+    tx: Connection, caps: Caps, owner: str, now: float
+) -> tuple[dict[int, list[_Candidate]], dict[int, int]]:
+    """The first queued jobs of every lane that `owner` may take (not held by another process), in arrival
+    order, with each lane's caps; and when each lane was last served."""
     rows = await tx.fetchall(
         """SELECT w.id, w.lane, w.user_id, w.job_group, l.served, s.guild_concurrency, s.user_concurrency
            FROM (SELECT id, lane, user_id, job_group, created_at,
                         row_number() OVER (PARTITION BY lane ORDER BY created_at, id) AS place
-                 FROM jobs WHERE status = 'queued') AS w
+                 FROM jobs WHERE status = 'queued'
+                       AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)) AS w
            LEFT JOIN lanes AS l ON l.lane = w.lane
            LEFT JOIN guild_settings AS s ON s.guild_id = w.lane
            WHERE w.place <= ?
            ORDER BY w.lane, w.created_at, w.id""",
-        (CANDIDATES_PER_LANE,),
+        (owner, now, CANDIDATES_PER_LANE),
     )
     lanes: dict[int, list[_Candidate]] = {}
     served: dict[int, int] = {}
@@ -176,8 +185,18 @@ async def requeue_owned(db: Database, owner: str) -> int:
 
 
 async def requeue_all_running(db: Database) -> int:
-    """SQLite: this process is the only one, so whatever a previous run left running is queued again."""
-    return await _requeue(db, "status = 'running'", ())
+    """SQLite: this process is the only one, so whatever a previous run left running (or held) is queued again."""
+    return await _requeue(db, "status IN ('running', 'queued') AND lease_owner IS NOT NULL", ())
+
+
+async def release_holds(db: Database, job_ids: Sequence[str], owner: str) -> None:
+    """The admitting process has shown and recorded the jobs' status: any process may take them now."""
+    marks = ", ".join("?" for _ in job_ids)
+    await db.execute(
+        f"UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
+        f"WHERE id IN ({marks}) AND status = 'queued' AND lease_owner = ?",
+        [*job_ids, owner],
+    )
 
 
 async def renew_leases(db: Database, owner: str, now: float, lease: float = LEASE_SECONDS) -> int:

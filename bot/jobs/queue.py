@@ -89,7 +89,7 @@ class JobQueue:
         else:
             taken_back = await requeue_owned(self.db, self.owner)
         if taken_back:
-            log.info("queued again %d jobs this process left running", taken_back)
+            log.info("took back %d jobs this process left running", taken_back)
         self._claiming = True
         await self.db.listen(self.wake)
         self._loops = [

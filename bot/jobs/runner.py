@@ -39,7 +39,16 @@ from storage.db import Database
 from storage.generations import get_generation, recent_latencies_ms
 from storage.images import ImageStore
 from storage.jobs import Job, get_job, insert_job
-from storage.queue import LEASE_SECONDS, cancel_queued, finish, paid_generation, pending_in_lane, pending_requests
+from storage.queue import (
+    HOLD_SECONDS,
+    LEASE_SECONDS,
+    cancel_queued,
+    finish,
+    paid_generation,
+    pending_in_lane,
+    pending_requests,
+    release_holds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +142,25 @@ class JobRunner:
             member_daily=member_daily,
             user_install=first.user_install,
         )
+        owner = self.queue.owner
         async with admitting as (tx, cost):
             for job, _ in jobs:
                 job.status, job.reserved_usd = "queued", cost
-                await insert_job(tx, job)
+                # Ours alone until the member sees the status message and it is recorded: another process that
+                # takes the job then edits that message instead of leaving it behind.
+                await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
         for job, presenter in jobs:
             self._presenters[job.id] = presenter
-        self.queue.queued_here([job.id for job, _ in jobs])
-        await self.queue.submitted()
+        ids = [job.id for job, _ in jobs]
+        self.queue.queued_here(ids)
+        self.queue.wake()  # this process may start them at once
         self._count_jobs()
-        for job, presenter in jobs:
-            await presenter.queued(job)
+        try:
+            for job, presenter in jobs:
+                await presenter.queued(job)
+        finally:
+            await release_holds(self.db, ids, owner)
+            await self.queue.submitted()
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (refunding it), whichever process admitted it; False if it already started or
