@@ -1,90 +1,190 @@
-"""Reports stay instant as the log grows, and logging never stalls the bot.
+"""Reports stay instant as the log grows, on SQLite and on PostgreSQL, and logging never stalls the bot.
 
-    .venv/bin/python -m bench.bench_reports       # ~1 minute (building the 1,000,000-row log is most of it)
+    .venv/bin/python -m bench.bench_reports                    # ~1.5 minutes, both (building the logs is most of it)
+    .venv/bin/python -m bench.bench_reports --backend sqlite   # one backend only (sqlite or postgresql)
 
 1. A usage log of 1,000,000 rows over 90 days: 20 guilds, the busiest with 30% of all rows (so its last
-   30 days hold ~100,000), 2,000 members, 90% ok / 3% blocked / 7% errors. Time of /usage's queries
-   (storage.reports.usage_report) for that guild's last 30 days, and for one member's; median of 10,
-   alternating with the same queries on one connection for comparison. Target: under 300 ms.
-2. Logging 1,000 rows a second for 5 s through storage.generations.insert_generation (as the bot does,
-   one transaction a row) while a task in the same event loop sleeps 10 ms at a time and records how late
-   it wakes. Target: lag under 20 ms.
+   30 days hold ~100,000), 2,000 members, 90% ok / 3% blocked / 7% errors. The same rows (one generator, one
+   seed) go into a WAL SQLite file (plain sqlite3, big transactions) and into a fresh migrated database on a
+   throwaway PostgreSQL (tests/postgres.py; asyncpg COPY, then VACUUM (ANALYZE)). Building them is setup, not measured.
+2. Time of /usage's queries (storage.reports.usage_report) for that guild's last 30 days, and for one
+   member's; median of 10, the backends taking turns, each alternating with the same queries on one
+   connection for comparison. Target: under 300 ms on each backend.
+3. With both backends: the reports must give the same figures (requests, images, blocked, errors, cost to the
+   cent, latency percentiles, top users, days, the chart's histogram); a mismatch is printed and the benchmark
+   exits 1.
+4. Logging 1,000 rows a second for 5 s through storage.generations.insert_generation (as the bot does, one task
+   a row; the group commit writes what queued up together) while a task in the same event loop sleeps 10 ms
+   at a time and records how late it wakes. Target: lag under 20 ms, on each backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.db import Database
+from storage.db import Connection, Database, Params, Row
 from storage.generations import GenerationRow, insert_generation
-from storage.reports import Scope, usage_report
+from storage.reports import Scope, UsageReport, usage_report
 
 ROWS, DAYS, GUILDS, USERS = 1_000_000, 90, 20, 2_000
 BUSIEST_SHARE = 0.30
 MODELS = ("gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")
 SIZES = ("1K", "2K", "4K")
+TARGET_MS, LAG_TARGET_MS = 300, 20
+BACKENDS = ("sqlite", "postgresql")
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+COLUMNS = (
+    "created_at", "guild_id", "channel_id", "user_id", "command", "provider", "model", "size", "aspect_ratio",
+    "reference_count", "prompt", "status", "error_class", "attempts", "queue_ms", "total_ms", "cost_usd",
+)  # fmt: skip
 
 
-def build_log(path: Path, now: float, rows: int) -> None:
-    """The synthetic log, written with plain sqlite3 in big transactions (setup, not what is measured)."""
+def synthetic_rows(now: float, rows: int) -> Iterator[tuple[Any, ...]]:
+    """The synthetic log, row by row in COLUMNS' order: the same rows for the same `now` on every call."""
     rng = random.Random(7)
-    conn = sqlite3.connect(path)
-    columns = (
-        "created_at, guild_id, channel_id, user_id, command, provider, model, size, aspect_ratio, "
-        "reference_count, prompt, status, error_class, attempts, queue_ms, total_ms, cost_usd"
-    )
-    sql = f"INSERT INTO generations ({columns}) VALUES ({', '.join('?' * 17)})"
-    batch = []
     for _ in range(rows):
         guild = 0 if rng.random() < BUSIEST_SHARE else rng.randrange(1, GUILDS)
         roll = rng.random()
         status = "ok" if roll < 0.90 else "blocked" if roll < 0.93 else "error"
         total = rng.lognormvariate(10.3, 0.5) if status == "ok" else None
-        batch.append((
+        yield (
             now - rng.random() * DAYS * 86400, 1000 + guild, 1, rng.randrange(USERS), "imagine", "gemini",
             rng.choice(MODELS), rng.choice(SIZES), "1:1", 0, "a prompt", status,
             None if status == "ok" else ("blocked" if status == "blocked" else "timeout"), 1,
             rng.expovariate(1 / 2000), total, 0.134 if status == "ok" else 0.0,
-        ))  # fmt: skip
-        if len(batch) == 50_000:
-            conn.executemany(sql, batch)
-            conn.commit()
-            batch.clear()
-    conn.executemany(sql, batch)
-    conn.commit()
+        )  # fmt: skip
+
+
+def batches(now: float, rows: int, size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+    batch = []
+    for row in synthetic_rows(now, rows):
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def build_sqlite_log(path: Path, now: float, rows: int) -> None:
+    """Written with plain sqlite3 in big transactions (setup, not what is measured)."""
+    conn = sqlite3.connect(path)
+    sql = f"INSERT INTO generations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    for batch in batches(now, rows):
+        conn.executemany(sql, batch)
+        conn.commit()
     conn.execute("ANALYZE")
     conn.close()
 
 
-async def time_report(db: Database, scope: Scope, repeats: int = 10) -> tuple[float, float, int]:
-    """Median ms of usage_report as the bot runs it (queries side by side on read connections) and, in
-    alternation for comparison, all on the one connection; and the rows in scope."""
-    parallel, serial, count = [], [], 0
+async def build_postgres_log(url: str, now: float, rows: int) -> None:
+    """COPY into the migrated database's `generations` (the identity column numbers the rows 1, 2, ... as SQLite
+    does), then VACUUM (ANALYZE): the state autovacuum keeps the table in (migration 0016 has it visit the log
+    after 1% new rows), made here at once so that autovacuum doesn't start in the middle of the timings."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for batch in batches(now, rows, 100_000):
+            await conn.copy_records_to_table("generations", records=batch, columns=COLUMNS)
+        await conn.execute("VACUUM (ANALYZE) generations")
+    finally:
+        await conn.close()
+
+
+class _OneConnection(Connection):
+    """Every query of a report on one connection, one at a time (the comparison to side by side)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        raise NotImplementedError
+
+    async def executemany(self, sql: str, rows: Any) -> None:
+        raise NotImplementedError
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._lock:
+            return list(await self._conn.fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._lock:
+            found: Row | None = await self._conn.fetchone(sql, params)
+            return found
+
+    def stream(self, sql: str, params: Params = ()) -> AsyncIterator[Row]:
+        raise NotImplementedError
+
+
+@dataclass
+class Backend:
+    name: str
+    db: Database
+    one: _OneConnection  # SQLite: its main connection; PostgreSQL: one pooled connection, held throughout
+    times: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    reports: dict[str, UsageReport] = field(default_factory=dict)
+
+
+async def time_report(backend: Backend, label: str, scope: Scope) -> None:
+    """One run of usage_report as the bot runs it (queries side by side on read connections), then one with all
+    its queries on one connection; the times go into backend.times[label], the report into backend.reports."""
+    db = backend.db
+    parallel, serial = backend.times.setdefault(label, ([], []))
     reading = db.reading
 
     @asynccontextmanager
-    async def one_connection(limit: int = 1) -> AsyncIterator[Any]:
-        yield db  # its own fetch methods run on the one main connection
+    async def one_connection(*args: Any, **kwargs: Any) -> AsyncIterator[Connection]:
+        yield backend.one
 
-    for _ in range(repeats):
-        for times, mode in ((parallel, reading), (serial, one_connection)):
-            db.reading = mode  # type: ignore[method-assign]
+    for times, mode in ((parallel, reading), (serial, one_connection)):
+        db.reading = mode  # type: ignore[method-assign]
+        try:
             began = time.perf_counter()
             report = await usage_report(db, scope)
             times.append((time.perf_counter() - began) * 1000)
-            count = report.requests
-    db.reading = reading  # type: ignore[method-assign]
-    return statistics.median(parallel), statistics.median(serial), count
+        finally:
+            db.reading = reading  # type: ignore[method-assign]
+    backend.reports[label] = report
+
+
+def differences(label: str, a: UsageReport, b: UsageReport) -> list[str]:
+    """Where the two backends' reports disagree (costs compared to the cent)."""
+    out: list[str] = []
+
+    def same_cost(x: float, y: float) -> bool:
+        return abs(x - y) < 0.005
+
+    def check(what: str, x: Any, y: Any, same: bool | None = None) -> None:
+        if not (x == y if same is None else same):
+            out.append(f"  {label}: {what}: SQLite {x!r} != PostgreSQL {y!r}")
+
+    for name in ("requests", "images", "blocked", "errors"):
+        check(name, getattr(a, name), getattr(b, name))
+    check("cost_usd", f"{a.cost_usd:.2f}", f"{b.cost_usd:.2f}", same_cost(a.cost_usd, b.cost_usd))
+    check("latency", a.latency, b.latency)
+    check("top users", [u[:2] for u in a.top_users], [u[:2] for u in b.top_users])
+    for (user, _, x), (_, _, y) in zip(a.top_users, b.top_users, strict=False):
+        check(f"top user {user} cost", f"{x:.2f}", f"{y:.2f}", same_cost(x, y))
+    check("days", [d[:2] for d in a.days], [d[:2] for d in b.days])
+    for (day, _, x), (_, _, y) in zip(a.days, b.days, strict=False):
+        check(f"day {day} cost", f"{x:.2f}", f"{y:.2f}", same_cost(x, y))
+    check("seconds histogram", a.seconds_histogram, b.seconds_histogram)
+    return out
 
 
 async def logging_lag(db: Database, rate: int, seconds: float) -> tuple[float, float, float, int]:
@@ -121,54 +221,113 @@ async def logging_lag(db: Database, rate: int, seconds: float) -> tuple[float, f
     return written / took, ordered[int(len(ordered) * 0.99) - 1], ordered[-1], written
 
 
-async def main_async(args: argparse.Namespace) -> list[str]:
-    lines = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "banana.sqlite3"
-        db = await Database.open(path)  # creates the schema
-        await db.close()
-        now = time.time()
-        began = time.perf_counter()
-        build_log(path, now, args.rows)
-        lines.append(
-            f"log: {args.rows:,} rows over {DAYS} days, {GUILDS} guilds (built in {time.perf_counter() - began:.0f} s)"
-        )
-        db = await Database.open(path)
-        try:
-            since = now - 30 * 86400
-            for label, scope in (
-                ("busiest guild", Scope(since, now + 1, guild_id=1000)),
-                ("one member", Scope(since, now + 1, guild_id=1000, user_id=7)),
-            ):
-                ms, serial_ms, count = await time_report(db, scope)
-                verdict = "PASS" if ms < 300 else "MISS"
-                lines.append(
-                    f"[1] /usage queries, 30 days, {label} ({count:,} rows): median {ms:.0f} ms of 10 "
-                    f"(target < 300 ms)  {verdict};  on one connection {serial_ms:.0f} ms "
-                    f"(parallel/serial {ms / serial_ms if serial_ms else 1:.2f})"
-                )
-            rate, p99, worst, rows = await logging_lag(db, args.rate, args.seconds)
-            verdict = "PASS" if worst < 20 and rate >= args.rate * 0.95 else "MISS"
+async def main_async(args: argparse.Namespace, targets: dict[str, str], now: float) -> tuple[list[str], bool]:
+    """The report lines, and whether everything passed."""
+    lines: list[str] = []
+    ok = True
+    async with contextlib.AsyncExitStack() as stack:
+        backends: list[Backend] = []
+        for name, target in targets.items():
+            began = time.perf_counter()
+            if name == "sqlite":
+                await (await Database.open(target)).close()  # creates the schema
+                build_sqlite_log(Path(target), now, args.rows)
+            else:
+                await build_postgres_log(target, now, args.rows)
+            built = time.perf_counter() - began
+            db = await Database.open(target)
+            stack.push_async_callback(db.close)
+            if name == "sqlite":
+                one = _OneConnection(db)  # its fetch methods run on the one main connection
+            else:
+                one = _OneConnection(await stack.enter_async_context(db.reading()))
+            backends.append(Backend(name, db, one))
             lines.append(
-                f"[2] logging {rows:,} rows at {rate:,.0f}/s (asked {args.rate:,}/s): loop lag p99 {p99:.1f} ms, "
-                f"max {worst:.1f} ms (target < 20 ms)  {verdict}"
+                f"log on {NAMES[name]}: {args.rows:,} rows over {DAYS} days, {GUILDS} guilds (built in {built:.0f} s)"
             )
-        finally:
-            await db.close()
-    return lines
+
+        since = now - 30 * 86400
+        scopes = {
+            "busiest guild": Scope(since, now + 1, guild_id=1000),
+            "one member": Scope(since, now + 1, guild_id=1000, user_id=7),
+        }
+        for _ in range(args.repeats):  # the backends take turns, so a noisy moment hits both
+            for label, scope in scopes.items():
+                for backend in backends:
+                    await time_report(backend, label, scope)
+
+        width = 12
+        head = f"{'/usage, 30 days, median of ' + str(args.repeats):<40}{'rows':>9}"
+        lines.append("")
+        lines.append(head + "".join(f"{NAMES[b.name]:>{width + 6}}" for b in backends))
+        for label in scopes:
+            count = backends[0].reports[label].requests
+            cells, serial_cells = "", ""
+            for backend in backends:
+                parallel, serial = (statistics.median(t) for t in backend.times[label])
+                verdict = "PASS" if parallel < TARGET_MS else "FAIL"
+                ok &= parallel < TARGET_MS
+                cells += f"{parallel:>{width}.0f} ms {verdict}"
+                serial_cells += f"{serial:>{width}.0f} ms     "
+            lines.append(f"{'[1] ' + label + ' (target < 300 ms)':<40}{count:>9,}{cells}")
+            lines.append(f"{'    same queries on one connection':<40}{'':>9}{serial_cells}")
+
+        if len(backends) == 2:
+            mismatches = [
+                line
+                for label in scopes
+                for line in differences(label, backends[0].reports[label], backends[1].reports[label])
+            ]
+            if mismatches:
+                ok = False
+                lines.append("[2] MISMATCH: SQLite and PostgreSQL give different figures:")
+                lines.extend(mismatches)
+            else:
+                shown = backends[0].reports["busiest guild"]
+                lines.append(
+                    f"[2] same figures on both: busiest guild {shown.requests:,} requests, {shown.images:,} images, "
+                    f"{shown.blocked:,} blocked, errors {shown.errors}, ${shown.cost_usd:,.2f}, "
+                    f"{len(shown.latency)} latency rows, top {len(shown.top_users)} users, {len(shown.days)} days  PASS"
+                )
+
+        lines.append("")
+        for backend in backends:
+            rate, p99, worst, rows = await logging_lag(backend.db, args.rate, args.seconds)
+            passed = worst < LAG_TARGET_MS and rate >= args.rate * 0.95
+            ok &= passed
+            lines.append(
+                f"[3] {NAMES[backend.name]}: logging {rows:,} rows at {rate:,.0f}/s (asked {args.rate:,}/s): loop lag "
+                f"p99 {p99:.1f} ms, max {worst:.1f} ms (target < {LAG_TARGET_MS} ms)  {'PASS' if passed else 'FAIL'}"
+            )
+    return lines, ok
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--rows", type=int, default=ROWS)
-    parser.add_argument("--rate", type=int, default=1000, help="rows a second to log in part 2")
+    parser.add_argument("--repeats", type=int, default=10, help="report runs per scope and mode")
+    parser.add_argument("--rate", type=int, default=1000, help="rows a second to log in part 3")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
+    chosen = BACKENDS if args.backend == "both" else (args.backend,)
     began = time.monotonic()
-    print("Banana Bot report and logging benchmark (SQLite, WAL)")
-    for line in asyncio.run(main_async(args)):
+    shown = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL (a throwaway server, tests/postgres.py)"}
+    print(f"Banana Bot report and logging benchmark: {' and '.join(shown[b] for b in chosen)}")
+    with contextlib.ExitStack() as stack:
+        targets: dict[str, str] = {}
+        if "sqlite" in chosen:
+            targets["sqlite"] = str(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "banana.sqlite3")
+        if "postgresql" in chosen:
+            from tests.postgres import running_postgres
+
+            targets["postgresql"] = stack.enter_context(running_postgres()).fresh_url()
+        lines, ok = asyncio.run(main_async(args, targets, time.time()))
+    for line in lines:
         print(line)
     print(f"total {time.monotonic() - began:.0f} s")
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -51,6 +52,8 @@ from storage.jobs import (
     request_to_json,
     update_job,
 )
+from storage.reports import Scope, usage_report
+from tests.postgres import PostgresServer
 
 DAY = 86400.0
 
@@ -362,6 +365,44 @@ async def test_report_queries_use_indexes(db: Database, sql: str, params: tuple[
     plan = await query_plan(db, sql, params)
     assert f"INDEX {index}" in plan, plan
     assert "SCAN generations" not in plan, plan
+
+
+async def test_a_usage_report_gives_the_same_figures_on_both_backends(tmp_path: Path, postgres: PostgresServer) -> None:
+    """The same few hundred rows, one report per scope on SQLite and on PostgreSQL: equal UsageReports (costs
+    are multiples of 1/8 so that their sums are exact in any order)."""
+    rng = random.Random(3)
+    now = 1_795_000_000.0
+    rows = []
+    for _ in range(300):
+        status = rng.choice(("ok",) * 8 + ("blocked", "error"))
+        rows.append(
+            make_row(
+                created_at=now - rng.random() * 10 * DAY,
+                guild_id=rng.choice((1, 2)),
+                user_id=rng.choice((None, 10, 11, 12, 13, 14, 15, 16)),
+                model=rng.choice(("m1", "m2")),
+                size=rng.choice(("1K", "2K")),
+                status=status,
+                error_class=rng.choice(("timeout", None)) if status == "error" else None,
+                queue_ms=rng.choice((None, rng.uniform(0, 5000))),
+                total_ms=rng.lognormvariate(10, 0.5) if status == "ok" else None,
+                cost_usd=rng.choice((0.125, 0.25)) if status == "ok" else 0.0,
+            )
+        )
+    scopes = [
+        Scope(now - 7 * DAY, now + 1),
+        Scope(now - 30 * DAY, now + 1, guild_id=1),
+        Scope(now - 30 * DAY, now + 1, guild_id=2, user_id=12),
+    ]
+    reports = []
+    for target in (str(tmp_path / "bot.db"), postgres.fresh_url()):
+        async with await Database.open(target) as db:
+            for row in rows:
+                await insert_generation(db, row)
+            reports.append([await usage_report(db, scope) for scope in scopes])
+    on_sqlite, on_postgres = reports
+    assert on_sqlite[1].requests > 100 and on_sqlite[1].latency and on_sqlite[1].top_users
+    assert on_sqlite == on_postgres
 
 
 async def test_concurrent_inserts_all_land(db: Database) -> None:
