@@ -78,7 +78,11 @@ class JobQueue:
         self._claimed_at: dict[str, float] = {}
         #: Called after each look at the queue with the ids still waiting (the runner lets go of jobs that
         #: another process took).
-        self.on_refresh: Callable[[set[str]], Awaitable[None]] | None = None
+        self.on_refresh: Callable[[set[str], float], Awaitable[None]] | None = None
+        #: Claims begun, and whether one is under way: a look at the queue that overlapped a claim can't tell a
+        #: job another process took from one this process is taking.
+        self._claims = 0
+        self._claiming_now = False
 
     # --- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -175,11 +179,12 @@ class JobQueue:
 
     async def refresh(self) -> None:
         """Look at the queue again (positions, counts)."""
+        as_of, claims = time.monotonic(), self._claims
         self._order = await waiting_order(self.db)
         self._counts = await count_by_state(self.db)
         self._changed.set()
-        if self.on_refresh is not None:
-            await self.on_refresh(set(self._order))
+        if self.on_refresh is not None and not self._claiming_now and self._claims == claims:
+            await self.on_refresh(set(self._order), as_of)
 
     async def wait_idle(self, timeout: float = 30) -> None:  # noqa: ASYNC109
         """Until no job is queued or running anywhere (tests)."""
@@ -230,11 +235,18 @@ class JobQueue:
             user_concurrency=self.limits.user_concurrency,
         )
         want = self.limits.global_concurrency - len(self._holding)
-        claimed = await claim_jobs(self.db, owner=self.owner, want=want, caps=caps, now=self._clock(), lease=self.lease)
-        for job in claimed:
-            self._holding.add(job.id)
-            self._claimed_at[job.id] = self._clock()
-            self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._claims += 1
+        self._claiming_now = True
+        try:
+            claimed = await claim_jobs(
+                self.db, owner=self.owner, want=want, caps=caps, now=self._clock(), lease=self.lease
+            )
+            for job in claimed:
+                self._holding.add(job.id)
+                self._claimed_at[job.id] = self._clock()
+                self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        finally:
+            self._claiming_now = False
 
     async def _run(self, job: Job) -> None:
         try:

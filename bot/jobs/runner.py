@@ -105,8 +105,10 @@ class JobRunner:
         self.conversation = Conversation(
             db=db, images=images, budget=budget or ContextBudget(), default_model=generation.providers[0].config.model
         )
-        #: Presenters of jobs this process admitted, until the job ends here or another process takes it.
+        #: Presenters of jobs this process admitted, until the job ends here or another process takes it, and
+        #: when each was admitted (time.monotonic()).
         self._presenters: dict[str, JobPresenter] = {}
+        self._admitted_at: dict[str, float] = {}
         #: How a job admitted elsewhere (or before a restart) is shown: set by `start`.
         self._presenter_for: Callable[[Job], Awaitable[JobPresenter | None]] | None = None
         self._started = False
@@ -151,6 +153,7 @@ class JobRunner:
                 await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
         for job, presenter in jobs:
             self._presenters[job.id] = presenter
+            self._admitted_at[job.id] = time.monotonic()
         ids = [job.id for job, _ in jobs]
         self.queue.queued_here(ids)
         self.queue.wake()  # this process may start them at once
@@ -170,6 +173,7 @@ class JobRunner:
         self.metrics.job_finished("cancelled")
         job = await get_job(self.db, job_id)
         presenter = self._presenters.pop(job_id, None)
+        self._admitted_at.pop(job_id, None)
         if presenter is None and job is not None and self._presenter_for is not None:
             presenter = await self._presenter_for(job)
         if presenter is not None and job is not None:
@@ -215,6 +219,7 @@ class JobRunner:
         for presenter in list(self._presenters.values()):
             await presenter.interrupted()
         self._presenters.clear()
+        self._admitted_at.clear()
         # Results being posted get a moment to finish; the bot is closing, so not forever.
         if self._telling:
             await asyncio.wait(self._telling, timeout=5)
@@ -224,12 +229,20 @@ class JobRunner:
         while self._telling:
             await asyncio.gather(*self._telling, return_exceptions=True)
 
-    async def _refreshed(self, waiting: set[str]) -> None:
-        """After a look at the queue: a job this process admitted that is neither waiting nor running here was
-        taken by another process (or cancelled there), which now shows it; this one stops."""
-        for job_id in [j for j in self._presenters if j not in waiting and not self.queue.runs(j)]:
-            presenter = self._presenters.pop(job_id)
-            await presenter.interrupted()
+    async def _refreshed(self, waiting: set[str], as_of: float) -> None:
+        """After a look at the queue (taken at `as_of`, overlapping no claim of ours): a job this process admitted
+        before then that is neither waiting nor running here was taken by another process (or cancelled there),
+        which now shows it; this one lets go."""
+        gone = [
+            job_id
+            for job_id, admitted in self._admitted_at.items()
+            if admitted < as_of and job_id not in waiting and not self.queue.runs(job_id)
+        ]
+        for job_id in gone:
+            self._admitted_at.pop(job_id, None)
+            presenter = self._presenters.pop(job_id, None)
+            if presenter is not None:
+                await presenter.interrupted()
         self._count_jobs()
 
     def _count_jobs(self) -> None:
@@ -292,6 +305,7 @@ class JobRunner:
             return
         finally:
             self._presenters.pop(job.id, None)
+            self._admitted_at.pop(job.id, None)
         job.image_key, job.generation_id = result.image_key, result.generation_id
         job.user_turn = prepared.user_turn
         job.model_turn = await self.conversation.model_turn_json(result)
