@@ -21,9 +21,13 @@ async def test_a_running_bot_is_healthy_and_a_stopped_one_is_not(tmp_path: Path)
     async with BotHarness(tmp_path) as h:
         bot = await h.start()
         settings = bot.settings
-        await wait_until(lambda: heartbeat_path(settings).exists(), "the first heartbeat")
-        health = await asyncio.to_thread(check, settings)  # as the command runs: its own event loop
-        assert health.healthy, health.lines
+
+        async def healthy() -> bool:
+            return (await asyncio.to_thread(check, settings)).healthy  # as the command runs: its own event loop
+
+        # The heartbeat written as the bot connected, at the latest the one written on ready.
+        await wait_until(healthy, "the bot is healthy")
+        health = await asyncio.to_thread(check, settings)
         assert health.lines[0].startswith("database: ok") and "shards 0 (" in health.lines[1]
         await h.stop()
         health = await asyncio.to_thread(check, settings)  # as the command runs: its own event loop

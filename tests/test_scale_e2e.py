@@ -111,7 +111,7 @@ class Deployment:
             if has_image(m) and not m.deleted and m.embeds and m.embeds[0].get("description") == prompt
         ]
 
-    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 30) -> None:  # noqa: ASYNC109
+    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:  # noqa: ASYNC109
         """wait_until, with both processes' logs when it times out."""
         try:
             await wait_until(check, what, timeout)
