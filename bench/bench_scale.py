@@ -1,6 +1,6 @@
 """Scale-out: several `banana-bot run` processes sharing one PostgreSQL.
 
-    .venv/bin/python -m bench.bench_scale          # ~4 minutes; prints the table
+    .venv/bin/python -m bench.bench_scale          # ~2 minutes; prints the table
 
 [1] Jobs per second, one process vs two, on this machine. Real `banana-bot run` processes (tests/bot_process.py,
     as tests/test_scale_e2e.py starts them) against the fake Discord (in this process, which also plays the
@@ -11,7 +11,7 @@
     processes, one shard each. Each round starts from a fresh database, fresh processes and a fresh fake
     Discord; once every shard is READY and a warm-up batch has run, the same burst of jobs from guilds on both
     shards is timed from the first submission to the last result stored at the fake Discord. Rounds alternate
-    (A B B A ...), and the median of the B/A ratios of adjacent pairs is the result.
+    (A B B A A B ...), and the median of the B/A ratios of the pairs (1-2, 3-4, ...) is the result.
 [2] Admission and claim latency on PostgreSQL, in this process: 200 /imagine-like submissions at once from 20
     guilds (10 members each), through `Admission.admitting` + `insert_job` as the runner does, half on each of
     two `Database`s (two processes' pools), while two real `JobQueue`s (different owners, each on its own
@@ -716,7 +716,7 @@ def postgres() -> Iterator[PostgresServer]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4, help="[1] rounds, alternating A B B A (default 4)")
+    parser.add_argument("--rounds", type=int, default=6, help="[1] rounds, alternating A B B A A B (default 6)")
     parser.add_argument("--order", help="[1] the rounds' configurations in order instead, e.g. ABBA")
     parser.add_argument("--jobs", type=int, default=40, help="[1] 4K jobs per timed burst")
     parser.add_argument("--guilds", type=int, default=8, help="[1] guilds, half on each shard")
