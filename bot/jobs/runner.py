@@ -145,15 +145,23 @@ class JobRunner:
             user_install=first.user_install,
         )
         owner = self.queue.owner
-        async with admitting as (tx, cost):
-            for job, _ in jobs:
-                job.status, job.reserved_usd = "queued", cost
-                # Ours alone until the member sees the status message and it is recorded: another process that
-                # takes the job then edits that message instead of leaving it behind.
-                await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
+        # Known before the jobs can be claimed (this process may take them as soon as they are committed), and
+        # forgotten again if admission refuses them.
         for job, presenter in jobs:
             self._presenters[job.id] = presenter
             self._admitted_at[job.id] = time.monotonic()
+        try:
+            async with admitting as (tx, cost):
+                for job, _ in jobs:
+                    job.status, job.reserved_usd = "queued", cost
+                    # Ours alone until the member sees the status message and it is recorded: another process that
+                    # takes the job then edits that message instead of leaving it behind.
+                    await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
+        except BaseException:
+            for job, _ in jobs:
+                self._presenters.pop(job.id, None)
+                self._admitted_at.pop(job.id, None)
+            raise
         ids = [job.id for job, _ in jobs]
         self.queue.queued_here(ids)
         self.queue.wake()  # this process may start them at once
