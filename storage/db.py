@@ -58,6 +58,10 @@ Params = Sequence[Any]
 #: Advisory lock keys (PostgreSQL): one per thing that must happen one process at a time.
 LOCK_MIGRATE = 0x62616E01
 LOCK_JOBS = 0x62616E02
+#: Advisory lock namespaces (PostgreSQL's two-key locks): admissions lock the guild and the member they count.
+LOCK_GUILD = 0x62616E03
+LOCK_MEMBER = 0x62616E04
+LOCK_USER_INSTALLS = 0x62616E05
 #: PostgreSQL's notification channel: a job was queued or gave its slot back, so idle processes claim now.
 NOTIFY_CHANNEL = "banana_jobs"
 
@@ -197,6 +201,11 @@ class Database(ABC):
     async def lock(self, tx: Connection, key: int) -> None:
         """Inside a transaction: wait until no other process holds `key`, and hold it until the transaction
         ends. (On SQLite, a write transaction already excludes every other writer.)"""
+
+    async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
+        """`lock` for several (namespace, id) keys at once, in the order given: callers that take several keys
+        always name them in the same order (namespaces ascending), so two can't wait for each other."""
+        return None
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever another process says the job queue changed (PostgreSQL; on SQLite this process
@@ -493,6 +502,14 @@ class PostgresDatabase(Database):
     async def lock(self, tx: Connection, key: int) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
+    async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
+        if not keys:
+            return
+        # One round trip; the select list is evaluated left to right. PostgreSQL's two-key locks take int4s:
+        # an id folded to 32 bits may share a lock with another, which only costs a little waiting.
+        calls = ", ".join("pg_advisory_xact_lock(?, ?)" for _ in keys)
+        await tx.execute(f"SELECT {calls}", [n for space, key in keys for n in (_int4(space), _int4(key))])
+
     async def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:
             self._listener = await self._pool.acquire()
@@ -539,6 +556,12 @@ class PostgresDatabase(Database):
                     f"migration {migration.name} failed: {e}; database left at schema version {migration.version - 1}"
                 ) from e
             log.info("applied migration %s", migration.name)
+
+
+def _int4(value: int) -> int:
+    """A 64-bit id folded into PostgreSQL's signed 32-bit integer."""
+    folded = (value ^ (value >> 32)) & 0xFFFFFFFF
+    return folded - 0x100000000 if folded >= 0x80000000 else folded
 
 
 def is_postgres_url(target: str) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.db import LOCK_JOBS, Connection, Database, Queryable
-from storage.jobs import Job, columns_and_values, jobs_where
+from storage.jobs import RESERVED, Job, columns_and_values, jobs_where
 
 #: Seconds a lease lasts by default (BANANA_JOB_LEASE); its process renews it every third of that.
 LEASE_SECONDS = 30.0
@@ -261,6 +261,39 @@ async def count_by_state(db: Database) -> dict[str, int]:
 
 
 # --- what admission counts (inside its transaction) -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AdmissionCounts:
+    """What one member and one guild hold when a new request arrives."""
+
+    pending: int  # requests the member has waiting or running, anywhere
+    member_today: int  # images the member reserved today (UTC), anywhere
+    guild_today: int  # images reserved today in the guild
+    guild_spent: float  # the guild's logged cost this month
+    guild_reserved: float  # what its admitted jobs may still cost beyond that
+
+
+_COUNTS = f"""
+    SELECT
+      (SELECT count(DISTINCT job_group) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')),
+      (SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ?
+          AND status IN ({", ".join(f"'{s}'" for s in RESERVED)}) AND kind != 'tile'),
+      (SELECT count(*) FROM jobs WHERE guild_id = ? AND created_at >= ?
+          AND status IN ({", ".join(f"'{s}'" for s in RESERVED)}) AND kind != 'tile'),
+      (SELECT coalesce(sum(cost_usd), 0) FROM generations WHERE guild_id = ? AND created_at >= ?),
+      (SELECT coalesce(sum(reserved_usd), 0) FROM jobs WHERE guild_id = ? AND user_install = 0 AND reserved_usd > 0)
+"""
+
+
+async def admission_counts(
+    q: Queryable, *, user_id: int, guild_id: int | None, day_start: float, month_start: float
+) -> AdmissionCounts:
+    """Everything admission checks, in one round trip (a guild of None counts nothing for the guild)."""
+    guild = guild_id if guild_id is not None else 0  # no guild has id 0
+    row = await q.fetchone(_COUNTS, (user_id, user_id, day_start, guild, day_start, guild, month_start, guild))
+    assert row is not None
+    return AdmissionCounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]), float(row[4]))
+
+
 async def pending_requests(q: Queryable, user_id: int) -> int:
     """Requests (a grid is one) the member has waiting or running, anywhere."""
     sql = "SELECT count(DISTINCT job_group) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
@@ -270,12 +303,6 @@ async def pending_requests(q: Queryable, user_id: int) -> int:
 async def pending_in_lane(q: Queryable, lane: int) -> int:
     sql = "SELECT count(*) FROM jobs WHERE lane = ? AND status IN ('queued', 'running')"
     return int(await q.fetchval(sql, (lane,)) or 0)
-
-
-async def reserved_usd(q: Queryable, guild_id: int) -> float:
-    """What the guild's admitted jobs may still cost, beyond what is logged."""
-    sql = "SELECT coalesce(sum(reserved_usd), 0) FROM jobs WHERE guild_id = ? AND user_install = 0 AND reserved_usd > 0"
-    return float(await q.fetchval(sql, (guild_id,)) or 0.0)
 
 
 async def paid_generation(db: Database, job_id: str) -> tuple[int, str] | None:

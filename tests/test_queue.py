@@ -4,11 +4,15 @@ whichever process claims, leases that run out are taken over, and nothing is fin
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.jobs.admission import Admission, BudgetExceeded, LimitExceeded
+from bot.jobs.limits import QueueLimits
 from storage.db import Database
+from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, JobRequest, get_job, insert_job
 from storage.queue import (
     LEASE_SECONDS,
@@ -160,3 +164,47 @@ async def test_dms_and_user_installs_get_a_lane_per_member(db: Database) -> None
     caps = Caps(global_concurrency=4, guild_concurrency=1, user_concurrency=1)
     await add(db, job("dm-a", guild=None, user=1), job("dm-b", guild=None, user=2, at=1))
     assert sorted(await claim(db, caps)) == ["dm-a", "dm-b"]  # the guild cap of 1 is per member here
+
+
+class FixedPrice(Admission):
+    """Admission with a price of its own, for tests without a generation service."""
+
+    def estimate_cost(self, model: str | None, size: str, images: int) -> float:
+        return 0.125 * images
+
+
+async def test_admissions_in_two_processes_hold_a_member_quota_and_a_guild_budget_exactly(
+    database_target: str,
+) -> None:
+    """Two processes (two connections to one database) admit a burst for one member and one guild at once: the
+    member's daily limit and the guild's budget hold exactly, while another guild is admitted alongside."""
+    first, second = await Database.open(database_target), await Database.open(database_target)
+    try:
+        await update_guild_settings(first, 1, updated_by=1, monthly_budget_usd=1.0)  # 8 images at $0.125
+        limits = QueueLimits(user_daily=5, user_pending=100, guild_daily=0)
+        admissions = [FixedPrice(db=db, generation=None, limits=limits, clock=time.time) for db in (first, second)]  # type: ignore[arg-type]
+
+        async def ask(n: int, user: int, guild: int) -> bool:
+            admission = admissions[n % 2]
+            item = job(f"q{n}-{user}-{guild}", guild=guild, user=user, at=n)
+            try:
+                async with admission.admitting(user, guild, item.request, images=1) as (tx, cost):
+                    item.reserved_usd = cost
+                    await insert_job(tx, item)
+            except (LimitExceeded, BudgetExceeded):
+                return False
+            return True
+
+        # Member 7 asks 12 times in guild 1 (their limit: 5); 9 other members ask once each there (the budget
+        # leaves room for 8 in all); guild 2 has neither limit.
+        asked = [ask(n, 7, 1) for n in range(12)] + [ask(n, 100 + n, 1) for n in range(9)]
+        asked += [ask(n, 200 + n, 2) for n in range(10)]
+        results = await asyncio.gather(*asked)
+        assert sum(results[:12]) == 5  # the member's daily limit, whichever process admitted
+        assert sum(results[:21]) == 8  # the guild's budget: $1.00 at $0.125 an image
+        assert all(results[21:])
+        reserved = await first.fetchval("SELECT sum(reserved_usd) FROM jobs WHERE guild_id = 1")
+        assert reserved == pytest.approx(1.0)
+    finally:
+        await first.close()
+        await second.close()

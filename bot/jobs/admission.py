@@ -1,8 +1,9 @@
 """Admission: whether a new job may be queued (limits, daily quotas, the monthly budget), and what it reserves.
 
 A job reserves its quota by existing (storage counts queued, running and done jobs) and its estimated cost
-in its row, until its real cost is in the usage log. Checking and reserving happen in one transaction under
-the jobs lock, so a burst can't slip past a limit together, whichever processes it arrives at.
+in its row, until its real cost is in the usage log. Checking and reserving happen in one transaction that
+holds the guild's and the member's locks (every limit counts one or the other), so a burst can't slip past
+a limit together, whichever processes it arrives at, while other guilds and members are admitted meanwhile.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import replace
 from bot.core.service import GenerationService
 from bot.core.types import ImageRequest
 from bot.jobs.limits import QueueLimits
-from storage.db import LOCK_JOBS, Connection, Database
+from storage.db import LOCK_GUILD, LOCK_MEMBER, LOCK_USER_INSTALLS, Connection, Database
 from storage.guild_settings import GuildSettings, get_guild_settings, spent_since
-from storage.jobs import JobRequest, count_reserved_since, count_user_installs_since
-from storage.queue import pending_requests, reserved_usd
+from storage.jobs import JobRequest, count_user_installs_since
+from storage.queue import admission_counts
 
 
 class BudgetExceeded(Exception):
@@ -61,8 +62,9 @@ def month_bounds(now: float) -> tuple[float, float]:
 
 
 class Admission:
-    """Checks and reserves in one database transaction that holds the jobs lock, so two admissions (in this
-    process or another) can't both take the last image of a quota or the last cents of a budget."""
+    """Checks and reserves in one database transaction that holds the guild's and the member's locks, so two
+    admissions (in this process or another) can't both take the last image of a quota or the last cents of a
+    budget."""
 
     def __init__(
         self,
@@ -96,12 +98,22 @@ class Admission:
         through the member's own install (`user_install`) answers to no server: only the bot-wide limits and
         the daily cap on user installs apply."""
         cost = self.estimate_cost(request.model, request.size, 1)
+        if user_install:
+            guild_id = None
+        # Read before the locks: a guild's settings change rarely, and an admission holds its locks briefly.
+        settings = await get_guild_settings(self.db, guild_id) if guild_id is not None else None
+        # The guild and the member this request counts against, in that order (user installs first of all, whose
+        # cap is bot-wide): admissions for other guilds and members go on side by side, in any process.
+        keys = [(LOCK_USER_INSTALLS, 0)] if user_install else []
+        keys += [(LOCK_GUILD, guild_id)] if guild_id is not None else []
+        keys.append((LOCK_MEMBER, user_id))
         async with self.db.transaction() as tx:
-            await self.db.lock(tx, LOCK_JOBS)
+            await self.db.lock_all(tx, keys)
             if user_install:
                 await self._check_user_installs(tx, images)
-                guild_id = None
-            await self._check(tx, user_id, guild_id, images=images, cost=cost * images, member_daily=member_daily)
+            await self._check(
+                tx, user_id, guild_id, settings, images=images, cost=cost * images, member_daily=member_daily
+            )
             yield tx, cost
 
     async def _check_user_installs(self, tx: Connection, images: int) -> None:
@@ -114,26 +126,38 @@ class Admission:
             raise LimitExceeded("user_install_daily", cap, day_start + 86400, needed=images, used=used)
 
     async def _check(
-        self, tx: Connection, user_id: int, guild_id: int | None, *, images: int, cost: float, member_daily: int | None
+        self,
+        tx: Connection,
+        user_id: int,
+        guild_id: int | None,
+        settings: GuildSettings | None,
+        *,
+        images: int,
+        cost: float,
+        member_daily: int | None,
     ) -> None:
-        settings = await get_guild_settings(tx, guild_id) if guild_id is not None else None
         limits = self.limits_for(settings)
         if member_daily is not None:
             limits = replace(limits, user_daily=member_daily)
-        if await pending_requests(tx, user_id) >= limits.user_pending:
+        now = self.clock()
+        day_start = utc_day_start(now)
+        month_start, month_end = month_bounds(now)
+        counts = await admission_counts(
+            tx, user_id=user_id, guild_id=guild_id, day_start=day_start, month_start=month_start
+        )
+        if counts.pending >= limits.user_pending:
             raise LimitExceeded("user_pending", limits.user_pending, None)
-        day_start = utc_day_start(self.clock())
         resets_at = day_start + 86400
-        if limits.user_daily:
-            used = await count_reserved_since(tx, day_start, user_id=user_id)
-            if used + images > limits.user_daily:
-                raise LimitExceeded("user_daily", limits.user_daily, resets_at, needed=images, used=used)
-        if limits.guild_daily and guild_id is not None:
-            used = await count_reserved_since(tx, day_start, guild_id=guild_id)
-            if used + images > limits.guild_daily:
-                raise LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=used)
+        if limits.user_daily and counts.member_today + images > limits.user_daily:
+            raise LimitExceeded("user_daily", limits.user_daily, resets_at, needed=images, used=counts.member_today)
+        if limits.guild_daily and guild_id is not None and counts.guild_today + images > limits.guild_daily:
+            raise LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=counts.guild_today)
         if settings is not None and settings.monthly_budget_usd is not None:
-            await self._check_budget(tx, settings.guild_id, settings.monthly_budget_usd, cost)
+            budget = settings.monthly_budget_usd
+            committed = counts.guild_spent + counts.guild_reserved
+            if committed + cost > budget + 1e-9:
+                left = max(0.0, budget - committed)
+                raise BudgetExceeded(budget=budget, left=left, needed=cost, resets_at=month_end)
 
     def limits_for(self, settings: GuildSettings | None) -> QueueLimits:
         """The bot-wide limits with the guild's own (from /settings) in their place."""
@@ -145,12 +169,6 @@ class Admission:
             if (value := getattr(settings, name)) is not None
         }
         return replace(self.limits, **overrides)
-
-    async def _check_budget(self, tx: Connection, guild_id: int, budget: float, cost: float) -> None:
-        start, resets_at = month_bounds(self.clock())
-        committed = await spent_since(tx, guild_id, start) + await reserved_usd(tx, guild_id)
-        if committed + cost > budget + 1e-9:
-            raise BudgetExceeded(budget=budget, left=max(0.0, budget - committed), needed=cost, resets_at=resets_at)
 
     def estimate_cost(self, model: str | None, size: str, images: int) -> float:
         """What `images` images at `size` should cost, from the price table (the image tokens; the prompt's

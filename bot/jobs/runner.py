@@ -149,7 +149,6 @@ class JobRunner:
         # forgotten again if admission refuses them.
         for job, presenter in jobs:
             self._presenters[job.id] = presenter
-            self._admitted_at[job.id] = time.monotonic()
         try:
             async with admitting as (tx, cost):
                 for job, _ in jobs:
@@ -163,6 +162,9 @@ class JobRunner:
                 self._admitted_at.pop(job.id, None)
             raise
         ids = [job.id for job, _ in jobs]
+        for job_id in ids:
+            # From now on a look at the queue that doesn't see the job means another process has it.
+            self._admitted_at[job_id] = time.monotonic()
         self.queue.queued_here(ids)
         self.queue.wake()  # this process may start them at once
         self._count_jobs()
