@@ -412,11 +412,12 @@ async def test_blocking_cancels_what_the_member_has_waiting(h: BotHarness) -> No
     assert h.bot is not None
     db = h.bot.services.db
 
-    async def second_waits() -> bool:
+    async def first_runs_and_second_waits() -> bool:
         waiting = [await get_job(db, job_id) for job_id in await queued_job_ids(db, h.guild.id, h.alice.id)]
-        return any(job is not None and job.request.prompt == "second" for job in waiting)
+        # Claiming is asynchronous: until the first job is taken, both wait (and blocking would cancel both).
+        return [job.request.prompt for job in waiting if job is not None] == ["second"]
 
-    await wait_until(second_waits, "the second job waits in line")
+    await wait_until(first_runs_and_second_waits, "the first job runs and the second waits in line")
     await settings(h, "block member", {"member": h.alice.id, "reason": "spam"})
     assert await queued_job_ids(db, h.guild.id, h.alice.id) == []
     await h.wait_result(first)  # what was already generating still finishes
