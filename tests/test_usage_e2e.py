@@ -125,15 +125,20 @@ def test_periods_and_since() -> None:
 
 
 def test_the_report_command_prints_the_figures_and_writes_the_csv(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], database_target: str
 ) -> None:
+    """On SQLite (the data folder's file) and on PostgreSQL (BANANA_DATABASE_URL), the same figures."""
     import asyncio as aio
 
     from bot.cli import main
-    from storage.db import Database
+    from storage.db import Database, is_postgres_url
+
+    target = database_target if is_postgres_url(database_target) else str(tmp_path / "data" / "banana.sqlite3")
+    if is_postgres_url(target):
+        monkeypatch.setenv("BANANA_DATABASE_URL", target)
 
     async def fill() -> None:
-        db = await Database.open(tmp_path / "data" / "banana.sqlite3")
+        db = await Database.open(target)
         for n in range(4):
             await insert_generation(db, row(42, 7, total_ms=1000 * (n + 1)))
         await insert_generation(db, row(42, 8, status="error", error_class="rate_limited"))
