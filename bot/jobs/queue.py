@@ -245,6 +245,10 @@ class JobQueue:
                 self._holding.add(job.id)
                 self._claimed_at[job.id] = self._clock()
                 self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            if claimed:
+                # Out of line at once: a status shown before the next look must not count them ahead of others.
+                taken = {job.id for job in claimed}
+                self._order = [job_id for job_id in self._order if job_id not in taken]
         finally:
             self._claiming_now = False
 
