@@ -35,6 +35,13 @@ async def wait_queued(h: BotHarness, count: int) -> None:
     await wait_until(lambda: queue.waiting_count + queue.running_count >= count, f"{count} jobs are queued", 5)
 
 
+async def wait_running(h: BotHarness, count: int) -> None:
+    """Until this bot runs `count` jobs (claims are asynchronous)."""
+    assert h.bot is not None
+    queue = h.bot.jobs.queue
+    await wait_until(lambda: queue.running_here == count, f"{count} jobs run", 5)
+
+
 async def test_a_burst_is_deferred_in_time_and_the_guild_cap_holds(tmp_path: Path) -> None:
     async with BotHarness(tmp_path) as h:
         members = [h.guild.add_member(f"m{n}") for n in range(10)]
@@ -64,9 +71,7 @@ async def test_two_guilds_take_turns(tmp_path: Path) -> None:
             inters.append(await h.imagine(member, f"A{n}"))
             await wait_queued(h, n + 1)
             if n == 0:  # claims are asynchronous: A0 runs before the others arrive, as the test's story says
-                assert h.bot is not None
-                queue = h.bot.jobs.queue
-                await wait_until(lambda: queue.running_here == 1, "A0 runs")
+                await wait_running(h, 1)
         dave = other.add_member("dave")
         for n, member in enumerate([carol, dave]):
             inters.append(await h.discord.slash(other.id, other.channel_id, member, "imagine", {"prompt": f"B{n}"}))
@@ -82,9 +87,7 @@ async def test_cancel_is_for_the_requester_and_refunds(tmp_path: Path) -> None:
         await h.start(BANANA_MAX_CONCURRENT="1")
         h.api.latency = 1.0
         running = await h.imagine(h.alice, "first")
-        assert h.bot is not None
-        queue = h.bot.jobs.queue
-        await wait_until(lambda: queue.running_here == 1, "the first job runs")  # claims are asynchronous
+        await wait_running(h, 1)
         waiting = await h.imagine(h.bob, "second")
         status = await h.discord.wait_for_message(
             lambda m: m.interaction_id == waiting.id and any(c.startswith("job:cancel:") for c in custom_ids(m))
