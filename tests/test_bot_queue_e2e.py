@@ -194,7 +194,7 @@ async def test_queued_and_running_jobs_resume_after_a_restart_without_double_cha
         await h.start(BANANA_MAX_CONCURRENT="1")
         h.api.latency = 2.0
         await h.imagine(h.alice, "interrupted while drawing")
-        await wait_queued(h, 1)
+        await wait_running(h, 1)
         waiting = await h.imagine(h.bob, "interrupted while waiting")
         status = await h.discord.wait_for_message(lambda m: m.interaction_id == waiting.id and "In line" in m.content)
         assert h.bot is not None

@@ -19,6 +19,7 @@ from bot.jobs.runner import JobOutcome, JobRunner
 from bot.runtime import Runtime
 from storage.generations import count_generations, get_generation
 from storage.jobs import Job, JobRequest, count_reserved_since, get_job, insert_job, update_job
+from tests.bot_harness import wait_until
 from tests.fake_image_api import FakeImageAPI, Fault
 
 pytestmark = pytest.mark.timeout(30)
@@ -195,6 +196,7 @@ async def test_cancel_refunds_a_waiting_job(fake_api: FakeImageAPI, tmp_path: Pa
         events = Events()
         running, waiting = new_job("1"), new_job("2", user=2)
         await service.submit(running, events)
+        await wait_until(lambda: ("started", running.id) in events.seen, "the first job runs")  # claims are async
         await service.submit(waiting, events)
         assert service.position(waiting.id) == 1
         assert await service.cancel(waiting.id) is True
