@@ -79,10 +79,10 @@ class JobQueue:
         #: Called after each look at the queue with the ids still waiting (the runner lets go of jobs that
         #: another process took).
         self.on_refresh: Callable[[set[str], float], Awaitable[None]] | None = None
-        #: Claims begun, and whether one is under way: a look at the queue that overlapped a claim can't tell a
-        #: job another process took from one this process is taking.
-        self._claims = 0
-        self._claiming_now = False
+        #: Claims begun and claims done: a look at the queue that overlapped a claim of ours can't tell a job
+        #: another process took from one this process is taking (committed, its task not made yet).
+        self._claims_begun = 0
+        self._claims_done = 0
 
     # --- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -179,11 +179,12 @@ class JobQueue:
 
     async def refresh(self) -> None:
         """Look at the queue again (positions, counts)."""
-        as_of, claims = time.monotonic(), self._claims
+        as_of, begun, done = time.monotonic(), self._claims_begun, self._claims_done
         self._order = await waiting_order(self.db)
         self._counts = await count_by_state(self.db)
         self._changed.set()
-        if self.on_refresh is not None and not self._claiming_now and self._claims == claims:
+        no_claim_overlapped = begun == done == self._claims_begun
+        if self.on_refresh is not None and no_claim_overlapped:
             await self.on_refresh(set(self._order), as_of)
 
     async def wait_idle(self, timeout: float = 30) -> None:  # noqa: ASYNC109
@@ -235,8 +236,7 @@ class JobQueue:
             user_concurrency=self.limits.user_concurrency,
         )
         want = self.limits.global_concurrency - len(self._holding)
-        self._claims += 1
-        self._claiming_now = True
+        self._claims_begun += 1
         try:
             claimed = await claim_jobs(
                 self.db, owner=self.owner, want=want, caps=caps, now=self._clock(), lease=self.lease
@@ -250,7 +250,7 @@ class JobQueue:
                 taken = {job.id for job in claimed}
                 self._order = [job_id for job_id in self._order if job_id not in taken]
         finally:
-            self._claiming_now = False
+            self._claims_done += 1
 
     async def _run(self, job: Job) -> None:
         try:
