@@ -106,17 +106,20 @@ async def run_sampling_lag(client: Any, token: str) -> list[tuple[float, float]]
 
 def record_slow_callbacks(threshold_ms: float) -> list[tuple[float, float, str]]:
     """Time every callback the event loop runs (asyncio.Handle._run); note those over `threshold_ms` as
-    (monotonic time at their end, ms, what ran: for a task's step, its coroutine and where it stopped next).
+    (monotonic time at their end, ms, what ran: the loop thread's CPU ms in it, and for a task's step, its
+    coroutine and where it stopped next).
     These are the longest stretches the loop is kept from anything else; for --slow-callbacks."""
     slow: list[tuple[float, float, str]] = []
     original = asyncio.events.Handle._run
 
     def timed(handle: asyncio.events.Handle) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         original(handle)
         took = (time.perf_counter() - start) * 1000
         if took >= threshold_ms:
-            slow.append((time.monotonic(), took, describe_handle(handle)))
+            # Wall time beyond the thread's CPU time is time the loop's thread waited: for the GIL, or for a core.
+            cpu_ms = (time.thread_time() - cpu) * 1000
+            slow.append((time.monotonic(), took, f"[cpu {cpu_ms:.0f}] {describe_handle(handle)}"))
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
     return slow
