@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
@@ -122,6 +123,18 @@ def record_slow_callbacks(threshold_ms: float) -> list[tuple[float, float, str]]
             slow.append((time.monotonic(), took, f"[cpu {cpu_ms:.0f}] {describe_handle(handle)}"))
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    started: list[float] = [0.0]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        # The garbage collector runs inside whatever callback allocates at that moment: each full collection
+        # is listed as if it were a callback of its own (it is in the callback's time too).
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (took := (time.perf_counter() - started[0]) * 1000) >= threshold_ms or info["generation"] == 2:
+            what = f"garbage collection, generation {info['generation']} ({info['collected']} freed)"
+            slow.append((time.monotonic(), took, what))
+
+    gc.callbacks.append(collected)
     return slow
 
 
