@@ -89,20 +89,36 @@ def point_at_fake(discord_url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(f"{discord_url.replace('http', 'ws', 1)}/gateway/")
 
 
-async def run_sampling_lag(client: Any, token: str) -> list[tuple[float, float]]:
-    """Run `client` until SIGTERM, sleeping LAG_SLEEP at a time in its loop and noting how late each wake-up is."""
+def run_delay_ms() -> float:
+    """How long this thread has waited, runnable, for a core (Linux's schedstat), ms; 0 where unknown."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+async def run_sampling_lag(client: Any, token: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Run `client` until SIGTERM, sleeping LAG_SLEEP at a time in its loop and noting how late each wake-up is,
+    and, per wake-up, how much of the time since the last one the loop's thread ran (CPU ms) and waited for a
+    core (ms): the rest of a late wake-up is waiting for the GIL (another thread of the process had it)."""
     samples: list[tuple[float, float]] = []  # (monotonic time at wake-up, ms late)
+    split: list[tuple[float, float]] = []  # (CPU ms, waiting for a core ms) since the previous wake-up
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     task = asyncio.create_task(client.start(token), name="bot")
+    cpu, waited = time.thread_time(), run_delay_ms()
     while not stop.is_set() and not task.done():
         start = time.perf_counter()
         await asyncio.sleep(LAG_SLEEP)
         samples.append((time.monotonic(), (time.perf_counter() - start - LAG_SLEEP) * 1000))
+        now_cpu, now_waited = time.thread_time(), run_delay_ms()
+        split.append(((now_cpu - cpu) * 1000, now_waited - waited))
+        cpu, waited = now_cpu, now_waited
     await client.close()
     await task
-    return samples
+    return samples, split
 
 
 def record_slow_callbacks(threshold_ms: float) -> list[tuple[float, float, str]]:
@@ -160,7 +176,7 @@ def bot_worker(discord_url: str, env: dict[str, str]) -> None:
     configure_logging("WARNING")  # to the bot's log file: what went wrong, if anything did
     point_at_fake(discord_url)
 
-    async def run() -> list[tuple[float, float]]:
+    async def run() -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         bot = create_bot(load_settings(env, env_file=None), guild_ready_timeout=0.05)
 
         async def on_ready() -> None:
@@ -173,8 +189,8 @@ def bot_worker(discord_url: str, env: dict[str, str]) -> None:
 
     threshold = float(os.environ.get(SLOW_CALLBACKS_ENV) or 0)
     slow = record_slow_callbacks(threshold) if threshold else []
-    samples = asyncio.run(run())
-    print(RESULT_PREFIX + json.dumps({"lag": samples, "slow": slow}), flush=True)
+    samples, split = asyncio.run(run())
+    print(RESULT_PREFIX + json.dumps({"lag": samples, "split": split, "slow": slow}), flush=True)
 
 
 def bare_worker(discord_url: str, env: dict[str, str]) -> None:
@@ -196,7 +212,7 @@ def bare_worker(discord_url: str, env: dict[str, str]) -> None:
         async def on_ready(self) -> None:
             print(READY_LINE, flush=True)
 
-    async def run() -> list[tuple[float, float]]:
+    async def run() -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         client = Bare()
 
         # The options the members send; nothing but the deferral happens.
@@ -211,8 +227,8 @@ def bare_worker(discord_url: str, env: dict[str, str]) -> None:
 
         return await run_sampling_lag(client, env["DISCORD_TOKEN"])
 
-    samples = asyncio.run(run())
-    print(RESULT_PREFIX + json.dumps({"lag": samples}), flush=True)
+    samples, split = asyncio.run(run())
+    print(RESULT_PREFIX + json.dumps({"lag": samples, "split": split}), flush=True)
 
 
 def dump_tasks() -> None:
@@ -229,6 +245,8 @@ class BotProcess:
     log: Path
     #: With --slow-callbacks: the loop's callbacks that ran longer than the threshold (time at end, ms, what).
     slow: list[tuple[float, float, str]] = field(default_factory=list)
+    #: Per loop-lag sample (by its time): the loop thread's CPU ms and ms waiting for a core since the last one.
+    split: dict[float, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     async def start(cls, discord_url: str, env: dict[str, str], log: Path, *, bare: bool = False) -> BotProcess:
@@ -254,6 +272,9 @@ class BotProcess:
             if line.startswith(RESULT_PREFIX):
                 result = json.loads(line[len(RESULT_PREFIX) :])
                 self.slow = [(t, ms, what) for t, ms, what in result.get("slow", [])]
+                self.split = {
+                    t: (cpu, core) for (t, _), (cpu, core) in zip(result["lag"], result["split"], strict=True)
+                }
                 return [(t, lag) for t, lag in result["lag"]]
         tail = self.log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the bot process exited {self.proc.returncode} without results:\n{tail}")
@@ -594,7 +615,12 @@ async def measure(bench: Bench, args: argparse.Namespace, bot: BotProcess) -> li
     if args.jobs_csv:
         phases = {"1K one at a time": lone, **{f"burst {n + 1}": b for n, b in enumerate(bursts)}}
         bench.write_csv(args.jobs_csv, {**phases, "4K one at a time": lone_4k, "4K batch": batch})
-    return report(lone, bursts, bares, lone_4k, batch, lag, bot.slow)
+    return report(lone, bursts, bares, lone_4k, batch, lag, bot.slow, bot.split)
+
+
+def wake_split(split: dict[float, tuple[float, float]], t: float, late: float) -> str:
+    cpu, core = split.get(t, (0.0, 0.0))
+    return f"{cpu:.0f}/{core:.0f}/{max(0.0, LAG_SLEEP * 1000 + late - cpu - core):.0f}"
 
 
 def spread(values: list[float], digits: int = 0) -> str:
@@ -609,6 +635,7 @@ def report(
     batch: Phase,
     lag: list[tuple[float, float]],
     slow: list[tuple[float, float, str]],
+    split: dict[float, tuple[float, float]],
 ) -> list[str]:
     lines = []
 
@@ -665,7 +692,7 @@ def report(
             f" time {lone_provider:.3f} s = {ideal:.2f} s; ratio {wall / ideal:.3f} (target <= {IDEAL_RATIO})"
             f"  {verdict(wall / ideal <= IDEAL_RATIO)}"
         )
-        window = [(t - burst.start, v) for t, v in lag if burst.start <= t <= burst.start + burst.cpu.wall]
+        window = [(t, v) for t, v in lag if burst.start <= t <= burst.start + burst.cpu.wall]
         lag_max = max(v for _, v in window)
         lag_maxes.append(lag_max)
         lines.append(
@@ -675,7 +702,11 @@ def report(
         )
         worst = sorted(window, key=lambda s: s[1], reverse=True)[:6]
         lines.append(
-            "    worst wake-ups ms (at s into the burst): " + ", ".join(f"{v:.0f} ({t:.2f})" for t, v in worst)
+            "    worst wake-ups ms (at s into the burst; of the 10 ms sleep + lateness, the loop thread's CPU ms /"
+            " waiting for a core / the rest: the GIL, or idle for at most the sleep):"
+        )
+        lines.append(
+            "      " + ", ".join(f"{v:.0f} ({t - burst.start:.2f}; {wake_split(split, t, v)})" for t, v in worst)
         )
         if slow:
             stretches = [(t - burst.start, ms, what) for t, ms, what in slow if 0 <= t - burst.start <= burst.cpu.wall]
