@@ -1,6 +1,8 @@
 """The Discord bot end to end: the real bot (real discord.py) against the fake Discord and the fake image API.
 
-    .venv/bin/python -m bench.bench_bot            # ~1.5 minutes; prints the table
+    .venv/bin/python -m bench.bench_bot                        # ~1 minute; prints the table (the bot on SQLite)
+    .venv/bin/python -m bench.bench_bot --backend postgresql   # the bot on a throwaway PostgreSQL (tests/postgres.py)
+    .venv/bin/python -m bench.bench_bot --slow-callbacks 15    # + the bot loop's callbacks over 15 ms, and its GCs
 
 Three processes, so that no fake competes with the bot for its event loop or its GIL:
   * the bot (``create_bot``, unchanged) in a worker process, pointed at the fake Discord the way the fake does
@@ -14,7 +16,11 @@ Phases (all times from this process's monotonic clock, which on Linux is the bot
   [2a] 1K jobs one at a time (nothing queued or competing): overhead per job, and the lone job's end-to-end
        time and provider time, the units of [1]'s ideal.
   [1]  Burst: 200 /imagine interactions from 20 guilds (10 members each) dispatched at once, 1K, caps
-       global 16, per guild 2, per member 1. Time to deferral and completion against the ideal the caps allow.
+       global 16, per guild 2, per member 1. Time to deferral and completion against the ideal the caps allow,
+       the bot's event-loop lag (max, and the worst wake-ups split into the loop's CPU, waiting for a core and
+       waiting for the GIL). In each of `--rounds` rounds the same burst also goes to a bare discord.py process
+       (an app command tree whose /imagine only defers) on the same fake Discord, the order alternating, so
+       the bot's deferral is compared with what discord.py itself does on this machine at that moment.
   [2b] 4K jobs one at a time: overhead per job (a 23.7 MB PNG is over Discord's 10 MiB limit, so the bot
        re-encodes it to JPEG, off the loop; that is part of the overhead).
   [3]  Event-loop lag while a batch of 4K jobs (8 at once, 8 guilds) is handled.
