@@ -114,14 +114,20 @@ async def run_sampling_lag(client: Any, token: str) -> tuple[list[tuple[float, f
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     task = asyncio.create_task(client.start(token), name="bot")
+    # Only with --slow-callbacks: reading schedstat is a system call that lets go of the GIL, which the loop's
+    # thread may then wait for (py-spy put ~6% of the loop's samples there), so plain runs don't.
+    splitting = bool(os.environ.get(SLOW_CALLBACKS_ENV))
     cpu, waited = time.thread_time(), run_delay_ms()
     while not stop.is_set() and not task.done():
         start = time.perf_counter()
         await asyncio.sleep(LAG_SLEEP)
         samples.append((time.monotonic(), (time.perf_counter() - start - LAG_SLEEP) * 1000))
-        now_cpu, now_waited = time.thread_time(), run_delay_ms()
-        split.append(((now_cpu - cpu) * 1000, now_waited - waited))
-        cpu, waited = now_cpu, now_waited
+        if splitting:
+            now_cpu, now_waited = time.thread_time(), run_delay_ms()
+            split.append(((now_cpu - cpu) * 1000, now_waited - waited))
+            cpu, waited = now_cpu, now_waited
+        else:
+            split.append((0.0, 0.0))
     await client.close()
     await task
     return samples, split
@@ -707,13 +713,19 @@ def report(
             f"  {verdict(lag_max < TARGETS['lag_max_ms'])}"
         )
         worst = sorted(window, key=lambda s: s[1], reverse=True)[:6]
-        lines.append(
-            "    worst wake-ups ms (at s into the burst; of the 10 ms sleep + lateness, the loop thread's CPU ms /"
-            " waiting for a core / the rest: the GIL, or idle for at most the sleep):"
-        )
-        lines.append(
-            "      " + ", ".join(f"{v:.0f} ({t - burst.start:.2f}; {wake_split(split, t, v)})" for t, v in worst)
-        )
+        if any(cpu or core for cpu, core in split.values()):
+            lines.append(
+                "    worst wake-ups ms (at s into the burst; of the 10 ms sleep + lateness, the loop thread's CPU ms /"
+                " waiting for a core / the rest: the GIL, or idle for at most the sleep):"
+            )
+            lines.append(
+                "      " + ", ".join(f"{v:.0f} ({t - burst.start:.2f}; {wake_split(split, t, v)})" for t, v in worst)
+            )
+        else:
+            lines.append(
+                "    worst wake-ups ms (at s into the burst; --slow-callbacks splits them):"
+                " " + ", ".join(f"{v:.0f} ({t - burst.start:.2f})" for t, v in worst)
+            )
         if slow:
             stretches = [(t - burst.start, ms, what) for t, ms, what in slow if 0 <= t - burst.start <= burst.cpu.wall]
             lines.append(
