@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -77,6 +78,15 @@ def create_bot(
     return BananaBot(settings, transport=transport, sync_commands=sync_commands, **client_options)
 
 
+def freeze_long_lived_objects() -> None:
+    """Once the bot is up, move everything alive (modules, discord.py's cache, the catalogues, the services)
+    out of the garbage collector's sight. A full collection otherwise walks all of it, on the event loop, in
+    whichever callback happens to allocate at the time: bench_bot measured 80-90 ms pauses mid-burst, the
+    event loop's longest. Objects made later are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 class BananaBot(commands.AutoShardedBot):
     """Sharded always: without BANANA_SHARD_COUNT discord.py asks Discord how many shards to run (one, for a
     small bot) and runs them all here; with it, this process runs BANANA_SHARD_IDS (default all) of that many."""
@@ -109,6 +119,7 @@ class BananaBot(commands.AutoShardedBot):
         self.settings = settings
         self._transport = transport
         self._sync_commands = sync_commands
+        self._gc_frozen = False
         self._stopping: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
@@ -182,6 +193,9 @@ class BananaBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         await self.write_heartbeat()  # health says so at once, not at the next beat
+        if not self._gc_frozen:
+            freeze_long_lived_objects()
+            self._gc_frozen = True
 
     async def on_shard_ready(self, shard_id: int) -> None:
         await self.write_heartbeat()
