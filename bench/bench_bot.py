@@ -189,7 +189,9 @@ def bot_worker(discord_url: str, env: dict[str, str]) -> None:
     point_at_fake(discord_url)
 
     async def run() -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        bot = create_bot(load_settings(env, env_file=None), guild_ready_timeout=0.05)
+        bot = create_bot(
+            load_settings(env, env_file=None), guild_ready_timeout=0.05, freeze_gc=True
+        )  # as banana-bot run
 
         async def on_ready() -> None:
             # Members may only start once on_ready has run: the bot resumes interrupted jobs there, and would

@@ -135,7 +135,8 @@ def run_bot(settings: Settings) -> int:
     from .client import create_bot
     from .observability.metrics import MetricsServerError
 
-    bot = create_bot(settings)  # not BananaBot(): create_bot also routes REST through DISCORD_API_BASE
+    # Not BananaBot(): create_bot also routes REST through DISCORD_API_BASE.
+    bot = create_bot(settings, freeze_gc=True)
     try:
         bot.run(settings.discord_token.reveal(), log_handler=None)
     except discord.LoginFailure:

@@ -66,6 +66,7 @@ def create_bot(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     sync_commands: bool = True,
+    freeze_gc: bool = False,
     **client_options: Any,
 ) -> BananaBot:
     """The bot, configured from `settings`.
@@ -75,7 +76,7 @@ def create_bot(
     if settings.discord_api_base:
         # Every REST call is built from Route.BASE, so this one line routes them all through the proxy.
         discord.http.Route.BASE = f"{settings.discord_api_base}/api/v10"
-    return BananaBot(settings, transport=transport, sync_commands=sync_commands, **client_options)
+    return BananaBot(settings, transport=transport, sync_commands=sync_commands, freeze_gc=freeze_gc, **client_options)
 
 
 def freeze_long_lived_objects() -> None:
@@ -101,6 +102,7 @@ class BananaBot(commands.AutoShardedBot):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sync_commands: bool = True,
+        freeze_gc: bool = False,
         **client_options: Any,
     ) -> None:
         if settings.shard_count is not None:
@@ -119,7 +121,9 @@ class BananaBot(commands.AutoShardedBot):
         self.settings = settings
         self._transport = transport
         self._sync_commands = sync_commands
-        self._gc_frozen = False
+        #: Only a process that is the bot (banana-bot run) freezes: tests start many bots in one process, and
+        #: frozen objects are never collected.
+        self._gc_frozen = not freeze_gc
         self._stopping: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
