@@ -408,8 +408,11 @@ async def test_a_log_that_moves_says_where_it_went(h: BotHarness) -> None:
 async def test_blocking_cancels_what_the_member_has_waiting(h: BotHarness) -> None:
     h.api.latency = 4.0  # the first job generates while the test looks for it running and blocks the member
     first = await h.imagine(h.alice, "first")
-    second = await h.imagine(h.alice, "second")  # one at a time per member: this one waits
     assert h.bot is not None
+    queue = h.bot.jobs.queue
+    # Each interaction is handled in a task of its own: without waiting, "second" could be admitted first.
+    await wait_until(lambda: queue.running_here == 1, "the first job runs")
+    second = await h.imagine(h.alice, "second")  # one at a time per member: this one waits
     db = h.bot.services.db
 
     async def first_runs_and_second_waits() -> bool:

@@ -178,12 +178,16 @@ class JobRunner:
     async def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (refunding it), whichever process admitted it; False if it already started or
         is unknown."""
+        # Out of the hand-over check first: a look at the queue while the cancel is written would find the job
+        # neither waiting nor running here and let its presenter go, as if another process had taken it.
+        admitted = self._admitted_at.pop(job_id, None)
         if not await cancel_queued(self.db, job_id, self.clock()):
+            if admitted is not None and job_id in self._presenters:
+                self._admitted_at[job_id] = admitted
             return False
         self.metrics.job_finished("cancelled")
-        job = await get_job(self.db, job_id)
         presenter = self._presenters.pop(job_id, None)
-        self._admitted_at.pop(job_id, None)
+        job = await get_job(self.db, job_id)
         if presenter is None and job is not None and self._presenter_for is not None:
             presenter = await self._presenter_for(job)
         if presenter is not None and job is not None:
