@@ -265,3 +265,20 @@ def test_shard_settings_refused_in_plain_words(count: str, ids: str, line: str) 
     with pytest.raises(ConfigError) as info:
         load_settings({"BANANA_SHARD_COUNT": count, "BANANA_SHARD_IDS": ids}, env_file=None)
     assert info.value.lines == [line]
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    proc = run_cli(["report"], {"BANANA_DATABASE_URL": "mysql://bot:hunter2@db/banana"}, tmp_path)
+    assert proc.returncode == 2
+    assert "BANANA_DATABASE_URL: expected a postgresql://" in proc.stderr and "hunter2" not in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing was created on the way
+
+
+def test_an_unreachable_postgresql_is_one_line_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://bot:hunter2@/banana?host={tmp_path / 'no-server'}"
+    for command in (["report"], ["generate", "a cat", "-o", str(tmp_path / "cat.png")]):
+        proc = run_cli(command, {"BANANA_DATABASE_URL": url, "GEMINI_API_KEY": "k"}, tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: can't connect to PostgreSQL at postgresql://bot:***@")
+        assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr

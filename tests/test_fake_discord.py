@@ -921,10 +921,9 @@ async def test_gateway_bot_recommends_shards_and_counts_session_starts() -> None
         assert before["shards"] == 3 and before["url"].startswith("ws://127.0.0.1:")
         fresh = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 2}
         assert before["session_start_limit"] == fresh
-        async with running(fake):
-            pass
-        async with running(fake):
-            pass
+        for _ in range(2):  # two session starts: each client identifies once, and is ready
+            async with running(fake) as client:
+                assert client.is_ready()
         limit = (await gateway_bot())["session_start_limit"]
         assert limit["remaining"] == 998 and limit["total"] == 1000 and limit["max_concurrency"] == 2
         assert 0 < limit["reset_after"] <= 24 * 3600 * 1000

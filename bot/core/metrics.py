@@ -26,6 +26,8 @@ class GenerationMetrics(Protocol):
 
 
 class NoMetrics:
+    """For a service nobody counts (the CLI, tests): every report is dropped on purpose."""
+
     def provider_request(
         self,
         *,
@@ -37,7 +39,7 @@ class NoMetrics:
         images: int = 0,
         cost_usd: float = 0.0,
     ) -> None:
-        pass
+        return None
 
 
 NO_METRICS: GenerationMetrics = NoMetrics()
