@@ -62,6 +62,9 @@ class GenerationRow:
     # the Discord job (migration 0002); None from the CLI
     job_id: str | None = None
     defer_ms: float | None = None  # interaction arrival -> deferral
+    # relax mode (migration 0017): 'fast' or 'relax' (batch price), and the batch
+    speed: str = "fast"
+    batch_id: str | None = None
 
 
 # The column list is derived from the dataclass so the two can't drift apart

@@ -158,6 +158,11 @@ class Job:
     user_install: bool = False
     #: What the monthly budget counts for this job until its real cost is logged (migration 0015).
     reserved_usd: float = 0.0
+    #: 'fast' (now) or 'relax' (gathered into a provider batch at half price), and that batch (migration 0017).
+    speed: str = "fast"
+    batch_id: str | None = None
+    #: The member cancelled a relax job after its batch was sent: it is paid for but not posted.
+    delivery_cancelled: bool = False
 
     @property
     def lane(self) -> int:
@@ -196,6 +201,7 @@ def _from_row(row: Any) -> Job:
             values[name] = json.loads(values[name])
     values["request"] = request_from_json(values["request"])
     values["user_install"] = bool(values["user_install"])
+    values["delivery_cancelled"] = bool(values["delivery_cancelled"])
     return Job(**values)
 
 

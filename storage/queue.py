@@ -69,7 +69,9 @@ async def claim_jobs(
         return []
     async with db.transaction() as tx:
         await db.lock(tx, LOCK_JOBS)
-        await _requeue(tx, "status = 'running' AND (lease_expires IS NULL OR lease_expires < ?)", (now,))
+        await _requeue(
+            tx, "status = 'running' AND batch_id IS NULL AND (lease_expires IS NULL OR lease_expires < ?)", (now,)
+        )
         running = await tx.fetchall(
             "SELECT lane, user_id, job_group FROM jobs WHERE status = 'running' AND holds_slot = 1"
         )
@@ -145,7 +147,7 @@ async def _waiting_lanes(
         """SELECT w.id, w.lane, w.user_id, w.job_group, l.served, s.guild_concurrency, s.user_concurrency
            FROM (SELECT id, lane, user_id, job_group, created_at,
                         row_number() OVER (PARTITION BY lane ORDER BY created_at, id) AS place
-                 FROM jobs WHERE status = 'queued'
+                 FROM jobs WHERE status = 'queued' AND speed = 'fast'
                        AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)) AS w
            LEFT JOIN lanes AS l ON l.lane = w.lane
            LEFT JOIN guild_settings AS s ON s.guild_id = w.lane
@@ -226,11 +228,18 @@ async def cancel_queued(db: Database, job_id: str, now: float) -> bool:
     return await db.execute(sql, (now, job_id)) > 0
 
 
+async def fail_waiting(db: Database, job_id: str, changes: dict[str, Any]) -> bool:
+    """End a job that never started as failed (refunding it); False if it started, ended or is unknown."""
+    names, values = columns_and_values({**changes, "reserved_usd": 0.0})
+    assignments = ", ".join(f"{name} = ?" for name in names)
+    return await db.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status = 'queued'", [*values, job_id]) > 0
+
+
 async def waiting_order(db: Database) -> list[str]:
     """Ids of the queued jobs in the order they would start if slots freed one at a time (lanes in turn)."""
     rows = await db.fetchall(
         "SELECT j.id, j.lane, l.served FROM jobs AS j LEFT JOIN lanes AS l ON l.lane = j.lane "
-        "WHERE j.status = 'queued' ORDER BY j.created_at, j.id"
+        "WHERE j.status = 'queued' AND j.speed = 'fast' ORDER BY j.created_at, j.id"
     )
     lanes: dict[int, list[str]] = {}
     served: dict[int, int] = {}
@@ -249,7 +258,7 @@ async def waiting_order(db: Database) -> list[str]:
 async def count_by_state(db: Database) -> dict[str, int]:
     """Queued and running jobs (all processes), and how many of the running hold a provider slot."""
     rows = await db.fetchall(
-        "SELECT status, holds_slot, count(*) FROM jobs WHERE status IN ('queued', 'running') "
+        "SELECT status, holds_slot, count(*) FROM jobs WHERE status IN ('queued', 'running') AND speed = 'fast' "
         "GROUP BY status, holds_slot"
     )
     counts = {"queued": 0, "running": 0, "holding": 0}
@@ -265,7 +274,7 @@ async def count_by_state(db: Database) -> dict[str, int]:
 class AdmissionCounts:
     """What one member and one guild hold when a new request arrives."""
 
-    pending: int  # requests the member has waiting or running, anywhere
+    pending: int  # requests of this speed the member has waiting or running, anywhere
     member_today: int  # images the member reserved today (UTC), anywhere
     guild_today: int  # images reserved today in the guild
     guild_spent: float  # the guild's logged cost this month
@@ -274,7 +283,8 @@ class AdmissionCounts:
 
 _COUNTS = f"""
     SELECT
-      (SELECT count(DISTINCT job_group) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')),
+      (SELECT count(DISTINCT job_group) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')
+          AND speed = ?),
       (SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ?
           AND status IN ({", ".join(f"'{s}'" for s in RESERVED)}) AND kind != 'tile'),
       (SELECT count(*) FROM jobs WHERE guild_id = ? AND created_at >= ?
@@ -285,11 +295,20 @@ _COUNTS = f"""
 
 
 async def admission_counts(
-    q: Queryable, *, user_id: int, guild_id: int | None, day_start: float, month_start: float
+    q: Queryable,
+    *,
+    user_id: int,
+    guild_id: int | None,
+    day_start: float,
+    month_start: float,
+    speed: str = "fast",
 ) -> AdmissionCounts:
-    """Everything admission checks, in one round trip (a guild of None counts nothing for the guild)."""
+    """Everything admission checks, in one round trip (a guild of None counts nothing for the guild). A
+    member's fast and relax requests have a pending cap each: waiting hours for a batch doesn't stop them
+    making an image now."""
     guild = guild_id if guild_id is not None else 0  # no guild has id 0
-    row = await q.fetchone(_COUNTS, (user_id, user_id, day_start, guild, day_start, guild, month_start, guild))
+    params = (user_id, speed, user_id, day_start, guild, day_start, guild, month_start, guild)
+    row = await q.fetchone(_COUNTS, params)
     assert row is not None
     return AdmissionCounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]), float(row[4]))
 

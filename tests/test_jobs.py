@@ -15,7 +15,8 @@ from bot.core.errors import GenerationError
 from bot.core.types import GeneratedImage, Preview
 from bot.jobs.admission import LimitExceeded
 from bot.jobs.limits import ContextBudget, QueueLimits
-from bot.jobs.runner import JobOutcome, JobRunner
+from bot.jobs.presenting import JobOutcome
+from bot.jobs.runner import JobRunner
 from bot.runtime import Runtime
 from storage.generations import count_generations, get_generation
 from storage.jobs import Job, JobRequest, count_reserved_since, get_job, insert_job, update_job

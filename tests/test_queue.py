@@ -169,7 +169,7 @@ async def test_dms_and_user_installs_get_a_lane_per_member(db: Database) -> None
 class FixedPrice(Admission):
     """Admission with a price of its own, for tests without a generation service."""
 
-    def estimate_cost(self, model: str | None, size: str, images: int) -> float:
+    def estimate_cost(self, model: str | None, size: str, images: int, *, speed: str = "fast") -> float:
         return 0.125 * images
 
 

@@ -262,6 +262,8 @@ async def test_insert_get_round_trips_every_field(db: Database) -> None:
         height=576,
         job_id="job-abc",
         defer_ms=14.5,
+        speed="relax",
+        batch_id="banana-relax-1",
     )
     assert all(getattr(row, f.name) != f.default for f in dataclasses.fields(row) if f.name != "id")
 

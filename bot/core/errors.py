@@ -179,6 +179,16 @@ class ResponseError(GenerationError):
     failover = True
 
 
+class BatchEndedError(GenerationError):
+    """A batch ended without answering (the provider failed, cancelled or expired it): ``state`` says which."""
+
+    error_class = "batch_ended"
+
+    def __init__(self, message: str, *, state: str, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.state = state
+
+
 class ConfigError(Exception):
     """The configuration is invalid; ``lines`` holds one human sentence per problem."""
 

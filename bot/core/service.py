@@ -21,6 +21,7 @@ from .errors import GenerationError, InvalidRequest
 from .metrics import NO_METRICS, GenerationMetrics
 from .models import ModelSpec, Pricing, model_spec
 from .providers.base import Provider
+from .providers.gemini import GeminiProvider
 from .types import GenerationResult, ImageRequest, RequestContext
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,30 @@ class GenerationService:
         )
         raise last_error
 
+    def batch_provider(self, name: str | None = None) -> GeminiProvider | None:
+        """The Gemini provider that takes batches (relax mode): the first configured, or the one named."""
+        for provider in self.providers:
+            if isinstance(provider, GeminiProvider) and (name is None or provider.name == name):
+                return provider
+        return None
+
+    async def record_batched(
+        self,
+        request: ImageRequest,
+        context: RequestContext,
+        spec: ModelSpec,
+        *,
+        batch_id: str,
+        total_ms: float,
+        result: GenerationResult | None = None,
+        error: GenerationError | None = None,
+    ) -> None:
+        """Store and log one request of a finished batch (its cost is already the batch price), as `generate`
+        does for a request made at once. `total_ms` is from the request to the batch's answer."""
+        if result is not None:
+            result.timing.total_ms = total_ms
+        await self._record(request, context, spec, result=result, error=error, total_ms=total_ms, batch_id=batch_id)
+
     def _observe(
         self,
         provider: Provider,
@@ -155,6 +180,7 @@ class GenerationService:
         result: GenerationResult | None = None,
         error: GenerationError | None = None,
         total_ms: float | None = None,
+        batch_id: str | None = None,
     ) -> None:
         """Keep the image and write the usage row; problems here are logged, never raised."""
         image_key = None
@@ -184,6 +210,8 @@ class GenerationService:
             total_ms=total_ms,
             job_id=context.job_id,
             defer_ms=context.defer_ms,
+            speed="relax" if batch_id is not None else "fast",
+            batch_id=batch_id,
         )
         if result is not None:
             timing, usage = result.timing, result.usage
@@ -197,7 +225,7 @@ class GenerationService:
                 ttfb_ms=timing.ttfb_ms,
                 download_ms=timing.download_ms,
                 decode_ms=timing.decode_ms,
-                total_ms=timing.total_ms,
+                total_ms=total_ms if total_ms is not None else timing.total_ms,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 thinking_tokens=usage.thinking_tokens,

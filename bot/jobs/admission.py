@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+from bot.core.batches import BATCH_PRICE_FACTOR
 from bot.core.service import GenerationService
 from bot.core.types import ImageRequest
 from bot.jobs.limits import QueueLimits
@@ -89,6 +90,7 @@ class Admission:
         images: int,
         member_daily: int | None = None,
         user_install: bool = False,
+        speed: str = "fast",
     ) -> AsyncIterator[tuple[Connection, float]]:
         """Check every limit for `images` images of `request`, inside a transaction in which the caller stores
         the jobs (with the cost as their reservation). Yields the transaction and the estimated cost of one
@@ -96,8 +98,8 @@ class Admission:
 
         `member_daily` is the member's own daily limit from their roles, in place of the server's. A job made
         through the member's own install (`user_install`) answers to no server: only the bot-wide limits and
-        the daily cap on user installs apply."""
-        cost = self.estimate_cost(request.model, request.size, 1)
+        the daily cap on user installs apply. A relax job (`speed`) reserves the batch price."""
+        cost = self.estimate_cost(request.model, request.size, 1, speed=speed)
         if user_install:
             guild_id = None
         # Read before the locks: a guild's settings change rarely, and an admission holds its locks briefly.
@@ -112,7 +114,14 @@ class Admission:
             if user_install:
                 await self._check_user_installs(tx, images)
             await self._check(
-                tx, user_id, guild_id, settings, images=images, cost=cost * images, member_daily=member_daily
+                tx,
+                user_id,
+                guild_id,
+                settings,
+                images=images,
+                cost=cost * images,
+                member_daily=member_daily,
+                speed=speed,
             )
             yield tx, cost
 
@@ -135,6 +144,7 @@ class Admission:
         images: int,
         cost: float,
         member_daily: int | None,
+        speed: str,
     ) -> None:
         limits = self.limits_for(settings)
         if member_daily is not None:
@@ -143,7 +153,7 @@ class Admission:
         day_start = utc_day_start(now)
         month_start, month_end = month_bounds(now)
         counts = await admission_counts(
-            tx, user_id=user_id, guild_id=guild_id, day_start=day_start, month_start=month_start
+            tx, user_id=user_id, guild_id=guild_id, day_start=day_start, month_start=month_start, speed=speed
         )
         if counts.pending >= limits.user_pending:
             raise LimitExceeded("user_pending", limits.user_pending, None)
@@ -170,11 +180,12 @@ class Admission:
         }
         return replace(self.limits, **overrides)
 
-    def estimate_cost(self, model: str | None, size: str, images: int) -> float:
+    def estimate_cost(self, model: str | None, size: str, images: int, *, speed: str = "fast") -> float:
         """What `images` images at `size` should cost, from the price table (the image tokens; the prompt's
-        few hundred input tokens add well under a cent)."""
+        few hundred input tokens add well under a cent); relax images at the batch price."""
         spec = self.generation.spec_for(self.generation.providers[0], ImageRequest(prompt="", model=model, size=size))
-        return spec.pricing.image_price(size) * images
+        factor = BATCH_PRICE_FACTOR if speed == "relax" else 1.0
+        return spec.pricing.image_price(size) * images * factor
 
     async def spent_this_month(self, guild_id: int) -> float:
         start, _ = month_bounds(self.clock())

@@ -14,29 +14,25 @@ import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bot.core.errors import GenerationError
 from bot.core.service import GenerationService
 from bot.core.types import (
     GeneratedImage,
-    GenerationResult,
-    ImageInput,
-    Part,
-    Preview,
     RequestContext,
-    Turn,
-    Usage,
 )
 from bot.jobs.admission import Admission
 from bot.jobs.conversation import Conversation
 from bot.jobs.limits import ContextBudget, QueueLimits
+from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from bot.jobs.queue import JobQueue
+from bot.jobs.relax import RelaxBatcher, RelaxSettings
 from bot.observability.logs import job_context
 from bot.observability.metrics import Metrics
+from storage.batches import cancel_delivery, relax_place, relax_turnaround_ms
 from storage.db import Database
-from storage.generations import get_generation, recent_latencies_ms
+from storage.generations import recent_latencies_ms
 from storage.images import ImageStore
 from storage.jobs import Job, get_job, insert_job
 from storage.queue import (
@@ -53,33 +49,6 @@ from storage.queue import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class JobOutcome:
-    result: GenerationResult
-    #: Earlier turns left out to stay within the context budget.
-    dropped_turns: int = 0
-    #: A character's reference images left out to stay within the model's image limit.
-    character_images_left_out: int = 0
-
-
-class JobPresenter(Protocol):
-    """Keeps the member informed. Every method may be called from the queue's tasks; none may raise."""
-
-    async def queued(self, job: Job) -> None: ...
-    async def started(self, job: Job) -> None: ...
-    def preview(self, preview: Preview) -> None:
-        """The model's latest thought or draft, while it works (called between stream reads: only hand off)."""
-
-    def prepare(self, image: GeneratedImage) -> None:
-        """The image has arrived: start any slow work on it while the job stores and logs it."""
-
-    async def finished(self, job: Job, outcome: JobOutcome) -> None: ...
-    async def failed(self, job: Job, error: GenerationError | None) -> None: ...
-    async def cancelled(self, job: Job) -> None: ...
-    async def interrupted(self) -> None:
-        """The bot is shutting down; the job is picked up again by the next start."""
-
-
 class JobRunner:
     def __init__(
         self,
@@ -93,6 +62,7 @@ class JobRunner:
         owner: str | None = None,
         metrics: Metrics | None = None,
         lease: float = LEASE_SECONDS,
+        relax: RelaxSettings | None = None,
     ) -> None:
         self.db = db
         self.images = images
@@ -105,6 +75,15 @@ class JobRunner:
         self.conversation = Conversation(
             db=db, images=images, budget=budget or ContextBudget(), default_model=generation.providers[0].config.model
         )
+        self.relax = RelaxBatcher(
+            db=db,
+            generation=generation,
+            conversation=self.conversation,
+            settings=relax or RelaxSettings(),
+            owner=self.queue.owner,
+            clock=clock,
+        )
+        self.relax.on_end = self.metrics.job_finished
         #: Presenters of jobs this process admitted, until the job ends here or another process takes it, and
         #: when each was admitted (time.monotonic()).
         self._presenters: dict[str, JobPresenter] = {}
@@ -122,9 +101,11 @@ class JobRunner:
         (`presenter_for` shows those)."""
         if presenter_for is not None:
             self._presenter_for = presenter_for
+            self.relax.presenter_for = presenter_for
         if not self._started:
             self._started = True
             await self.queue.start()
+            self.relax.start()
 
     # --- admission ----------------------------------------------------------------------------------
     async def submit(self, job: Job, presenter: JobPresenter, *, member_daily: int | None = None) -> None:
@@ -143,7 +124,11 @@ class JobRunner:
             images=len(jobs),
             member_daily=member_daily,
             user_install=first.user_install,
+            speed=first.speed,
         )
+        if first.speed == "relax":
+            await self._submit_relax(jobs, admitting)
+            return
         owner = self.queue.owner
         # Known before the jobs can be claimed (this process may take them as soon as they are committed), and
         # forgotten again if admission refuses them.
@@ -174,6 +159,33 @@ class JobRunner:
         finally:
             await release_holds(self.db, ids, owner)
             await self.queue.submitted()
+
+    async def _submit_relax(self, jobs: Sequence[tuple[Job, JobPresenter]], admitting: Any) -> None:
+        """Relax jobs wait for the batcher, which shows their results through the channel when their batch is
+        done: the presenter only shows the status once."""
+        async with admitting as (tx, cost):
+            for job, _ in jobs:
+                job.status, job.reserved_usd = "queued", cost
+                await insert_job(tx, job)
+        self.relax.wake()
+        for job, presenter in jobs:
+            await presenter.queued(job)
+            await presenter.interrupted()  # nothing more to show until the batch is done, hours from now maybe
+
+    async def relax_place(self, job_id: str) -> int | None:
+        """Where a relax job waits for its batch (1 = next), None once it is sent."""
+        return await relax_place(self.db, job_id)
+
+    async def relax_turnaround(self) -> float | None:
+        """The median of recent relax images' time from request to result, in seconds (None before 3)."""
+        recent = await relax_turnaround_ms(self.db)
+        if len(recent) < 3:
+            return None
+        return statistics.median(recent) / 1000
+
+    async def cancel_delivery(self, job_id: str) -> bool:
+        """A relax job whose batch is already sent: it is paid for, and won't be posted."""
+        return await cancel_delivery(self.db, job_id)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (refunding it), whichever process admitted it; False if it already started or
@@ -218,12 +230,14 @@ class JobRunner:
     async def stop(self, grace: float) -> int:
         """A graceful stop: claim nothing more, give running jobs `grace` seconds, then hand the rest back to
         the queue (another process, or the next start, takes them over at once). How many were handed back."""
+        await self.relax.aclose()
         await self.queue.stop_claiming()
         handed_back = await self.queue.drain(grace)
         await self._close_presenters(handed_back)
         return handed_back
 
     async def aclose(self) -> None:
+        await self.relax.aclose()
         handed_back = await self.queue.aclose()
         await self._close_presenters(handed_back)
 
@@ -290,7 +304,7 @@ class JobRunner:
                 # The provider answered before the process running it died: finish from the store, don't pay again.
                 log.info("job %s: finishing from generation %s, already paid for", job.id, paid[0])
                 await self.queue.release(job.id)
-                result = await self._stored_result(job, *paid)
+                result = await stored_result(self.db, self.images, *paid)
             else:
                 context = RequestContext(
                     command=job.kind,
@@ -339,27 +353,6 @@ class JobRunner:
             character_images_left_out=prepared.character_images_left_out,
         )
         self._after_slot(presenter.finished(job, outcome))
-
-    async def _stored_result(self, job: Job, generation_id: int, image_key: str) -> GenerationResult:
-        """A paid generation rebuilt from the usage log and the image store. The model's thought signatures
-        were not kept if the process died before the job recorded them: the image goes back without one."""
-        row = await get_generation(self.db, generation_id)
-        assert row is not None
-        data = await self.images.get(image_key)
-        mime = await self.images.mime_of(image_key)
-        image = GeneratedImage(data=data, mime=mime, width=row.width or 0, height=row.height or 0)
-        result = GenerationResult(
-            images=[image],
-            text=None,
-            provider=row.provider,
-            model=row.model,
-            size=row.size,
-            aspect_ratio=row.aspect_ratio or None,
-            model_turn=Turn(role="model", parts=(Part(image=ImageInput(data=data, mime=mime)),)),
-            usage=Usage(cost_usd=row.cost_usd),
-        )
-        result.image_key, result.generation_id = image_key, generation_id
-        return result
 
     def _generated(self, job: Job, presenter: JobPresenter, image: GeneratedImage) -> None:
         """The provider has answered: the next job in line may start while this one stores and logs its

@@ -20,7 +20,7 @@ from bot.core.imaging import sniff_mime
 from bot.core.types import GeneratedImage, Preview
 from bot.i18n import duration, t
 from bot.jobs.admission import BudgetExceeded, LimitExceeded
-from bot.jobs.runner import JobOutcome
+from bot.jobs.presenting import JobOutcome
 from bot.media.grids import SLICED_PROMPT, compose_preview, slice_grid
 from bot.media.pool import run_image_work
 from bot.ui.context import Services

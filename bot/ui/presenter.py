@@ -13,7 +13,7 @@ import discord
 from bot.core.errors import BlockedError, GenerationError
 from bot.core.types import GeneratedImage, Preview
 from bot.i18n import duration, t
-from bot.jobs.runner import JobOutcome
+from bot.jobs.presenting import JobOutcome
 from bot.media.drafts import draft_thumbnail
 from bot.media.pool import run_image_work
 from bot.media.uploads import Upload, fit_upload

@@ -14,7 +14,7 @@ import discord
 from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import model_spec
 from bot.i18n import duration, money, t, tn
-from bot.jobs.runner import JobOutcome
+from bot.jobs.presenting import JobOutcome
 from bot.media.grids import compose_preview
 from bot.media.pool import run_image_work
 from bot.media.uploads import Upload, fit_upload

@@ -9,7 +9,7 @@ import logging
 import discord
 
 from bot.i18n import t
-from bot.jobs.runner import JobPresenter
+from bot.jobs.presenting import JobPresenter
 from bot.ui.context import Services
 from bot.ui.errors import clip
 from bot.ui.grid import GridPresenter, resumed_grid_presenter

@@ -314,7 +314,7 @@ def parse_response(
     Raises BlockedError, NoImageError or ResponseError. Runs in a worker thread.
     """
     data, images = _load(content, provider)
-    return _answer_of(data, images, provider)
+    return answer_of(data, images, provider)
 
 
 def parse_decoded(
@@ -322,10 +322,10 @@ def parse_decoded(
 ) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
     """parse_response for a body fed to an InlineImageDecoder as it arrived. Runs in a worker thread."""
     skeleton, images = decoder.finish()
-    return _answer_of(_json(skeleton, provider), images, provider)
+    return answer_of(_json(skeleton, provider), images, provider)
 
 
-def _answer_of(
+def answer_of(
     data: dict[str, Any], images: list[bytes], provider: str
 ) -> tuple[list[GeneratedImage], str | None, Turn, dict[str, Any]]:
     _check_prompt_block(data, provider)
