@@ -147,6 +147,7 @@ class BananaBot(commands.AutoShardedBot):
             budget=self.settings.context_budget,
             metrics=self.metrics,
             lease=self.settings.job_lease,
+            relax=self.settings.relax,
         )
         self.jobs.shard_of = self.shard_of
         self._watch_for_sigterm()

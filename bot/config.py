@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from .core.errors import ConfigError, InvalidRequest
 from .core.models import Pricing, normalise_size
 from .core.retry import RetryPolicy
-from .jobs.limits import ContextBudget, QueueLimits
+from .jobs.limits import ContextBudget, QueueLimits, RelaxSettings
 
 DISCORD_TOKEN_HELP = (
     "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications "
@@ -72,6 +72,8 @@ class Settings:
     stop_grace: float = 30.0
     #: Seconds a running job's lease lasts (renewed while it runs): how soon a dead process's jobs move on.
     job_lease: float = 30.0
+    #: Relax mode: how batches are gathered (requests per batch, seconds the oldest waits) and polled.
+    relax: RelaxSettings = field(default_factory=RelaxSettings)
     connect_timeout: float = 10.0
     timeouts: dict[str, float] = field(default_factory=lambda: {"512": 120.0, "1K": 120.0, "2K": 180.0, "4K": 360.0})
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -232,6 +234,12 @@ class _Parser:
             database_url=self._database_url(),
             stop_grace=self.number("BANANA_STOP_GRACE", 30.0, minimum=0),
             job_lease=self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600),
+            relax=RelaxSettings(
+                batch_size=self.integer("BANANA_RELAX_BATCH_SIZE", 16, minimum=1, maximum=1000),
+                max_wait=self.number("BANANA_RELAX_MAX_WAIT", 300.0, minimum=0),
+                poll_min=self.number("BANANA_RELAX_POLL_MIN", 10.0, minimum=0.05),
+                poll_max=self.number("BANANA_RELAX_POLL_MAX", 300.0, minimum=0.05),
+            ),
             connect_timeout=self.number("BANANA_CONNECT_TIMEOUT", 10.0, minimum=0.1),
             timeouts=timeouts,
             retry=RetryPolicy(

@@ -27,3 +27,16 @@ class ContextBudget:
 
     max_images: int = 6
     max_bytes: int = 24 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RelaxSettings:
+    #: Requests that make a batch go at once (BANANA_RELAX_BATCH_SIZE).
+    batch_size: int = 16
+    #: Seconds the oldest relax job waits for others before its batch goes anyway (BANANA_RELAX_MAX_WAIT).
+    max_wait: float = 300.0
+    #: Polling: the first look this soon after sending, then at a tenth of the batch's age, at most this far apart.
+    poll_min: float = 10.0
+    poll_max: float = 300.0
+    #: The batcher's lease; it renews it every round.
+    lease: float = 30.0

@@ -22,7 +22,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from bot.core.batches import BatchClient, BatchInfo, BatchLine, BatchState
 from bot.core.errors import BatchEndedError, GenerationError, InvalidRequest
@@ -30,6 +29,7 @@ from bot.core.models import ModelSpec
 from bot.core.service import GenerationService, validate
 from bot.core.types import GenerationResult, ImageRequest, RequestContext
 from bot.jobs.conversation import Conversation, PreparedRequest
+from bot.jobs.limits import RelaxSettings
 from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from storage.batches import (
     Batch,
@@ -54,19 +54,6 @@ LEASE_NAME = "relax_batcher"
 #: A batch still 'sending' after this long was never created, or was and is found at the provider: its create
 #: call (retries included) is surely over by then.
 SENDING_GRACE = 900.0
-
-
-@dataclass(frozen=True)
-class RelaxSettings:
-    #: Requests that make a batch go at once (BANANA_RELAX_BATCH_SIZE).
-    batch_size: int = 16
-    #: Seconds the oldest relax job waits for others before its batch goes anyway (BANANA_RELAX_MAX_WAIT).
-    max_wait: float = 300.0
-    #: Polling: the first look this soon after sending, then at a tenth of the batch's age, at most this far apart.
-    poll_min: float = 10.0
-    poll_max: float = 300.0
-    #: The batcher's lease; it renews it every round.
-    lease: float = 30.0
 
 
 def poll_interval(age: float, settings: RelaxSettings) -> float:

@@ -24,10 +24,10 @@ from bot.core.types import (
 )
 from bot.jobs.admission import Admission
 from bot.jobs.conversation import Conversation
-from bot.jobs.limits import ContextBudget, QueueLimits
+from bot.jobs.limits import ContextBudget, QueueLimits, RelaxSettings
 from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from bot.jobs.queue import JobQueue
-from bot.jobs.relax import RelaxBatcher, RelaxSettings
+from bot.jobs.relax import RelaxBatcher
 from bot.observability.logs import job_context
 from bot.observability.metrics import Metrics
 from storage.batches import cancel_delivery, relax_place, relax_turnaround_ms
