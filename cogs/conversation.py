@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.i18n import t
 from bot.ui.context import Services
-from bot.ui.intake import message_images, submit, take_inputs
+from bot.ui.intake import InputError, choose_speed, message_images, submit, take_inputs
 from bot.ui.rules import Requester, admit
 from bot.ui.surfaces import DEFAULT_UPLOAD_LIMIT, ChannelSurface
 from storage.jobs import Job, job_for_message, latest_done_job_in_thread
@@ -64,6 +64,12 @@ class Conversation(commands.Cog):
         )
         if request is None:
             return
+        try:
+            # A reply follows the server's setting (fast unless it defaults to relax or allows relax only).
+            speed = await choose_speed(self.services, None if parent.user_install else guild_id, None, locale)
+        except InputError as exc:
+            await surface.error(str(exc))
+            return
         job = Job(
             guild_id=guild_id,
             channel_id=channel.id,
@@ -74,6 +80,7 @@ class Conversation(commands.Cog):
             parent_id=parent.id,
             thread_id=None if in_dm else channel.id,
             user_install=parent.user_install,
+            speed=speed,
         )
         await submit(self.services, job, surface, member_daily=admitted.daily)
 

@@ -20,6 +20,7 @@ from bot.i18n import t
 from bot.ui.commands import ModelCommandCog, user_installable
 from bot.ui.context import Services
 from bot.ui.intake import (
+    SPEEDS,
     attached_only,
     character_autocomplete,
     elapsed_ms,
@@ -40,6 +41,7 @@ DESCRIPTIONS = {
     "aspect_ratio": "Shape of the result (default: the model's choice).",
     "resolution": "1K is fastest and cheapest; 4K takes longest.",
     "character": "A saved character to keep consistent in the result (see /character).",
+    "speed": "fast: now. relax: half price, delivered later (usually within hours).",
 }
 Instruction = app_commands.Range[str, 1, 2000]
 
@@ -71,6 +73,7 @@ class Edit(ModelCommandCog):
         aspect_ratio: str | None = None,
         resolution: str | None = None,
         character: str | None = None,
+        speed: str | None = None,
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
@@ -86,6 +89,7 @@ class Edit(ModelCommandCog):
             defer_ms=elapsed_ms(received),
             size=resolution,
             character=character,
+            speed=speed,
         )
 
     async def edit_message_image(self, interaction: discord.Interaction, message: discord.Message) -> None:
@@ -127,7 +131,7 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
     ratios, sizes = ratio_choices(spec), size_choices(spec)
 
     @app_commands.describe(**DESCRIPTIONS)
-    @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+    @app_commands.choices(aspect_ratio=ratios, resolution=sizes, speed=SPEEDS)
     @app_commands.autocomplete(character=character_autocomplete(cog.services))
     async def edit(
         interaction: discord.Interaction,
@@ -138,6 +142,7 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
         aspect_ratio: str | None = None,
         resolution: str | None = None,
         character: str | None = None,
+        speed: str | None = None,
     ) -> None:
         images = [("image", image), ("image2", image2), ("image3", image3)]
         await cog.edit(
@@ -147,6 +152,7 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
             aspect_ratio=aspect_ratio,
             resolution=resolution,
             character=character,
+            speed=speed,
         )
 
     return app_commands.Command(

@@ -19,13 +19,16 @@ from discord.app_commands import locale_str
 
 from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import ModelSpec
-from bot.i18n import t
+from bot.i18n import money, t
 from bot.media.grids import VARIATION_PROMPT
 from bot.ui.commands import ModelCommandCog
 from bot.ui.grid import grid_mode_for, start_grid
 from bot.ui.intake import (
+    SPEEDS,
+    InputError,
     attached_only,
     character_autocomplete,
+    choose_speed,
     elapsed_ms,
     ratio_choices,
     size_choices,
@@ -47,6 +50,7 @@ DESCRIPTIONS = {
     "reference2": "A second reference image.",
     "reference3": "A third reference image.",
     "character": "A saved character to draw (see /character).",
+    "speed": "fast: now. relax: half price, delivered later (usually within hours).",
 }
 Prompt = app_commands.Range[str, 1, 4000]
 
@@ -94,12 +98,18 @@ class GridCog(ModelCommandCog):
         resolution: str | None,
         references: list[tuple[str, discord.Attachment | None]],
         character: str | None = None,
+        speed: str | None = None,
     ) -> None:
         received = time.monotonic()
         await interaction.response.defer(thinking=True)
         surface = self.surface(interaction, received)
         admitted = await admit(self.services, Requester.of_interaction(interaction), [prompt], surface)
         if admitted is None:
+            return
+        try:
+            chosen_speed = await choose_speed(self.services, interaction.guild_id, speed, surface.private_locale)
+        except InputError as exc:
+            await surface.error(str(exc))
             return
         request = await take_inputs(
             self.services,
@@ -112,7 +122,9 @@ class GridCog(ModelCommandCog):
         )
         if request is None:
             return
-        await self._start(interaction, surface, request, defer_ms=elapsed_ms(received), admitted=admitted)
+        await self._start(
+            interaction, surface, request, defer_ms=elapsed_ms(received), admitted=admitted, speed=chosen_speed
+        )
 
     async def _start(
         self,
@@ -131,6 +143,12 @@ class GridCog(ModelCommandCog):
                 return
         if not await admit_character(self.services, Requester.of_interaction(interaction), request, surface):
             return
+        if "speed" not in options:  # a button's grid: the server's speed
+            try:
+                options["speed"] = await choose_speed(self.services, interaction.guild_id, None, surface.private_locale)
+            except InputError as exc:
+                await surface.error(str(exc))
+                return
         channel = interaction.channel
         assert channel is not None
         await start_grid(
@@ -176,8 +194,15 @@ class GridCog(ModelCommandCog):
         if interaction.user.id != grid.user_id:
             await interaction.response.send_message(t(locale, "perm.cancel"), ephemeral=True)
             return
-        cancelled = [await self.services.jobs.cancel(job.id) for job in await grid_jobs(self.services.db, grid.id)]
-        answer = t(locale, "cancel.done" if any(cancelled) else "cancel.too_late")
+        jobs = await grid_jobs(self.services.db, grid.id)
+        cancelled = [await self.services.jobs.cancel(job.id) for job in jobs]
+        if any(cancelled):
+            answer = t(locale, "cancel.done")
+        elif any([await self.services.jobs.cancel_delivery(job.id) for job in jobs if job.speed == "relax"]):
+            price = sum(job.reserved_usd for job in jobs)
+            answer = t(locale, "cancel.relax_sent", price=money(locale, price))
+        else:
+            answer = t(locale, "cancel.too_late")
         await interaction.response.send_message(answer, ephemeral=True)
 
     async def upscale(self, interaction: discord.Interaction, grid: Grid, tile: int, key: str) -> None:
@@ -272,7 +297,7 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
     ratios, sizes = ratio_choices(spec), size_choices(spec)
 
     @app_commands.describe(**DESCRIPTIONS)
-    @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+    @app_commands.choices(aspect_ratio=ratios, resolution=sizes, speed=SPEEDS)
     @app_commands.autocomplete(character=character_autocomplete(cog.services))
     async def grid(
         interaction: discord.Interaction,
@@ -283,6 +308,7 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
         reference2: discord.Attachment | None = None,
         reference3: discord.Attachment | None = None,
         character: str | None = None,
+        speed: str | None = None,
     ) -> None:
         refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
         await cog.grid(
@@ -292,6 +318,7 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
             resolution=resolution,
             references=refs,
             character=character,
+            speed=speed,
         )
 
     return app_commands.Command(

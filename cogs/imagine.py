@@ -22,6 +22,7 @@ from bot.jobs.characters import MAX_NAME
 from bot.ui.commands import ModelCommandCog, user_installable
 from bot.ui.context import Services
 from bot.ui.intake import (
+    SPEEDS,
     attached_only,
     character_autocomplete,
     elapsed_ms,
@@ -50,6 +51,7 @@ DESCRIPTIONS = {
     "reference2": "A second reference image.",
     "reference3": "A third reference image.",
     "character": "A saved character to draw (see /character).",
+    "speed": "fast: now. relax: half price, delivered later (usually within hours).",
 }
 
 
@@ -114,6 +116,7 @@ class Imagine(ModelCommandCog):
         thinking: str | None,
         references: Sequence[tuple[str, discord.Attachment | None]],
         character: str | None = None,
+        speed: str | None = None,
     ) -> None:
         received = time.monotonic()
         # Within Discord's 3 seconds, before any work: downloading references alone can take longer.
@@ -131,6 +134,7 @@ class Imagine(ModelCommandCog):
             defer_ms=defer_ms,
             size=resolution,
             character=character,
+            speed=speed,
         )
 
 
@@ -211,7 +215,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
     if levels:
 
         @app_commands.describe(**DESCRIPTIONS)
-        @app_commands.choices(aspect_ratio=ratios, resolution=sizes, thinking=levels)
+        @app_commands.choices(aspect_ratio=ratios, resolution=sizes, thinking=levels, speed=SPEEDS)
         @app_commands.autocomplete(character=character_autocomplete(cog.services))
         async def imagine_thinking(
             interaction: discord.Interaction,
@@ -223,6 +227,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
             reference2: discord.Attachment | None = None,
             reference3: discord.Attachment | None = None,
             character: str | None = None,
+            speed: str | None = None,
         ) -> None:
             refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
             await cog.imagine(
@@ -233,6 +238,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
                 thinking=thinking,
                 references=refs,
                 character=character,
+                speed=speed,
             )
 
         callback: Any = imagine_thinking
@@ -240,7 +246,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
         describe = {k: v for k, v in DESCRIPTIONS.items() if k != "thinking"}
 
         @app_commands.describe(**describe)
-        @app_commands.choices(aspect_ratio=ratios, resolution=sizes)
+        @app_commands.choices(aspect_ratio=ratios, resolution=sizes, speed=SPEEDS)
         @app_commands.autocomplete(character=character_autocomplete(cog.services))
         async def imagine_plain(
             interaction: discord.Interaction,
@@ -251,6 +257,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
             reference2: discord.Attachment | None = None,
             reference3: discord.Attachment | None = None,
             character: str | None = None,
+            speed: str | None = None,
         ) -> None:
             refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
             await cog.imagine(
@@ -261,6 +268,7 @@ def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..
                 thinking=None,
                 references=refs,
                 character=character,
+                speed=speed,
             )
 
         callback = imagine_plain

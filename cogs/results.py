@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import discord
 from discord.ext import commands
 
-from bot.i18n import t
+from bot.i18n import money, t
 from bot.ui.context import Services
 from bot.ui.intake import elapsed_ms, submit
 from bot.ui.rules import Requester, admit, admit_character
@@ -130,10 +130,13 @@ class Results(commands.Cog):
         if interaction.user.id != job.user_id:
             await interaction.response.send_message(t(locale, "perm.cancel"), ephemeral=True)
             return
-        cancelled = await self.services.jobs.cancel(job.id)
-        await interaction.response.send_message(
-            t(locale, "cancel.done" if cancelled else "cancel.too_late"), ephemeral=True
-        )
+        if await self.services.jobs.cancel(job.id):
+            answer = t(locale, "cancel.done")
+        elif job.speed == "relax" and await self.services.jobs.cancel_delivery(job.id):
+            answer = t(locale, "cancel.relax_sent", price=money(locale, job.reserved_usd))
+        else:
+            answer = t(locale, "cancel.too_late")
+        await interaction.response.send_message(answer, ephemeral=True)
 
     async def delete(self, interaction: discord.Interaction, job: Job, locale: str) -> None:
         if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
@@ -158,7 +161,7 @@ class Results(commands.Cog):
             return
         new = self._new_job(interaction, kind=kind, request=request, parent=None)
         new.defer_ms = elapsed_ms(received)
-        await submit(self.services, new, surface, member_daily=admitted.daily)
+        await submit(self.services, new, surface, member_daily=admitted.daily, server_speed=True)
 
     async def continue_from(
         self, interaction: discord.Interaction, job: Job, *, kind: str, prompt: str, size: str
@@ -202,7 +205,7 @@ class Results(commands.Cog):
         if isinstance(thread, discord.Thread):
             new.thread_id = new.channel_id = thread.id
         new.defer_ms = elapsed_ms(received)
-        await submit(self.services, new, surface, member_daily=admitted.daily)
+        await submit(self.services, new, surface, member_daily=admitted.daily, server_speed=True)
 
     def _new_job(self, interaction: discord.Interaction, *, kind: str, request: JobRequest, parent: Job | None) -> Job:
         channel = interaction.channel

@@ -21,7 +21,7 @@ from bot.core.models import MODELS, ModelSpec, model_spec
 from bot.i18n import available_locales, money, t, tn
 from bot.jobs.moderation import MAX_PHRASE, PatternProblem, banned_phrase, check_pattern
 from bot.ui.commands import ModelCommandCog
-from bot.ui.intake import default_size, ratio_choices, size_choices, thinking_choice
+from bot.ui.intake import SPEEDS, default_size, ratio_choices, size_choices, thinking_choice
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
 from storage.jobs import queued_job_ids
 from storage.moderation import (
@@ -72,6 +72,8 @@ DESCRIPTIONS = {
     "default_thinking": "Thinking level when a member doesn't pick one (models that take one).",
     "previews": "Show the model's drafts in the status message while an image renders.",
     "language": "The language of the bot's messages everyone here sees (members' own replies follow their app).",
+    "default_speed": "fast or relax (half price, delivered later) when a member doesn't choose.",
+    "relax_only": "Allow relax only: every image at half price, delivered later.",
 }
 
 
@@ -131,7 +133,11 @@ class ServerSettings(ModelCommandCog):
         )
 
     def problem(self, changes: dict[str, Any], current: GuildSettings, locale: str) -> str | None:
-        """A sentence on what is accepted, for a thinking level the (new) model doesn't take."""
+        """A sentence on what is accepted, for a thinking level the (new) model doesn't take, or relax mode on a
+        bot without a provider for it."""
+        wants_relax = changes.get("relax_only") is True or changes.get("default_speed") == "relax"
+        if wants_relax and not self.services.jobs.relax.available:
+            return t(locale, "speed.relax_unavailable")
         thinking = changes.get("default_thinking")
         if thinking in (None, DEFAULT):
             return None
@@ -193,6 +199,12 @@ class ServerSettings(ModelCommandCog):
             name=t(locale, "settings.previews"),
             value=t(locale, "settings.previews_on" if current.previews is not False else "settings.previews_off"),
         )
+        if self.services.jobs.relax.available:
+            speed = "relax" if current.relax_only else current.default_speed or "fast"
+            speed_text = t(locale, f"speed.{speed}")
+            if current.relax_only:
+                speed_text += " · " + t(locale, "settings.relax_only_on")
+            embed.add_field(name=t(locale, "settings.default_speed"), value=speed_text)
         budget = current.monthly_budget_usd
         if budget is None:
             budget_text = t(locale, "settings.no_budget")
@@ -418,6 +430,8 @@ CHANGE_LABELS = {
     "default_thinking": "settings.default_thinking",
     "previews": "settings.previews",
     "locale": "settings.language",
+    "default_speed": "settings.default_speed",
+    "relax_only": "settings.relax_only",
 }
 
 
@@ -437,6 +451,8 @@ def describe_change(locale: str, name: str, value: Any) -> str:
         shown = model_spec(value).label
     elif name == "character_managers":
         shown = t(locale, f"settings.managers.{value}")
+    elif name == "default_speed":
+        shown = t(locale, f"speed.{value}")
     else:
         shown = str(value)
     return f"{t(locale, CHANGE_LABELS[name])}: {shown}"
@@ -561,6 +577,7 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
         default_model=models,
         default_thinking=thinking,
         language=[*languages, default_choice],
+        default_speed=[*SPEEDS, default_choice],
     )
     async def settings(
         interaction: discord.Interaction,
@@ -580,6 +597,8 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
         default_thinking: str | None = None,
         previews: bool | None = None,
         language: str | None = None,
+        default_speed: str | None = None,
+        relax_only: bool | None = None,
     ) -> None:
         await cog.settings(
             interaction,
@@ -600,6 +619,8 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
                 "character_managers": character_managers,
                 "previews": previews,
                 "locale": language,
+                "default_speed": default_speed,
+                "relax_only": relax_only,
             },
         )
 

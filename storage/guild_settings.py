@@ -48,6 +48,9 @@ class GuildSettings:
     banned_pattern: str | None = None
     #: Why the log channel could not be posted to last ('gone' or 'forbidden'); None = no problem.
     log_problem: str | None = None
+    #: 'fast' or 'relax' when a member doesn't choose (None = fast); relax only refuses fast (migration 0017).
+    default_speed: str | None = None
+    relax_only: bool | None = None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(GuildSettings) if f.name != "guild_id")
@@ -68,7 +71,7 @@ async def get_guild_settings(db: Queryable, guild_id: int) -> GuildSettings:
     if row is None:
         return GuildSettings(guild_id)
     values = dict(zip(_FIELDS, row, strict=True))
-    for flag in ("previews", "nsfw_only"):
+    for flag in ("previews", "nsfw_only", "relax_only"):
         if values[flag] is not None:
             values[flag] = bool(values[flag])
     for name in _ID_LISTS:

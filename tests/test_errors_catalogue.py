@@ -24,6 +24,7 @@ import bot.core.errors as core_errors
 from bot.core.errors import (
     AllKeysBenchedError,
     AuthError,
+    BatchEndedError,
     BlockedError,
     GenerationError,
     GenerationTimeout,
@@ -140,6 +141,7 @@ def generation_errors() -> list[GenerationError]:
         InvalidRequest("gemini refused the request: Request contains an invalid argument.", status=400),
         InvalidRequest("gemini: model not found: models/x is not found", status=404),
         InvalidRequest("An image this request uses is no longer stored (deleted by the retention setting)."),
+        *(BatchEndedError(f"The batch ended {state}", state=state) for state in ("failed", "cancelled", "expired")),
     ]
 
 

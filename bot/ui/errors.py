@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from babel import Locale
 from babel.lists import format_list
 
-from bot.core.errors import BlockedError, GenerationError, InvalidRequest, NoImageError, RateLimitedError
+from bot.core.errors import (
+    BatchEndedError,
+    BlockedError,
+    GenerationError,
+    InvalidRequest,
+    NoImageError,
+    RateLimitedError,
+)
 from bot.core.imaging import ACCEPTED_FORMATS
 from bot.core.models import ModelSpec
 from bot.core.types import ImageRequest
@@ -30,6 +37,7 @@ _WORDING = {
     "bad_response": ("error.bad_response", "grid.reason.busy"),
     "auth": ("error.auth", "grid.reason.other"),
     "no_keys": ("error.auth", "grid.reason.other"),
+    "batch_ended": ("error.batch_ended", "grid.reason.busy"),
 }
 _INTERNAL = ("error.internal", "grid.reason.other")
 #: Classes worth another try later: the message says how many attempts were made.
@@ -108,6 +116,9 @@ def error_text(locale: str, error: GenerationError | None, reference: str) -> st
         text = t(locale, message_key, reason=blocked_reason(locale, error.reason))
     elif isinstance(error, InvalidRequest):
         text = t(locale, _INVALID.get(error.kind, message_key))
+    elif isinstance(error, BatchEndedError):
+        state = error.state if error.state in ("failed", "cancelled", "expired") else "failed"
+        text = t(locale, message_key, state=t(locale, f"batch.state.{state}"))
     else:
         text = t(locale, message_key)
     if error is not None and error.error_class in _BUSY and not (isinstance(error, RateLimitedError) and error.per_day):

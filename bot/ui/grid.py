@@ -25,7 +25,7 @@ from bot.media.grids import SLICED_PROMPT, compose_preview, slice_grid
 from bot.media.pool import run_image_work
 from bot.ui.context import Services
 from bot.ui.errors import limit_text, short_reason
-from bot.ui.presenter import wait_text
+from bot.ui.presenter import relax_status, wait_text
 from bot.ui.results import ResultFacts, model_label, open_thread, result_embed, send_thread_hint
 from bot.ui.status import Status, StatusTicker
 from bot.ui.surfaces import Surface
@@ -58,6 +58,7 @@ async def start_grid(
     model_prompt: str | None = None,
     defer_ms: float | None = None,
     member_daily: int | None = None,
+    speed: str = "fast",
 ) -> bool:
     """Queue a grid's jobs behind one presenter; False (and the member told) when a limit refuses it.
 
@@ -80,6 +81,7 @@ async def start_grid(
             grid_id=grid.id,
             tile=tile,
             version=0,  # numbered in the thread only once a U button posts it
+            speed=speed,
         )
 
     prompt = model_prompt or request.prompt
@@ -104,7 +106,7 @@ class TilePresenter:
         self.grid = grid
 
     async def queued(self, job: Job) -> None:
-        await self.grid.tile_queued()
+        await self.grid.tile_queued(job)
 
     async def started(self, job: Job) -> None:
         await self.grid.tile_started()
@@ -152,12 +154,19 @@ class GridPresenter:
         )
         self._queued_at = time.monotonic()
         self._started_at: float | None = None
+        #: A relax grid's status, shown once: it waits for its batch, maybe for hours.
+        self._relax_text: str | None = None
 
     def for_tile(self, job: Job) -> TilePresenter:
         return TilePresenter(self)
 
     # --- tiles report in ---------------------------------------------------------------------------------
-    async def tile_queued(self) -> None:
+    async def tile_queued(self, job: Job) -> None:
+        if job.speed == "relax":
+            if self._relax_text is None:
+                self._relax_text = await relax_status(self.services, job, self.surface.locale, images=len(self.jobs))
+                await self.ticker.refresh()
+            return
         await self.ticker.refresh()
         self.ticker.start()
 
@@ -201,6 +210,8 @@ class GridPresenter:
     def status_text(self) -> str:
         locale = self.surface.locale
         now = time.monotonic()
+        if self._relax_text is not None:
+            return self._relax_text
         if self._started_at is None:
             positions = [p for j in self.pending if (p := self.services.jobs.position(j)) is not None]
             elapsed = duration(locale, now - self._queued_at, threshold=3)

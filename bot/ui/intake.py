@@ -211,15 +211,45 @@ async def resolve_character(
     )
 
 
-async def submit(services: Services, job: Job, surface: Surface, *, member_daily: int | None = None) -> bool:
+async def submit(
+    services: Services,
+    job: Job,
+    surface: Surface,
+    *,
+    member_daily: int | None = None,
+    server_speed: bool = False,
+) -> bool:
     """Queue the job behind a presenter for `surface`; on a refused quota, tell the member. True if queued.
-    `member_daily` is the member's daily limit from their roles (ui/rules.py), if any."""
+    `member_daily` is the member's daily limit from their roles (ui/rules.py), if any. With `server_speed` (a
+    button's job: no speed was asked for) the job takes the server's default speed."""
+    if server_speed:
+        try:
+            job.speed = await choose_speed(
+                services, None if job.user_install else job.guild_id, None, surface.private_locale
+            )
+        except InputError as exc:
+            await surface.error(str(exc))
+            return False
     try:
         await services.jobs.submit(job, DiscordPresenter(services, surface, job), member_daily=member_daily)
     except (LimitExceeded, BudgetExceeded) as refused:
         await surface.error(limit_text(surface.private_locale, refused))
         return False
     return True
+
+
+async def choose_speed(services: Services, guild_id: int | None, asked: str | None, locale: str) -> str:
+    """'fast' or 'relax': the member's choice, else the server's default. Raises InputError where the server
+    allows relax only and fast was asked for, or relax is asked for and the bot has no provider for it."""
+    settings = await get_guild_settings(services.db, guild_id) if guild_id is not None else None
+    relax_only = settings is not None and settings.relax_only is True
+    default = settings.default_speed if settings is not None and settings.default_speed else None
+    speed = asked or default or ("relax" if relax_only else "fast")
+    if relax_only and speed != "relax":
+        raise InputError(t(locale, "speed.relax_only"))
+    if speed == "relax" and not services.jobs.relax.available:
+        raise InputError(t(locale, "speed.relax_unavailable"))
+    return speed
 
 
 async def start_job(
@@ -233,15 +263,21 @@ async def start_job(
     defer_ms: float,
     size: str | None,
     character: str | None,
+    speed: str | None = None,
 ) -> None:
     """A command's one job: the server's rules, then inputs checked and read, then queued in this channel (in
-    its thread if it is one)."""
+    its thread if it is one). `speed` is the member's choice of fast or relax (None: the server's default)."""
     requester = Requester.of_interaction(interaction)
     admitted = await admit(services, requester, [request.prompt], surface)
     if admitted is None:
         return
     # Through a member's own install no server's settings (or characters) apply.
     guild_id = None if requester.user_install else interaction.guild_id
+    try:
+        chosen_speed = await choose_speed(services, guild_id, speed, surface.private_locale)
+    except InputError as exc:
+        await surface.error(str(exc))
+        return
     left_out: list[str] = []
     taken = await take_inputs(
         services,
@@ -267,6 +303,7 @@ async def start_job(
         thread_id=channel.id if isinstance(channel, discord.Thread) and not requester.user_install else None,
         defer_ms=defer_ms,
         user_install=requester.user_install,
+        speed=chosen_speed,
     )
     # After the job's status is shown: a follow-up before it would take the place of "thinking…".
     if await submit(services, job, surface, member_daily=admitted.daily) and left_out:
@@ -275,6 +312,15 @@ async def start_job(
 
 def default_size(spec: ModelSpec) -> str:
     return DEFAULT_SIZE if DEFAULT_SIZE in spec.sizes else spec.sizes[0]
+
+
+#: The speed option of the commands that make images.
+SPEEDS = [
+    app_commands.Choice(name=app_commands.locale_str("fast", key="choice.speed.fast"), value="fast"),
+    app_commands.Choice(
+        name=app_commands.locale_str("relax (half price, later)", key="choice.speed.relax"), value="relax"
+    ),
+]
 
 
 def ratio_choices(spec: ModelSpec) -> list[app_commands.Choice[str]]:

@@ -12,7 +12,7 @@ import discord
 
 from bot.core.errors import BlockedError, GenerationError
 from bot.core.types import GeneratedImage, Preview
-from bot.i18n import duration, t
+from bot.i18n import duration, money, t
 from bot.jobs.presenting import JobOutcome
 from bot.media.drafts import draft_thumbnail
 from bot.media.pool import run_image_work
@@ -54,9 +54,15 @@ class DiscordPresenter:
         #: one replaces before then costs nothing), and that draft shrunk, waiting to be shown.
         self._raw_draft: tuple[int, GeneratedImage] | None = None
         self._draft: DraftAttachment | None = None
+        #: A relax job's status, shown once: it waits for its batch, maybe for hours.
+        self._relax_text: str | None = None
 
     # --- the JobPresenter protocol ----------------------------------------------------------------------
     async def queued(self, job: Job) -> None:
+        if job.speed == "relax":
+            self._relax_text = await relax_status(self.services, job, self.locale)
+            await self.ticker.refresh()
+            return
         await self.ticker.refresh()
         self.ticker.start()
 
@@ -121,6 +127,8 @@ class DiscordPresenter:
     # --- status -----------------------------------------------------------------------------------------
     def status_text(self) -> str:
         job, locale, now = self.job, self.locale, time.monotonic()
+        if self._relax_text is not None:
+            return self._relax_text
         if self._started_at is None:
             position = self.services.jobs.position(job.id)
             elapsed = duration(locale, now - self._queued_at, threshold=3)
@@ -161,6 +169,27 @@ class DiscordPresenter:
         if self.job.status_message_id != message_id:
             self.job.status_message_id = message_id
             await update_job(self.services.db, self.job.id, status_message_id=message_id)
+
+
+async def relax_status(services: Services, job: Job, locale: str, *, images: int = 1) -> str:
+    """A relax job's status: its price against the fast one, its place for the next batch, and how long relax
+    results usually take here (from the bot's own log of batches)."""
+    fast = services.jobs.admission.estimate_cost(job.request.model, job.request.size, images)
+    text = t(
+        locale,
+        "status.relax",
+        price=money(locale, job.reserved_usd * images),
+        fast_price=money(locale, fast),
+    )
+    place = await services.jobs.relax_place(job.id)
+    if place is not None:
+        text += " · " + t(locale, "status.relax_place", place=place)
+    turnaround = await services.jobs.relax_turnaround()
+    if turnaround is None:
+        text += "\n" + t(locale, "status.relax_usual_unknown")
+    else:
+        text += "\n" + t(locale, "status.relax_usual", turnaround=duration(locale, turnaround))
+    return text
 
 
 def wait_text(locale: str, seconds: float | None) -> str:
