@@ -194,3 +194,8 @@ async def take_lease(db: Database, name: str, owner: str, now: float, seconds: f
 
 async def drop_lease(db: Database, name: str, owner: str) -> None:
     await db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+
+async def clear_lease(db: Database, name: str) -> None:
+    """Forget whoever held `name` (SQLite at start: a previous run of the only process)."""
+    await db.execute("DELETE FROM leases WHERE name = ?", (name,))

@@ -34,6 +34,7 @@ from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from storage.batches import (
     Batch,
     batch_jobs,
+    clear_lease,
     drop_lease,
     finish_batched,
     open_batches,
@@ -99,9 +100,13 @@ class RelaxBatcher:
             self._clients[provider.name] = BatchClient(provider)
         return self._clients[provider.name]
 
-    def start(self) -> None:
-        if self._task is None and self.available:
-            self._task = asyncio.create_task(self._run(), name="relax-batcher")
+    async def start(self) -> None:
+        if self._task is not None or not self.available:
+            return
+        if self.db.dialect == "sqlite":
+            # SQLite serves one process: a lease left by a previous run of it is this run's at once.
+            await clear_lease(self.db, LEASE_NAME)
+        self._task = asyncio.create_task(self._run(), name="relax-batcher")
 
     def wake(self) -> None:
         self._wake.set()

@@ -105,7 +105,7 @@ class JobRunner:
         if not self._started:
             self._started = True
             await self.queue.start()
-            self.relax.start()
+            await self.relax.start()
 
     # --- admission ----------------------------------------------------------------------------------
     async def submit(self, job: Job, presenter: JobPresenter, *, member_daily: int | None = None) -> None:

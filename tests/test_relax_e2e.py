@@ -1,0 +1,222 @@
+"""Relax mode end to end: real discord.py against the fake Discord, relax jobs gathered into batches at the fake
+Gemini Batch API, delivered through the channel with the member mentioned."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from storage.batches import open_batches
+from storage.generations import get_generation
+from storage.guild_settings import update_guild_settings
+from storage.jobs import Job, count_reserved_since, get_job, jobs_where
+from tests.bot_harness import BotHarness, custom_ids, has_image, wait_until
+from tests.fake_discord import FakeMessage
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Batches go when two relax jobs wait (or the oldest has waited 30 s), and are looked at every 50 ms.
+RELAX = {"BANANA_RELAX_BATCH_SIZE": "2", "BANANA_RELAX_MAX_WAIT": "30", "BANANA_RELAX_POLL_MIN": "0.05"}
+
+
+@pytest_asyncio.fixture
+async def h(tmp_path: Path) -> AsyncIterator[BotHarness]:
+    async with BotHarness(tmp_path) as harness:
+        harness.api.batch_seconds = 0.3
+        await harness.start(**RELAX)
+        yield harness
+
+
+async def relax_jobs(h: BotHarness) -> list[Job]:
+    assert h.bot is not None
+    return await jobs_where(h.bot.jobs.db, "speed = 'relax' ORDER BY created_at", ())
+
+
+async def wait_relax_jobs(h: BotHarness, count: int) -> list[Job]:
+    found: list[Job] = []
+
+    async def admitted() -> bool:
+        found[:] = await relax_jobs(h)
+        return len(found) >= count
+
+    await wait_until(admitted, f"{count} relax jobs admitted")
+    return found
+
+
+async def delivered_to(h: BotHarness, user_id: int, prompt: str) -> FakeMessage:
+    """The result posted through the channel (no interaction), mentioning the member."""
+    return await h.discord.wait_for_message(
+        lambda m: (
+            has_image(m)
+            and not m.deleted
+            and m.interaction_id is None
+            and f"<@{user_id}>" in m.content
+            and any(e.get("description") == prompt for e in m.embeds)
+        ),
+        timeout=30,
+    )
+
+
+def batch_calls(h: BotHarness) -> list[str]:
+    return [r.path for r in h.api.requests if r.path.endswith(":batchGenerateContent")]
+
+
+async def test_relax_jobs_are_batched_and_posted_to_the_channel_with_a_mention(h: BotHarness) -> None:
+    first = await h.imagine(h.alice, "a relaxed otter", speed="relax")
+    status = await first.wait_callback()
+    assert status.json["type"] == 5
+    await wait_relax_jobs(h, 1)
+    shown = await h.discord.wait_for_message(
+        lambda m: m.interaction_id == first.id and "Relax mode" in m.content, timeout=10
+    )
+    assert "instead of" in shown.content and "within 24 hours" in shown.content
+    assert "job:cancel:" in " ".join(custom_ids(shown))
+    assert batch_calls(h) == []  # one relax job waits for a second (batch size 2) or 30 s
+
+    second = await h.imagine(h.bob, "a relaxed badger", speed="relax")
+    await second.wait_callback()
+    otter = await delivered_to(h, h.alice.id, "a relaxed otter")
+    badger = await delivered_to(h, h.bob.id, "a relaxed badger")
+
+    assert len(batch_calls(h)) == 1 and len(h.api.batches) == 1
+    assert h.gemini_requests() == []  # nothing went the fast way
+    assert otter.mention_ids == [h.alice.id] and badger.mention_ids == [h.bob.id]
+    # The same buttons and thread as a fast result.
+    job_id = custom_ids(otter)[0].split(":")[2]
+    assert [c.split(":")[1] for c in custom_ids(otter)][:3] == ["reroll", "remix", "edit"]
+    await h.discord.wait_for_message(lambda m: m.channel_id == otter.id, timeout=10)  # the thread's hint
+
+    assert h.bot is not None
+    db = h.bot.jobs.db
+    job = await get_job(db, job_id)
+    assert job is not None and job.status == "done" and job.speed == "relax" and job.result_message_id == otter.id
+    assert job.model_turn is not None and all("signature" in p for p in job.model_turn["parts"])
+    assert job.generation_id is not None
+    row = await get_generation(db, job.generation_id)
+    assert row is not None and row.speed == "relax" and row.batch_id == job.batch_id
+    assert not await open_batches(db)  # delivered
+
+    # The batch price is half the fast price of the same request.
+    fast = await h.imagine(h.alice, "a relaxed otter")
+    await h.wait_result(fast)
+    fast_job = (await jobs_where(db, "speed = 'fast' AND status = 'done'", ()))[0]
+    assert fast_job.generation_id is not None
+    fast_row = await get_generation(db, fast_job.generation_id)
+    assert fast_row is not None and fast_row.cost_usd > 0
+    assert row.cost_usd == pytest.approx(fast_row.cost_usd / 2, abs=1e-6)
+
+
+async def test_a_thread_reply_to_a_relax_result_refines_it_with_its_signature(h: BotHarness) -> None:
+    await h.imagine(h.alice, "a lantern in the fog", speed="relax")
+    await h.imagine(h.bob, "a lantern at noon", speed="relax")
+    result = await delivered_to(h, h.alice.id, "a lantern in the fog")
+    await h.discord.wait_for_message(lambda m: m.channel_id == result.id)  # the thread
+
+    ask = await h.discord.user_message(result.id, h.alice, "make it green", reply_to=result.id)
+    refined = await h.wait_reply(ask)
+    assert refined.channel_id == result.id
+    # The server's speed is fast: the reply went the fast way, with the batch's model turn replayed.
+    assert h.sent_texts() == ["a lantern in the fog", "make it green"]
+    model_turn = h.gemini_requests()[-1].json["contents"][1]
+    assert model_turn["role"] == "model"
+    signatures = [p.get("thoughtSignature") for p in model_turn["parts"]]
+    assert signatures and all(s in h.api.issued_signatures for s in signatures)
+
+
+async def test_a_restart_while_the_batch_runs_still_delivers_once(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        h.api.batch_seconds = 2.0
+        await h.start(**RELAX)
+        await h.imagine(h.alice, "a comet over the sea", speed="relax")
+        await h.imagine(h.bob, "a comet over the hills", speed="relax")
+        await wait_until(lambda: len(h.api.batches) == 1, "the batch sent")
+        await h.restart(**RELAX)
+        comet = await delivered_to(h, h.alice.id, "a comet over the sea")
+        await delivered_to(h, h.bob.id, "a comet over the hills")
+        assert len(h.api.batches) == 1  # the batch was picked up again, not sent again
+        assert h.bot is not None
+        rows = await h.bot.jobs.db.fetchall("SELECT count(*) FROM generations WHERE speed = 'relax'")
+        assert rows[0][0] == 2  # each image logged (and charged) once
+        assert comet.mention_ids == [h.alice.id]
+
+
+async def test_a_failed_line_delivers_the_rest_and_refunds_that_one(h: BotHarness) -> None:
+    h.api.fail_batch_lines("cursed", message="The request could not be processed.")
+    await h.imagine(h.alice, "a cursed amulet", speed="relax")
+    await h.imagine(h.bob, "a blessed amulet", speed="relax")
+    await delivered_to(h, h.bob.id, "a blessed amulet")
+    told = await h.discord.wait_for_message(lambda m: "Nothing was charged" in m.content, timeout=10)
+    assert h.discord.channels[told.channel_id].recipient == h.alice  # by DM
+    assert h.bot is not None
+    db = h.bot.jobs.db
+    assert await count_reserved_since(db, 0, user_id=h.alice.id) == 0  # refunded
+    assert await count_reserved_since(db, 0, user_id=h.bob.id) == 1
+    [failed] = await jobs_where(db, "user_id = ? AND speed = 'relax'", (h.alice.id,))
+    assert failed.status == "failed" and failed.reserved_usd == 0
+
+
+async def test_a_failed_batch_refunds_every_job_and_says_why(h: BotHarness) -> None:
+    h.api.script_batch("EXPIRED")
+    await h.imagine(h.alice, "a slow snail", speed="relax")
+    await h.imagine(h.alice, "a slower snail", speed="relax")
+
+    def told() -> list[FakeMessage]:
+        return [m for m in h.discord.messages.values() if "expired" in m.content and "Nothing was charged" in m.content]
+
+    await wait_until(lambda: len(told()) == 2, "both jobs' member told")
+    assert all(h.discord.channels[m.channel_id].recipient == h.alice for m in told())
+    assert h.bot is not None
+    assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 0
+    assert not await open_batches(h.bot.jobs.db)
+
+
+async def test_cancelling_before_the_batch_is_sent_costs_nothing(h: BotHarness) -> None:
+    inter = await h.imagine(h.alice, "a patient heron", speed="relax")
+    [job] = await wait_relax_jobs(h, 1)
+    shown = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and "Relax mode" in m.content)
+    cancel_id = next(c for c in custom_ids(shown) if c.startswith("job:cancel:"))
+    click = await h.discord.click(shown.id, cancel_id, h.alice)
+    answer = await h.discord.wait_for_message(lambda m: m.interaction_id == click.id)
+    assert "Nothing was charged" in answer.content
+    assert h.bot is not None
+    db = h.bot.jobs.db
+    cancelled = await get_job(db, job.id)
+    assert cancelled is not None and cancelled.status == "cancelled" and cancelled.batch_id is None
+    assert await count_reserved_since(db, 0, user_id=h.alice.id) == 0
+
+    # The next batch goes without it.
+    await h.imagine(h.bob, "a busy heron", speed="relax")
+    await h.imagine(h.bob, "a busier heron", speed="relax")
+    await delivered_to(h, h.bob.id, "a busier heron")
+    [batch] = h.api.batches.values()
+    assert job.id not in batch.keys
+
+
+async def test_the_budget_counts_relax_at_half_price(h: BotHarness) -> None:
+    assert h.bot is not None
+    # Nano Banana Pro at 1K: $0.134 fast, $0.067 relax.
+    await update_guild_settings(h.bot.jobs.db, h.guild.id, updated_by=1, monthly_budget_usd=0.1)
+    refused = await h.imagine(h.alice, "a costly crown")
+    error = await h.wait_ephemeral(refused)
+    assert "budget" in error.content.lower()
+    accepted = await h.imagine(h.alice, "a cheaper crown", speed="relax")
+    await h.discord.wait_for_message(lambda m: m.interaction_id == accepted.id and "Relax mode" in m.content)
+    second = await h.imagine(h.bob, "another cheaper crown", speed="relax")
+    error = await h.wait_ephemeral(second)
+    assert "budget" in error.content.lower()  # 2 x $0.067 is over $0.10
+
+
+async def test_a_relax_only_server_refuses_fast_and_defaults_to_relax(h: BotHarness) -> None:
+    assert h.bot is not None
+    await update_guild_settings(h.bot.jobs.db, h.guild.id, updated_by=1, relax_only=True)
+    fast = await h.imagine(h.alice, "right now please", speed="fast")
+    error = await h.wait_ephemeral(fast)
+    assert "relax mode only" in error.content
+    assert h.gemini_requests() == [] and await relax_jobs(h) == []
+
+    await h.imagine(h.alice, "whenever you like")
+    [job] = await wait_relax_jobs(h, 1)
+    assert job.speed == "relax"
