@@ -202,7 +202,7 @@ async def test_batch_signatures_replay_in_a_multi_turn_generate_content(
     resp = await create(client, fake_api, inline_body([("only", image_request("make a cat"))]))
     op, _ = await wait_done(client, fake_api, resp.json()["name"])
     model_turn = op["metadata"]["output"]["inlinedResponses"]["inlinedResponses"][0]["response"]["candidates"][0]
-    history = {
+    history: dict[str, Any] = {
         "contents": [
             {"role": "user", "parts": [{"text": "make a cat"}]},
             model_turn["content"],
@@ -351,6 +351,21 @@ async def test_upload_in_chunks_query_and_the_upload_errors(fake_api: FakeImageA
             "message": "You do not have permission to access the File my-input or it may not exist.",
             "status": "PERMISSION_DENIED",
         }
+
+
+async def test_a_fault_on_the_upload_url_says_the_upload_is_over(
+    fake_api: FakeImageAPI, client: httpx.AsyncClient
+) -> None:
+    start = await client.post(
+        f"{fake_api.base_url}/upload/v1beta/files",
+        headers={**KEY, "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"},
+    )
+    fake_api.script(Fault.server_error(503), path_contains="/upload/")
+    finalize = {"X-Goog-Upload-Command": "upload, finalize"}
+    failed = await client.post(start.headers["x-goog-upload-url"], content=b"{}\n", headers=finalize)
+    # google-genai retries (after 1 s, 2 s, 4 s) an upload answer without x-goog-upload-status.
+    assert failed.status_code == 503 and failed.headers["x-goog-upload-status"] == "final"
+    assert fake_api.requests[-1].fault == "server_error"
 
 
 async def test_openai_file_urls_still_work(fake_api: FakeImageAPI, client: httpx.AsyncClient) -> None:
