@@ -53,7 +53,6 @@ DEFAULT_LINE_ERROR = "Request contains an invalid argument."
 DEFAULT_BATCH_ERROR = "Batch processing failed: an internal error has occurred."
 
 BatchState = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
-ScriptedEnding = Literal["FAILED", "EXPIRED", "CANCELLED"]
 RouteKind = Literal[
     "create",
     "get",
@@ -68,7 +67,7 @@ RouteKind = Literal[
     "bad_method",
 ]
 DONE_STATES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
-ENDINGS: frozenset[str] = frozenset({"FAILED", "EXPIRED", "CANCELLED"})
+ENDINGS: dict[str, BatchState] = {"FAILED": "FAILED", "EXPIRED": "EXPIRED", "CANCELLED": "CANCELLED"}
 
 _V = r"(v1|v1beta|v1alpha)"
 _ID = r"([A-Za-z0-9_-]+)"
@@ -264,7 +263,7 @@ class BatchAPI:
         self.batches: dict[str, FakeBatch] = {}
         self.uploaded_files: dict[str, FakeFile] = {}
         self.generated_files: dict[str, FakeFile] = {}
-        self._uploads: dict[str, _Upload] = {}
+        self.uploads: dict[str, _Upload] = {}  # resumable uploads started and not yet finalized, by upload_id
         self._endings: list[tuple[BatchState, JSON | None]] = []
         self._line_failures: list[_LineFailure] = []
 
@@ -272,16 +271,16 @@ class BatchAPI:
         self.batches.clear()
         self.uploaded_files.clear()
         self.generated_files.clear()
-        self._uploads.clear()
+        self.uploads.clear()
         self._endings.clear()
         self._line_failures.clear()
 
     def script_ending(self, state: str, code: int, status: str | None, message: str | None) -> None:
-        ending = state.upper().removeprefix("BATCH_STATE_")
-        if ending not in ENDINGS:
+        ending = ENDINGS.get(state.upper().removeprefix("BATCH_STATE_"))
+        if ending is None:
             raise ValueError(f"a batch can be scripted to end as one of {sorted(ENDINGS)}, not {state!r}")
         error = status_json(code, message or DEFAULT_BATCH_ERROR, status) if ending == "FAILED" else None
-        self._endings.append((ending, error))  # type: ignore[arg-type]
+        self._endings.append((ending, error))
 
     def fail_lines(self, substring: str, code: int, status: str | None, message: str) -> None:
         self._line_failures.append(_LineFailure(substring, status_json(code, message, status)))
@@ -289,10 +288,10 @@ class BatchAPI:
     def file(self, file_id: str) -> FakeFile | None:
         return self.uploaded_files.get(file_id) or self.generated_files.get(file_id)
 
-    def _next_ending(self) -> tuple[BatchState, JSON | None]:
+    def next_ending(self) -> tuple[BatchState, JSON | None]:
         return self._endings.pop(0) if self._endings else ("SUCCEEDED", None)
 
-    def _line_failure(self, prompt: str) -> JSON | None:
+    def line_failure(self, prompt: str) -> JSON | None:
         for failure in self._line_failures:
             if failure.substring in prompt:
                 return dict(failure.error)
@@ -400,7 +399,7 @@ async def _answer(fake: FakeImageAPI, line: _Line) -> tuple[JSON | None, JSON | 
     if line.error is not None:
         return None, line.error
     assert line.parsed is not None
-    failure = fake.batch_api._line_failure(line.parsed.prompt)
+    failure = fake.batch_api.line_failure(line.parsed.prompt)
     if failure is not None:
         return None, failure
     response, blobs = await gemini.build_response(fake, line.parsed, None)
@@ -540,7 +539,7 @@ async def create(fake: FakeImageAPI, r: Route, rec: RecordedRequest) -> Reply:
 def _new_batch(
     fake: FakeImageAPI, model: str, display: str, version: str, key: str | None, lines: list[_Line]
 ) -> FakeBatch:
-    ends_as, error = fake.batch_api._next_ending()
+    ends_as, error = fake.batch_api.next_ending()
     b = FakeBatch(
         id=_new_id(40),
         model=model,
@@ -684,7 +683,7 @@ def upload_start(fake: FakeImageAPI, r: Route, rec: RecordedRequest) -> Reply:
     size = headers.get("x-goog-upload-header-content-length", "")
     mime = headers.get("x-goog-upload-header-content-type") or _field(meta, "mimeType") or "application/octet-stream"
     upload_id = secrets.token_urlsafe(24)
-    fake.batch_api._uploads[upload_id] = _Upload(
+    fake.batch_api.uploads[upload_id] = _Upload(
         file_id, _field(meta, "displayName"), str(mime), int(size) if size.isdigit() else None, rec.api_key
     )
     url = f"{fake.base_url}/upload/{r.version}/files?upload_id={upload_id}&upload_protocol=resumable"
@@ -703,7 +702,7 @@ def upload_start(fake: FakeImageAPI, r: Route, rec: RecordedRequest) -> Reply:
 
 def upload_chunk(fake: FakeImageAPI, r: Route, rec: RecordedRequest, body: bytes) -> Reply:
     """``upload`` / ``upload, finalize`` / ``finalize`` / ``query`` sent to the upload URL."""
-    upload = fake.batch_api._uploads.get(rec.query.get("upload_id", ""))
+    upload = fake.batch_api.uploads.get(rec.query.get("upload_id", ""))
     if upload is None:
         return _error_reply(404, "No upload session with that upload_id.", "NOT_FOUND", r)
     commands = {c.strip().lower() for c in rec.headers.get("x-goog-upload-command", "").split(",")}
@@ -724,7 +723,7 @@ def upload_chunk(fake: FakeImageAPI, r: Route, rec: RecordedRequest, body: bytes
 
 
 def _finalize(fake: FakeImageAPI, r: Route, upload_id: str, upload: _Upload) -> Reply:
-    del fake.batch_api._uploads[upload_id]
+    del fake.batch_api.uploads[upload_id]
     data = bytes(upload.received)
     if upload.expected_size is not None and upload.expected_size != len(data):
         message = f"Received {len(data)} bytes, but the upload was started for {upload.expected_size}."
