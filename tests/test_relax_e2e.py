@@ -60,6 +60,11 @@ async def delivered_to(h: BotHarness, user_id: int, prompt: str) -> FakeMessage:
     )
 
 
+async def _no_open_batches(h: BotHarness) -> bool:
+    assert h.bot is not None
+    return not await open_batches(h.bot.jobs.db)
+
+
 def batch_calls(h: BotHarness) -> list[str]:
     return [r.path for r in h.api.requests if r.path.endswith(":batchGenerateContent")]
 
@@ -82,6 +87,7 @@ async def test_relax_jobs_are_batched_and_posted_to_the_channel_with_a_mention(h
     badger = await delivered_to(h, h.bob.id, "a relaxed badger")
 
     assert len(batch_calls(h)) == 1 and len(h.api.batches) == 1
+    assert h.discord.messages[shown.id].deleted  # the status gave way to the result: nothing stale is left
     assert h.gemini_requests() == []  # nothing went the fast way
     assert otter.mention_ids == [h.alice.id] and badger.mention_ids == [h.bob.id]
     # The same buttons and thread as a fast result.
@@ -97,7 +103,7 @@ async def test_relax_jobs_are_batched_and_posted_to_the_channel_with_a_mention(h
     assert job.generation_id is not None
     row = await get_generation(db, job.generation_id)
     assert row is not None and row.speed == "relax" and row.batch_id == job.batch_id
-    assert not await open_batches(db)  # delivered
+    await wait_until(lambda: _no_open_batches(h), "the batch recorded as delivered")
 
     # The batch price is half the fast price of the same request.
     fast = await h.imagine(h.alice, "a relaxed otter")
@@ -170,7 +176,7 @@ async def test_a_failed_batch_refunds_every_job_and_says_why(h: BotHarness) -> N
     assert all(h.discord.channels[m.channel_id].recipient == h.alice for m in told())
     assert h.bot is not None
     assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 0
-    assert not await open_batches(h.bot.jobs.db)
+    await wait_until(lambda: _no_open_batches(h), "the batch recorded as delivered")
 
 
 async def test_cancelling_before_the_batch_is_sent_costs_nothing(h: BotHarness) -> None:
@@ -220,3 +226,42 @@ async def test_a_relax_only_server_refuses_fast_and_defaults_to_relax(h: BotHarn
     await h.imagine(h.alice, "whenever you like")
     [job] = await wait_relax_jobs(h, 1)
     assert job.speed == "relax"
+
+
+async def test_cancelling_after_the_batch_was_sent_stops_delivery_but_is_paid_for(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        h.api.batch_seconds = 1.0
+        await h.start(**RELAX)
+        inter = await h.imagine(h.alice, "a late train", speed="relax")
+        await h.imagine(h.bob, "an early train", speed="relax")
+        await wait_until(lambda: len(h.api.batches) == 1, "the batch sent")
+        shown = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and "Relax mode" in m.content)
+        cancel_id = next(c for c in custom_ids(shown) if c.startswith("job:cancel:"))
+        click = await h.discord.click(shown.id, cancel_id, h.alice)
+        answer = await h.discord.wait_for_message(lambda m: m.interaction_id == click.id)
+        assert "already sent" in answer.content and "won't be posted" in answer.content
+
+        await delivered_to(h, h.bob.id, "an early train")
+        await wait_until(lambda: _no_open_batches(h), "the batch recorded as delivered")
+        assert not any(has_image(m) and f"<@{h.alice.id}>" in m.content for m in h.discord.messages.values()), (
+            "a cancelled delivery was posted"
+        )
+        assert h.bot is not None
+        db = h.bot.jobs.db
+        job_id = cancel_id.split(":")[2]
+        job = await get_job(db, job_id)
+        assert job is not None and job.status == "done" and job.delivery_cancelled
+        assert job.generation_id is not None
+        row = await get_generation(db, job.generation_id)
+        assert row is not None and row.cost_usd > 0  # paid for
+        assert await count_reserved_since(db, 0, user_id=h.alice.id) == 1
+
+
+async def test_the_status_tells_the_usual_relax_turnaround_from_the_log(h: BotHarness) -> None:
+    for n in range(4):
+        await h.imagine(h.alice if n % 2 else h.bob, f"warm-up {n}", speed="relax")
+    for n in range(4):
+        await delivered_to(h, h.alice.id if n % 2 else h.bob.id, f"warm-up {n}")
+    inter = await h.imagine(h.alice, "a measured wait", speed="relax")
+    shown = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and "Relax mode" in m.content)
+    assert "relax: usually ~" in shown.content and "number 1 for the next batch" in shown.content

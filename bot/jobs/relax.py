@@ -80,10 +80,11 @@ class RelaxBatcher:
         self.owner = owner
         self.clock = clock
         self.presenter_for: Callable[[Job], Awaitable[JobPresenter | None]] | None = None
-        #: Called with (job, outcome) / (job, error) after a relax job ends, for the runner's bookkeeping.
+        #: Called with the final status of each relax job that ends (the runner counts them in its metrics).
         self.on_end: Callable[[str], None] = lambda status: None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._clients: dict[str, BatchClient] = {}
         self.holds_lease = False
 
@@ -103,6 +104,7 @@ class RelaxBatcher:
     async def start(self) -> None:
         if self._task is not None or not self.available:
             return
+        self._stopping = False
         if self.db.dialect == "sqlite":
             # SQLite serves one process: a lease left by a previous run of it is this run's at once.
             await clear_lease(self.db, LEASE_NAME)
@@ -112,8 +114,13 @@ class RelaxBatcher:
         self._wake.set()
 
     async def aclose(self) -> None:
+        """Stop after the round under way (a batch half sent would wait for `_reconcile`), or within 10 s."""
         if self._task is None:
             return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._task), 10)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -124,7 +131,7 @@ class RelaxBatcher:
             self.holds_lease = False
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             wait = self.settings.lease / 3
             try:
                 self.holds_lease = await take_lease(self.db, LEASE_NAME, self.owner, self.clock(), self.settings.lease)
@@ -134,6 +141,8 @@ class RelaxBatcher:
                 raise
             except Exception:
                 log.exception("the relax batcher's round failed; trying again shortly")
+            if self._stopping:
+                return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.05)):
@@ -253,9 +262,8 @@ class RelaxBatcher:
         return due_next
 
     async def _reconcile(self, batch: Batch) -> None:
-        """A batch left 'sending' (its create call got no answer, or its process died in it)."""
-        if self.clock() - batch.created_at < min(SENDING_GRACE, self.settings.lease * 2):
-            return
+        """A batch left 'sending' (its create call got no answer, or its process stopped or died in it): adopted
+        if the provider has it, or its jobs put back in line once its create call is surely over."""
         client = self.client(batch.provider)
         if client is None:
             return
