@@ -215,3 +215,36 @@ async def test_the_client_reads_states_and_cancels(fake_api: FakeImageAPI, tmp_p
         assert (await client.find("nothing-by-this-name", key)) is None
     finally:
         await runtime.aclose()
+
+
+async def test_a_delivery_cut_off_is_taken_up_again_without_charging_twice(
+    opened: tuple[Runtime, JobRunner, Events], fake_api: FakeImageAPI
+) -> None:
+    runtime, runner, events = opened
+    db = runtime.db
+    await runner.relax.aclose()
+    jobs = [relax_job("a kettle"), relax_job("a teacup", user=2)]
+    for job in jobs:
+        await runner.submit(job, events)
+    await runner.relax.round()  # sends the batch (two are waiting)
+    [batch] = await open_batches(db)
+    client = runner.relax.client()
+    assert client is not None and batch.name is not None
+    # The process delivering it stored and logged the first answer, then died before finishing that job.
+    info = await client.get(batch.name, batch.key_id)
+    spec = runtime.service.spec_for(client.provider, ImageRequest(prompt=""))
+    first = jobs[0]
+    prepared = await runner.conversation.prepare(first)
+    [line] = await client.lines(info, batch.key_id, {first.id: (prepared.request, spec)})
+    assert line.result is not None
+    context = runner.relax._context(first)
+    await runtime.service.record_batched(
+        prepared.request, context, spec, batch_id=batch.id, total_ms=1.0, result=line.result
+    )
+    while await open_batches(db):
+        await runner.relax.round()
+    assert all(j.id in events.outcomes for j in jobs)
+    rows = await db.fetchall("SELECT job_id, count(*) FROM generations GROUP BY job_id ORDER BY job_id")
+    assert sorted((str(r[0]), int(r[1])) for r in rows) == sorted((j.id, 1) for j in jobs)
+    finished = await get_job(db, first.id)
+    assert finished is not None and finished.status == "done" and finished.image_key == line.result.image_key
