@@ -265,3 +265,47 @@ async def test_the_status_tells_the_usual_relax_turnaround_from_the_log(h: BotHa
     inter = await h.imagine(h.alice, "a measured wait", speed="relax")
     shown = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and "Relax mode" in m.content)
     assert "relax: usually ~" in shown.content and "number 1 for the next batch" in shown.content
+
+
+async def test_a_relax_grid_goes_in_one_batch_and_its_preview_is_posted_with_a_mention(h: BotHarness) -> None:
+    inter = await h.discord.slash(
+        h.guild.id, h.guild.channel_id, h.alice, "grid", {"prompt": "four quiet harbours", "speed": "relax"}
+    )
+    shown = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and "Relax mode" in m.content)
+    assert "instead of" in shown.content
+    preview = await h.discord.wait_for_message(
+        lambda m: has_image(m) and m.interaction_id is None and f"<@{h.alice.id}>" in m.content, timeout=30
+    )
+    labels = [b["label"] for row in preview.components for b in row["components"]]
+    assert labels[:4] == ["U1", "U2", "U3", "U4"]
+    # The four tiles are one request: one batch of four, though a batch goes at two (they aren't split).
+    [batch] = h.api.batches.values()
+    assert len(batch.keys) == 4
+    assert h.gemini_requests() == []
+
+
+async def test_in_a_relax_server_thread_replies_are_relax_turns_with_the_signature_replayed(h: BotHarness) -> None:
+    assert h.bot is not None
+    await update_guild_settings(h.bot.jobs.db, h.guild.id, updated_by=1, default_speed="relax")
+    await h.imagine(h.alice, "a paper boat")
+    await h.imagine(h.bob, "a paper plane")
+    boat = await delivered_to(h, h.alice.id, "a paper boat")
+    plane = await delivered_to(h, h.bob.id, "a paper plane")
+    for result in (boat, plane):
+        await h.discord.wait_for_message(lambda m, r=result: m.channel_id == r.id)  # the threads
+
+    await h.discord.user_message(boat.id, h.alice, "make it red", reply_to=boat.id)
+    await h.discord.user_message(plane.id, h.bob, "make it blue", reply_to=plane.id)
+    red = await h.discord.wait_for_message(
+        lambda m: has_image(m) and m.channel_id == boat.id and f"<@{h.alice.id}>" in m.content, timeout=30
+    )
+    assert red.id != boat.id and h.gemini_requests() == []  # the replies went in a second batch
+    assert len(h.api.batches) == 2
+    second = list(h.api.batches.values())[1]
+    replayed = [r for r in h.api.requests if r.path.endswith(":batchGenerateContent")][-1].json
+    requests = [item["request"] for item in replayed["batch"]["inputConfig"]["requests"]["requests"]]
+    assert len(requests) == len(second.keys) == 2
+    for request in requests:
+        model_turn = request["contents"][1]
+        assert model_turn["role"] == "model"
+        assert all(p.get("thoughtSignature") in h.api.issued_signatures for p in model_turn["parts"])
