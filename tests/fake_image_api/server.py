@@ -21,7 +21,9 @@ import orjson
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from . import batches as gemini_batches  # `batches` is FakeImageAPI's property
 from . import gemini, openai_compat
+from .batches import DEFAULT_LINE_ERROR, BatchAPI, FakeBatch, FakeFile, Route
 from .faults import NO_KEY_MESSAGE as GEMINI_NO_KEY
 from .faults import Family, Fault, gemini_error, invalid_key_body, openai_invalid_key_body
 from .images import Payload
@@ -74,7 +76,8 @@ class _Scripted:
             return False
         if self.path_contains is not None:
             return self.path_contains in rec.path
-        return not rec.path.startswith("/files/")
+        # Downloads and the Batch / File API calls are only hit by faults that name their path.
+        return not rec.path.startswith("/files/") and not gemini_batches.is_batch_path(rec.path)
 
 
 class SignatureSet(set[str]):
@@ -148,6 +151,8 @@ class FakeImageAPI:
         self._signatures = SignatureSet()
         self._signature_bytes: set[bytes] = set()
         self._files: dict[str, tuple[bytes, str]] = {}
+        self.batch_seconds = 0.0  # how long a Gemini batch takes to finish (0: done at the first GET)
+        self.batch_api = BatchAPI()
         self._stopping = asyncio.Event()
         self._shutdown = asyncio.Event()
         self._started = asyncio.Event()
@@ -166,13 +171,49 @@ class FakeImageAPI:
     def script(self, fault: Fault, *, times: int = 1, key: str | None = None, path_contains: str | None = None) -> None:
         """Queue ``fault`` for the next ``times`` matching requests (FIFO across scripted faults).
 
-        Without ``path_contains`` faults match every API call but not ``/files/`` downloads."""
+        Without ``path_contains`` faults match every API call but not ``/files/`` downloads nor the Gemini
+        Batch / File API calls; ``path_contains=":batchGenerateContent"`` or ``"/batches/"`` aims one at those."""
         if times < 1:
             raise ValueError("times must be >= 1")
         self._script.append(_Scripted(fault, times, key, path_contains))
 
     def clear_script(self) -> None:
         self._script.clear()
+
+    # ---- Gemini Batch API / File API controls (spec A6; see batches.py) ------------------------------------
+    @property
+    def batches(self) -> dict[str, FakeBatch]:
+        """Batches by id, in creation order (deleted ones are gone)."""
+        return self.batch_api.batches
+
+    @property
+    def uploaded_files(self) -> dict[str, FakeFile]:
+        """Files uploaded through the File API, by id (batches' responses files are in ``generated_files``)."""
+        return self.batch_api.uploaded_files
+
+    @property
+    def generated_files(self) -> dict[str, FakeFile]:
+        """Responses files of finished file-input batches, by id (``batch-{batch id}``)."""
+        return self.batch_api.generated_files
+
+    def script_batch(
+        self, state: str, *, code: int = 500, status: str | None = "INTERNAL", message: str | None = None
+    ) -> None:
+        """The next created batch ends as ``state`` ("FAILED", "EXPIRED" or "CANCELLED") at its finish time:
+        done, without output; FAILED carries ``error`` {code, message, status} on the Operation. FIFO."""
+        self.batch_api.script_ending(state, code, status, message)
+
+    def fail_batch_lines(
+        self,
+        substring: str,
+        *,
+        code: int = 400,
+        status: str | None = "INVALID_ARGUMENT",
+        message: str = DEFAULT_LINE_ERROR,
+    ) -> None:
+        """Every batch request whose prompt (its last user text) contains ``substring`` gets an error line
+        ``{code, message[, status]}`` instead of a response; decided when the batch's results are built."""
+        self.batch_api.fail_lines(substring, code, status, message)
 
     @property
     def pending_faults(self) -> list[tuple[Fault, int]]:
@@ -189,13 +230,15 @@ class FakeImageAPI:
         }
 
     def reset(self) -> None:
-        """Forget recorded requests, counters, script and files (signatures stay valid)."""
+        """Forget recorded requests, counters, script, files, batches and their controls (signatures stay
+        valid; ``latency`` and ``batch_seconds`` are settings and stay too)."""
         self.requests.clear()
         self.request_count = 0
         self.by_http_version.clear()
         self._clients.clear()
         self._script.clear()
         self._files.clear()
+        self.batch_api.reset()
         self.max_in_flight = self.in_flight
 
     async def start(self) -> None:
@@ -349,7 +392,7 @@ class FakeImageAPI:
         if self.record:
             self.requests.append(rec)
         try:
-            reply = await self._dispatch(rec, receive)
+            reply = await self._dispatch(rec, receive, body)
             if isinstance(reply, StreamReply):
                 rec.status = reply.status
                 await self._send_stream(send, reply, receive, rec)
@@ -361,7 +404,7 @@ class FakeImageAPI:
         finally:
             rec.finished_at = time.monotonic()
 
-    async def _dispatch(self, rec: RecordedRequest, receive: Any) -> Reply | StreamReply | None:
+    async def _dispatch(self, rec: RecordedRequest, receive: Any, body: bytes) -> Reply | StreamReply | None:
         path = rec.path
         files = FILES_PATH.match(path)
         if files:
@@ -384,6 +427,9 @@ class FakeImageAPI:
             return await self._finish(
                 rec, Reply(200, [("content-type", stored[1])], [stored[0]]), fault, "openai", receive, delay=False
             )
+        batch_route = gemini_batches.route(rec.method, path, rec.query)
+        if batch_route is not None:
+            return await self._batch_call(rec, batch_route, body, receive)
         gm = GEMINI_PATH.match(path)
         om = OPENAI_PATH.match(path) if gm is None else None
         if gm is None and om is None:
@@ -428,6 +474,25 @@ class FakeImageAPI:
             else:
                 reply = await openai_compat.chat_completions(self, rec, fault)
         return await self._finish(rec, reply, fault, family, receive)
+
+    async def _batch_call(
+        self, rec: RecordedRequest, route: Route, body: bytes, receive: Any
+    ) -> Reply | StreamReply | None:
+        """A Gemini Batch / File API call: authenticated and faulted like generateContent, but answered without
+        the generate latency (these calls are cheap on the real service)."""
+        if route.kind == "bad_method":
+            return self._method_not_allowed()
+        if route.needs_key:
+            auth = self._check_key(rec, "gemini")
+            if auth is not None:
+                return auth
+        fault = self._take_fault(rec)
+        if fault is not None and fault.is_error:
+            e = fault.render("gemini", route.model, route.version)
+            reply = json_reply(e.status, e.body, [*e.headers, *gemini_batches.error_headers(route)])
+        else:
+            reply = await gemini_batches.handle(self, route, rec, body)
+        return await self._finish(rec, reply, fault, "gemini", receive, delay=False)
 
     async def _finish(
         self,
@@ -619,9 +684,14 @@ class FakeImageAPI:
                 self.payload = cfg["payload"]
             if "always_thoughts" in cfg:
                 self.always_thoughts = bool(cfg["always_thoughts"])
-            return json_reply(
-                200,
-                {"latency": self.latency, "payload": self.payload, "always_thoughts": self.always_thoughts},
-                content_type="application/json",
-            )
+            settings: dict[str, Any] = {
+                "latency": self.latency,
+                "payload": self.payload,
+                "always_thoughts": self.always_thoughts,
+            }
+            if "batch_seconds" in cfg:
+                self.batch_seconds = float(cfg["batch_seconds"])
+            if "batch_seconds" in cfg or self.batch_seconds:  # the answer's old shape while batches are unused
+                settings["batch_seconds"] = self.batch_seconds
+            return json_reply(200, settings, content_type="application/json")
         return json_reply(404, {"error": "unknown control endpoint"}, content_type="application/json")
