@@ -1,4 +1,5 @@
-"""``banana-bot``: run the bot, or generate one image from the command line."""
+"""``banana-bot``: run the bot, or generate images from the command line (one now, or a batch at half price:
+see batch_cli.py)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write the model's drafts here as they arrive (models that draw them)",
     )
+    from .batch_cli import add_parser as add_batch_parser  # here: it imports this module's helpers
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level if args.command == "run" else "WARNING", settings.log_format)
-    if args.command in ("run", "sync", "generate"):
+    if args.command in ("run", "sync", "generate", "batch"):
         # Checked before connecting or spending anything: later it would surface as a traceback.
         try:
             prepare_data_dir(settings)
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(print_report(settings, args))
     if args.command == "sync":
         return asyncio.run(sync_commands(settings, args.guild))
+    if args.command == "batch":
+        from .batch_cli import run as run_batch
+
+        return run_batch(settings, args)
     try:
         return asyncio.run(generate(settings, args))
     except KeyboardInterrupt:
