@@ -32,7 +32,6 @@ from typing import Any, TextIO
 from storage.batches import Batch, get_batch, insert_batch, unsend, update_batch
 from storage.db import DatabaseError
 
-from .cli import check_writable, data_dir_error, os_reason
 from .config import Settings
 from .core.batches import BATCH_PRICE_FACTOR, BatchClient, BatchInfo, BatchState, key_id
 from .core.errors import ConfigError, GenerationError, InvalidRequest
@@ -40,6 +39,7 @@ from .core.imaging import read_reference_file, sniff_mime
 from .core.models import ModelSpec, normalise_aspect_ratio, normalise_size
 from .core.service import validate
 from .core.types import GeneratedImage, ImageInput, ImageRequest, RequestContext
+from .local_files import check_writable, data_dir_error, os_reason
 from .runtime import Runtime
 
 #: The fields a line may have; `prompt` is the only one required.
@@ -51,10 +51,10 @@ JSONL_SUFFIXES = (".jsonl", ".json")
 CSV_SUFFIXES = (".csv",)
 #: Validation errors shown before the rest are only counted.
 MAX_ERRORS_SHOWN = 20
-#: Waiting: the first look after --poll seconds, each next one 1.5 times later, up to this (or --poll if larger).
+#: Waiting: the first look after --poll seconds (default 10), each next one 1.5 times later, up to this (or
+#: --poll if larger).
 POLL_MAX = 60.0
 POLL_GROWTH = 1.5
-DEFAULT_POLL = 10.0
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -66,41 +66,7 @@ class CliError(Exception):
         self.code = code
 
 
-# --- the command line ------------------------------------------------------------------------------------------
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    batch = sub.add_parser(
-        "batch", help="many images from a JSONL or CSV file at half price (Gemini's Batch API, done within 24 h)"
-    )
-    commands = batch.add_subparsers(dest="batch_command", required=True)
-    submit = commands.add_parser("submit", help="check a JSONL or CSV file of requests and send it as one batch")
-    submit.add_argument("file", type=Path, help="requests, one a line: .jsonl (or .json) or .csv with a header row")
-    submit.add_argument("--model", help="model id (default: GEMINI_MODEL)")
-    submit.add_argument("--wait", action="store_true", help="wait for the batch to finish, showing its progress")
-    submit.add_argument("-o", "--output", type=Path, metavar="DIR", help="with --wait: write the images here")
-    _poll_option(submit)
-    status = commands.add_parser("status", help="a batch's state, counts and times")
-    status.add_argument("name", help="the provider's name (batches/...) or this bot's id (banana-cli-...)")
-    fetch = commands.add_parser("fetch", help="write a finished batch's images to a folder")
-    fetch.add_argument("name", help="the provider's name (batches/...) or this bot's id (banana-cli-...)")
-    fetch.add_argument("-o", "--output", type=Path, metavar="DIR", required=True, help="where to write the images")
-    fetch.add_argument("--wait", action="store_true", help="wait for the batch to finish first")
-    _poll_option(fetch)
-    listing = commands.add_parser("list", help="the batches the configured Gemini key(s) can see, newest first")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    cancel = commands.add_parser("cancel", help="cancel a batch that has not finished")
-    cancel.add_argument("name", help="the provider's name (batches/...) or this bot's id (banana-cli-...)")
-
-
-def _poll_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--poll",
-        type=float,
-        default=DEFAULT_POLL,
-        metavar="SECONDS",
-        help=f"with --wait: look this often at first, then less often, up to every {POLL_MAX:.0f} s (default 10)",
-    )
-
-
+# --- the command line (its parser is in cli.py) ----------------------------------------------------------
 def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(settings, args))
@@ -109,7 +75,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    if getattr(args, "poll", DEFAULT_POLL) <= 0:
+    if getattr(args, "poll", 1.0) <= 0:
         print("error: --poll takes a number of seconds above 0.", file=sys.stderr)
         return 2
     if args.batch_command == "submit" and args.output is not None and not args.wait:
