@@ -666,7 +666,12 @@ class BatchCommands:
             if record.name is None:
                 info = await self._reconcile(record)
             else:
-                info = await self.client.get(record.name, record.key_id)
+                try:
+                    info = await self.client.get(record.name, record.key_id)
+                except GenerationError as exc:
+                    if exc.status != 404:
+                        raise
+                    raise CliError(f"{self.client.name} no longer has {record.name} ({record.id}).", 1) from None
             target = Target(info.name, record.key_id, record)
             await self._remember(target, info)
             return target, info
@@ -762,7 +767,12 @@ class BatchCommands:
                 numbers[item["key"]] = int(item.get("line") or 0)
         # A batch sent elsewhere (or a relax batch, which the bot delivers itself): its keys come from its output.
         others = None if ours else (ImageRequest(prompt="", model=spec.model_id), spec)
-        lines = await self.client.lines(info, target.key, asked, others=others)
+        try:
+            lines = await self.client.lines(info, target.key, asked, others=others)
+        except GenerationError as exc:
+            if exc.status != 404:
+                raise
+            raise CliError(f"{self.client.name} no longer has the results of {info.name}.", 1) from None
         first = ours and record is not None and record.delivered_at is None
         if first:
             assert record is not None

@@ -395,3 +395,15 @@ async def test_a_refused_batch_is_one_line_and_not_recorded(fake: FakeImageAPI, 
     assert (code, out) == (1, "")
     assert err.startswith("error: gemini") and len(err.strip().splitlines()) == 1, err
     assert recorded_batches(tmp_path) == []
+
+
+async def test_a_batch_deleted_at_the_provider_is_one_line(fake: FakeImageAPI, tmp_path: Path) -> None:
+    fake.batch_seconds = 300.0
+    write_jsonl(tmp_path / "b.jsonl", {"prompt": "a heron"})
+    code, out, err = await batch(fake, tmp_path, "submit", "b.jsonl")
+    assert code == 0, err
+    name, our_id = submitted(out)
+    async with httpx.AsyncClient(base_url=fake.base_url, headers={"x-goog-api-key": KEY}) as http:
+        assert (await http.delete(f"/v1beta/{name}")).status_code == 200
+    code, out, err = await batch(fake, tmp_path, "fetch", our_id, "-o", "out", "--wait")
+    assert (code, out, err.strip()) == (1, "", f"error: gemini no longer has {name} ({our_id}).")
