@@ -1,4 +1,5 @@
-"""``banana-bot``: run the bot, or generate one image from the command line."""
+"""``banana-bot``: run the bot, or generate images from the command line (one now, or a batch at half price:
+see batch_cli.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import errno
 import io
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from .core.errors import ConfigError, GenerationError
 from .core.imaging import read_reference_file
 from .core.models import normalise_aspect_ratio, normalise_size
 from .core.types import GenerationResult, ImageRequest, Preview, RequestContext
+from .local_files import check_writable, data_dir_error, os_reason
 from .observability.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -57,7 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write the model's drafts here as they arrive (models that draw them)",
     )
+    add_batch_parser(sub)
     return parser
+
+
+def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`banana-bot batch ...` (bot/batch_cli.py, imported only when it runs: every command builds this parser)."""
+    batch = sub.add_parser(
+        "batch", help="many images from a JSONL or CSV file at half price (Gemini's Batch API, done within 24 h)"
+    )
+    commands = batch.add_subparsers(dest="batch_command", required=True)
+    name_help = "the provider's name (batches/...) or this bot's id (banana-cli-...)"
+    submit = commands.add_parser("submit", help="check a JSONL or CSV file of requests and send it as one batch")
+    submit.add_argument("file", type=Path, help="requests, one a line: .jsonl (or .json) or .csv with a header row")
+    submit.add_argument("--model", help="model id (default: GEMINI_MODEL)")
+    submit.add_argument("--wait", action="store_true", help="wait for the batch to finish, showing its progress")
+    submit.add_argument("-o", "--output", type=Path, metavar="DIR", help="with --wait: write the images here")
+    status = commands.add_parser("status", help="a batch's state, counts and times")
+    status.add_argument("name", help=name_help)
+    fetch = commands.add_parser("fetch", help="write a finished batch's images to a folder")
+    fetch.add_argument("name", help=name_help)
+    fetch.add_argument("-o", "--output", type=Path, metavar="DIR", required=True, help="where to write the images")
+    fetch.add_argument("--wait", action="store_true", help="wait for the batch to finish first")
+    for waits in (submit, fetch):
+        waits.add_argument(
+            "--poll",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="with --wait: look this often at first, then less often, up to every minute (default 10)",
+        )
+    listing = commands.add_parser("list", help="the batches the configured Gemini key(s) can see, newest first")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    cancel = commands.add_parser("cancel", help="cancel a batch that has not finished")
+    cancel.add_argument("name", help=name_help)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level if args.command == "run" else "WARNING", settings.log_format)
-    if args.command in ("run", "sync", "generate"):
+    if args.command in ("run", "sync", "generate", "batch"):
         # Checked before connecting or spending anything: later it would surface as a traceback.
         try:
             prepare_data_dir(settings)
@@ -84,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(print_report(settings, args))
     if args.command == "sync":
         return asyncio.run(sync_commands(settings, args.guild))
+    if args.command == "batch":
+        from .batch_cli import run as run_batch
+
+        return run_batch(settings, args)
     try:
         return asyncio.run(generate(settings, args))
     except KeyboardInterrupt:
@@ -97,12 +135,6 @@ def prepare_data_dir(settings: Settings) -> None:
     check_usage_log(settings)
 
 
-def check_writable(directory: Path) -> None:
-    """Raise OSError unless a file can be created in `directory` (mkdir is happy with one nobody may write
-    into; only creating a file tells)."""
-    tempfile.TemporaryFile(dir=directory).close()
-
-
 def check_usage_log(settings: Settings) -> None:
     """Raise OSError if something other than a file has the usage log's name.
 
@@ -110,20 +142,6 @@ def check_usage_log(settings: Settings) -> None:
     by the failed connect, then prints a traceback of its own at exit."""
     if settings.database_path.exists() and not settings.database_path.is_file():
         raise IsADirectoryError(errno.EISDIR, f"{settings.database_path} is not a file")
-
-
-def data_dir_error(settings: Settings, exc: OSError | sqlite3.Error) -> str:
-    return f"error: can't use the data directory {settings.data_dir} (BANANA_DATA_DIR): {os_reason(exc)}."
-
-
-def os_reason(exc: OSError | sqlite3.Error) -> str:
-    """What went wrong, in words an operator can act on."""
-    if isinstance(exc, FileExistsError) and exc.filename:
-        # What mkdir(exist_ok=True) raises when a file sits where a directory has to go.
-        return f"{exc.filename} is a file, not a directory"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
 
 
 def run_bot(settings: Settings) -> int:

@@ -12,9 +12,11 @@ keys and retry policy. A batch can only be seen with the API key that created it
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -87,6 +89,9 @@ class BatchInfo:
     inline: list[dict[str, Any]] | None = None
     images: list[bytes] = field(default_factory=list)
     responses_file: str | None = None
+    #: When the provider created it and when it ended (Unix time), if it says.
+    created_at: float | None = None
+    ended_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -299,15 +304,21 @@ class BatchClient:
 
     # --- output -------------------------------------------------------------------------------------------
     async def lines(
-        self, info: BatchInfo, key: str, requests: dict[str, tuple[ImageRequest, ModelSpec]]
+        self,
+        info: BatchInfo,
+        key: str,
+        requests: dict[str, tuple[ImageRequest, ModelSpec]],
+        *,
+        others: tuple[ImageRequest, ModelSpec] | None = None,
     ) -> list[BatchLine]:
         """Each request's outcome in a SUCCEEDED batch, for the keys in `requests` (with what each asked for,
-        to price it). Lines for unknown keys are skipped; a key with no line at all gets an error."""
+        to price it). Lines for unknown keys are skipped, unless `others` says how to price them (a batch
+        sent from elsewhere, whose keys only its output tells); a key with no line at all gets an error."""
         if info.responses_file is not None:
             raw, images = await self._download(info.responses_file, key)
         else:
             raw, images = list(info.inline or []), info.images
-        return await asyncio.to_thread(_parse_lines, raw, images, requests, self.name)
+        return await asyncio.to_thread(_parse_lines, raw, images, requests, self.name, others)
 
     async def _download(self, file_name: str, key: str) -> tuple[list[dict[str, Any]], list[bytes]]:
         url = f"{self._base}/download/{self._version}/{_path(file_name)}:download?alt=media"
@@ -365,6 +376,23 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
 
 
+_FRACTION = re.compile(r"\.(\d{6})\d+")
+
+
+def _time(value: Any) -> float | None:
+    """A Google JSON timestamp ('2026-01-02T03:04:05.123456789Z') as Unix time; None if absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = _FRACTION.sub(r".\1", value.strip())  # fromisoformat takes microseconds at most
+    try:
+        stamp = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.timestamp()
+
+
 def parse_operation(body: Any) -> BatchInfo:
     """A batch as the API returns it: an Operation whose metadata is the GenerateContentBatch (or, tolerated,
     the batch itself)."""
@@ -393,6 +421,8 @@ def parse_operation(body: Any) -> BatchInfo:
         error=message,
         inline=inline,
         responses_file=_get(output, "responsesFile", "responses_file"),
+        created_at=_time(_get(batch, "createTime", "create_time")),
+        ended_at=_time(_get(batch, "endTime", "end_time")),
     )
 
 
@@ -424,15 +454,21 @@ def _line_error(error: Any, provider: str) -> GenerationError:
 
 
 def _parse_lines(
-    rows: list[dict[str, Any]], images: list[bytes], requests: dict[str, tuple[ImageRequest, ModelSpec]], provider: str
+    rows: list[dict[str, Any]],
+    images: list[bytes],
+    requests: dict[str, tuple[ImageRequest, ModelSpec]],
+    provider: str,
+    others: tuple[ImageRequest, ModelSpec] | None = None,
 ) -> list[BatchLine]:
     """Runs in a worker thread: decoding and checking the images is CPU work."""
     lines: dict[str, BatchLine] = {}
     for row in rows:
         key = _line_key(row)
-        if key is None or key not in requests or key in lines:
+        if key is None or key in lines or (key not in requests and others is None):
             continue
-        request, spec = requests[key]
+        asked = requests.get(key, others)
+        assert asked is not None
+        request, spec = asked
         response = row.get("response")
         if not isinstance(response, dict):
             lines[key] = BatchLine(key, error=_line_error(row.get("error") or row.get("status"), provider))
@@ -461,4 +497,4 @@ def _parse_lines(
             lines[key] = BatchLine(
                 key, error=ResponseError(f"{provider} returned no answer for this request.", provider=provider)
             )
-    return [lines[key] for key in requests]
+    return [lines[key] for key in requests] + [line for key, line in lines.items() if key not in requests]
