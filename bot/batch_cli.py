@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from storage.batches import Batch, get_batch, insert_batch, unsend, update_batch
+from storage.batches import Batch, claim_delivery, get_batch, insert_batch, unsend, update_batch
 from storage.db import DatabaseError
 
 from .config import Settings
@@ -773,7 +773,8 @@ class BatchCommands:
             if exc.status != 404:
                 raise
             raise CliError(f"{self.client.name} no longer has the results of {info.name}.", 1) from None
-        first = ours and record is not None and record.delivered_at is None
+        # Claimed before logging: two fetches at once log (and charge) the images once.
+        first = ours and record is not None and await claim_delivery(self.db, record.id, time.time())
         if first:
             assert record is not None
             total_ms = ((record.ended_at or time.time()) - record.created_at) * 1000
@@ -783,7 +784,6 @@ class BatchCommands:
                 await self.runtime.service.record_batched(
                     request, context, spec, batch_id=record.id, total_ms=total_ms, result=line.result, error=line.error
                 )
-            await update_batch(self.db, record.id, delivered_at=time.time())
         written, failed, cost = 0, 0, 0.0
         for line in lines:
             if line.result is None:

@@ -83,6 +83,12 @@ async def update_batch(db: Queryable, batch_id: str, **changes: Any) -> None:
     await db.execute(f"UPDATE batches SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?", [*values, batch_id])
 
 
+async def claim_delivery(db: Queryable, batch_id: str, now: float) -> bool:
+    """Mark a batch delivered, if nobody did yet: True for the one caller that then records its results."""
+    sql = "UPDATE batches SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL"
+    return await db.execute(sql, (now, batch_id)) > 0
+
+
 async def open_batches(db: Queryable, origin: str | None = None) -> list[Batch]:
     """Batches not yet delivered, those due for a look first."""
     where = "delivered_at IS NULL" + (" AND origin = ?" if origin else "")
