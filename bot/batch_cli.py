@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from storage.batches import Batch, claim_delivery, get_batch, insert_batch, unsend, update_batch
 from storage.db import DatabaseError
 
@@ -405,49 +407,53 @@ def describe_estimate(spec: ModelSpec, sizes: list[str]) -> str:
 
 # --- waiting ---------------------------------------------------------------------------------------------------
 class Progress:
-    """One line on stderr: the state and how many requests are done. Redrawn in place on a terminal; elsewhere
-    (a log, a pipe) a line each time it changes."""
+    """Requests done out of the batch's, on stderr: a tqdm bar on a terminal (state, count, elapsed time and
+    rate, fitted to the terminal's width); elsewhere (a log, a pipe) a plain line each time it changes."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
         self._last: tuple[str, int, int] | None = None
-        self._drawn = False
+        self._bar: tqdm[Any] | None = None
+        if self.tty:
+            self._bar = tqdm(total=0, file=self.stream, unit="image", dynamic_ncols=True, leave=True)
 
     def show(self, info: BatchInfo, note: str = "") -> None:
         total, done = info.request_count, info.succeeded + info.failed
-        width = 24
-        filled = min(width, width * done // total) if total else 0
-        text = (
-            f"{info.name}  {info.state:<9} [{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
-            + (f" ({info.failed} failed)" if info.failed else "")
-            + f"  {_duration(time.monotonic() - self.started)}"
-            + (f"  {note}" if note else "")
-        )
-        if self.tty:
-            self.stream.write("\r" + text + "\x1b[K")
-            self._drawn = True
-        elif (str(info.state), done, info.failed) != self._last or note:
+        failed = f"{info.failed} failed" if info.failed else ""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.n = done
+            self._bar.set_description_str(f"{info.name} {info.state}", refresh=False)
+            self._bar.set_postfix_str("  ".join(p for p in (failed, note) if p), refresh=False)
+            self._bar.refresh()
+            return
+        if (str(info.state), done, info.failed) != self._last or note:
+            text = (
+                f"{info.name}  {info.state:<9} {done}/{total}"
+                + (f" ({failed})" if failed else "")
+                + f"  {_duration(time.monotonic() - self.started)}"
+                + (f"  {note}" if note else "")
+            )
             self.stream.write(text + "\n")
+            self.stream.flush()
         self._last = (str(info.state), done, info.failed)
-        self.stream.flush()
 
     async def sleep(self, seconds: float, info: BatchInfo) -> None:
-        """Wait before the next look; on a terminal the clock keeps ticking meanwhile."""
-        if not self.tty:
+        """Wait before the next look; on a terminal the bar's clock keeps ticking meanwhile."""
+        if self._bar is None:
             await asyncio.sleep(seconds)
             return
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             await asyncio.sleep(min(1.0, left))
-            self.show(info)
+            self._bar.refresh()
 
     def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _duration(seconds: float) -> str:

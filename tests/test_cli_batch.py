@@ -3,6 +3,7 @@ loopback, a temporary data directory."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -407,3 +408,30 @@ async def test_a_batch_deleted_at_the_provider_is_one_line(fake: FakeImageAPI, t
         assert (await http.delete(f"/v1beta/{name}")).status_code == 200
     code, out, err = await batch(fake, tmp_path, "fetch", our_id, "-o", "out", "--wait")
     assert (code, out, err.strip()) == (1, "", f"error: gemini no longer has {name} ({our_id}).")
+
+
+def test_on_a_terminal_the_wait_shows_a_progress_bar() -> None:
+    from bot.batch_cli import Progress
+    from bot.core.batches import BatchInfo, BatchState
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(screen)
+    progress.show(BatchInfo(name="batches/abc", display_name="d", model="m", state=BatchState.RUNNING, request_count=4))
+    progress.show(
+        BatchInfo(
+            name="batches/abc",
+            display_name="d",
+            model="m",
+            state=BatchState.SUCCEEDED,
+            request_count=4,
+            succeeded=3,
+            failed=1,
+        )
+    )
+    progress.close()
+    drawn = screen.getvalue().split("\r")[-1]
+    assert "batches/abc succeeded" in drawn and "4/4" in drawn and "1 failed" in drawn and "100%" in drawn
