@@ -309,3 +309,22 @@ async def test_in_a_relax_server_thread_replies_are_relax_turns_with_the_signatu
         model_turn = request["contents"][1]
         assert model_turn["role"] == "model"
         assert all(p.get("thoughtSignature") in h.api.issued_signatures for p in model_turn["parts"])
+
+
+async def test_a_relax_image_whose_channel_is_gone_is_reported_as_made_and_paid(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        side = h.guild.add_channel("side")
+        h.api.batch_seconds = 1.0
+        await h.start(**RELAX)
+        await h.imagine(h.alice, "a vanishing act", speed="relax", channel_id=side)
+        await h.imagine(h.bob, "a steady act", speed="relax")
+        await wait_until(lambda: len(h.api.batches) == 1, "the batch sent")
+        await h.stop()
+        del h.discord.channels[side]  # deleted while the bot was down, its batch running
+        h.guild.channel_ids.remove(side)
+        await h.start(**RELAX)
+        dm = await h.discord.wait_for_message(lambda m: "couldn't be posted" in m.content, timeout=30)
+        assert h.discord.channels[dm.channel_id].recipient == h.alice and "a vanishing act" in dm.content
+        await delivered_to(h, h.bob.id, "a steady act")
+        assert h.bot is not None
+        assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 1  # made, so paid for

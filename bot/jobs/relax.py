@@ -252,13 +252,11 @@ class RelaxBatcher:
                 due_next = min(due_next, batch.next_poll_at)
                 continue
             try:
-                await self._poll(batch)
+                due_next = min(due_next, await self._poll(batch))
             except GenerationError as exc:
                 log.warning("batch %s: could not look at it (%s); trying again later", batch.id, exc)
                 await update_batch(self.db, batch.id, next_poll_at=now + self.settings.poll_min)
-            refreshed = next((b for b in await open_batches(self.db, origin="discord") if b.id == batch.id), None)
-            if refreshed is not None and refreshed.next_poll_at is not None:
-                due_next = min(due_next, refreshed.next_poll_at)
+                due_next = min(due_next, now + self.settings.poll_min)
         return due_next
 
     async def _reconcile(self, batch: Batch) -> None:
@@ -286,7 +284,8 @@ class RelaxBatcher:
             back = await unsend(self.db, batch.id)
             log.info("batch %s was never created; its %d jobs wait again", batch.id, back)
 
-    async def _poll(self, batch: Batch) -> None:
+    async def _poll(self, batch: Batch) -> float:
+        """Look at a batch (delivering it if it is over); when to look again."""
         client = self.client(batch.provider)
         assert batch.name is not None
         if client is None:
@@ -294,17 +293,15 @@ class RelaxBatcher:
         now = self.clock()
         info = await client.get(batch.name, batch.key_id)
         age = now - (batch.sent_at or batch.created_at)
-        changes: dict[str, object] = {
-            "state": str(info.state),
-            "polls": batch.polls + 1,
-            "next_poll_at": now + poll_interval(age, self.settings),
-        }
+        next_poll = now + poll_interval(age, self.settings)
+        changes: dict[str, object] = {"state": str(info.state), "polls": batch.polls + 1, "next_poll_at": next_poll}
         if info.state.final and batch.ended_at is None:
             changes["ended_at"] = now
             changes["error"] = info.error
         await update_batch(self.db, batch.id, **changes)
         if info.state.final:
             await self._deliver(batch, info, client)
+        return next_poll
 
     # --- delivering ---------------------------------------------------------------------------------------
     async def _deliver(self, batch: Batch, info: BatchInfo, client: BatchClient) -> None:

@@ -51,7 +51,10 @@ class Resumer:
             with contextlib.suppress(discord.HTTPException):
                 channel = await self.services.client.create_dm(discord.Object(job.user_id))
         if not isinstance(channel, discord.abc.Messageable):
-            text = t(job.locale, "job.channel_gone", prompt=clip(job.request.prompt, 200))
+            key = "job.channel_gone"
+            if job.speed == "relax":  # no restart involved; a delivered relax image is paid for
+                key = "job.channel_gone_relax_done" if job.status == "done" else "job.channel_gone_relax"
+            text = t(job.locale, key, prompt=clip(job.request.prompt, 200))
             await send_dm(self.services.client, job.user_id, text)
             return None
         guild = getattr(channel, "guild", None)
