@@ -50,9 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_core import ROOT, Control, FakeServer
+from bench.bench_scale import free_port
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeUser, RecordedCall
 
 GUILDS, MEMBERS = 20, 10
@@ -64,7 +67,12 @@ TARGETS = {
     "overhead_1k_p50_ms": 50.0,
     "overhead_4k_p50_ms": 300.0,
     "lag_p99_ms": 50.0,
+    # Admission and claim transactions in the bot during the burst (its banana_*_seconds histograms), ms.
+    "transaction_p50_ms": 5.0,
+    "transaction_p99_ms": 25.0,
 }
+#: The bot's histograms of its admission and claim transactions (bot/observability/metrics.py).
+TRANSACTIONS = {"admission": "banana_admission_seconds", "claim": "banana_claim_seconds"}
 IDEAL_RATIO = 1.10
 LAG_SLEEP = 0.010
 RESULT_PREFIX = "BENCH-BOT-RESULT "
@@ -374,6 +382,7 @@ class Bench:
     guilds: list[tuple[FakeGuild, list[FakeUser]]]
     db_target: Path | str  # the bot's SQLite file or PostgreSQL URL
     tmp: Path
+    metrics_url: str  # the bot's /metrics
     jobs: list[Job] = field(default_factory=list)
     _serial: int = 0
 
@@ -478,6 +487,7 @@ async def run_bench(args: argparse.Namespace, server: FakeServer, tmp: Path, dat
             "BANANA_GUILD_DAILY": "0",
             "BANANA_USER_PENDING": "3",
             "BANANA_STATUS_INTERVAL": "3",
+            "BANANA_METRICS_PORT": str(metrics_port := free_port()),
             **CAPS,
         }
         if database_url is not None:
@@ -487,7 +497,8 @@ async def run_bench(args: argparse.Namespace, server: FakeServer, tmp: Path, dat
             await bot.ready()
             assert server.proc is not None
             target = database_url or data_dir / "banana.sqlite3"
-            bench = Bench(discord, calls, bot.proc.pid, server.proc.pid, guilds, target, tmp)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            bench = Bench(discord, calls, bot.proc.pid, server.proc.pid, guilds, target, tmp, metrics_url)
             return await measure(bench, args, bot)
         except BaseException:
             if bot.proc.returncode is None:
@@ -509,9 +520,52 @@ class Phase:
     cpu: Cpu
     start: float  # monotonic
     calls: Counter[str]  # the bot's REST calls to the fake Discord during the phase, by kind
+    #: The bot's admission and claim transactions during the phase: bucket bound (s) -> how many took at most it.
+    transactions: dict[str, dict[float, float]] = field(default_factory=dict)
 
     def lag(self, samples: list[tuple[float, float]]) -> list[float]:
         return [v for t, v in samples if self.start <= t <= self.start + self.cpu.wall]
+
+
+@dataclass(frozen=True)
+class Transactions:
+    """How long one kind of transaction took, from the bot's Prometheus histogram (counts per bucket)."""
+
+    buckets: dict[float, float]
+
+    @property
+    def count(self) -> int:
+        return int(self.buckets.get(math.inf, 0))
+
+    def share_within(self, seconds: float) -> float:
+        return self.buckets.get(seconds, 0.0) / self.count if self.count else 0.0
+
+    def bound(self, q: float) -> float:
+        """The smallest bucket bound that at least the share `q` of them took at most (s)."""
+        return min((le for le, n in self.buckets.items() if self.count and n / self.count >= q), default=math.inf)
+
+    def text(self, name: str) -> str:
+        p50_ms, p99_ms = self.bound(0.50) * 1000, self.bound(0.99) * 1000
+        ok = p50_ms <= TARGETS["transaction_p50_ms"] and p99_ms <= TARGETS["transaction_p99_ms"]
+        return (
+            f"{name} transactions in the bot ({self.count}): p50 <= {p50_ms:g} ms, p99 <= {p99_ms:g} ms"
+            f" ({self.share_within(0.005):.0%} within 5 ms, {self.share_within(0.025):.0%} within 25 ms;"
+            f" targets p50 < {TARGETS['transaction_p50_ms']:g}, p99 < {TARGETS['transaction_p99_ms']:g})  {verdict(ok)}"
+        )
+
+
+async def scrape_transactions(url: str) -> dict[str, dict[float, float]]:
+    """The bot's admission and claim histograms as they stand: name -> bucket bound -> cumulative count."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(url)).text
+    found: dict[str, dict[float, float]] = {name: {} for name in TRANSACTIONS}
+    wanted = {metric: name for name, metric in TRANSACTIONS.items()}
+    for family in text_string_to_metric_families(text):
+        if family.name in wanted:
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    found[wanted[family.name]][float(sample.labels["le"])] = sample.value
+    return found
 
 
 async def run_phase(bench: Bench, work: Coroutine[Any, Any, list[Job]]) -> Phase:
@@ -604,7 +658,12 @@ async def measure(bench: Bench, args: argparse.Namespace, bot: BotProcess) -> li
             spy = None
             if args.py_spy and args.py_spy_during == "burst" and not bursts:
                 spy = await start_py_spy(args.py_spy, bot.proc.pid, gil=args.py_spy_gil)
+            before = await scrape_transactions(bench.metrics_url)
             bursts.append(await run_phase(bench, burst_jobs()))
+            after = await scrape_transactions(bench.metrics_url)
+            bursts[-1].transactions = {
+                name: {le: after[name][le] - before[name].get(le, 0.0) for le in after[name]} for name in after
+            }
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
                 await spy.wait()
@@ -744,6 +803,8 @@ def report(
             f" {spread([j.in_slot_ms for j in jobs])}; intake {spread([j.intake_ms for j in jobs])}"
         )
         lines.append(f"    REST calls to Discord per job: {calls_per_job(burst)}")
+        for name, buckets in burst.transactions.items():
+            lines.append("    " + Transactions(buckets).text(name))
         if misrouted := sum(j.in_channel for j in jobs):
             lines.append(
                 f"    FAULT: {misrouted} of {len(jobs)} results came as channel messages, not as the interaction's"

@@ -368,7 +368,7 @@ class TimedPostgres(PostgresDatabase):
 class FixedPriceAdmission(Admission):
     """The bot's admission with the price table replaced by one price (no provider catalogue to build)."""
 
-    def estimate_cost(self, model: str | None, size: str, images: int) -> float:
+    def estimate_cost(self, model: str | None, size: str, images: int, *, speed: str = "fast") -> float:
         return IMAGE_COST * images
 
 

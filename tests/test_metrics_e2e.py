@@ -56,6 +56,10 @@ async def test_the_running_bot_serves_its_metrics_and_closes_them(
         assert scraped[("banana_images_total", labels)] == 1
         assert scraped[("banana_provider_request_seconds_count", labels)] == 1
         assert scraped[("banana_gateway_latency_seconds", (("shard", "0"),))] >= 0
+        # The admission and the claims (one took the job; others may have found nothing) were timed.
+        assert scraped[("banana_admission_seconds_count", ())] == 1
+        assert scraped[("banana_claim_seconds_count", ())] >= 1
+        assert 0 < scraped[("banana_admission_seconds_sum", ())] < 5
 
         await h.stop()
         assert running.metrics.rate_limits not in logging.getLogger(DISCORD_HTTP_LOGGER).handlers

@@ -54,8 +54,11 @@ class JobQueue:
         clock: Callable[[], float] = time.time,
         poll: float = POLL_SECONDS,
         lease: float = LEASE_SECONDS,
+        on_claim: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.db = db
+        #: Told how long each claim transaction took (the runner's metrics).
+        self._on_claim = on_claim
         self.limits = limits
         self.owner = owner
         self._run_job = run
@@ -238,9 +241,11 @@ class JobQueue:
         want = self.limits.global_concurrency - len(self._holding)
         self._claims_begun += 1
         try:
+            began = time.perf_counter()
             claimed = await claim_jobs(
                 self.db, owner=self.owner, want=want, caps=caps, now=self._clock(), lease=self.lease
             )
+            self._on_claim(time.perf_counter() - began)
             for job in claimed:
                 self._holding.add(job.id)
                 self._claimed_at[job.id] = self._clock()

@@ -69,7 +69,15 @@ class JobRunner:
         self.generation = generation
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self.queue = JobQueue(db, limits, owner=owner or process_owner(), run=self._claimed, clock=clock, lease=lease)
+        self.queue = JobQueue(
+            db,
+            limits,
+            owner=owner or process_owner(),
+            run=self._claimed,
+            clock=clock,
+            lease=lease,
+            on_claim=self.metrics.claim,
+        )
         self.queue.on_refresh = self._refreshed
         self.admission = Admission(db=db, generation=generation, limits=limits, clock=clock)
         self.conversation = Conversation(
@@ -134,6 +142,7 @@ class JobRunner:
         # forgotten again if admission refuses them.
         for job, presenter in jobs:
             self._presenters[job.id] = presenter
+        began = time.perf_counter()
         try:
             async with admitting as (tx, cost):
                 for job, _ in jobs:
@@ -142,10 +151,12 @@ class JobRunner:
                     # takes the job then edits that message instead of leaving it behind.
                     await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
         except BaseException:
+            self.metrics.admission(time.perf_counter() - began)
             for job, _ in jobs:
                 self._presenters.pop(job.id, None)
                 self._admitted_at.pop(job.id, None)
             raise
+        self.metrics.admission(time.perf_counter() - began)
         ids = [job.id for job, _ in jobs]
         for job_id in ids:
             # From now on a look at the queue that doesn't see the job means another process has it.
@@ -163,10 +174,14 @@ class JobRunner:
     async def _submit_relax(self, jobs: Sequence[tuple[Job, JobPresenter]], admitting: Any) -> None:
         """Relax jobs wait for the batcher, which shows their results through the channel when their batch is
         done: the presenter only shows the status once."""
-        async with admitting as (tx, cost):
-            for job, _ in jobs:
-                job.status, job.reserved_usd = "queued", cost
-                await insert_job(tx, job)
+        began = time.perf_counter()
+        try:
+            async with admitting as (tx, cost):
+                for job, _ in jobs:
+                    job.status, job.reserved_usd = "queued", cost
+                    await insert_job(tx, job)
+        finally:
+            self.metrics.admission(time.perf_counter() - began)
         self.relax.wake()
         for job, presenter in jobs:
             await presenter.queued(job)

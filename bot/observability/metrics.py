@@ -4,8 +4,9 @@ Each ``Metrics`` has its own ``CollectorRegistry`` (never prometheus_client's gl
 embedders can make as many as they like. Who feeds what:
 
 - the generation service (``bot/core/service.py``) calls ``provider_request`` once per provider request;
-- the job runner calls ``job_finished`` when a job reaches a final state, and ``set_job_counts`` /
-  ``set_queue_depth`` whenever its queue changes (see their docstrings);
+- the job runner calls ``job_finished`` when a job reaches a final state, ``set_job_counts`` /
+  ``set_queue_depth`` whenever its queue changes (see their docstrings), and ``admission`` / ``claim`` with
+  the time of each of those transactions;
 - ``bot/client.py`` calls ``set_gateway_latencies`` now and then, and attaches ``rate_limits`` (a
   logging handler) to discord.py's ``discord.http`` logger.
 
@@ -34,6 +35,9 @@ FINAL_JOB_STATES = ("done", "failed", "cancelled", "interrupted")
 LIVE_JOB_STATES = ("queued", "running")
 #: Seconds: image generation takes from about a second (small, fast models) to minutes (4K at busy hours).
 PROVIDER_LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300)
+#: Seconds: an admission or a claim is one short database transaction, a few milliseconds unless it waits for
+#: a lock or a pooled connection (what these show under a burst).
+TRANSACTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 #: The logger discord.py reports REST rate limits on.
 DISCORD_HTTP_LOGGER = "discord.http"
 
@@ -67,6 +71,20 @@ class Metrics:
         )
         self._cost = Counter(
             "banana_cost_usd", "What the images cost, in US dollars, as priced.", ["provider", "model"], registry=r
+        )
+        self._admission_seconds = Histogram(
+            "banana_admission_seconds",
+            "Seconds an admission took: its transaction (limits, quotas and budget checked, jobs stored), from "
+            "asking for a pooled connection to the commit.",
+            buckets=TRANSACTION_BUCKETS,
+            registry=r,
+        )
+        self._claim_seconds = Histogram(
+            "banana_claim_seconds",
+            "Seconds a claim took: the transaction that takes queued jobs within the caps, from asking for a "
+            "pooled connection to the commit.",
+            buckets=TRANSACTION_BUCKETS,
+            registry=r,
         )
         self._gateway_latency = Gauge(
             "banana_gateway_latency_seconds", "Discord gateway heartbeat latency per shard.", ["shard"], registry=r
@@ -103,6 +121,14 @@ class Metrics:
     def set_queue_depth(self, depth: int) -> None:
         """How many jobs are waiting for a slot now."""
         self._queue_depth.set(depth)
+
+    def admission(self, seconds: float) -> None:
+        """One admission's transaction, refused or not."""
+        self._admission_seconds.observe(seconds)
+
+    def claim(self, seconds: float) -> None:
+        """One claim's transaction, whether it took jobs or found none it may start."""
+        self._claim_seconds.observe(seconds)
 
     # --- providers (fed by bot/core/service.py; satisfies bot.core.metrics.GenerationMetrics) ----------
     def provider_request(
