@@ -1,4 +1,5 @@
-"""Usage reports over the `generations` log: counts, outcomes, latency percentiles, cost, users, days.
+"""Usage reports over the `generations` log: counts, outcomes, latency percentiles, cost, users, days, and
+the same apart for fast and relax (batch) requests.
 
 One scope (the whole bot, a guild, or a member in a guild) and one period [since, until). Every query is
 served by the (guild_id, created_at), (user_id, created_at) or (created_at) index, so a report reads only
@@ -79,6 +80,23 @@ class Latency:
     queue_ms: tuple[float, float, float]
 
 
+#: The usage log's speeds (migration 0017): 'fast' (at once) and 'relax' (through the Batch API, half price).
+SPEEDS = ("fast", "relax")
+
+
+@dataclass(frozen=True)
+class SpeedUsage:
+    """One speed's share of a report."""
+
+    requests: int = 0
+    images: int = 0
+    cost_usd: float = 0.0
+    #: p50, p95, p99 in ms (to STEP_MS) of `total_ms` over the successful rows: for fast the generation time
+    #: (the provider call, retries included), for relax the turnaround (the member's request to the result).
+    #: Zeros without successful rows.
+    total_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
 @dataclass
 class UsageReport:
     scope: Scope
@@ -94,6 +112,14 @@ class UsageReport:
     days: list[tuple[str, int, float]] = field(default_factory=list)
     #: (whole seconds, successful generations that took that long), for the latency chart.
     seconds_histogram: list[tuple[int, int]] = field(default_factory=list)
+    #: Each of SPEEDS (and any other speed the log holds) on its own. `latency` and `seconds_histogram` are of
+    #: fast requests only: a relax request's total_ms is its turnaround, minutes to hours, not a generation.
+    speeds: dict[str, SpeedUsage] = field(default_factory=lambda: {speed: SpeedUsage() for speed in SPEEDS})
+
+    @property
+    def relax_used(self) -> bool:
+        """Whether the period has any relax request (/usage shows fast and relax apart only then)."""
+        return any(usage.requests for speed, usage in self.speeds.items() if speed != "fast")
 
     @property
     def success_rate(self) -> float:
@@ -115,13 +141,15 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
             return await conn.fetchall(sql, args)
 
     # On PostgreSQL, migration 0016's statistics match the grouped expressions below (db.whole(...)) word for
-    # word, so that the planner knows how few groups there are; change both together.
-    by_day, users, (generation, histogram), (waiting, _) = await asyncio.gather(
-        # Outcomes and cost per UTC day (integer division: cheaper per row than date(), the same days).
+    # word, so that the planner knows how few groups there are; change both together. `speed` is in the
+    # guild's report index (migration 0018), so grouping by it too still reads only that index; it comes last
+    # in each GROUP BY, where SQLite's sorter compares it only between rows that tie on everything else.
+    by_day, users, totals, waiting = await asyncio.gather(
+        # Outcomes and cost per UTC day and speed (integer division: cheaper per row than date(), the same days).
         fetch(
-            f"""SELECT {db.whole("created_at / 86400")} AS day, status, error_class, count(*),
+            f"""SELECT {db.whole("created_at / 86400")} AS day, status, error_class, speed, count(*),
                        coalesce(sum(cost_usd), 0)
-                FROM generations WHERE {where} GROUP BY day, status, error_class ORDER BY day"""
+                FROM generations WHERE {where} GROUP BY day, status, error_class, speed ORDER BY day"""
         ),
         fetch(
             f"""SELECT user_id, sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS images, sum(cost_usd) FROM generations
@@ -129,31 +157,43 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
             (*params, top),
         ),
         # Latency percentiles from distributions counted in SQLite (0.1 s steps; shown to the second).
-        _percentiles(db, fetch, "total_ms", where),
-        _percentiles(db, fetch, "coalesce(queue_ms, 0)", where),
+        _distributions(db, fetch, "total_ms", where),
+        # Time waiting in line: the per-model table's, fast requests only.
+        _distributions(db, fetch, "coalesce(queue_ms, 0)", where + " AND speed = 'fast'"),
     )
     days: dict[int, tuple[int, float]] = {}
-    for day, status, error_class, count, cost in by_day:
+    speeds: dict[str, tuple[int, int, float]] = {speed: (0, 0, 0.0) for speed in SPEEDS}
+    for day, status, error_class, speed, count, cost in by_day:
         report.requests += int(count)
         report.cost_usd += float(cost)
         images, day_cost = days.get(int(day), (0, 0.0))
+        requests, speed_images, speed_cost = speeds.get(str(speed), (0, 0, 0.0))
         if status == "ok":
             report.images += int(count)
             images += int(count)
+            speed_images += int(count)
         elif status == "blocked":
             report.blocked += int(count)
         else:
             name = str(error_class or "unknown")
             report.errors[name] = report.errors.get(name, 0) + int(count)
         days[int(day)] = (images, day_cost + float(cost))
+        speeds[str(speed)] = (requests + int(count), speed_images, speed_cost + float(cost))
     report.top_users = [(int(u), int(n or 0), float(c or 0)) for u, n, c in users]
     report.days = [
         (dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat(), images, cost)
         for day, (images, cost) in sorted(days.items())
     ]
-    for key, (count, gen) in sorted(generation.items()):
-        report.latency.append(Latency(key[0], key[1], count, gen, waiting.get(key, (0, (0.0, 0.0, 0.0)))[1]))
-    report.seconds_histogram = sorted(histogram.items())
+    # The per-model table and the chart: fast requests only (a relax request's total_ms is its turnaround).
+    for (speed, model, size), counted in sorted(totals.items()):
+        if speed == "fast":
+            count, gen = _percentiles(counted)
+            wait = _percentiles(waiting.get((speed, model, size), []))[1]
+            report.latency.append(Latency(model, size, count, gen, wait))
+    report.seconds_histogram = _seconds([c for key, c in totals.items() if key[0] == "fast"])
+    for speed, (requests, images, cost) in speeds.items():
+        every_model = _merged([counted for key, counted in totals.items() if key[0] == speed])
+        report.speeds[speed] = SpeedUsage(requests, images, cost, total_ms=_percentiles(every_model)[1])
     return report
 
 
@@ -164,41 +204,63 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 QUANTILES = (50, 95, 99)
 STEP_MS = 100
 
+#: (step, count) pairs, steps of STEP_MS ascending: how many successful rows had each value.
+Distribution = list[tuple[int, int]]
 
-async def _percentiles(
+
+async def _distributions(
     db: Database, fetch: Callable[[str], Awaitable[list[Any]]], column: str, where: str
-) -> tuple[dict[tuple[str, str], tuple[int, tuple[float, float, float]]], dict[int, int]]:
-    """(model, size) -> (count, (p50, p95, p99) in ms, to STEP_MS) of `column` over the successful rows;
-    and the same values counted by whole seconds, all models together (the chart's histogram)."""
+) -> dict[tuple[str, str, str], Distribution]:
+    """(speed, model, size) -> the distribution of `column` over the successful rows, counted in the database."""
     sql = f"""
-        SELECT model, size, {db.whole(f"{column} / {STEP_MS}")} AS step, count(*) FROM generations
+        SELECT model, size, {db.whole(f"{column} / {STEP_MS}")} AS step, speed, count(*) FROM generations
         WHERE {where} AND status = 'ok' AND total_ms IS NOT NULL
-        GROUP BY model, size, step ORDER BY model, size, step"""
-    steps: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        GROUP BY model, size, step, speed ORDER BY model, size, step, speed"""
+    out: dict[tuple[str, str, str], Distribution] = {}
+    for model, size, step, speed, count in await fetch(sql):
+        out.setdefault((str(speed), str(model), str(size)), []).append((int(step), int(count)))
+    return out
+
+
+def _percentiles(counted: Distribution) -> tuple[int, tuple[float, float, float]]:
+    """(count, (p50, p95, p99) in ms, to STEP_MS) of a distribution; zeros when it is empty."""
+    n = sum(count for _, count in counted)
+    if n == 0:
+        return 0, (0.0, 0.0, 0.0)
+    values = []
+    for q in QUANTILES:
+        rank, seen = max(1, math.ceil(n * q / 100)), 0
+        for step, count in counted:
+            seen += count
+            if seen >= rank:
+                values.append(float(step * STEP_MS))
+                break
+    return n, (values[0], values[1], values[2])
+
+
+def _merged(distributions: list[Distribution]) -> Distribution:
+    """Several distributions as one (e.g. every model's of one speed)."""
+    counts: dict[int, int] = {}
+    for counted in distributions:
+        for step, count in counted:
+            counts[step] = counts.get(step, 0) + count
+    return sorted(counts.items())
+
+
+def _seconds(distributions: list[Distribution]) -> list[tuple[int, int]]:
+    """The values counted by whole seconds, all distributions together (the chart's histogram)."""
     seconds: dict[int, int] = {}
-    for model, size, step, count in await fetch(sql):
-        steps.setdefault((str(model), str(size)), []).append((int(step), int(count)))
-        second = int(step) * STEP_MS // 1000
-        seconds[second] = seconds.get(second, 0) + int(count)
-    out: dict[tuple[str, str], tuple[int, tuple[float, float, float]]] = {}
-    for key, counted in steps.items():
-        n = sum(count for _, count in counted)
-        values = []
-        for q in QUANTILES:
-            rank, seen = max(1, math.ceil(n * q / 100)), 0
-            for step, count in counted:
-                seen += count
-                if seen >= rank:
-                    values.append(float(step * STEP_MS))
-                    break
-        out[key] = (n, (values[0], values[1], values[2]))
-    return out, seconds
+    for counted in distributions:
+        for step, count in counted:
+            second = step * STEP_MS // 1000
+            seconds[second] = seconds.get(second, 0) + count
+    return sorted(seconds.items())
 
 
 CSV_COLUMNS = (
     "id", "created_at", "guild_id", "channel_id", "user_id", "command", "provider", "model", "size",
     "aspect_ratio", "status", "error_class", "attempts", "queue_ms", "defer_ms", "total_ms", "input_tokens",
-    "output_tokens", "thinking_tokens", "cost_usd", "job_id",
+    "output_tokens", "thinking_tokens", "cost_usd", "job_id", "speed", "batch_id",
 )  # fmt: skip
 
 
