@@ -112,14 +112,14 @@ class UsageReport:
     days: list[tuple[str, int, float]] = field(default_factory=list)
     #: (whole seconds, successful generations that took that long), for the latency chart.
     seconds_histogram: list[tuple[int, int]] = field(default_factory=list)
-    #: Each of SPEEDS (and any other speed the log holds) on its own. `latency` and `seconds_histogram` are of
-    #: fast requests only: a relax request's total_ms is its turnaround, minutes to hours, not a generation.
+    #: Fast and relax (SPEEDS) apart. `latency` and `seconds_histogram` are of fast requests only: a relax
+    #: request's total_ms is its turnaround, minutes to hours, not a generation.
     speeds: dict[str, SpeedUsage] = field(default_factory=lambda: {speed: SpeedUsage() for speed in SPEEDS})
 
     @property
     def relax_used(self) -> bool:
         """Whether the period has any relax request (/usage shows fast and relax apart only then)."""
-        return any(usage.requests for speed, usage in self.speeds.items() if speed != "fast")
+        return self.speeds["relax"].requests > 0
 
     @property
     def success_rate(self) -> float:
@@ -131,9 +131,11 @@ class UsageReport:
 
 
 async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageReport:
-    """Four passes over the period's index entries, each grouped in SQLite and run side by side on their
-    own read connections; only small results come back."""
+    """Four passes over the period's index entries, each grouped in SQLite, and two over its relax requests
+    alone (their own small index), run side by side on their own read connections; only small results come
+    back. Fast is everything less relax, so a period without relax requests costs what it did before relax."""
     where, params = scope.where()
+    relax_where = f"{where} AND speed = 'relax'"  # served by migration 0018's partial index
     report = UsageReport(scope)
 
     async def fetch(sql: str, args: tuple[Any, ...] = params) -> list[Any]:
@@ -141,59 +143,80 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
             return await conn.fetchall(sql, args)
 
     # On PostgreSQL, migration 0016's statistics match the grouped expressions below (db.whole(...)) word for
-    # word, so that the planner knows how few groups there are; change both together. `speed` is in the
-    # guild's report index (migration 0018), so grouping by it too still reads only that index; it comes last
-    # in each GROUP BY, where SQLite's sorter compares it only between rows that tie on everything else.
-    by_day, users, totals, waiting = await asyncio.gather(
-        # Outcomes and cost per UTC day and speed (integer division: cheaper per row than date(), the same days).
+    # word, so that the planner knows how few groups there are; change both together. The longest first: on
+    # SQLite, which has four read connections, the relax queries wait for one of the shorter ones.
+    generation, waiting, by_day, users, relax, relax_waiting = await asyncio.gather(
+        # Latency percentiles from distributions counted in SQLite (0.1 s steps; shown to the second).
+        _distributions(db, fetch, "total_ms", where),
+        _distributions(db, fetch, "coalesce(queue_ms, 0)", where),
+        # Outcomes and cost per UTC day (integer division: cheaper per row than date(), the same days).
         fetch(
-            f"""SELECT {db.whole("created_at / 86400")} AS day, status, error_class, speed, count(*),
+            f"""SELECT {db.whole("created_at / 86400")} AS day, status, error_class, count(*),
                        coalesce(sum(cost_usd), 0)
-                FROM generations WHERE {where} GROUP BY day, status, error_class, speed ORDER BY day"""
+                FROM generations WHERE {where} GROUP BY day, status, error_class ORDER BY day"""
         ),
         fetch(
             f"""SELECT user_id, sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS images, sum(cost_usd) FROM generations
                 WHERE {where} AND user_id IS NOT NULL GROUP BY user_id ORDER BY images DESC, user_id LIMIT ?""",
             (*params, top),
         ),
-        # Latency percentiles from distributions counted in SQLite (0.1 s steps; shown to the second).
-        _distributions(db, fetch, "total_ms", where),
-        # Time waiting in line: the per-model table's, fast requests only.
-        _distributions(db, fetch, "coalesce(queue_ms, 0)", where + " AND speed = 'fast'"),
+        # Relax requests by outcome, with their cost and (successful ones) the distribution of their total_ms.
+        fetch(
+            f"""SELECT status, model, size, {db.whole(f"total_ms / {STEP_MS}")} AS step, count(*),
+                       coalesce(sum(cost_usd), 0)
+                FROM generations WHERE {relax_where} GROUP BY status, model, size, step"""
+        ),
+        _distributions(db, fetch, "coalesce(queue_ms, 0)", relax_where),
     )
     days: dict[int, tuple[int, float]] = {}
-    speeds: dict[str, tuple[int, int, float]] = {speed: (0, 0, 0.0) for speed in SPEEDS}
-    for day, status, error_class, speed, count, cost in by_day:
+    for day, status, error_class, count, cost in by_day:
         report.requests += int(count)
         report.cost_usd += float(cost)
         images, day_cost = days.get(int(day), (0, 0.0))
-        requests, speed_images, speed_cost = speeds.get(str(speed), (0, 0, 0.0))
         if status == "ok":
             report.images += int(count)
             images += int(count)
-            speed_images += int(count)
         elif status == "blocked":
             report.blocked += int(count)
         else:
             name = str(error_class or "unknown")
             report.errors[name] = report.errors.get(name, 0) + int(count)
         days[int(day)] = (images, day_cost + float(cost))
-        speeds[str(speed)] = (requests + int(count), speed_images, speed_cost + float(cost))
     report.top_users = [(int(u), int(n or 0), float(c or 0)) for u, n, c in users]
     report.days = [
         (dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat(), images, cost)
         for day, (images, cost) in sorted(days.items())
     ]
+
+    # Relax on its own; fast is the rest.
+    requests, images, cost = 0, 0, 0.0
+    relax_generation: dict[tuple[str, str], Distribution] = {}
+    for status, model, size, step, count, step_cost in relax:
+        requests, cost = requests + int(count), cost + float(step_cost)
+        if status == "ok":
+            images += int(count)
+            if step is not None:
+                relax_generation.setdefault((str(model), str(size)), []).append((int(step), int(count)))
+    for counted in relax_generation.values():
+        counted.sort()
+    fast = {key: _less(counted, relax_generation.get(key)) for key, counted in sorted(generation.items())}
+    report.speeds = {
+        "fast": SpeedUsage(
+            # Never below zero: a relax row logged between the two queries' snapshots is in only one of them.
+            max(0, report.requests - requests),
+            max(0, report.images - images),
+            max(0.0, round(report.cost_usd - cost, 9)),  # not -0.00 from rounding when all were relax
+            total_ms=_percentiles(_merged(list(fast.values())))[1],
+        ),
+        "relax": SpeedUsage(requests, images, cost, total_ms=_percentiles(_merged(list(relax_generation.values())))[1]),
+    }
     # The per-model table and the chart: fast requests only (a relax request's total_ms is its turnaround).
-    for (speed, model, size), counted in sorted(totals.items()):
-        if speed == "fast":
-            count, gen = _percentiles(counted)
-            wait = _percentiles(waiting.get((speed, model, size), []))[1]
+    for (model, size), counted in fast.items():
+        count, gen = _percentiles(counted)
+        if count:
+            wait = _percentiles(_less(waiting.get((model, size), []), relax_waiting.get((model, size))))[1]
             report.latency.append(Latency(model, size, count, gen, wait))
-    report.seconds_histogram = _seconds([c for key, c in totals.items() if key[0] == "fast"])
-    for speed, (requests, images, cost) in speeds.items():
-        every_model = _merged([counted for key, counted in totals.items() if key[0] == speed])
-        report.speeds[speed] = SpeedUsage(requests, images, cost, total_ms=_percentiles(every_model)[1])
+    report.seconds_histogram = _seconds(list(fast.values()))
     return report
 
 
@@ -210,15 +233,15 @@ Distribution = list[tuple[int, int]]
 
 async def _distributions(
     db: Database, fetch: Callable[[str], Awaitable[list[Any]]], column: str, where: str
-) -> dict[tuple[str, str, str], Distribution]:
-    """(speed, model, size) -> the distribution of `column` over the successful rows, counted in the database."""
+) -> dict[tuple[str, str], Distribution]:
+    """(model, size) -> the distribution of `column` over the successful rows, counted in the database."""
     sql = f"""
-        SELECT model, size, {db.whole(f"{column} / {STEP_MS}")} AS step, speed, count(*) FROM generations
+        SELECT model, size, {db.whole(f"{column} / {STEP_MS}")} AS step, count(*) FROM generations
         WHERE {where} AND status = 'ok' AND total_ms IS NOT NULL
-        GROUP BY model, size, step, speed ORDER BY model, size, step, speed"""
-    out: dict[tuple[str, str, str], Distribution] = {}
-    for model, size, step, speed, count in await fetch(sql):
-        out.setdefault((str(speed), str(model), str(size)), []).append((int(step), int(count)))
+        GROUP BY model, size, step ORDER BY model, size, step"""
+    out: dict[tuple[str, str], Distribution] = {}
+    for model, size, step, count in await fetch(sql):
+        out.setdefault((str(model), str(size)), []).append((int(step), int(count)))
     return out
 
 
@@ -238,8 +261,18 @@ def _percentiles(counted: Distribution) -> tuple[int, tuple[float, float, float]
     return n, (values[0], values[1], values[2])
 
 
+def _less(counted: Distribution, part: Distribution | None) -> Distribution:
+    """A distribution without the values of a part of it (all requests' less the relax ones)."""
+    if not part:
+        return counted
+    removed = dict(part)
+    return [(step, count - removed.get(step, 0)) for step, count in counted if count > removed.get(step, 0)]
+
+
 def _merged(distributions: list[Distribution]) -> Distribution:
-    """Several distributions as one (e.g. every model's of one speed)."""
+    """Several distributions as one (e.g. every model's)."""
+    if len(distributions) == 1:
+        return distributions[0]
     counts: dict[int, int] = {}
     for counted in distributions:
         for step, count in counted:
