@@ -4,15 +4,17 @@
     .venv/bin/python -m bench.bench_reports --backend sqlite   # one backend only (sqlite or postgresql)
 
 1. A usage log of 1,000,000 rows over 90 days: 20 guilds, the busiest with 30% of all rows (so its last
-   30 days hold ~100,000), 2,000 members, 90% ok / 3% blocked / 7% errors. The same rows (one generator, one
-   seed) go into a WAL SQLite file (plain sqlite3, big transactions) and into a fresh migrated database on a
-   throwaway PostgreSQL (tests/postgres.py; asyncpg COPY, then VACUUM (ANALYZE)). Building them is setup, not measured.
+   30 days hold ~100,000), 2,000 members, 90% ok / 3% blocked / 7% errors, 10% of them relax requests (half
+   price, minutes to an hour of turnaround; --relax-share 0 for the log as it was before relax). The same
+   rows (one generator, one seed) go into a WAL SQLite file (plain sqlite3, big transactions) and into a
+   fresh migrated database on a throwaway PostgreSQL (tests/postgres.py; asyncpg COPY, then VACUUM
+   (ANALYZE)). Building them is setup, not measured.
 2. Time of /usage's queries (storage.reports.usage_report) for that guild's last 30 days, and for one
    member's; median of 10, the backends taking turns, each alternating with the same queries on one
    connection for comparison. Target: under 300 ms on each backend.
 3. With both backends: the reports must give the same figures (requests, images, blocked, errors, cost to the
-   cent, latency percentiles, top users, days, the chart's histogram); a mismatch is printed and the benchmark
-   exits 1.
+   cent, latency percentiles, top users, days, the chart's histogram, fast and relax apart); a mismatch is
+   printed and the benchmark exits 1.
 4. Logging 1,000 rows a second for 5 s through storage.generations.insert_generation (as the bot does, one task
    a row; the group commit writes what queued up together) while a task in the same event loop sleeps 10 ms
    at a time and records how late it wakes. Target: lag under 20 ms, on each backend.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import random
 import sqlite3
 import statistics
@@ -41,6 +44,7 @@ from storage.reports import Scope, UsageReport, usage_report
 
 ROWS, DAYS, GUILDS, USERS = 1_000_000, 90, 20, 2_000
 BUSIEST_SHARE = 0.30
+RELAX_SHARE = 0.10
 MODELS = ("gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")
 SIZES = ("1K", "2K", "4K")
 TARGET_MS, LAG_TARGET_MS = 300, 20
@@ -49,28 +53,37 @@ NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 COLUMNS = (
     "created_at", "guild_id", "channel_id", "user_id", "command", "provider", "model", "size", "aspect_ratio",
     "reference_count", "prompt", "status", "error_class", "attempts", "queue_ms", "total_ms", "cost_usd",
+    "speed", "batch_id",
 )  # fmt: skip
 
 
-def synthetic_rows(now: float, rows: int) -> Iterator[tuple[Any, ...]]:
-    """The synthetic log, row by row in COLUMNS' order: the same rows for the same `now` on every call."""
-    rng = random.Random(7)
+def synthetic_rows(now: float, rows: int, relax_share: float = RELAX_SHARE) -> Iterator[tuple[Any, ...]]:
+    """The synthetic log, row by row in COLUMNS' order: the same rows for the same `now` on every call. Which
+    rows are relax comes from a generator of its own, so that the rest of each row is what it was before
+    relax: with relax_share 0, the log of earlier runs."""
+    rng, relax_rng = random.Random(7), random.Random(17)
     for _ in range(rows):
         guild = 0 if rng.random() < BUSIEST_SHARE else rng.randrange(1, GUILDS)
         roll = rng.random()
         status = "ok" if roll < 0.90 else "blocked" if roll < 0.93 else "error"
         total = rng.lognormvariate(10.3, 0.5) if status == "ok" else None
-        yield (
+        row = (
             now - rng.random() * DAYS * 86400, 1000 + guild, 1, rng.randrange(USERS), "imagine", "gemini",
             rng.choice(MODELS), rng.choice(SIZES), "1:1", 0, "a prompt", status,
             None if status == "ok" else ("blocked" if status == "blocked" else "timeout"), 1,
             rng.expovariate(1 / 2000), total, 0.134 if status == "ok" else 0.0,
         )  # fmt: skip
+        if relax_rng.random() < relax_share:
+            # Turnaround around 15 minutes (a few to an hour and more), at the batch price; ~50 requests a batch.
+            turnaround = relax_rng.lognormvariate(math.log(900_000), 0.6) if status == "ok" else None
+            yield (*row[:-2], turnaround, row[-1] / 2, "relax", f"batch-{relax_rng.randrange(rows // 500 + 1)}")
+        else:
+            yield (*row, "fast", None)
 
 
-def batches(now: float, rows: int, size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+def batches(now: float, rows: int, relax_share: float, size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
     batch = []
-    for row in synthetic_rows(now, rows):
+    for row in synthetic_rows(now, rows, relax_share):
         batch.append(row)
         if len(batch) == size:
             yield batch
@@ -79,18 +92,18 @@ def batches(now: float, rows: int, size: int = 50_000) -> Iterator[list[tuple[An
         yield batch
 
 
-def build_sqlite_log(path: Path, now: float, rows: int) -> None:
+def build_sqlite_log(path: Path, now: float, rows: int, relax_share: float = RELAX_SHARE) -> None:
     """Written with plain sqlite3 in big transactions (setup, not what is measured)."""
     conn = sqlite3.connect(path)
     sql = f"INSERT INTO generations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    for batch in batches(now, rows):
+    for batch in batches(now, rows, relax_share):
         conn.executemany(sql, batch)
         conn.commit()
     conn.execute("ANALYZE")
     conn.close()
 
 
-async def build_postgres_log(url: str, now: float, rows: int) -> None:
+async def build_postgres_log(url: str, now: float, rows: int, relax_share: float = RELAX_SHARE) -> None:
     """COPY into the migrated database's `generations` (the identity column numbers the rows 1, 2, ... as SQLite
     does), then VACUUM (ANALYZE): the state autovacuum keeps the table in (migration 0016 has it visit the log
     after 1% new rows), made here at once so that autovacuum doesn't start in the middle of the timings."""
@@ -98,7 +111,7 @@ async def build_postgres_log(url: str, now: float, rows: int) -> None:
 
     conn = await asyncpg.connect(url)
     try:
-        for batch in batches(now, rows, 100_000):
+        for batch in batches(now, rows, relax_share, 100_000):
             await conn.copy_records_to_table("generations", records=batch, columns=COLUMNS)
         await conn.execute("VACUUM (ANALYZE) generations")
     finally:
@@ -171,6 +184,16 @@ def differences(label: str, a: UsageReport, b: UsageReport) -> list[str]:
     for (day, _, x), (_, _, y) in zip(a.days, b.days, strict=False):
         check(f"day {day} cost", f"{x:.2f}", f"{y:.2f}", same_cost(x, y))
     check("seconds histogram", a.seconds_histogram, b.seconds_histogram)
+    check("speeds", sorted(a.speeds), sorted(b.speeds))
+    for speed, x in a.speeds.items():
+        y = b.speeds.get(speed)
+        if y is not None:
+            check(
+                f"{speed} requests, images, total_ms",
+                (x.requests, x.images, x.total_ms),
+                (y.requests, y.images, y.total_ms),
+            )
+            check(f"{speed} cost", f"{x.cost_usd:.2f}", f"{y.cost_usd:.2f}", same_cost(x.cost_usd, y.cost_usd))
     return out
 
 
@@ -218,9 +241,9 @@ async def main_async(args: argparse.Namespace, targets: dict[str, str], now: flo
             began = time.perf_counter()
             if name == "sqlite":
                 await (await Database.open(target)).close()  # creates the schema
-                build_sqlite_log(Path(target), now, args.rows)
+                build_sqlite_log(Path(target), now, args.rows, args.relax_share)
             else:
-                await build_postgres_log(target, now, args.rows)
+                await build_postgres_log(target, now, args.rows, args.relax_share)
             built = time.perf_counter() - began
             db = await Database.open(target)
             stack.push_async_callback(db.close)
@@ -230,7 +253,8 @@ async def main_async(args: argparse.Namespace, targets: dict[str, str], now: flo
                 one = _OneConnection(await stack.enter_async_context(db.reading()))
             backends.append(Backend(name, db, one))
             lines.append(
-                f"log on {NAMES[name]}: {args.rows:,} rows over {DAYS} days, {GUILDS} guilds (built in {built:.0f} s)"
+                f"log on {NAMES[name]}: {args.rows:,} rows over {DAYS} days, {GUILDS} guilds, "
+                f"{args.relax_share:.0%} relax (built in {built:.0f} s)"
             )
 
         since = now - 30 * 86400
@@ -271,10 +295,13 @@ async def main_async(args: argparse.Namespace, targets: dict[str, str], now: flo
                 lines.extend(mismatches)
             else:
                 shown = backends[0].reports["busiest guild"]
+                relax = shown.speeds["relax"]
                 lines.append(
                     f"[2] same figures on both: busiest guild {shown.requests:,} requests, {shown.images:,} images, "
                     f"{shown.blocked:,} blocked, errors {shown.errors}, ${shown.cost_usd:,.2f}, "
-                    f"{len(shown.latency)} latency rows, top {len(shown.top_users)} users, {len(shown.days)} days  PASS"
+                    f"{len(shown.latency)} latency rows, top {len(shown.top_users)} users, {len(shown.days)} days, "
+                    f"relax {relax.requests:,} requests, {relax.images:,} images, ${relax.cost_usd:,.2f}, "
+                    f"turnaround p50 {relax.total_ms[0] / 1000:.0f} s  PASS"
                 )
 
         lines.append("")
@@ -293,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--rows", type=int, default=ROWS)
+    parser.add_argument("--relax-share", type=float, default=RELAX_SHARE, help="the share of relax requests")
     parser.add_argument("--repeats", type=int, default=10, help="report runs per scope and mode")
     parser.add_argument("--rate", type=int, default=1000, help="rows a second to log in part 3")
     parser.add_argument("--seconds", type=float, default=5.0)

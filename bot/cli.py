@@ -258,8 +258,18 @@ def format_report(report: UsageReport) -> str:
     ]
     if report.errors:
         lines.append("errors  " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items())))
+    if report.relax_used:
+        lines.append(
+            "by speed (s)   requests  images       cost     p50     p95     p99  (fast: generating; relax: turnaround)"
+        )
+        for speed, usage in report.speeds.items():
+            times = "".join(f"{ms / 1000:8.1f}" for ms in usage.total_ms)
+            lines.append(
+                f"  {speed:<10} {usage.requests:>10} {usage.images:>7} {'$' + format(usage.cost_usd, '.2f'):>10}{times}"
+            )
     if report.latency:
-        lines.append("latency (s)            count   gen p50   p95   p99  queue p50   p95   p99")
+        label = "fast latency (s)" if report.relax_used else "latency (s)"
+        lines.append(f"{label:<23}count   gen p50   p95   p99  queue p50   p95   p99")
         for row in report.latency:
             gen = "".join(f"{ms / 1000:6.1f}" for ms in row.generation_ms)
             wait = "".join(f"{ms / 1000:6.1f}" for ms in row.queue_ms)

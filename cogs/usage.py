@@ -20,7 +20,7 @@ from bot.ui.context import Services
 from bot.ui.results import model_label
 from storage.guild_settings import get_guild_settings
 from storage.moderation import refusals_by_rule
-from storage.reports import PERIODS, Scope, UsageReport, csv_text, period_bounds, usage_report
+from storage.reports import PERIODS, Scope, SpeedUsage, UsageReport, csv_text, period_bounds, usage_report
 
 PERIOD_CHOICES = [app_commands.Choice(name=locale_str(p, key=f"choice.period.{p}"), value=p) for p in PERIODS]
 
@@ -135,6 +135,12 @@ def usage_embed(locale: str, report: UsageReport, title: str) -> discord.Embed:
         inline=True,
     )
     embed.add_field(name=t(locale, "usage.cost"), value=money(locale, report.cost_usd), inline=True)
+    if report.relax_used:  # a server that never asked for relax sees /usage as before
+        speeds = [
+            speed_line(locale, report.speeds["fast"], "usage.speed_fast", "usage.speed_fast_none"),
+            speed_line(locale, report.speeds["relax"], "usage.speed_relax", "usage.speed_relax_none"),
+        ]
+        embed.add_field(name=t(locale, "usage.speeds"), value="\n".join(speeds), inline=False)
     if report.errors:
         errors = ", ".join(f"{name} {count}" for name, count in sorted(report.errors.items(), key=lambda e: -e[1]))
         embed.add_field(name=t(locale, "usage.errors"), value=errors[:1024], inline=False)
@@ -154,7 +160,9 @@ def usage_embed(locale: str, report: UsageReport, title: str) -> discord.Embed:
             )
         )
     if lines:
-        embed.add_field(name=t(locale, "usage.latency"), value="\n".join(lines)[:1024], inline=False)
+        # With relax requests in the period, this table is of fast ones only (storage.reports): say so.
+        name = t(locale, "usage.latency_fast" if report.relax_used else "usage.latency")
+        embed.add_field(name=name, value="\n".join(lines)[:1024], inline=False)
     if report.top_users:
         top = [
             tn(locale, "usage.top_line", images, user=f"<@{user}>", cost=money(locale, cost))
@@ -162,3 +170,11 @@ def usage_embed(locale: str, report: UsageReport, title: str) -> discord.Embed:
         ]
         embed.add_field(name=t(locale, "usage.top"), value="\n".join(top)[:1024], inline=False)
     return embed
+
+
+def speed_line(locale: str, usage: SpeedUsage, key: str, none_key: str) -> str:
+    """One speed's images, cost, and p50 / p95 of its time (generating for fast, turnaround for relax)."""
+    if usage.images == 0:
+        return t(locale, none_key)
+    p50, p95 = (duration(locale, ms / 1000, threshold=3) for ms in usage.total_ms[:2])
+    return tn(locale, key, usage.images, cost=money(locale, usage.cost_usd), p50=p50, p95=p95)

@@ -1,4 +1,5 @@
-"""Usage reports over the `generations` log: counts, outcomes, latency percentiles, cost, users, days.
+"""Usage reports over the `generations` log: counts, outcomes, latency percentiles, cost, users, days, and
+the same apart for fast and relax (batch) requests.
 
 One scope (the whole bot, a guild, or a member in a guild) and one period [since, until). Every query is
 served by the (guild_id, created_at), (user_id, created_at) or (created_at) index, so a report reads only
@@ -79,6 +80,23 @@ class Latency:
     queue_ms: tuple[float, float, float]
 
 
+#: The usage log's speeds (migration 0017): 'fast' (at once) and 'relax' (through the Batch API, half price).
+SPEEDS = ("fast", "relax")
+
+
+@dataclass(frozen=True)
+class SpeedUsage:
+    """One speed's share of a report."""
+
+    requests: int = 0
+    images: int = 0
+    cost_usd: float = 0.0
+    #: p50, p95, p99 in ms (to STEP_MS) of `total_ms` over the successful rows: for fast the generation time
+    #: (the provider call, retries included), for relax the turnaround (the member's request to the result).
+    #: Zeros without successful rows.
+    total_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
 @dataclass
 class UsageReport:
     scope: Scope
@@ -94,6 +112,14 @@ class UsageReport:
     days: list[tuple[str, int, float]] = field(default_factory=list)
     #: (whole seconds, successful generations that took that long), for the latency chart.
     seconds_histogram: list[tuple[int, int]] = field(default_factory=list)
+    #: Fast and relax (SPEEDS) apart. `latency` and `seconds_histogram` are of fast requests only: a relax
+    #: request's total_ms is its turnaround, minutes to hours, not a generation.
+    speeds: dict[str, SpeedUsage] = field(default_factory=lambda: {speed: SpeedUsage() for speed in SPEEDS})
+
+    @property
+    def relax_used(self) -> bool:
+        """Whether the period has any relax request (/usage shows fast and relax apart only then)."""
+        return self.speeds["relax"].requests > 0
 
     @property
     def success_rate(self) -> float:
@@ -105,9 +131,11 @@ class UsageReport:
 
 
 async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageReport:
-    """Four passes over the period's index entries, each grouped in SQLite and run side by side on their
-    own read connections; only small results come back."""
+    """Four passes over the period's index entries, each grouped in SQLite, and two over its relax requests
+    alone (their own small index), run side by side on their own read connections; only small results come
+    back. Fast is everything less relax, so a period without relax requests costs what it did before relax."""
     where, params = scope.where()
+    relax_where = f"{where} AND speed = 'relax'"  # served by migration 0018's partial index
     report = UsageReport(scope)
 
     async def fetch(sql: str, args: tuple[Any, ...] = params) -> list[Any]:
@@ -115,8 +143,12 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
             return await conn.fetchall(sql, args)
 
     # On PostgreSQL, migration 0016's statistics match the grouped expressions below (db.whole(...)) word for
-    # word, so that the planner knows how few groups there are; change both together.
-    by_day, users, (generation, histogram), (waiting, _) = await asyncio.gather(
+    # word, so that the planner knows how few groups there are; change both together. The longest first: on
+    # SQLite, which has four read connections, the relax queries wait for one of the shorter ones.
+    generation, waiting, by_day, users, relax, relax_waiting = await asyncio.gather(
+        # Latency percentiles from distributions counted in SQLite (0.1 s steps; shown to the second).
+        _distributions(db, fetch, "total_ms", where),
+        _distributions(db, fetch, "coalesce(queue_ms, 0)", where),
         # Outcomes and cost per UTC day (integer division: cheaper per row than date(), the same days).
         fetch(
             f"""SELECT {db.whole("created_at / 86400")} AS day, status, error_class, count(*),
@@ -128,9 +160,13 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
                 WHERE {where} AND user_id IS NOT NULL GROUP BY user_id ORDER BY images DESC, user_id LIMIT ?""",
             (*params, top),
         ),
-        # Latency percentiles from distributions counted in SQLite (0.1 s steps; shown to the second).
-        _percentiles(db, fetch, "total_ms", where),
-        _percentiles(db, fetch, "coalesce(queue_ms, 0)", where),
+        # Relax requests by outcome, with their cost and (successful ones) the distribution of their total_ms.
+        fetch(
+            f"""SELECT status, model, size, {db.whole(f"total_ms / {STEP_MS}")} AS step, count(*),
+                       coalesce(sum(cost_usd), 0)
+                FROM generations WHERE {relax_where} GROUP BY status, model, size, step"""
+        ),
+        _distributions(db, fetch, "coalesce(queue_ms, 0)", relax_where),
     )
     days: dict[int, tuple[int, float]] = {}
     for day, status, error_class, count, cost in by_day:
@@ -151,9 +187,36 @@ async def usage_report(db: Database, scope: Scope, *, top: int = 5) -> UsageRepo
         (dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat(), images, cost)
         for day, (images, cost) in sorted(days.items())
     ]
-    for key, (count, gen) in sorted(generation.items()):
-        report.latency.append(Latency(key[0], key[1], count, gen, waiting.get(key, (0, (0.0, 0.0, 0.0)))[1]))
-    report.seconds_histogram = sorted(histogram.items())
+
+    # Relax on its own; fast is the rest.
+    requests, images, cost = 0, 0, 0.0
+    relax_generation: dict[tuple[str, str], Distribution] = {}
+    for status, model, size, step, count, step_cost in relax:
+        requests, cost = requests + int(count), cost + float(step_cost)
+        if status == "ok":
+            images += int(count)
+            if step is not None:
+                relax_generation.setdefault((str(model), str(size)), []).append((int(step), int(count)))
+    for counted in relax_generation.values():
+        counted.sort()
+    fast = {key: _less(counted, relax_generation.get(key)) for key, counted in sorted(generation.items())}
+    report.speeds = {
+        "fast": SpeedUsage(
+            # Never below zero: a relax row logged between the two queries' snapshots is in only one of them.
+            max(0, report.requests - requests),
+            max(0, report.images - images),
+            max(0.0, round(report.cost_usd - cost, 9)),  # not -0.00 from rounding when all were relax
+            total_ms=_percentiles(_merged(list(fast.values())))[1],
+        ),
+        "relax": SpeedUsage(requests, images, cost, total_ms=_percentiles(_merged(list(relax_generation.values())))[1]),
+    }
+    # The per-model table and the chart: fast requests only (a relax request's total_ms is its turnaround).
+    for (model, size), counted in fast.items():
+        count, gen = _percentiles(counted)
+        if count:
+            wait = _percentiles(_less(waiting.get((model, size), []), relax_waiting.get((model, size))))[1]
+            report.latency.append(Latency(model, size, count, gen, wait))
+    report.seconds_histogram = _seconds(list(fast.values()))
     return report
 
 
@@ -164,41 +227,73 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 QUANTILES = (50, 95, 99)
 STEP_MS = 100
 
+#: (step, count) pairs, steps of STEP_MS ascending: how many successful rows had each value.
+Distribution = list[tuple[int, int]]
 
-async def _percentiles(
+
+async def _distributions(
     db: Database, fetch: Callable[[str], Awaitable[list[Any]]], column: str, where: str
-) -> tuple[dict[tuple[str, str], tuple[int, tuple[float, float, float]]], dict[int, int]]:
-    """(model, size) -> (count, (p50, p95, p99) in ms, to STEP_MS) of `column` over the successful rows;
-    and the same values counted by whole seconds, all models together (the chart's histogram)."""
+) -> dict[tuple[str, str], Distribution]:
+    """(model, size) -> the distribution of `column` over the successful rows, counted in the database."""
     sql = f"""
         SELECT model, size, {db.whole(f"{column} / {STEP_MS}")} AS step, count(*) FROM generations
         WHERE {where} AND status = 'ok' AND total_ms IS NOT NULL
         GROUP BY model, size, step ORDER BY model, size, step"""
-    steps: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    seconds: dict[int, int] = {}
+    out: dict[tuple[str, str], Distribution] = {}
     for model, size, step, count in await fetch(sql):
-        steps.setdefault((str(model), str(size)), []).append((int(step), int(count)))
-        second = int(step) * STEP_MS // 1000
-        seconds[second] = seconds.get(second, 0) + int(count)
-    out: dict[tuple[str, str], tuple[int, tuple[float, float, float]]] = {}
-    for key, counted in steps.items():
-        n = sum(count for _, count in counted)
-        values = []
-        for q in QUANTILES:
-            rank, seen = max(1, math.ceil(n * q / 100)), 0
-            for step, count in counted:
-                seen += count
-                if seen >= rank:
-                    values.append(float(step * STEP_MS))
-                    break
-        out[key] = (n, (values[0], values[1], values[2]))
-    return out, seconds
+        out.setdefault((str(model), str(size)), []).append((int(step), int(count)))
+    return out
+
+
+def _percentiles(counted: Distribution) -> tuple[int, tuple[float, float, float]]:
+    """(count, (p50, p95, p99) in ms, to STEP_MS) of a distribution; zeros when it is empty."""
+    n = sum(count for _, count in counted)
+    if n == 0:
+        return 0, (0.0, 0.0, 0.0)
+    values = []
+    for q in QUANTILES:
+        rank, seen = max(1, math.ceil(n * q / 100)), 0
+        for step, count in counted:
+            seen += count
+            if seen >= rank:
+                values.append(float(step * STEP_MS))
+                break
+    return n, (values[0], values[1], values[2])
+
+
+def _less(counted: Distribution, part: Distribution | None) -> Distribution:
+    """A distribution without the values of a part of it (all requests' less the relax ones)."""
+    if not part:
+        return counted
+    removed = dict(part)
+    return [(step, count - removed.get(step, 0)) for step, count in counted if count > removed.get(step, 0)]
+
+
+def _merged(distributions: list[Distribution]) -> Distribution:
+    """Several distributions as one (e.g. every model's)."""
+    if len(distributions) == 1:
+        return distributions[0]
+    counts: dict[int, int] = {}
+    for counted in distributions:
+        for step, count in counted:
+            counts[step] = counts.get(step, 0) + count
+    return sorted(counts.items())
+
+
+def _seconds(distributions: list[Distribution]) -> list[tuple[int, int]]:
+    """The values counted by whole seconds, all distributions together (the chart's histogram)."""
+    seconds: dict[int, int] = {}
+    for counted in distributions:
+        for step, count in counted:
+            second = step * STEP_MS // 1000
+            seconds[second] = seconds.get(second, 0) + count
+    return sorted(seconds.items())
 
 
 CSV_COLUMNS = (
     "id", "created_at", "guild_id", "channel_id", "user_id", "command", "provider", "model", "size",
     "aspect_ratio", "status", "error_class", "attempts", "queue_ms", "defer_ms", "total_ms", "input_tokens",
-    "output_tokens", "thinking_tokens", "cost_usd", "job_id",
+    "output_tokens", "thinking_tokens", "cost_usd", "job_id", "speed", "batch_id",
 )  # fmt: skip
 
 

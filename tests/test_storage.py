@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from storage.jobs import (
     request_to_json,
     update_job,
 )
-from storage.reports import Scope, usage_report
+from storage.reports import Latency, Scope, SpeedUsage, csv_text, usage_report
 from tests.postgres import PostgresServer
 
 DAY = 86400.0
@@ -389,6 +390,7 @@ async def test_a_usage_report_gives_the_same_figures_on_both_backends(tmp_path: 
                 queue_ms=rng.choice((None, rng.uniform(0, 5000))),
                 total_ms=rng.lognormvariate(10, 0.5) if status == "ok" else None,
                 cost_usd=rng.choice((0.125, 0.25)) if status == "ok" else 0.0,
+                speed=rng.choice(("fast", "fast", "relax")),
             )
         )
     scopes = [
@@ -404,7 +406,88 @@ async def test_a_usage_report_gives_the_same_figures_on_both_backends(tmp_path: 
             reports.append([await usage_report(db, scope) for scope in scopes])
     on_sqlite, on_postgres = reports
     assert on_sqlite[1].requests > 100 and on_sqlite[1].latency and on_sqlite[1].top_users
+    assert on_sqlite[1].speeds["relax"].images > 10 and on_sqlite[1].speeds["relax"].total_ms[0] > 0
     assert on_sqlite == on_postgres
+
+
+async def test_a_usage_report_tells_fast_from_relax(db: Database) -> None:
+    """Counts, cost and nearest-rank percentiles of total_ms per speed (for relax, the turnaround); the per-model
+    table and the chart's histogram are of fast requests only; without relax rows, nothing on relax."""
+    now = time.time()
+    rows = [make_row(created_at=now - 60, total_ms=1000.0 * n, queue_ms=100.0, cost_usd=0.25) for n in range(1, 7)]
+    rows.append(make_row(created_at=now - 60, status="error", error_class="timeout"))
+    for minutes in (1, 2, 3, 10):
+        rows.append(
+            make_row(created_at=now - 30, total_ms=minutes * 60_000.0, queue_ms=50_000.0, cost_usd=0.125,
+                     speed="relax", batch_id="b1")
+        )  # fmt: skip
+    rows.append(make_row(created_at=now - 30, status="blocked", error_class="blocked", speed="relax", batch_id="b1"))
+    rows.append(make_row(created_at=now - 30, guild_id=2, total_ms=1.0, cost_usd=1.0, speed="relax"))  # elsewhere
+    rows.append(make_row(created_at=now - 40 * DAY, total_ms=1.0, cost_usd=1.0, speed="relax"))  # before the period
+    rows.append(make_row(created_at=now - 60, guild_id=3, total_ms=2000.0, cost_usd=0.25))  # a fast-only server
+    for row in rows:
+        await insert_generation(db, row)
+
+    report = await usage_report(db, Scope(now - 30 * DAY, now + 1, guild_id=1))
+    assert (report.requests, report.images, report.blocked, report.cost_usd) == (12, 10, 1, 2.0)
+    # Fast: 1-6 s, p50 the 3rd of 6, p95 and p99 the 6th. Relax: 1, 2, 3 and 10 min, p50 the 2nd of 4.
+    assert report.speeds == {
+        "fast": SpeedUsage(requests=7, images=6, cost_usd=1.5, total_ms=(3000.0, 6000.0, 6000.0)),
+        "relax": SpeedUsage(requests=5, images=4, cost_usd=0.5, total_ms=(120_000.0, 600_000.0, 600_000.0)),
+    }
+    assert report.relax_used
+    assert report.latency == [Latency("gemini-2.5-flash-image", "1K", 6, (3000.0, 6000.0, 6000.0), (100.0,) * 3)]
+    assert report.seconds_histogram == [(n, 1) for n in range(1, 7)]
+    assert sum(images for _, images, _ in report.days) == 10
+
+    member = await usage_report(db, Scope(now - 30 * DAY, now + 1, guild_id=1, user_id=3))
+    assert member.speeds == report.speeds
+
+    fast_only = await usage_report(db, Scope(now - 30 * DAY, now + 1, guild_id=3))
+    assert not fast_only.relax_used
+    assert fast_only.speeds == {"fast": SpeedUsage(1, 1, 0.25, (2000.0,) * 3), "relax": SpeedUsage()}
+
+    everywhere = await usage_report(db, Scope(now - 7 * DAY, now + 1))
+    assert everywhere.speeds["relax"] == SpeedUsage(6, 5, 1.5, (120_000.0, 600_000.0, 600_000.0))
+
+    table = (await csv_text(db, Scope(now - 30 * DAY, now + 1, guild_id=1))).splitlines()
+    header = table[0].split(",")
+    assert header[-2:] == ["speed", "batch_id"]
+    speeds = [line.split(",")[-2:] for line in table[1:]]
+    assert speeds.count(["relax", "b1"]) == 5 and speeds.count(["fast", ""]) == 7
+
+
+@sqlite_only
+async def test_a_guild_report_reads_only_covering_indexes(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every query of a guild's (or a member's) report is served by an index alone, no lookups in the table
+    however many rows the period holds: generations_guild_report (0006), and for the relax requests apart
+    generations_relax_report (0018), which holds those only."""
+    for n in range(20):
+        await insert_generation(db, make_row(total_ms=1000.0 + n, speed=("fast", "relax")[n % 2]))
+    plans: list[str] = []
+    reading = db.reading
+
+    @asynccontextmanager
+    async def explaining() -> AsyncIterator[Any]:
+        async with reading() as conn:
+
+            class Explaining:
+                async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                    plan = await conn.fetchall("EXPLAIN QUERY PLAN " + sql, params)
+                    relax = " speed = 'relax'" if "speed = 'relax'" in sql else ""
+                    plans.append(" | ".join(str(r[-1]) for r in plan) + relax)
+                    return list(await conn.fetchall(sql, params))
+
+            yield Explaining()
+
+    monkeypatch.setattr(db, "reading", explaining)
+    report = await usage_report(db, Scope(0, time.time() + 1, guild_id=1))
+    assert report.speeds["relax"].images == 10
+    await usage_report(db, Scope(0, time.time() + 1, guild_id=1, user_id=3))
+    assert len(plans) == 12
+    for plan in plans:
+        index = "generations_relax_report" if "speed = 'relax'" in plan else "generations_guild_report"
+        assert f"USING COVERING INDEX {index} (guild_id=? AND created_at>? AND created_at<?)" in plan, plan
 
 
 async def test_concurrent_inserts_all_land(db: Database) -> None:
