@@ -157,9 +157,9 @@ async def test_usage_shows_fast_and_relax_apart_when_relax_was_used(tmp_path: Pa
         )
         french = await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id and not m.loading)
         sec, cost = functools.partial(duration, "fr", threshold=3), functools.partial(money, "fr")
-        assert embed_fields(french)["Rapide / Relax"].splitlines() == [
+        assert embed_fields(french)["Rapide / Détente"].splitlines() == [
             f"Rapide : 8 images, {cost(8 * 0.134)} · génération p50 {sec(4)} / p95 {sec(20)}",
-            f"Relax : 4 images, {cost(4 * 0.067)} · délai total p50 {sec(300)} / p95 {sec(5400)}",
+            f"Détente : 4 images, {cost(4 * 0.067)} · délai total p50 {sec(300)} / p95 {sec(5400)}",
         ]
         assert sec(5400).startswith("90") and sec(5400).endswith("min")
 
