@@ -40,6 +40,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -55,7 +56,6 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_core import ROOT, Control, FakeServer
-from bench.bench_scale import free_port
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeInteraction, FakeUser, RecordedCall
 
 GUILDS, MEMBERS = 20, 10
@@ -552,6 +552,12 @@ class Transactions:
             f" ({self.share_within(0.005):.0%} within 5 ms, {self.share_within(0.025):.0%} within 25 ms;"
             f" targets p50 < {TARGETS['transaction_p50_ms']:g}, p99 < {TARGETS['transaction_p99_ms']:g})  {verdict(ok)}"
         )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def scrape_transactions(url: str) -> dict[str, dict[float, float]]:

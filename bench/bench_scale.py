@@ -35,7 +35,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from unittest import mock
 import httpx
 import psutil
 
-from bench.bench_bot import is_result_upload, pct
+from bench.bench_bot import free_port, is_result_upload, pct
 from bench.bench_core import ROOT, Control, FakeServer
 from bot.core.service import GenerationService
 from bot.jobs.admission import Admission
@@ -58,7 +57,7 @@ from bot.jobs.limits import QueueLimits
 from bot.jobs.queue import JobQueue
 from storage.db import Connection, Database, PostgresDatabase
 from storage.jobs import Job, JobRequest, insert_job
-from storage.queue import Caps, claim_jobs, finish, give_back_slot
+from storage.queue import Caps, cancel_queued, claim_jobs, finish, give_back_slot
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser, RecordedCall
 from tests.postgres import PostgresServer, running_postgres
 
@@ -76,12 +75,6 @@ IMAGE_COST = 0.134
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def counter(text: str, name: str, **labels: str) -> float:
@@ -407,6 +400,10 @@ class BurstResult:
     history: int
     violations: list[str]
     per_owner: Counter[str]
+    #: Admissions one at a time before the burst: wall and this process's CPU per admission (ms), the floor
+    #: under what a burst in one event loop can do.
+    alone_wall_ms: list[float] = field(default_factory=list)
+    alone_cpu_ms: float = 0.0
 
 
 async def seed_history(db: Database, count: int, guilds: list[int], seed: int = 7) -> None:
@@ -485,6 +482,23 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
         for db in dbs
     ]
 
+    async def alone(count: int) -> tuple[list[float], float]:
+        """`count` admissions one after another (members and guilds of their own): each one's wall time, and
+        the CPU this process spent per admission."""
+        walls = []
+        cpu = 0.0
+        for n in range(count):
+            guild, member = 5_000_000 + n % 20, 6_000_000 + n
+            job = Job(guild_id=guild, channel_id=1, user_id=member, kind="imagine", request=JobRequest(prompt="alone"))
+            start, cpu_start = time.perf_counter(), time.process_time()
+            async with admissions_by_db[0].admitting(member, guild, job.request, images=1) as (tx, cost):
+                job.status, job.reserved_usd = "queued", cost
+                await insert_job(tx, job)
+            walls.append((time.perf_counter() - start) * 1000)
+            cpu += time.process_time() - cpu_start
+            await cancel_queued(dbs[0], job.id, time.time())  # out of the burst's way
+        return walls, cpu * 1000 / count
+
     async def submit(guild: int, member: int, n: int) -> None:
         side = guild % 2  # the process whose shard owns the guild admits its interactions
         admission, queue = admissions_by_db[side], queues[side]
@@ -518,6 +532,8 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
                 queues.append(queue)
                 await queue.start()
             await asyncio.sleep(0.5)
+            alone_walls, alone_cpu = await alone(total)
+            _LOCKED.clear()
             order = [(g, m) for g in guilds for m in members[g]]
             random.Random(3).shuffle(order)
             log(f"[2] burst of {len(order)} submissions from {len(guilds)} guilds")
@@ -535,7 +551,9 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
     for c in claims:
         per_owner[c.owner] += len(c.taken)
     violations = fairness(admitted, claims, released, BURST_LIMITS.guild_concurrency)
-    return BurstResult(admissions, admitted, claims, released, wall, args.history, violations, per_owner)
+    return BurstResult(
+        admissions, admitted, claims, released, wall, args.history, violations, per_owner, alone_walls, alone_cpu
+    )
 
 
 def fairness(
@@ -704,6 +722,13 @@ def report_burst(result: BurstResult) -> tuple[list[str], bool, bool, bool]:
         f" {(max(a.end for a in adm) - min(a.start for a in adm)) * 1000:.0f} ms after the first began"
     )
     lines.append(f"    jobs claimed per process: {', '.join(f'{k} {v}' for k, v in sorted(result.per_owner.items()))}")
+    if result.alone_wall_ms:
+        floor = result.alone_cpu_ms * len(adm)
+        lines.append(
+            f"    one at a time first ({len(result.alone_wall_ms)}): wall ms {spread(result.alone_wall_ms)}; this"
+            f" process's CPU {result.alone_cpu_ms:.2f} ms per admission, so {len(adm)} started at once in one event"
+            f" loop need >= {floor:.0f} ms of it: their median waits >= {floor / 2:.0f} ms however the database does"
+        )
     fair_ok = not result.violations
     lines.append(
         f"[3] fairness: {len(result.violations)} violations over {len(result.admitted)} claimed jobs (a guild with a"

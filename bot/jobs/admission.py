@@ -8,7 +8,10 @@ a limit together, whichever processes it arrives at, while other guilds and memb
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -62,6 +65,24 @@ def month_bounds(now: float) -> tuple[float, float]:
     return start.timestamp(), following.timestamp()
 
 
+class LocalLocks:
+    """In-process locks by the same keys as the database's advisory locks, taken in the order given (the same
+    order everywhere, so no two admissions wait for each other in a circle)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, keys: list[tuple[int, int]]) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                lock = self._locks.get(key)
+                if lock is None:
+                    lock = self._locks[key] = asyncio.Lock()
+                await stack.enter_async_context(lock)
+            yield
+
+
 class Admission:
     """Checks and reserves in one database transaction that holds the guild's and the member's locks, so two
     admissions (in this process or another) can't both take the last image of a quota or the last cents of a
@@ -79,6 +100,7 @@ class Admission:
         self.generation = generation
         self.limits = limits
         self.clock = clock
+        self._turns = LocalLocks()
 
     @asynccontextmanager
     async def admitting(
@@ -105,11 +127,16 @@ class Admission:
         # Read before the locks: a guild's settings change rarely, and an admission holds its locks briefly.
         settings = await get_guild_settings(self.db, guild_id) if guild_id is not None else None
         # The guild and the member this request counts against, in that order (user installs first of all, whose
-        # cap is bot-wide): admissions for other guilds and members go on side by side, in any process.
+        # cap is bot-wide): admissions for other guilds and members go on side by side, in any process. The guild
+        # only where it has a cap to guard (a daily limit or a budget): otherwise its members' admissions have
+        # nothing to wait for one another about.
         keys = [(LOCK_USER_INSTALLS, 0)] if user_install else []
-        keys += [(LOCK_GUILD, guild_id)] if guild_id is not None else []
+        if guild_id is not None and self._guild_capped(settings):
+            keys.append((LOCK_GUILD, guild_id))
         keys.append((LOCK_MEMBER, user_id))
-        async with self.db.transaction() as tx:
+        # Admissions in this process wait for their turn before taking a pooled connection, so a burst in one guild
+        # doesn't hold the pool while it queues on that guild's lock, and the others' admissions go on.
+        async with self._turns.hold(keys), self.db.transaction() as tx:
             await self.db.lock_all(tx, keys)
             if user_install:
                 await self._check_user_installs(tx, images)
@@ -124,6 +151,10 @@ class Admission:
                 speed=speed,
             )
             yield tx, cost
+
+    def _guild_capped(self, settings: GuildSettings | None) -> bool:
+        limits = self.limits_for(settings)
+        return bool(limits.guild_daily) or (settings is not None and settings.monthly_budget_usd is not None)
 
     async def _check_user_installs(self, tx: Connection, images: int) -> None:
         cap = self.limits.user_install_daily
