@@ -205,6 +205,11 @@ async def test_admissions_in_two_processes_hold_a_member_quota_and_a_guild_budge
         assert all(results[21:])
         reserved = await first.fetchval("SELECT sum(reserved_usd) FROM jobs WHERE guild_id = 1")
         assert reserved == pytest.approx(1.0)
+
+        # A guild's own daily limit (set in /settings) holds too, though its members are all different.
+        await update_guild_settings(first, 3, updated_by=1, guild_daily=4)
+        capped = await asyncio.gather(*(ask(n, 300 + n, 3) for n in range(12)))
+        assert sum(capped) == 4
     finally:
         await first.close()
         await second.close()
