@@ -235,6 +235,8 @@ class _Parser:
             stop_grace=self.number("BANANA_STOP_GRACE", 30.0, minimum=0),
             job_lease=self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600),
             relax=RelaxSettings(
+                # The batcher's lease, like a job's: how soon another process takes over from a dead one.
+                lease=self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600),
                 batch_size=self.integer("BANANA_RELAX_BATCH_SIZE", 16, minimum=1, maximum=1000),
                 max_wait=self.number("BANANA_RELAX_MAX_WAIT", 300.0, minimum=0),
                 poll_min=self.number("BANANA_RELAX_POLL_MIN", 10.0, minimum=0.05),

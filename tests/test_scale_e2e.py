@@ -321,3 +321,32 @@ async def test_after_both_restart_buttons_and_thread_replies_work_wherever_they_
     assert sent[1]["role"] == "model"
     assert all(p.get("thoughtSignature") in d.api.issued_signatures for p in sent[1]["parts"])
     assert [await d.stop(0), await d.stop(1)] == [0, 0]
+
+
+async def test_kill_9_while_a_relax_batch_runs_the_other_process_takes_over_its_polling_and_delivers(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    d.api.batch_seconds = 2.0
+    relax = {"BANANA_RELAX_BATCH_SIZE": "2", "BANANA_RELAX_MAX_WAIT": "60", "BANANA_RELAX_POLL_MIN": "0.2"}
+    await d.launch(0, **relax)  # alone at first: it is the batcher
+    guilds = d.guilds[0::2][:2]
+    prompts = [f"killed relax {g.name}" for g in guilds]
+    for guild, prompt in zip(guilds, prompts, strict=True):
+        member = d.members[guild.id][0]
+        await d.discord.slash(guild.id, guild.channel_id, member, "imagine", {"prompt": prompt, "speed": "relax"})
+    await d.wait(lambda: len(d.api.batches) == 1, "process 0 sent the batch", 20)
+    assert await d.stop(0, signal.SIGKILL) == -signal.SIGKILL
+    await d.launch(1, **relax)  # becomes the batcher once the dead one's lease runs out
+    await d.wait_posted(prompts, timeout=60)
+    for guild, prompt in zip(guilds, prompts, strict=True):
+        [posted] = d.results_for(prompt)
+        assert posted.interaction_id is None and f"<@{d.members[guild.id][0].id}>" in posted.content
+    assert len(d.api.batches) == 1  # polled where it was, not sent again
+    db = await Database.open(d.url)
+    try:
+        rows = await db.fetchall("SELECT job_id, count(*) FROM generations WHERE speed = 'relax' GROUP BY job_id")
+        assert sorted(int(count) for _, count in rows) == [1, 1]  # each image logged and charged once
+    finally:
+        await db.close()
+    assert await d.stop(1) == 0
