@@ -217,6 +217,7 @@ class _Parser:
         if log_format not in ("text", "json"):
             self.errors.append(f"BANANA_LOG_FORMAT={log_format!r}: expected text or json.")
             log_format = "text"
+        job_lease = self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600)
         return Settings(
             discord_token=Secret(token) if token else None,
             gemini_api_keys=self.keys("GEMINI_API_KEY"),
@@ -233,10 +234,10 @@ class _Parser:
             data_dir=Path(self.get("BANANA_DATA_DIR", "data")).expanduser(),
             database_url=self._database_url(),
             stop_grace=self.number("BANANA_STOP_GRACE", 30.0, minimum=0),
-            job_lease=self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600),
+            job_lease=job_lease,
             relax=RelaxSettings(
                 # The batcher's lease, like a job's: how soon another process takes over from a dead one.
-                lease=self.number("BANANA_JOB_LEASE", 30.0, minimum=3, maximum=3600),
+                lease=job_lease,
                 batch_size=self.integer("BANANA_RELAX_BATCH_SIZE", 16, minimum=1, maximum=1000),
                 max_wait=self.number("BANANA_RELAX_MAX_WAIT", 300.0, minimum=0),
                 poll_min=self.number("BANANA_RELAX_POLL_MIN", 10.0, minimum=0.05),
