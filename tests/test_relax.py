@@ -13,6 +13,7 @@ import bot.core.batches as batches_module
 from bot.config import load_settings
 from bot.core.batches import BatchClient, BatchState, key_id
 from bot.core.types import ImageRequest
+from bot.jobs.conversation import request_context
 from bot.jobs.limits import QueueLimits, RelaxSettings
 from bot.jobs.relax import LEASE_NAME, poll_interval
 from bot.jobs.runner import JobRunner
@@ -237,7 +238,7 @@ async def test_a_delivery_cut_off_is_taken_up_again_without_charging_twice(
     prepared = await runner.conversation.prepare(first)
     [line] = await client.lines(info, batch.key_id, {first.id: (prepared.request, spec)})
     assert line.result is not None
-    context = runner.relax._context(first)
+    context = request_context(first)
     await runtime.service.record_batched(
         prepared.request, context, spec, batch_id=batch.id, total_ms=1.0, result=line.result
     )

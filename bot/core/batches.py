@@ -241,7 +241,14 @@ class BatchClient:
     async def get(self, name: str, key: str) -> BatchInfo:
         """The batch's state; for a finished batch with inline output, its responses too (images decoded as
         they arrive)."""
-        url = f"{self._base}/{self._version}/{_path(name)}"
+        skeleton, images = await self._get_decoded(f"{self._base}/{self._version}/{_path(name)}", key)
+        info = parse_operation(load_json(skeleton))
+        return replace(info, images=images) if info.inline is not None else info
+
+    async def _get_decoded(self, url: str, key: str) -> tuple[bytes, list[bytes]]:
+        """A GET whose answer may carry hundreds of MB of images: the JSON with each image cut out as "#N", and
+        the images, decoded while they arrive (as a fast answer is)."""
+        decoders: list[InlineImageDecoder] = []
 
         async def send(secret: str, label: str) -> HttpResult:
             decoder = InlineImageDecoder()
@@ -254,14 +261,8 @@ class BatchClient:
                 "GET", url, headers=self._headers(secret), read_timeout=600.0, sink=sink, max_bytes=_MAX_OUTPUT_BYTES
             )
 
-        decoders: list[InlineImageDecoder] = []
-
-        def parse(reply: HttpResult) -> BatchInfo:
-            skeleton, images = decoders[-1].finish()
-            info = parse_operation(load_json(skeleton))
-            return replace(info, images=images) if info.inline is not None else info
-
-        return await self._call(key, send, parse)
+        decoder = await self._call(key, send, lambda reply: decoders[-1])
+        return await asyncio.to_thread(decoder.finish)  # joining the images copies them: off the loop
 
     async def cancel(self, name: str, key: str) -> None:
         url = f"{self._base}/{self._version}/{_path(name)}:cancel"
@@ -322,25 +323,9 @@ class BatchClient:
 
     async def _download(self, file_name: str, key: str) -> tuple[list[dict[str, Any]], list[bytes]]:
         url = f"{self._base}/download/{self._version}/{_path(file_name)}:download?alt=media"
-        decoders: list[InlineImageDecoder] = []
-
-        async def send(secret: str, label: str) -> HttpResult:
-            decoder = InlineImageDecoder()
-            decoders.append(decoder)
-
-            async def sink(chunk: bytes) -> None:
-                decoder.feed(chunk)
-
-            return await self.provider.http.request(
-                "GET", url, headers=self._headers(secret), read_timeout=600.0, sink=sink, max_bytes=_MAX_OUTPUT_BYTES
-            )
-
-        def parse(reply: HttpResult) -> tuple[list[dict[str, Any]], list[bytes]]:
-            skeleton, images = decoders[-1].finish()
-            rows = [load_json(line) for line in bytes(skeleton).splitlines() if line.strip()]
-            return [row for row in rows if isinstance(row, dict)], images
-
-        return await self._call(key, send, parse)
+        skeleton, images = await self._get_decoded(url, key)
+        rows = [load_json(line) for line in bytes(skeleton).splitlines() if line.strip()]
+        return [row for row in rows if isinstance(row, dict)], images
 
 
 def _path(name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from bot.core.errors import InvalidRequest
 from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import model_spec
-from bot.core.types import GenerationResult, ImageInput, ImageRequest, Part, Turn
+from bot.core.types import GenerationResult, ImageInput, ImageRequest, Part, RequestContext, Turn
 from bot.jobs.characters import apply_character
 from bot.jobs.limits import ContextBudget
 from storage.characters import get_character_by_id, get_version
@@ -36,6 +36,20 @@ class PreparedRequest:
     dropped_turns: int
     #: A character's reference images left out to stay within the model's image limit.
     character_images_left_out: int
+
+
+def request_context(job: Job, **hooks: Any) -> RequestContext:
+    """Who asked for `job`, for the usage log (and the caller's hooks: `on_image`, `on_preview`)."""
+    return RequestContext(
+        command=job.kind,
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        user_id=job.user_id,
+        queue_ms=job.queue_ms,
+        job_id=job.id,
+        defer_ms=job.defer_ms,
+        **hooks,
+    )
 
 
 class Conversation:

@@ -27,8 +27,8 @@ from bot.core.batches import BatchClient, BatchInfo, BatchLine, BatchState
 from bot.core.errors import BatchEndedError, GenerationError, InvalidRequest
 from bot.core.models import ModelSpec
 from bot.core.service import GenerationService, validate
-from bot.core.types import GenerationResult, ImageRequest, RequestContext
-from bot.jobs.conversation import Conversation, PreparedRequest
+from bot.core.types import GenerationResult, ImageRequest
+from bot.jobs.conversation import Conversation, PreparedRequest, request_context
 from bot.jobs.limits import RelaxSettings
 from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from storage.batches import (
@@ -334,17 +334,6 @@ class RelaxBatcher:
         except InvalidRequest:
             return None
 
-    def _context(self, job: Job) -> RequestContext:
-        return RequestContext(
-            command=job.kind,
-            guild_id=job.guild_id,
-            channel_id=job.channel_id,
-            user_id=job.user_id,
-            queue_ms=job.queue_ms,
-            job_id=job.id,
-            defer_ms=job.defer_ms,
-        )
-
     async def _deliver_line(
         self, job: Job, batch: Batch, spec: ModelSpec, prepared: PreparedRequest, line: BatchLine
     ) -> None:
@@ -361,7 +350,7 @@ class RelaxBatcher:
         else:
             result = line.result
             await self.generation.record_batched(
-                prepared.request, self._context(job), spec, batch_id=batch.id, total_ms=total_ms, result=result
+                prepared.request, request_context(job), spec, batch_id=batch.id, total_ms=total_ms, result=result
             )
         job.image_key, job.generation_id = result.image_key, result.generation_id
         job.user_turn = prepared.user_turn
@@ -403,7 +392,7 @@ class RelaxBatcher:
         if batch is not None and request is not None and spec is not None:
             total_ms = (self.clock() - job.created_at) * 1000
             await self.generation.record_batched(
-                request, self._context(job), spec, batch_id=batch.id, total_ms=total_ms, error=error
+                request, request_context(job), spec, batch_id=batch.id, total_ms=total_ms, error=error
             )
         changes = {
             "status": "failed",

@@ -20,10 +20,9 @@ from bot.core.errors import GenerationError
 from bot.core.service import GenerationService
 from bot.core.types import (
     GeneratedImage,
-    RequestContext,
 )
 from bot.jobs.admission import Admission
-from bot.jobs.conversation import Conversation
+from bot.jobs.conversation import Conversation, request_context
 from bot.jobs.limits import ContextBudget, QueueLimits, RelaxSettings
 from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from bot.jobs.queue import JobQueue
@@ -321,14 +320,8 @@ class JobRunner:
                 await self.queue.release(job.id)
                 result = await stored_result(self.db, self.images, *paid)
             else:
-                context = RequestContext(
-                    command=job.kind,
-                    guild_id=job.guild_id,
-                    channel_id=job.channel_id,
-                    user_id=job.user_id,
-                    queue_ms=job.queue_ms,
-                    job_id=job.id,
-                    defer_ms=job.defer_ms,
+                context = request_context(
+                    job,
                     on_image=lambda image: self._generated(job, presenter, image),
                     # Drafts stream only where someone will see them (the server may have turned them off).
                     on_preview=presenter.preview if job.request.previews else None,
