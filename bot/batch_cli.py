@@ -551,11 +551,12 @@ class BatchCommands:
                 [(line.key, line.request) for line in lines], spec, display_name=record.id, key=record.key_id
             )
         except GenerationError as exc:
-            if exc.status is None and exc.error_class != "no_keys":
+            # No answer, or a server error that may have come after the batch was made.
+            if (exc.status is None or exc.status >= 500) and exc.error_class != "no_keys":
                 raise CliError(
                     f"{exc} The batch may have been created anyway: `banana-bot batch status {record.id}` tells.", 1
                 ) from None
-            await unsend(self.db, record.id)  # refused: nothing was made, nothing stays recorded
+            await unsend(self.db, record.id, time.time())  # refused: nothing was made, nothing stays recorded
             raise
         sent = {"name": info.name, "state": str(info.state), "input_kind": kind, "input_bytes": size}
         await update_batch(self.db, record.id, sent_at=time.time(), **sent)

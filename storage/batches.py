@@ -143,9 +143,15 @@ async def take_into_batch(db: Database, batch: Batch, job_ids: Sequence[str], no
         return taken
 
 
-async def unsend(db: Database, batch_id: str) -> int:
-    """The batch was never created at the provider: its jobs wait again, and the batch is forgotten."""
+async def unsend(db: Database, batch_id: str, now: float) -> int:
+    """The batch was never created at the provider: its jobs wait again (those whose member cancelled the
+    delivery meanwhile are cancelled, free), and the batch is forgotten. How many wait again."""
     async with db.transaction() as tx:
+        await tx.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, reserved_usd = 0 "
+            "WHERE batch_id = ? AND status = 'running' AND delivery_cancelled = 1",
+            (now, batch_id),
+        )
         back = await tx.execute(
             "UPDATE jobs SET status = 'queued', batch_id = NULL, started_at = NULL "
             "WHERE batch_id = ? AND status = 'running'",
@@ -159,14 +165,26 @@ async def batch_jobs(db: Queryable, batch_id: str) -> list[Job]:
     return await jobs_where(db, "batch_id = ? ORDER BY created_at, id", (batch_id,))
 
 
-async def finish_batched(db: Queryable, job_id: str, batch_id: str, changes: dict[str, Any]) -> bool:
-    """Record how a batched job ended, unless it already has (its batch is delivered once, but a delivery cut
-    off by a restart is taken up again)."""
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A batched job just finished here; whether its member had cancelled its delivery by then."""
+
+    delivery_cancelled: bool
+
+
+async def finish_batched(db: Database, job_id: str, batch_id: str, changes: dict[str, Any]) -> Finished | None:
+    """Record how a batched job ended, unless it already has (a delivery cut off by a restart is taken up again,
+    and only one batcher finishes a job). None if it had."""
     columns = {**changes, "reserved_usd": 0.0}
     names, values = columns_and_values(columns)
     assignments = ", ".join(f"{name} = ?" for name in names)
-    sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND status = 'running' AND batch_id = ?"
-    return await db.execute(sql, [*values, job_id, batch_id]) > 0
+    sql = (
+        f"UPDATE jobs SET {assignments} WHERE id = ? AND status = 'running' AND batch_id = ? "
+        "RETURNING delivery_cancelled"
+    )
+    async with db.transaction() as tx:
+        row = await tx.fetchone(sql, [*values, job_id, batch_id])
+    return Finished(bool(row[0])) if row is not None else None
 
 
 async def cancel_delivery(db: Database, job_id: str) -> bool:

@@ -101,6 +101,8 @@ class BatchLine:
     key: str
     result: GenerationResult | None = None
     error: GenerationError | None = None
+    #: The output has no line for this request at all (`error` says so).
+    missing: bool = False
 
 
 def key_id(secret: str) -> str:
@@ -311,14 +313,19 @@ class BatchClient:
         requests: dict[str, tuple[ImageRequest, ModelSpec]],
         *,
         others: tuple[ImageRequest, ModelSpec] | None = None,
+        order: Sequence[str] | None = None,
     ) -> list[BatchLine]:
         """Each request's outcome in a SUCCEEDED batch, for the keys in `requests` (with what each asked for,
         to price it). Lines for unknown keys are skipped, unless `others` says how to price them (a batch
-        sent from elsewhere, whose keys only its output tells); a key with no line at all gets an error."""
+        sent from elsewhere, whose keys only its output tells); a key with no line at all gets an error.
+        `order` is every key in the order the requests were sent: inline output lines that don't carry their
+        key back are matched by position (the API answers inline requests in their order)."""
         if info.responses_file is not None:
             raw, images = await self._download(info.responses_file, key)
         else:
             raw, images = list(info.inline or []), info.images
+        if order is not None and raw and all(_line_key(row) is None for row in raw) and len(raw) <= len(order):
+            raw = [{**row, "key": key} for row, key in zip(raw, order, strict=False)]
         return await asyncio.to_thread(_parse_lines, raw, images, requests, self.name, others)
 
     async def _download(self, file_name: str, key: str) -> tuple[list[dict[str, Any]], list[bytes]]:
@@ -480,6 +487,8 @@ def _parse_lines(
     for key in requests:
         if key not in lines:
             lines[key] = BatchLine(
-                key, error=ResponseError(f"{provider} returned no answer for this request.", provider=provider)
+                key,
+                error=ResponseError(f"{provider} returned no answer for this request.", provider=provider),
+                missing=True,
             )
     return [lines[key] for key in requests] + [line for key, line in lines.items() if key not in requests]

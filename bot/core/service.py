@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from storage.db import Database
+from storage.db import Database, IntegrityError
 from storage.generations import GenerationRow, insert_generation
 from storage.images import ImageStore
 
@@ -142,6 +142,7 @@ class GenerationService:
         does for a request made at once. `total_ms` is from the request to the batch's answer."""
         if result is not None:
             result.timing.total_ms = total_ms
+            result.generation_id = None  # set again only if this row is written (see the unique index in 0017)
         await self._record(request, context, spec, result=result, error=error, total_ms=total_ms, batch_id=batch_id)
 
     def _observe(
@@ -249,6 +250,8 @@ class GenerationService:
             generation_id = await insert_generation(self.db, row)
             if result is not None:
                 result.generation_id = generation_id
+        except IntegrityError:
+            log.info("job %s's answer was logged already (by another process delivering its batch)", row.job_id)
         except Exception:
             log.exception("could not write the usage row; the generation itself is unaffected")
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.core.batches import BatchClient, BatchInfo, BatchLine, BatchState
-from bot.core.errors import BatchEndedError, GenerationError, InvalidRequest
+from bot.core.errors import BatchEndedError, GenerationError, InvalidRequest, ResponseError
 from bot.core.models import ModelSpec
 from bot.core.service import GenerationService, validate
 from bot.core.types import GenerationResult, ImageRequest
@@ -52,9 +52,18 @@ log = logging.getLogger(__name__)
 
 #: The database lease naming the one batcher.
 LEASE_NAME = "relax_batcher"
-#: A batch still 'sending' after this long was never created, or was and is found at the provider: its create
-#: call (retries included) is surely over by then.
+#: A batch left 'sending' by a process that stopped or died is looked for at the provider; after this long, its
+#: create call (retries and a large upload included) is surely over, and a batch not found was never made.
 SENDING_GRACE = 900.0
+#: The same for a batch whose create call this process saw end without an answer it could trust.
+UNANSWERED_GRACE = 120.0
+#: A batch the provider still hasn't finished this long after it was sent is given up (Google expires a batch
+#: after 48 hours): its jobs are failed and refunded rather than left waiting forever.
+GIVE_UP_AFTER = 72 * 3600.0
+
+
+class LeaseLost(Exception):
+    """Another process became the batcher (this one's lease ran out mid-round): this round stops here."""
 
 
 def poll_interval(age: float, settings: RelaxSettings) -> float:
@@ -134,11 +143,12 @@ class RelaxBatcher:
         while not self._stopping:
             wait = self.settings.lease / 3
             try:
-                self.holds_lease = await take_lease(self.db, LEASE_NAME, self.owner, self.clock(), self.settings.lease)
-                if self.holds_lease:
-                    wait = min(wait, await self.round())
+                wait = min(wait, await self.round())
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                self.holds_lease = False
+                log.info("another process is the relax batcher now")
             except Exception:
                 log.exception("the relax batcher's round failed; trying again shortly")
             if self._stopping:
@@ -149,10 +159,34 @@ class RelaxBatcher:
                     await self._wake.wait()
 
     async def round(self) -> float:
-        """Send what is due, look at what is due, deliver what finished. Seconds until something is due next."""
-        next_send = await self._send_due()
-        next_poll = await self._poll_due()
+        """If this process is the batcher (or may become it): send what is due, look at what is due, deliver what
+        finished. Seconds until something is due next."""
+        self.holds_lease = await take_lease(self.db, LEASE_NAME, self.owner, self.clock(), self.settings.lease)
+        if not self.holds_lease:
+            return self.settings.lease / 3
+        keeping = asyncio.create_task(self._keep_lease())
+        try:
+            next_send = await self._send_due()
+            next_poll = await self._poll_due()
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
         return max(0.0, min(next_send, next_poll) - self.clock())
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while a round runs (uploads, downloads and posting many images take long): the round
+        stops at its next step if another process took it meanwhile."""
+        while self.holds_lease:
+            await asyncio.sleep(self.settings.lease / 3)
+            if not await take_lease(self.db, LEASE_NAME, self.owner, self.clock(), self.settings.lease):
+                self.holds_lease = False
+
+    def _renew(self) -> None:
+        """Between steps of a round: LeaseLost if another process is the batcher now, so two batchers never work
+        on the same batch."""
+        if not self.holds_lease:
+            raise LeaseLost
 
     # --- sending ------------------------------------------------------------------------------------------
     async def _send_due(self) -> float:
@@ -208,24 +242,35 @@ class RelaxBatcher:
         items = [(job.id, prepared.request) for job, prepared in ready if job.id in taken]
         if not items:
             return
+        self._renew()
+        taken_jobs = [job for job, _ in ready if job.id in taken]
         try:
             info, kind, size = await client.create(items, spec, display_name=batch.id, key=batch.key_id)
         except GenerationError as exc:
-            if exc.status is None:
-                # No answer at all (a timeout, a broken connection): it may have been created. The next rounds
-                # look for it by its display name (see _reconcile).
-                log.warning("batch %s: the create call got no answer (%s); looking for it later", batch.id, exc)
+            if exc.status is None or exc.status >= 500:
+                # No answer, or a server error that may have come after the batch was made: the next rounds look
+                # for it by its display name before sending anything again (see _reconcile).
+                log.warning(
+                    "batch %s: the create call ended without a clear answer (%s); looking for it", batch.id, exc
+                )
+                await update_batch(self.db, batch.id, error="unanswered")
                 return
-            await unsend(self.db, batch.id)
+            await unsend(self.db, batch.id, self.clock())
             if exc.retryable or exc.error_class in ("auth", "no_keys"):
                 log.warning(
                     "batch %s was not accepted (%s); its %d jobs wait for the next round", batch.id, exc, len(items)
                 )
                 return
             log.warning("batch %s was refused (%s); failing its jobs", batch.id, exc)
-            for job, _ in ready:
-                if job.id in taken:
-                    await self._fail(job, None, exc)
+            for job in taken_jobs:
+                await self._fail(job, None, exc)
+            return
+        except Exception:
+            # A fault of ours before anything was sent (building the requests): the jobs can't go, now or later.
+            log.exception("batch %s could not be sent (reference %s); failing its jobs", batch.id, batch.id)
+            await unsend(self.db, batch.id, self.clock())
+            for job in taken_jobs:
+                await self._fail(job, None, None)
             return
         await update_batch(
             self.db,
@@ -244,20 +289,36 @@ class RelaxBatcher:
         now = self.clock()
         due_next = now + self.settings.poll_max
         for batch in await open_batches(self.db, origin="discord"):
+            self._renew()
             if batch.state == "sending":
                 await self._reconcile(batch)
                 due_next = min(due_next, now + self.settings.poll_min)
                 continue
-            if batch.next_poll_at is not None and batch.next_poll_at > now and not _final(batch.state):
+            if batch.next_poll_at is not None and batch.next_poll_at > now:
                 due_next = min(due_next, batch.next_poll_at)
                 continue
             try:
                 due_next = min(due_next, await self._poll(batch))
             except GenerationError as exc:
-                log.warning("batch %s: could not look at it (%s); trying again later", batch.id, exc)
-                await update_batch(self.db, batch.id, next_poll_at=now + self.settings.poll_min)
-                due_next = min(due_next, now + self.settings.poll_min)
+                age = now - (batch.sent_at or batch.created_at)
+                if not exc.retryable or age > GIVE_UP_AFTER:
+                    # Gone at the provider (404), its key or provider no longer configured, or never finishing:
+                    # no later look will deliver it.
+                    await self._give_up(batch, exc)
+                    continue
+                later = now + poll_interval(age, self.settings)
+                log.warning("batch %s: could not look at it (%s); trying again in %.0f s", batch.id, exc, later - now)
+                await update_batch(self.db, batch.id, next_poll_at=later)
+                due_next = min(due_next, later)
         return due_next
+
+    async def _give_up(self, batch: Batch, error: GenerationError) -> None:
+        log.warning("batch %s can't be delivered (%s); failing and refunding its jobs", batch.id, error)
+        for job in await batch_jobs(self.db, batch.id):
+            if job.status == "running":
+                self._renew()
+                await self._fail(job, batch, error)
+        await update_batch(self.db, batch.id, delivered_at=self.clock(), error=str(error)[:500])
 
     async def _reconcile(self, batch: Batch) -> None:
         """A batch left 'sending' (its create call got no answer, or its process stopped or died in it): adopted
@@ -280,8 +341,8 @@ class RelaxBatcher:
                 sent_at=batch.created_at,
                 next_poll_at=self.clock(),
             )
-        elif self.clock() - batch.created_at >= SENDING_GRACE:
-            back = await unsend(self.db, batch.id)
+        elif self.clock() - batch.created_at >= (UNANSWERED_GRACE if batch.error == "unanswered" else SENDING_GRACE):
+            back = await unsend(self.db, batch.id, self.clock())
             log.info("batch %s was never created; its %d jobs wait again", batch.id, back)
 
     async def _poll(self, batch: Batch) -> float:
@@ -305,28 +366,51 @@ class RelaxBatcher:
 
     # --- delivering ---------------------------------------------------------------------------------------
     async def _deliver(self, batch: Batch, info: BatchInfo, client: BatchClient) -> None:
-        jobs = [job for job in await batch_jobs(self.db, batch.id) if job.status == "running"]
+        """Each job of a finished batch: its answer stored, logged and posted, or its error told and refunded. A
+        batch that failed, was cancelled or expired delivers what it answered before it ended."""
+        jobs = await batch_jobs(self.db, batch.id)  # in the order they were sent
+        running = [job for job in jobs if job.status == "running"]
+        # Finished by a delivery that was cut off (a restart) before their results were posted. (A grid's tiles
+        # have no message of their own; a resumed grid shows the ones already finished with the rest.)
+        unposted = [
+            job
+            for job in jobs
+            if job.status == "done"
+            and job.result_message_id is None
+            and job.grid_id is None
+            and not job.delivery_cancelled
+        ]
         spec = self.generation.spec_for(client.provider, ImageRequest(prompt="", model=batch.model))
-        if info.state is BatchState.SUCCEEDED and jobs:
-            prepared = {job.id: await self._prepared(job) for job in jobs}
-            asked = {job.id: (p.request, spec) for job in jobs if (p := prepared[job.id]) is not None}
-            lines = {line.key: line for line in await client.lines(info, batch.key_id, asked)}
-            for job in jobs:
-                p = prepared[job.id]
-                if p is None:
-                    await self._fail(job, batch, InvalidRequest("An image this request uses is no longer stored."))
-                    continue
-                await self._deliver_line(job, batch, spec, p, lines[job.id])
-        else:
-            error = BatchEndedError(
-                f"The batch ended {info.state}: {info.error or 'no answer'}",
-                state=str(info.state),
-                provider=client.name,
-            )
-            for job in jobs:
-                await self._fail(job, batch, error)
+        prepared = {job.id: await self._prepared(job) for job in running}
+        lines: dict[str, BatchLine] = {}
+        if running and (info.inline is not None or info.responses_file is not None):
+            asked = {job.id: (p.request, spec) for job in running if (p := prepared[job.id]) is not None}
+            found = await client.lines(info, batch.key_id, asked, order=[job.id for job in jobs])
+            lines = {line.key: line for line in found if not line.missing}
+            if info.state is BatchState.SUCCEEDED and asked and not lines:
+                # Its output names none of its requests: a format this release doesn't read. Looked at again
+                # later (and given up after GIVE_UP_AFTER) rather than refunded while the provider bills it.
+                raise ResponseError(f"{client.name}: the batch's output answers none of its requests.")
+        ended = BatchEndedError(
+            f"The batch ended {info.state}: {info.error or 'no answer'}", state=str(info.state), provider=client.name
+        )
+        for job in running:
+            self._renew()
+            p = prepared[job.id]
+            line = lines.get(job.id)
+            if p is None:
+                await self._fail(job, batch, InvalidRequest("An image this request uses is no longer stored."))
+            elif line is not None:
+                await self._deliver_line(job, batch, spec, p, line)
+            elif info.state is BatchState.SUCCEEDED:
+                await self._fail(job, batch, ResponseError(f"{client.name} returned no answer for this request."))
+            else:
+                await self._fail(job, batch, ended, p.request, spec)
+        for job in unposted:
+            self._renew()
+            await self._post_stored(job)
         await update_batch(self.db, batch.id, delivered_at=self.clock())
-        log.info("batch %s delivered (%s, %d jobs)", batch.id, info.state, len(jobs))
+        log.info("batch %s delivered (%s, %d jobs)", batch.id, info.state, len(running))
 
     async def _prepared(self, job: Job) -> PreparedRequest | None:
         try:
@@ -352,6 +436,9 @@ class RelaxBatcher:
             await self.generation.record_batched(
                 prepared.request, request_context(job), spec, batch_id=batch.id, total_ms=total_ms, result=result
             )
+            if result.generation_id is None and (paid := await paid_generation(self.db, job.id)) is not None:
+                # Another batcher logged it a moment earlier (one row per relax job: a unique index).
+                result = await stored_result(self.db, self.conversation.images, *paid)
         job.image_key, job.generation_id = result.image_key, result.generation_id
         job.user_turn = prepared.user_turn
         job.model_turn = await self.conversation.model_turn_json(result)
@@ -369,10 +456,10 @@ class RelaxBatcher:
                 "model_turn": job.model_turn,
             },
         )
-        if not ended:
+        if ended is None:
             return
         self.on_end("done")
-        if job.delivery_cancelled:
+        if ended.delivery_cancelled:  # as it stood when the job was finished: a cancel after that is too late
             log.info("job %s: delivery was cancelled; the image is kept and paid for, not posted", job.id)
             return
         presenter = await self._presenter(job)
@@ -380,16 +467,26 @@ class RelaxBatcher:
             presenter.prepare(result.image)
             await presenter.finished(job, JobOutcome(result=result, dropped_turns=prepared.dropped_turns))
 
+    async def _post_stored(self, job: Job) -> None:
+        paid = await paid_generation(self.db, job.id)
+        if paid is None:
+            return
+        result = await stored_result(self.db, self.conversation.images, *paid)
+        presenter = await self._presenter(job)
+        if presenter is not None:
+            presenter.prepare(result.image)
+            await presenter.finished(job, JobOutcome(result=result))
+
     async def _fail(
         self,
         job: Job,
         batch: Batch | None,
-        error: GenerationError,
+        error: GenerationError | None,
         request: ImageRequest | None = None,
         spec: ModelSpec | None = None,
     ) -> None:
-        """End a relax job as failed (refunding it) and tell the member why."""
-        if batch is not None and request is not None and spec is not None:
+        """End a relax job as failed (refunding it) and tell the member why (None: a fault of ours)."""
+        if batch is not None and request is not None and spec is not None and error is not None:
             total_ms = (self.clock() - job.created_at) * 1000
             await self.generation.record_batched(
                 request, request_context(job), spec, batch_id=batch.id, total_ms=total_ms, error=error
@@ -397,17 +494,20 @@ class RelaxBatcher:
         changes = {
             "status": "failed",
             "finished_at": self.clock(),
-            "error_class": error.error_class,
-            "error_detail": str(error),
+            "error_class": error.error_class if error is not None else "internal",
+            "error_detail": str(error) if error is not None else None,
         }
         if batch is not None:
             ended = await finish_batched(self.db, job.id, batch.id, changes)
+            if ended is None:
+                return
+            cancelled = ended.delivery_cancelled
         else:
-            ended = await fail_waiting(self.db, job.id, changes)
-        if not ended:
-            return
+            if not await fail_waiting(self.db, job.id, changes):
+                return
+            cancelled = False
         self.on_end("failed")
-        if job.delivery_cancelled:
+        if cancelled:
             return
         presenter = await self._presenter(job)
         if presenter is not None:
@@ -421,10 +521,6 @@ class RelaxBatcher:
         except Exception:
             log.exception("job %s: could not reach its channel", job.id)
             return None
-
-
-def _final(state: str) -> bool:
-    return state in ("succeeded", "failed", "cancelled", "expired")
 
 
 def _whole_groups(jobs: list[Job], size: int) -> list[Job]:

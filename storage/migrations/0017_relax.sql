@@ -51,6 +51,8 @@ CREATE TABLE leases (
 -- The usage log tells fast from relax: the batch price is half, and turnaround is reported apart.
 ALTER TABLE generations ADD COLUMN speed TEXT NOT NULL DEFAULT 'fast';
 ALTER TABLE generations ADD COLUMN batch_id TEXT;
+-- A relax job's answer is logged (and charged) once, whichever process delivers it.
+CREATE UNIQUE INDEX generations_relax_job ON generations (job_id) WHERE speed = 'relax' AND status = 'ok';
 
 -- A server's default speed ('fast' or 'relax'; NULL = fast) and whether it allows relax only.
 ALTER TABLE guild_settings ADD COLUMN default_speed TEXT;

@@ -173,6 +173,7 @@ class FakeBatch:
     seconds: float  # time to finish: fake.batch_seconds when it was created
     ends_as: BatchState = "SUCCEEDED"  # or a scripted ending (fake.script_batch)
     error: JSON | None = None  # the Operation's error, for a scripted FAILED
+    partial: int = 0  # a scripted ending with output: the first `partial` requests were answered
     input_file: str | None = None  # "files/ID" for file input
     api_version: str = "v1beta"
     cancelled_at: float | None = None
@@ -264,8 +265,10 @@ class BatchAPI:
         self.uploaded_files: dict[str, FakeFile] = {}
         self.generated_files: dict[str, FakeFile] = {}
         self.uploads: dict[str, _Upload] = {}  # resumable uploads started and not yet finalized, by upload_id
-        self._endings: list[tuple[BatchState, JSON | None]] = []
+        self._endings: list[tuple[BatchState, JSON | None, int]] = []
         self._line_failures: list[_LineFailure] = []
+        #: Inline responses carry the request's `metadata` back (reports differ on whether the real API does).
+        self.echo_metadata = True
 
     def reset(self) -> None:
         self.batches.clear()
@@ -275,12 +278,12 @@ class BatchAPI:
         self._endings.clear()
         self._line_failures.clear()
 
-    def script_ending(self, state: str, code: int, status: str | None, message: str | None) -> None:
+    def script_ending(self, state: str, code: int, status: str | None, message: str | None, done: int = 0) -> None:
         ending = ENDINGS.get(state.upper().removeprefix("BATCH_STATE_"))
         if ending is None:
             raise ValueError(f"a batch can be scripted to end as one of {sorted(ENDINGS)}, not {state!r}")
         error = status_json(code, message or DEFAULT_BATCH_ERROR, status) if ending == "FAILED" else None
-        self._endings.append((ending, error))
+        self._endings.append((ending, error, done))
 
     def fail_lines(self, substring: str, code: int, status: str | None, message: str) -> None:
         self._line_failures.append(_LineFailure(substring, status_json(code, message, status)))
@@ -288,8 +291,8 @@ class BatchAPI:
     def file(self, file_id: str) -> FakeFile | None:
         return self.uploaded_files.get(file_id) or self.generated_files.get(file_id)
 
-    def next_ending(self) -> tuple[BatchState, JSON | None]:
-        return self._endings.pop(0) if self._endings else ("SUCCEEDED", None)
+    def next_ending(self) -> tuple[BatchState, JSON | None, int]:
+        return self._endings.pop(0) if self._endings else ("SUCCEEDED", None, 0)
 
     def line_failure(self, prompt: str) -> JSON | None:
         for failure in self._line_failures:
@@ -361,6 +364,7 @@ def operation(b: FakeBatch, state: BatchState) -> JSON:
         meta["inputConfig"] = {"fileName": b.input_file}
     if state == "SUCCEEDED":
         assert b.output is not None
+    if state in DONE_STATES and b.output is not None:
         meta["output"] = b.output
     meta["createTime"] = rfc3339(b.created_wall)
     done = state in DONE_STATES
@@ -375,8 +379,7 @@ def operation(b: FakeBatch, state: BatchState) -> JSON:
         op["done"] = True
     if state == "FAILED" and b.error is not None:
         op["error"] = b.error
-    if state == "SUCCEEDED":
-        assert b.output is not None
+    if state in DONE_STATES and b.output is not None:
         op["response"] = {"@type": OUTPUT_TYPE, **b.output}
     return op
 
@@ -384,7 +387,7 @@ def operation(b: FakeBatch, state: BatchState) -> JSON:
 async def _observe(fake: FakeImageAPI, b: FakeBatch) -> JSON:
     """The Operation as of now; builds the output the first time the batch is seen SUCCEEDED."""
     state = b.state
-    if state == "SUCCEEDED":
+    if state == "SUCCEEDED" or (state == b.ends_as and b.partial and not b.cancelled):
         await _ensure_output(fake, b)
         if b.input_kind == "inline":
             b.times_output_served += 1
@@ -411,28 +414,32 @@ async def _ensure_output(fake: FakeImageAPI, b: FakeBatch) -> None:
     async with b.lock:  # two GETs at once must not build (and sign) the responses twice
         if b.output is not None:
             return
-        answers = [await _answer(fake, line) for line in b.lines]
+        lines = b.lines if b.ends_as == "SUCCEEDED" else b.lines[: b.partial]
+        answers = [await _answer(fake, line) for line in lines]
         b.failed = sum(1 for _, error in answers if error is not None)
         b.succeeded = len(answers) - b.failed
         if b.input_kind == "inline":
-            entries = [_inline_entry(line, answer) for line, answer in zip(b.lines, answers, strict=True)]
+            echo = fake.batch_api.echo_metadata
+            entries = [_inline_entry(line, answer, echo) for line, answer in zip(lines, answers, strict=True)]
             b.output = {"inlinedResponses": {"inlinedResponses": entries}}
         else:
-            b.output = {"responsesFile": _store_responses(fake, b, answers).name}
+            b.output = {"responsesFile": _store_responses(fake, b, lines, answers).name}
 
 
-def _inline_entry(line: _Line, answer: tuple[JSON | None, JSON | None]) -> JSON:
+def _inline_entry(line: _Line, answer: tuple[JSON | None, JSON | None], echo: bool) -> JSON:
     response, error = answer
     entry: JSON = {"response": response} if error is None else {"error": error}
-    if line.metadata is not None:
+    if echo and line.metadata is not None:
         entry["metadata"] = line.metadata
     return entry
 
 
-def _store_responses(fake: FakeImageAPI, b: FakeBatch, answers: list[tuple[JSON | None, JSON | None]]) -> FakeFile:
+def _store_responses(
+    fake: FakeImageAPI, b: FakeBatch, lines: list[_Line], answers: list[tuple[JSON | None, JSON | None]]
+) -> FakeFile:
     """The responses file: one JSONL line per request, in input order, ``{"key", "response"|"error"}``."""
     rows: list[bytes] = []
-    for line, (response, error) in zip(b.lines, answers, strict=True):
+    for line, (response, error) in zip(lines, answers, strict=True):
         row: JSON = {} if line.key is None else {"key": line.key}
         row.update({"response": response} if error is None else {"error": error})
         rows.append(orjson.dumps(row) + b"\n")
@@ -539,7 +546,7 @@ async def create(fake: FakeImageAPI, r: Route, rec: RecordedRequest) -> Reply:
 def _new_batch(
     fake: FakeImageAPI, model: str, display: str, version: str, key: str | None, lines: list[_Line]
 ) -> FakeBatch:
-    ends_as, error = fake.batch_api.next_ending()
+    ends_as, error, done = fake.batch_api.next_ending()
     b = FakeBatch(
         id=_new_id(40),
         model=model,
@@ -552,6 +559,7 @@ def _new_batch(
         seconds=max(0.0, float(fake.batch_seconds)),
         ends_as=ends_as,
         error=error,
+        partial=done,
         api_version=version,
         lines=lines,
     )

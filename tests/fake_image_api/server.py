@@ -197,11 +197,18 @@ class FakeImageAPI:
         return self.batch_api.generated_files
 
     def script_batch(
-        self, state: str, *, code: int = 500, status: str | None = "INTERNAL", message: str | None = None
+        self,
+        state: str,
+        *,
+        code: int = 500,
+        status: str | None = "INTERNAL",
+        message: str | None = None,
+        done: int = 0,
     ) -> None:
         """The next created batch ends as ``state`` ("FAILED", "EXPIRED" or "CANCELLED") at its finish time:
-        done, without output; FAILED carries ``error`` {code, message, status} on the Operation. FIFO."""
-        self.batch_api.script_ending(state, code, status, message)
+        done, with the answers of its first ``done`` requests as output (none by default); FAILED carries
+        ``error`` {code, message, status} on the Operation. FIFO."""
+        self.batch_api.script_ending(state, code, status, message, done)
 
     def fail_batch_lines(
         self,
