@@ -106,8 +106,10 @@ class GridCog(ModelCommandCog):
         admitted = await admit(self.services, Requester.of_interaction(interaction), [prompt], surface)
         if admitted is None:
             return
+        # Through a member's own install no server's settings apply.
+        guild_id = None if Requester.of_interaction(interaction).user_install else interaction.guild_id
         try:
-            chosen_speed = await choose_speed(self.services, interaction.guild_id, speed, surface.private_locale)
+            chosen_speed = await choose_speed(self.services, guild_id, speed, surface.private_locale)
         except InputError as exc:
             await surface.error(str(exc))
             return
@@ -144,8 +146,9 @@ class GridCog(ModelCommandCog):
         if not await admit_character(self.services, Requester.of_interaction(interaction), request, surface):
             return
         if "speed" not in options:  # a button's grid: the server's speed
+            guild_id = None if Requester.of_interaction(interaction).user_install else interaction.guild_id
             try:
-                options["speed"] = await choose_speed(self.services, interaction.guild_id, None, surface.private_locale)
+                options["speed"] = await choose_speed(self.services, guild_id, None, surface.private_locale)
             except InputError as exc:
                 await surface.error(str(exc))
                 return

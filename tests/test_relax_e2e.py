@@ -210,6 +210,8 @@ async def test_the_budget_counts_relax_at_half_price(h: BotHarness) -> None:
     assert "budget" in error.content.lower()
     accepted = await h.imagine(h.alice, "a cheaper crown", speed="relax")
     await h.discord.wait_for_message(lambda m: m.interaction_id == accepted.id and "Relax mode" in m.content)
+    [reserved] = await relax_jobs(h)
+    assert reserved.reserved_usd == pytest.approx(0.0672)  # half of 1,120 image tokens at $120 per million
     second = await h.imagine(h.bob, "another cheaper crown", speed="relax")
     error = await h.wait_ephemeral(second)
     assert "budget" in error.content.lower()  # 2 x $0.067 is over $0.10
@@ -217,7 +219,8 @@ async def test_the_budget_counts_relax_at_half_price(h: BotHarness) -> None:
 
 async def test_a_relax_only_server_refuses_fast_and_defaults_to_relax(h: BotHarness) -> None:
     assert h.bot is not None
-    await update_guild_settings(h.bot.jobs.db, h.guild.id, updated_by=1, relax_only=True)
+    # Relax only wins over a default of fast left from before.
+    await update_guild_settings(h.bot.jobs.db, h.guild.id, updated_by=1, relax_only=True, default_speed="fast")
     fast = await h.imagine(h.alice, "right now please", speed="fast")
     error = await h.wait_ephemeral(fast)
     assert "relax mode only" in error.content

@@ -214,8 +214,10 @@ class Admission:
     def estimate_cost(self, model: str | None, size: str, images: int, *, speed: str = "fast") -> float:
         """What `images` images at `size` should cost, from the price table (the image tokens; the prompt's
         few hundred input tokens add well under a cent); relax images at the batch price."""
-        spec = self.generation.spec_for(self.generation.providers[0], ImageRequest(prompt="", model=model, size=size))
-        factor = BATCH_PRICE_FACTOR if speed == "relax" else 1.0
+        provider, factor = self.generation.providers[0], 1.0
+        if speed == "relax":  # made by the provider that takes batches, at its batch price
+            provider, factor = self.generation.batch_provider() or provider, BATCH_PRICE_FACTOR
+        spec = self.generation.spec_for(provider, ImageRequest(prompt="", model=model, size=size))
         return spec.pricing.image_price(size) * images * factor
 
     async def spent_this_month(self, guild_id: int) -> float:

@@ -243,8 +243,8 @@ async def choose_speed(services: Services, guild_id: int | None, asked: str | No
     allows relax only and fast was asked for, or relax is asked for and the bot has no provider for it."""
     settings = await get_guild_settings(services.db, guild_id) if guild_id is not None else None
     relax_only = settings is not None and settings.relax_only is True
-    default = settings.default_speed if settings is not None and settings.default_speed else None
-    speed = asked or default or ("relax" if relax_only else "fast")
+    default = "relax" if relax_only else (settings.default_speed if settings is not None else None) or "fast"
+    speed = asked or default
     if relax_only and speed != "relax":
         raise InputError(t(locale, "speed.relax_only"))
     if speed == "relax" and not services.jobs.relax.available:
