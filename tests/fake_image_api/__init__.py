@@ -42,6 +42,8 @@ request that fails ``:generateContent`` validation becomes an error line, not a 
 
     fake.batch_seconds = 2.0                      # also POST /_fake/config {"batch_seconds": 2.0}
     fake.script_batch("FAILED")                   # or "EXPIRED" / "CANCELLED": how the next batch ends
+    fake.script_batch("EXPIRED", done=1)          # ...with its first request answered (a half-done batch)
+    fake.batch_api.echo_metadata = False          # inline answers without the request's metadata (its key)
     fake.fail_batch_lines("spider", code=400, status="INVALID_ARGUMENT", message="...")  # error lines
     fake.batches["ID"].times_output_served, fake.uploaded_files, fake.generated_files
     fake.script(Fault.rate_limit(), path_contains=":batchGenerateContent")  # or "/batches/", "/upload/"
