@@ -13,8 +13,8 @@ from storage.batches import open_batches
 from storage.generations import get_generation
 from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, count_reserved_since, get_job, jobs_where
-from tests.bot_harness import BotHarness, custom_ids, has_image, wait_until
-from tests.fake_discord import FakeMessage
+from tests.bot_harness import BotHarness, custom_ids, embed_fields, has_image, wait_until
+from tests.fake_discord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeMessage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -331,3 +331,42 @@ async def test_a_relax_image_whose_channel_is_gone_is_reported_as_made_and_paid(
         await delivered_to(h, h.bob.id, "a steady act")
         assert h.bot is not None
         assert await count_reserved_since(h.bot.jobs.db, 0, user_id=h.alice.id) == 1  # made, so paid for
+
+
+async def test_settings_make_relax_the_default_and_then_the_only_speed(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(**RELAX)
+        admin = h.guild.add_member("admin", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+
+        async def settings(options: dict[str, object]) -> FakeMessage:
+            inter = await h.discord.slash(
+                h.guild.id, h.guild.channel_id, admin, "settings", options, subcommand="general"
+            )
+            return await h.discord.wait_for_message(lambda m: m.interaction_id == inter.id)
+
+        answer = await settings({"default_speed": "relax"})
+        assert embed_fields(answer)["Speed"] == "relax (half price)"
+        await h.imagine(h.alice, "relaxed by default")
+        [job] = await wait_relax_jobs(h, 1)
+        assert job.speed == "relax"
+        fast = await h.imagine(h.alice, "but this one now", speed="fast")
+        await h.wait_result(fast)  # a member may still choose fast
+
+        answer = await settings({"relax_only": True})
+        assert embed_fields(answer)["Speed"] == "relax (half price) · relax only"
+        refused = await h.wait_ephemeral(await h.imagine(h.bob, "fast please", speed="fast"))
+        assert "relax mode only" in refused.content
+
+
+async def test_a_bot_without_a_gemini_key_offers_no_relax(tmp_path: Path) -> None:
+    async with BotHarness(tmp_path) as h:
+        await h.start(
+            GEMINI_API_KEY="",
+            BANANA_PROVIDERS="openai",
+            OPENAI_API_KEY="sk-test-openai-0001",
+            OPENAI_BASE_URL=f"{h.api.base_url}/v1",
+        )
+        refused = await h.wait_ephemeral(await h.imagine(h.alice, "half price please", speed="relax"))
+        assert "needs the Gemini API" in refused.content and "Nothing was charged" not in refused.content
+        assert await relax_jobs(h) == [] and h.api.batches == {}
+        await h.wait_result(await h.imagine(h.alice, "fast is fine"))  # fast still works through the relay
