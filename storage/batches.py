@@ -105,11 +105,15 @@ async def recent_batches(db: Queryable, *, origin: str | None = None, limit: int
 
 
 # --- relax jobs -----------------------------------------------------------------------------------------------
-async def waiting_relax_jobs(db: Queryable) -> list[Job]:
-    """Relax jobs waiting for a batch, oldest first."""
-    return await jobs_where(
-        db, "status = 'queued' AND speed = 'relax' AND batch_id IS NULL ORDER BY created_at, id", ()
-    )
+#: A waiting relax job that no process holds (the admitting one holds it until its status is shown).
+_FREE_RELAX = (
+    "status = 'queued' AND speed = 'relax' AND batch_id IS NULL AND (lease_owner IS NULL OR lease_expires < ?)"
+)
+
+
+async def waiting_relax_jobs(db: Queryable, now: float) -> list[Job]:
+    """Relax jobs waiting for a batch that may go in one now, oldest first."""
+    return await jobs_where(db, f"{_FREE_RELAX} ORDER BY created_at, id", (now,))
 
 
 async def relax_place(db: Queryable, job_id: str) -> int | None:
@@ -130,10 +134,10 @@ async def take_into_batch(db: Database, batch: Batch, job_ids: Sequence[str], no
         taken: list[str] = []
         for job_id in job_ids:
             changed = await tx.execute(
-                "UPDATE jobs SET status = 'running', batch_id = ?, started_at = ?, "
-                "queue_ms = (? - created_at) * 1000, attempts_started = attempts_started + 1 "
-                "WHERE id = ? AND status = 'queued' AND speed = 'relax' AND batch_id IS NULL",
-                (batch.id, now, now, job_id),
+                "UPDATE jobs SET status = 'running', batch_id = ?, started_at = ?, lease_owner = NULL, "
+                "lease_expires = NULL, queue_ms = (? - created_at) * 1000, attempts_started = attempts_started + 1 "
+                f"WHERE id = ? AND {_FREE_RELAX}",
+                (batch.id, now, now, job_id, now),
             )
             if changed:
                 taken.append(job_id)

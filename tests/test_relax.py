@@ -44,7 +44,7 @@ pytestmark = pytest.mark.timeout(30)
 async def delivered(runner: JobRunner) -> bool:
     """One batcher round (the test plays them), then whether every relax job is sent and every batch delivered."""
     await runner.relax.round()
-    return not await open_batches(runner.db) and not await waiting_relax_jobs(runner.db)
+    return not await open_batches(runner.db) and not await waiting_relax_jobs(runner.db, runner.clock() + 3600)
 
 
 def relax_job(prompt: str, *, user: int = 1, guild: int = 10) -> Job:

@@ -87,7 +87,12 @@ async def test_relax_jobs_are_batched_and_posted_to_the_channel_with_a_mention(h
     badger = await delivered_to(h, h.bob.id, "a relaxed badger")
 
     assert len(batch_calls(h)) == 1 and len(h.api.batches) == 1
-    assert h.discord.messages[shown.id].deleted  # the status gave way to the result: nothing stale is left
+    status = h.discord.messages[shown.id]
+    # When the batch went, the same status message said so (no second message); then it gave way to the result.
+    assert any("sent to Google in a batch" in (e.get("content") or "") for e in status.edits), status.edits
+    assert status.deleted
+    # Each member's own status message was edited; none was posted anew.
+    assert not [m for m in h.discord.messages.values() if "sent to Google" in m.content and m.interaction_id is None]
     assert h.gemini_requests() == []  # nothing went the fast way
     assert otter.mention_ids == [h.alice.id] and badger.mention_ids == [h.bob.id]
     # The same buttons and thread as a fast result.

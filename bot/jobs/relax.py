@@ -21,7 +21,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from bot.core.batches import BatchClient, BatchInfo, BatchLine, BatchState
 from bot.core.errors import BatchEndedError, GenerationError, InvalidRequest, ResponseError
@@ -94,6 +95,7 @@ class RelaxBatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._telling: set[asyncio.Task[None]] = set()
         self._clients: dict[str, BatchClient] = {}
         self.holds_lease = False
 
@@ -134,6 +136,8 @@ class RelaxBatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._telling:  # status edits under way get a moment; the bot is closing, so not forever
+            await asyncio.wait(self._telling, timeout=5)
         if self.holds_lease:
             with contextlib.suppress(Exception):
                 await drop_lease(self.db, LEASE_NAME, self.owner)
@@ -193,7 +197,7 @@ class RelaxBatcher:
         now = self.clock()
         due_next = now + self.settings.max_wait
         by_model: dict[tuple[str, str], list[Job]] = {}
-        for job in await waiting_relax_jobs(self.db):
+        for job in await waiting_relax_jobs(self.db, now):
             client = self.client(job.request.provider)
             if client is None:
                 await self._fail(job, None, InvalidRequest("No provider that takes batches is configured."))
@@ -283,6 +287,21 @@ class RelaxBatcher:
             next_poll_at=self.clock() + self.settings.poll_min,
         )
         log.info("batch %s sent as %s: %d requests, %s, %d bytes", batch.id, info.name, len(items), kind, size)
+        for job in taken_jobs:
+            job.status, job.batch_id = "running", batch.id
+            self._tell(self._sent(job))
+
+    async def _sent(self, job: Job) -> None:
+        """Tell the member their request went to the provider (their status message says so, once)."""
+        presenter = await self._presenter(job)
+        if presenter is not None:
+            await presenter.started(job)
+
+    def _tell(self, telling: Coroutine[Any, Any, None]) -> None:
+        """Status edits go on beside the round: a batch's many edits in one channel wait for Discord's rate limit."""
+        task = asyncio.create_task(telling)
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     # --- polling ------------------------------------------------------------------------------------------
     async def _poll_due(self) -> float:

@@ -174,17 +174,23 @@ class JobRunner:
         """Relax jobs wait for the batcher, which shows their results through the channel when their batch is
         done: the presenter only shows the status once."""
         began = time.perf_counter()
+        owner = self.queue.owner
         try:
             async with admitting as (tx, cost):
                 for job, _ in jobs:
                     job.status, job.reserved_usd = "queued", cost
-                    await insert_job(tx, job)
+                    # Held until the member's status message is shown and recorded: the batcher (maybe in another
+                    # process) then edits that message when the batch goes, rather than posting a second one.
+                    await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
         finally:
             self.metrics.admission(time.perf_counter() - began)
-        self.relax.wake()
-        for job, presenter in jobs:
-            await presenter.queued(job)
-            await presenter.interrupted()  # nothing more to show until the batch is done, hours from now maybe
+        try:
+            for job, presenter in jobs:
+                await presenter.queued(job)
+                await presenter.interrupted()  # nothing more to show until the batch goes, and then hours maybe
+        finally:
+            await release_holds(self.db, [job.id for job, _ in jobs], owner)
+            self.relax.wake()
 
     async def relax_place(self, job_id: str) -> int | None:
         """Where a relax job waits for its batch (1 = next), None once it is sent."""

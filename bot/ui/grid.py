@@ -109,7 +109,7 @@ class TilePresenter:
         await self.grid.tile_queued(job)
 
     async def started(self, job: Job) -> None:
-        await self.grid.tile_started()
+        await self.grid.tile_started(job)
 
     def preview(self, preview: Preview) -> None:
         """Four tiles' drafts would fight over one status message: a grid shows none."""
@@ -154,8 +154,9 @@ class GridPresenter:
         )
         self._queued_at = time.monotonic()
         self._started_at: float | None = None
-        #: A relax grid's status, shown once: it waits for its batch, maybe for hours.
+        #: A relax grid's status, shown when queued and when its batch is sent: it waits, maybe for hours.
         self._relax_text: str | None = None
+        self._relax_sent = False
 
     def for_tile(self, job: Job) -> TilePresenter:
         return TilePresenter(self)
@@ -170,7 +171,13 @@ class GridPresenter:
         await self.ticker.refresh()
         self.ticker.start()
 
-    async def tile_started(self) -> None:
+    async def tile_started(self, job: Job) -> None:
+        if job.speed == "relax":  # the grid's batch went to the provider: said once
+            if job.batch_id is not None and not self._relax_sent:
+                self._relax_sent = True
+                self._relax_text = await relax_status(self.services, job, self.surface.locale, images=len(self.jobs))
+                await self.ticker.refresh()
+            return
         if self._started_at is None:
             self._started_at = time.monotonic()
             await self.ticker.refresh()

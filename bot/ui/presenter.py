@@ -67,6 +67,10 @@ class DiscordPresenter:
         self.ticker.start()
 
     async def started(self, job: Job) -> None:
+        if job.speed == "relax":  # its batch went to the provider: said once; the result comes hours later maybe
+            self._relax_text = await relax_status(self.services, job, self.locale)
+            await self.ticker.refresh()
+            return
         self._started_at = time.monotonic()
         self._estimate = await self.services.jobs.usual_seconds(
             job.request.model or self.services.default_model, job.request.size
@@ -172,8 +176,8 @@ class DiscordPresenter:
 
 
 async def relax_status(services: Services, job: Job, locale: str, *, images: int = 1) -> str:
-    """A relax job's status: its price against the fast one, its place for the next batch, and how long relax
-    results usually take here (from the bot's own log of batches)."""
+    """A relax job's status: its price against the fast one, its place for the next batch (or that its batch was
+    sent), and how long relax results usually take here (from the bot's own log of batches)."""
     fast = services.jobs.admission.estimate_cost(job.request.model, job.request.size, images)
     text = t(
         locale,
@@ -181,8 +185,9 @@ async def relax_status(services: Services, job: Job, locale: str, *, images: int
         price=money(locale, job.reserved_usd * images),
         fast_price=money(locale, fast),
     )
-    place = await services.jobs.relax_place(job.id)
-    if place is not None:
+    if job.batch_id is not None:
+        text += " · " + t(locale, "status.relax_sent")
+    elif (place := await services.jobs.relax_place(job.id)) is not None:
         text += " · " + t(locale, "status.relax_place", place=place)
     turnaround = await services.jobs.relax_turnaround()
     if turnaround is None:
