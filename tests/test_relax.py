@@ -14,7 +14,7 @@ import pytest_asyncio
 import bot.core.batches as batches_module
 import bot.jobs.relax as relax_module
 from bot.config import load_settings
-from bot.core.batches import BatchClient, BatchState, key_id
+from bot.core.batches import BatchClient, BatchLine, BatchState, key_id
 from bot.core.errors import BatchEndedError
 from bot.core.types import ImageRequest
 from bot.jobs.conversation import request_context
@@ -45,6 +45,38 @@ async def delivered(runner: JobRunner) -> bool:
     """One batcher round (the test plays them), then whether every relax job is sent and every batch delivered."""
     await runner.relax.round()
     return not await open_batches(runner.db) and not await waiting_relax_jobs(runner.db, runner.clock() + 3600)
+
+
+async def log_first_answer(runtime: Runtime, runner: JobRunner, job: Job) -> tuple[Batch, BatchLine]:
+    """What a delivering process does first for `job` of the one open batch: read its answer, store and log it."""
+    [batch] = await open_batches(runtime.db)
+    client = runner.relax.client()
+    assert client is not None and batch.name is not None
+    info = await client.get(batch.name, batch.key_id)
+    spec = runtime.service.spec_for(client.provider, ImageRequest(prompt=""))
+    prepared = await runner.conversation.prepare(job)
+    [line] = await client.lines(info, batch.key_id, {job.id: (prepared.request, spec)})
+    assert line.result is not None
+    await runtime.service.record_batched(
+        prepared.request, request_context(job), spec, batch_id=batch.id, total_ms=1.0, result=line.result
+    )
+    return batch, line
+
+
+def sending(runner: JobRunner, batch_id: str, count: int, age: float) -> Batch:
+    """A batch recorded as being sent `age` seconds ago (its create call cut off, or never made)."""
+    client = runner.relax.client()
+    assert client is not None
+    return Batch(
+        id=batch_id,
+        origin="discord",
+        provider=client.name,
+        model="gemini-3-pro-image-preview",
+        key_id=client.next_key(),
+        state="sending",
+        request_count=count,
+        created_at=runner.clock() - age,
+    )
 
 
 def relax_job(prompt: str, *, user: int = 1, guild: int = 10) -> Job:
@@ -123,16 +155,7 @@ async def test_jobs_of_a_batch_cut_off_while_being_sent_are_found_at_the_provide
     # A process records the batch as being sent, sends it, and dies before it records the provider's answer.
     client = runner.relax.client()
     assert client is not None
-    batch = Batch(
-        id="banana-relax-cutoff",
-        origin="discord",
-        provider=client.name,
-        model="gemini-3-pro-image-preview",
-        key_id=client.next_key(),
-        state="sending",
-        request_count=2,
-        created_at=runner.clock() - 120,  # long enough ago that its create call is surely over
-    )
+    batch = sending(runner, "banana-relax-cutoff", 2, age=120)  # long enough ago that its create call is over
     assert await take_into_batch(db, batch, [j.id for j in jobs], runner.clock()) == [j.id for j in jobs]
     spec = runtime.service.spec_for(client.provider, ImageRequest(prompt=""))
     items = [(j.id, ImageRequest(prompt=j.request.prompt, aspect_ratio="1:1")) for j in jobs]
@@ -155,16 +178,7 @@ async def test_a_batch_never_created_puts_its_jobs_back_in_line(opened: tuple[Ru
     await runner.submit(job, events)
     client = runner.relax.client()
     assert client is not None
-    batch = Batch(
-        id="banana-relax-never",
-        origin="discord",
-        provider=client.name,
-        model="gemini-3-pro-image-preview",
-        key_id=client.next_key(),
-        state="sending",
-        request_count=1,
-        created_at=runner.clock() - 3600,
-    )
+    batch = sending(runner, "banana-relax-never", 1, age=3600)
     await take_into_batch(db, batch, [job.id], runner.clock())
     await runner.relax.round()
     back = await get_job(db, job.id)
@@ -247,20 +261,10 @@ async def test_a_delivery_cut_off_is_taken_up_again_without_charging_twice(
     for job in jobs:
         await runner.submit(job, events)
     await runner.relax.round()  # sends the batch (two are waiting)
-    [batch] = await open_batches(db)
-    client = runner.relax.client()
-    assert client is not None and batch.name is not None
     # The process delivering it stored and logged the first answer, then died before finishing that job.
-    info = await client.get(batch.name, batch.key_id)
-    spec = runtime.service.spec_for(client.provider, ImageRequest(prompt=""))
     first = jobs[0]
-    prepared = await runner.conversation.prepare(first)
-    [line] = await client.lines(info, batch.key_id, {first.id: (prepared.request, spec)})
+    _, line = await log_first_answer(runtime, runner, first)
     assert line.result is not None
-    context = request_context(first)
-    await runtime.service.record_batched(
-        prepared.request, context, spec, batch_id=batch.id, total_ms=1.0, result=line.result
-    )
     await wait_until(lambda: delivered(runner), "the batch delivered", timeout=10)
     assert all(j.id in events.outcomes for j in jobs)
     rows = await db.fetchall("SELECT job_id, count(*) FROM generations GROUP BY job_id ORDER BY job_id")
@@ -452,17 +456,7 @@ async def test_a_job_finished_but_not_posted_before_a_restart_is_posted_when_its
         await runner.submit(job, events)
     await runner.relax.round()  # sent
     # The delivering process logged and finished the first job, then died before posting it.
-    [batch] = await open_batches(runtime.db)
-    client = runner.relax.client()
-    assert client is not None and batch.name is not None
-    info = await client.get(batch.name, batch.key_id)
-    spec = runtime.service.spec_for(client.provider, ImageRequest(prompt=""))
-    prepared = await runner.conversation.prepare(jobs[0])
-    [line] = await client.lines(info, batch.key_id, {jobs[0].id: (prepared.request, spec)})
-    assert line.result is not None
-    await runtime.service.record_batched(
-        prepared.request, request_context(jobs[0]), spec, batch_id=batch.id, total_ms=1.0, result=line.result
-    )
+    batch, _ = await log_first_answer(runtime, runner, jobs[0])
     assert await finish_batched(runtime.db, jobs[0].id, batch.id, {"status": "done", "finished_at": 1.0})
     await wait_until(lambda: delivered(runner), "the batch delivered", timeout=10)
     assert all(j.id in events.outcomes for j in jobs)  # the first one too
@@ -503,19 +497,8 @@ async def test_a_relax_answer_is_logged_once_whoever_logs_it(
     for job in jobs:
         await runner.submit(job, events)
     await runner.relax.round()
-    [batch] = await open_batches(runtime.db)
-    client = runner.relax.client()
-    assert client is not None and batch.name is not None
-    info = await client.get(batch.name, batch.key_id)
-    spec = runtime.service.spec_for(client.provider, ImageRequest(prompt=""))
-    prepared = await runner.conversation.prepare(jobs[0])
-    [line] = await client.lines(info, batch.key_id, {jobs[0].id: (prepared.request, spec)})
-    assert line.result is not None
-    context = request_context(jobs[0])
-    for _ in range(2):
-        await runtime.service.record_batched(
-            prepared.request, context, spec, batch_id=batch.id, total_ms=1.0, result=line.result
-        )
-    assert line.result.generation_id is None  # the second write was refused
+    await log_first_answer(runtime, runner, jobs[0])
+    _, line = await log_first_answer(runtime, runner, jobs[0])  # a second batcher, a moment later
+    assert line.result is not None and line.result.generation_id is None  # its write was refused
     rows = await runtime.db.fetchall("SELECT count(*) FROM generations WHERE job_id = ?", (jobs[0].id,))
     assert rows[0][0] == 1
