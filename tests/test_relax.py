@@ -313,6 +313,18 @@ class SlowPosting(Events):
         await super().finished(job, outcome)
 
 
+def hold_posting(runner: JobRunner) -> SlowPosting:
+    """Results the batcher posts wait, until the test opens the gate."""
+    held = SlowPosting()
+    held.gate.clear()
+
+    async def presenter_for(job: Job) -> Events:
+        return held
+
+    runner.relax.presenter_for = presenter_for
+    return held
+
+
 async def open_runner(
     fake_api: FakeImageAPI, data_dir: Path, url: str | None, presenter: Events, lease: float = 2.0
 ) -> tuple[Runtime, JobRunner]:
@@ -368,13 +380,7 @@ async def test_a_delivery_cancelled_while_the_batch_is_being_posted_is_not_poste
     opened: tuple[Runtime, JobRunner, Events], fake_api: FakeImageAPI
 ) -> None:
     runtime, runner, _ = opened
-    held = SlowPosting()
-    held.gate.clear()
-
-    async def presenter_for(job: Job) -> Events:
-        return held
-
-    runner.relax.presenter_for = presenter_for
+    held = hold_posting(runner)
     first, second = relax_job("posted first"), relax_job("cancelled meanwhile", user=2)
     await runner.submit(first, held)
     await runner.submit(second, held)
@@ -466,13 +472,7 @@ async def test_the_batcher_keeps_its_lease_while_a_long_delivery_runs(
     opened: tuple[Runtime, JobRunner, Events], fake_api: FakeImageAPI
 ) -> None:
     runtime, runner, _ = opened
-    held = SlowPosting()
-    held.gate.clear()
-
-    async def presenter_for(job: Job) -> Events:
-        return held
-
-    runner.relax.presenter_for = presenter_for
+    held = hold_posting(runner)
     jobs = [relax_job("a long upload"), relax_job("another long upload", user=2)]
     for job in jobs:
         await runner.submit(job, held)
