@@ -407,8 +407,8 @@ class RelaxBatcher:
             found = await client.lines(info, batch.key_id, asked, order=[job.id for job in jobs])
             lines = {line.key: line for line in found if not line.missing}
             if info.state is BatchState.SUCCEEDED and asked and not lines:
-                # Its output names none of its requests: a format this release doesn't read. Looked at again
-                # later (and given up after GIVE_UP_AFTER) rather than refunded while the provider bills it.
+                # Its output names none of its requests: a format this release doesn't read, and looking again
+                # reads the same. Given up (its jobs refunded and the reason logged) rather than posted wrongly.
                 raise ResponseError(f"{client.name}: the batch's output answers none of its requests.")
         ended = BatchEndedError(
             f"The batch ended {info.state}: {info.error or 'no answer'}", state=str(info.state), provider=client.name
