@@ -502,3 +502,20 @@ async def test_a_relax_answer_is_logged_once_whoever_logs_it(
     assert line.result is not None and line.result.generation_id is None  # its write was refused
     rows = await runtime.db.fetchall("SELECT count(*) FROM generations WHERE job_id = ?", (jobs[0].id,))
     assert rows[0][0] == 1
+
+
+async def test_a_batch_that_never_ends_is_given_up_and_refunded(
+    opened: tuple[Runtime, JobRunner, Events], fake_api: FakeImageAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, runner, events = opened
+    monkeypatch.setattr(relax_module, "GIVE_UP_AFTER", 0.5)  # in place of 72 hours
+    fake_api.batch_seconds = 60
+    jobs = [relax_job("forever pending"), relax_job("forever running", user=2)]
+    for job in jobs:
+        await runner.submit(job, events)
+    await wait_until(lambda: all(j.id in events.errors for j in jobs), "both given up", timeout=10)
+    for job in jobs:
+        error = events.errors[job.id]
+        assert isinstance(error, BatchEndedError) and error.state == "expired"
+        assert await count_reserved_since(runtime.db, 0, user_id=job.user_id) == 0
+    await wait_until(lambda: _no_open(runtime), "the batch closed")

@@ -242,11 +242,11 @@ class RelaxBatcher:
             request_count=len(ready),
             created_at=now,
         )
+        self._renew()  # before the batch is recorded: one recorded and not sent waits out _reconcile's grace
         taken = set(await take_into_batch(self.db, batch, [job.id for job, _ in ready], now))
         items = [(job.id, prepared.request) for job, prepared in ready if job.id in taken]
         if not items:
             return
-        self._renew()
         taken_jobs = [job for job, _ in ready if job.id in taken]
         try:
             info, kind, size = await client.create(items, spec, display_name=batch.id, key=batch.key_id)
@@ -316,13 +316,16 @@ class RelaxBatcher:
             if batch.next_poll_at is not None and batch.next_poll_at > now:
                 due_next = min(due_next, batch.next_poll_at)
                 continue
+            age = now - (batch.sent_at or batch.created_at)
+            if age > GIVE_UP_AFTER:  # the provider expires a batch after 48 h; this one never said it ended
+                await self._give_up(batch, BatchEndedError("The batch never ended.", state="expired"))
+                continue
             try:
                 due_next = min(due_next, await self._poll(batch))
             except GenerationError as exc:
-                age = now - (batch.sent_at or batch.created_at)
-                if not exc.retryable or age > GIVE_UP_AFTER:
-                    # Gone at the provider (404), its key or provider no longer configured, or never finishing:
-                    # no later look will deliver it.
+                if not exc.retryable:
+                    # Gone at the provider (404), or its key or provider no longer configured: no later look will
+                    # deliver it.
                     await self._give_up(batch, exc)
                     continue
                 later = now + poll_interval(age, self.settings)
