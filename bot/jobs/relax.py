@@ -146,6 +146,7 @@ class RelaxBatcher:
     async def _run(self) -> None:
         while not self._stopping:
             wait = self.settings.lease / 3
+            self._wake.clear()  # before the round: a wake-up during it (a job admitted meanwhile) starts the next
             try:
                 wait = min(wait, await self.round())
             except asyncio.CancelledError:
@@ -157,7 +158,6 @@ class RelaxBatcher:
                 log.exception("the relax batcher's round failed; trying again shortly")
             if self._stopping:
                 return
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.05)):
                     await self._wake.wait()
