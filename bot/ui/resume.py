@@ -35,6 +35,8 @@ class Resumer:
             return None
         if job.grid_id is None:
             return DiscordPresenter(self.services, surface, job, resumed=True)
+        # Grids whose tiles have all ended are posted: their presenters are let go (relax grids come every day).
+        self._grids = {grid_id: grid for grid_id, grid in self._grids.items() if grid.pending}
         grid = self._grids.get(job.grid_id)
         if grid is None:
             stored = await get_grid(self.services.db, job.grid_id)
