@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.core.models import ModelSpec
 from bot.i18n import t
-from bot.ui.commands import ModelCommandCog, user_installable
+from bot.ui.commands import ModelCommandCog, offered, user_installable
 from bot.ui.context import Services
 from bot.ui.intake import (
     SPEEDS,
@@ -130,8 +130,6 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
 def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
     ratios, sizes = ratio_choices(spec), size_choices(spec)
 
-    @app_commands.describe(**DESCRIPTIONS)
-    @app_commands.choices(aspect_ratio=ratios, resolution=sizes, speed=SPEEDS)
     @app_commands.autocomplete(character=character_autocomplete(cog.services))
     async def edit(
         interaction: discord.Interaction,
@@ -158,6 +156,11 @@ def build_command(cog: Edit, spec: ModelSpec) -> app_commands.Command[Any, ..., 
     return app_commands.Command(
         name="edit",
         description=locale_str(f"Change an image by instruction with {spec.label}.", model=spec.label),
-        callback=edit,
+        callback=offered(
+            edit,
+            descriptions=DESCRIPTIONS,
+            choices={"aspect_ratio": ratios, "resolution": sizes, "speed": SPEEDS},
+            leave_out=() if cog.services.jobs.relax.available else ("speed",),
+        ),
         **user_installable(cog.services),
     )

@@ -21,7 +21,7 @@ from bot.core.imaging import image_size, sniff_mime
 from bot.core.models import ModelSpec
 from bot.i18n import money, t
 from bot.media.grids import VARIATION_PROMPT
-from bot.ui.commands import ModelCommandCog
+from bot.ui.commands import ModelCommandCog, offered
 from bot.ui.grid import grid_mode_for, start_grid
 from bot.ui.intake import (
     SPEEDS,
@@ -299,8 +299,6 @@ def locale_of(interaction: discord.Interaction) -> str:
 def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
     ratios, sizes = ratio_choices(spec), size_choices(spec)
 
-    @app_commands.describe(**DESCRIPTIONS)
-    @app_commands.choices(aspect_ratio=ratios, resolution=sizes, speed=SPEEDS)
     @app_commands.autocomplete(character=character_autocomplete(cog.services))
     async def grid(
         interaction: discord.Interaction,
@@ -327,5 +325,10 @@ def build_command(cog: GridCog, spec: ModelSpec) -> app_commands.Command[Any, ..
     return app_commands.Command(
         name="grid",
         description=locale_str(f"Four variations of a prompt with {spec.label}, to pick from.", model=spec.label),
-        callback=grid,
+        callback=offered(
+            grid,
+            descriptions=DESCRIPTIONS,
+            choices={"aspect_ratio": ratios, "resolution": sizes, "speed": SPEEDS},
+            leave_out=() if cog.services.jobs.relax.available else ("speed",),
+        ),
     )

@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.core.models import ModelSpec
 from bot.i18n import t, tn
 from bot.jobs.characters import MAX_NAME
-from bot.ui.commands import ModelCommandCog, user_installable
+from bot.ui.commands import ModelCommandCog, offered, user_installable
 from bot.ui.context import Services
 from bot.ui.intake import (
     SPEEDS,
@@ -209,69 +209,38 @@ def choice_menu(values: tuple[str, ...] | list[str], placeholder: str) -> discor
 
 
 def build_command(cog: Imagine, spec: ModelSpec) -> app_commands.Command[Any, ..., None]:
-    """/imagine with the choices `spec` allows; the thinking option only where the model takes one."""
-    ratios, sizes = ratio_choices(spec), size_choices(spec)
+    """/imagine with the choices `spec` allows: the thinking option only where the model takes one, the speed
+    option only where the bot can make relax images (a Gemini key)."""
     levels = [thinking_choice(level) for level in spec.thinking_levels]
-    if levels:
 
-        @app_commands.describe(**DESCRIPTIONS)
-        @app_commands.choices(aspect_ratio=ratios, resolution=sizes, thinking=levels, speed=SPEEDS)
-        @app_commands.autocomplete(character=character_autocomplete(cog.services))
-        async def imagine_thinking(
-            interaction: discord.Interaction,
-            prompt: Prompt,
-            aspect_ratio: str | None = None,
-            resolution: str | None = None,
-            thinking: str | None = None,
-            reference: discord.Attachment | None = None,
-            reference2: discord.Attachment | None = None,
-            reference3: discord.Attachment | None = None,
-            character: str | None = None,
-            speed: str | None = None,
-        ) -> None:
-            refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
-            await cog.imagine(
-                interaction,
-                prompt=prompt,
-                aspect_ratio=aspect_ratio,
-                resolution=resolution,
-                thinking=thinking,
-                references=refs,
-                character=character,
-                speed=speed,
-            )
+    @app_commands.autocomplete(character=character_autocomplete(cog.services))
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+        thinking: str | None = None,
+        reference: discord.Attachment | None = None,
+        reference2: discord.Attachment | None = None,
+        reference3: discord.Attachment | None = None,
+        character: str | None = None,
+        speed: str | None = None,
+    ) -> None:
+        refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
+        await cog.imagine(
+            interaction,
+            prompt=prompt,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            thinking=thinking,
+            references=refs,
+            character=character,
+            speed=speed,
+        )
 
-        callback: Any = imagine_thinking
-    else:
-        describe = {k: v for k, v in DESCRIPTIONS.items() if k != "thinking"}
-
-        @app_commands.describe(**describe)
-        @app_commands.choices(aspect_ratio=ratios, resolution=sizes, speed=SPEEDS)
-        @app_commands.autocomplete(character=character_autocomplete(cog.services))
-        async def imagine_plain(
-            interaction: discord.Interaction,
-            prompt: Prompt,
-            aspect_ratio: str | None = None,
-            resolution: str | None = None,
-            reference: discord.Attachment | None = None,
-            reference2: discord.Attachment | None = None,
-            reference3: discord.Attachment | None = None,
-            character: str | None = None,
-            speed: str | None = None,
-        ) -> None:
-            refs = [("reference", reference), ("reference2", reference2), ("reference3", reference3)]
-            await cog.imagine(
-                interaction,
-                prompt=prompt,
-                aspect_ratio=aspect_ratio,
-                resolution=resolution,
-                thinking=None,
-                references=refs,
-                character=character,
-                speed=speed,
-            )
-
-        callback = imagine_plain
+    leave_out = ([] if levels else ["thinking"]) + ([] if cog.services.jobs.relax.available else ["speed"])
+    choices = {"aspect_ratio": ratio_choices(spec), "resolution": size_choices(spec), "thinking": levels}
+    callback = offered(imagine, descriptions=DESCRIPTIONS, choices={**choices, "speed": SPEEDS}, leave_out=leave_out)
     return app_commands.Command(
         name="imagine",
         description=locale_str(f"Create an image with {spec.label} from a prompt.", model=spec.label),

@@ -20,7 +20,7 @@ from discord.app_commands import locale_str
 from bot.core.models import MODELS, ModelSpec, model_spec
 from bot.i18n import available_locales, money, t, tn
 from bot.jobs.moderation import MAX_PHRASE, PatternProblem, banned_phrase, check_pattern
-from bot.ui.commands import ModelCommandCog
+from bot.ui.commands import ModelCommandCog, offered
 from bot.ui.intake import SPEEDS, default_size, ratio_choices, size_choices, thinking_choice
 from storage.guild_settings import GuildSettings, get_guild_settings, update_guild_settings
 from storage.jobs import queued_job_ids
@@ -568,17 +568,6 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
     # Each language by its own name, as its speakers would look for it.
     languages = [app_commands.Choice(name=t(code, "language.name"), value=code) for code in available_locales()]
 
-    @app_commands.describe(**DESCRIPTIONS)
-    @app_commands.choices(
-        grid_mode=GRID_MODES,
-        default_size=sizes,
-        default_aspect_ratio=ratios,
-        character_managers=CHARACTER_MANAGERS,
-        default_model=models,
-        default_thinking=thinking,
-        language=[*languages, default_choice],
-        default_speed=[*SPEEDS, default_choice],
-    )
     async def settings(
         interaction: discord.Interaction,
         grid_mode: str | None = None,
@@ -624,6 +613,19 @@ def build_command(cog: ServerSettings, spec: ModelSpec) -> app_commands.Command[
             },
         )
 
+    choices = {
+        "grid_mode": GRID_MODES,
+        "default_size": sizes,
+        "default_aspect_ratio": ratios,
+        "character_managers": CHARACTER_MANAGERS,
+        "default_model": models,
+        "default_thinking": thinking,
+        "language": [*languages, default_choice],
+        "default_speed": [*SPEEDS, default_choice],
+    }
+    # Relax needs a provider that takes batches (Gemini): without one, its settings aren't offered.
+    leave_out = () if cog.services.jobs.relax.available else ("default_speed", "relax_only")
+    callback = offered(settings, descriptions=DESCRIPTIONS, choices=choices, leave_out=leave_out)
     return app_commands.Command(
-        name="general", description="Defaults, limits, budget, channels and language.", callback=settings
+        name="general", description="Defaults, limits, budget, channels and language.", callback=callback
     )

@@ -7,7 +7,9 @@ and add it to the tree themselves.
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 from discord import app_commands
 from discord.ext import commands
@@ -25,6 +27,27 @@ def user_installable(services: Services) -> dict[str, Any]:
         # Uses outside servers (DMs included) are what the cap counts: with it at 0 they aren't offered.
         "allowed_contexts": app_commands.AppCommandContext(guild=True, dm_channel=on, private_channel=on),
     }
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def offered(
+    callback: F,
+    *,
+    descriptions: Mapping[str, str],
+    choices: Mapping[str, Sequence[app_commands.Choice[str]]],
+    leave_out: Collection[str] = (),
+) -> F:
+    """`callback` as discord.py will read it: without the options in `leave_out` (what this bot can't do; their
+    defaults apply when the command runs), and with the descriptions and choices of the rest."""
+    if leave_out:
+        # discord.py reads a command's options from inspect.signature, which honours __signature__.
+        signature = inspect.signature(callback)
+        kept = [parameter for name, parameter in signature.parameters.items() if name not in leave_out]
+        setattr(callback, "__signature__", signature.replace(parameters=kept))  # noqa: B010
+    callback = app_commands.describe(**{k: v for k, v in descriptions.items() if k not in leave_out})(callback)
+    return app_commands.choices(**{k: list(v) for k, v in choices.items() if k not in leave_out})(callback)
 
 
 class ModelCommandCog(commands.Cog):
