@@ -170,14 +170,12 @@ class BatchClient:
         Returns what the provider answered, how the input went ('inline' or 'file') and its size in bytes."""
         if not items:
             raise ValueError("a batch needs at least one request")
-        bodies = await asyncio.to_thread(_bodies, items, spec)
-        size = sum(len(body) for _, body in bodies)
-        if size + _ENVELOPE <= INLINE_LIMIT_BYTES:
-            kind = "inline"
-            envelope = _inline_envelope(display_name, bodies)
+        # Encoding the references and joining up to hundreds of MB is CPU work: off the event loop.
+        kind, payload, size = await asyncio.to_thread(_input, items, spec, display_name)
+        if kind == "inline":
+            envelope = payload
         else:
-            kind = "file"
-            file_name = await self.upload_jsonl(_jsonl(bodies), display_name=display_name, key=key)
+            file_name = await self.upload_jsonl(payload, display_name=display_name, key=key)
             envelope = orjson.dumps({"batch": {"displayName": display_name, "inputConfig": {"fileName": file_name}}})
         url = f"{self._base}/{self._version}/models/{spec.model_id}:batchGenerateContent"
 
@@ -340,8 +338,16 @@ def _path(name: str) -> str:
     return "/".join(quote(piece, safe="") for piece in name.strip("/").split("/"))
 
 
-def _bodies(items: Sequence[tuple[str, ImageRequest]], spec: ModelSpec) -> list[tuple[str, bytes]]:
-    return [(key, build_request_body(request, spec)) for key, request in items]
+def _input(
+    items: Sequence[tuple[str, ImageRequest]], spec: ModelSpec, display_name: str
+) -> tuple[str, bytes, int]:
+    """The batch's input: the whole create request when it fits the inline limit ('inline'), else the JSONL file
+    to upload ('file'); and the requests' size. Runs in a worker thread."""
+    bodies = [(key, build_request_body(request, spec)) for key, request in items]
+    size = sum(len(body) for _, body in bodies)
+    if size + _ENVELOPE <= INLINE_LIMIT_BYTES:
+        return "inline", _inline_envelope(display_name, bodies), size
+    return "file", _jsonl(bodies), size
 
 
 def _inline_envelope(display_name: str, bodies: list[tuple[str, bytes]]) -> bytes:
