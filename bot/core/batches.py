@@ -338,9 +338,7 @@ def _path(name: str) -> str:
     return "/".join(quote(piece, safe="") for piece in name.strip("/").split("/"))
 
 
-def _input(
-    items: Sequence[tuple[str, ImageRequest]], spec: ModelSpec, display_name: str
-) -> tuple[str, bytes, int]:
+def _input(items: Sequence[tuple[str, ImageRequest]], spec: ModelSpec, display_name: str) -> tuple[str, bytes, int]:
     """The batch's input: the whole create request when it fits the inline limit ('inline'), else the JSONL file
     to upload ('file'); and the requests' size. Runs in a worker thread."""
     bodies = [(key, build_request_body(request, spec)) for key, request in items]
