@@ -33,7 +33,7 @@ import logging
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,8 @@ def postgres_types(sql: str) -> str:
 class Connection(ABC):
     """A connection inside a transaction (or a read-only one): the statements storage modules run."""
 
+    dialect: Dialect
+
     @abstractmethod
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -151,6 +153,8 @@ class Connection(ABC):
 class Queryable(Protocol):
     """A `Database` (each statement committed at once) or a transaction's `Connection`: storage functions that
     may run inside an admission's or a claim's transaction take either."""
+
+    dialect: Dialect
 
     async def execute(self, sql: str, params: Params = ()) -> int: ...
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
@@ -203,8 +207,8 @@ class Database(ABC):
         ends. (On SQLite, a write transaction already excludes every other writer.)"""
 
     async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
-        """`lock` for several (namespace, id) keys at once, in the order given: callers that take several keys
-        always name them in the same order (namespaces ascending), so two can't wait for each other."""
+        """`lock` for several (namespace, id) keys at once, in any order given: they are taken in one order
+        for every caller, so two transactions can't wait for each other in a circle."""
         return None
 
     async def listen(self, wake: Callable[[], None]) -> None:
@@ -246,6 +250,8 @@ class Database(ABC):
 
 
 class _SQLiteConnection(Connection):
+    dialect: Dialect = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
@@ -410,6 +416,8 @@ def _rowcount(status: str) -> int:
 
 
 class _PostgresConnection(Connection):
+    dialect: Dialect = "postgresql"
+
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
@@ -506,9 +514,11 @@ class PostgresDatabase(Database):
         if not keys:
             return
         # One round trip; the select list is evaluated left to right. PostgreSQL's two-key locks take int4s:
-        # an id folded to 32 bits may share a lock with another, which only costs a little waiting.
-        calls = ", ".join("pg_advisory_xact_lock(?, ?)" for _ in keys)
-        await tx.execute(f"SELECT {calls}", [n for space, key in keys for n in (_int4(space), _int4(key))])
+        # an id folded to 32 bits may share a lock with another, which only costs a little waiting. Every
+        # transaction takes its locks in one order (the folded keys ascending), so none waits in a circle.
+        folded = sorted({(_int4(space), _int4(key)) for space, key in keys})
+        calls = ", ".join("pg_advisory_xact_lock(?, ?)" for _ in folded)
+        await tx.execute(f"SELECT {calls}", [n for pair in folded for n in pair])
 
     async def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:
@@ -562,6 +572,14 @@ def _int4(value: int) -> int:
     """A 64-bit id folded into PostgreSQL's signed 32-bit integer."""
     folded = (value ^ (value >> 32)) & 0xFFFFFFFF
     return folded - 0x100000000 if folded >= 0x80000000 else folded
+
+
+def one_of(q: Queryable, column: str, values: Collection[Any]) -> tuple[str, list[Any]]:
+    """SQL for `column` equal to one of `values`, and its parameters: one array on PostgreSQL (so a statement
+    is prepared once for any number of values), one parameter each on SQLite."""
+    if q.dialect == "postgresql":
+        return f"{column} = ANY(?)", [list(values)]
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
 
 
 def is_postgres_url(target: str) -> bool:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database, Queryable
+from storage.db import Database, Queryable, one_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,10 @@ def _encode(name: str, value: Any) -> Any:
 async def get_guild_settings(db: Queryable, guild_id: int) -> GuildSettings:
     sql = f"SELECT {', '.join(_COLUMNS)} FROM guild_settings WHERE guild_id = ?"
     row = await db.fetchone(sql, (guild_id,))
-    if row is None:
-        return GuildSettings(guild_id)
+    return GuildSettings(guild_id) if row is None else _settings(guild_id, row)
+
+
+def _settings(guild_id: int, row: Sequence[Any]) -> GuildSettings:
     values = dict(zip(_FIELDS, row, strict=True))
     for flag in ("previews", "nsfw_only", "relax_only"):
         if values[flag] is not None:
@@ -78,6 +81,16 @@ async def get_guild_settings(db: Queryable, guild_id: int) -> GuildSettings:
         if values[name] is not None:
             values[name] = tuple(json.loads(values[name]))
     return GuildSettings(guild_id, **values)
+
+
+async def guild_settings_of(db: Queryable, guild_ids: Collection[int]) -> dict[int, GuildSettings]:
+    """`get_guild_settings` for several guilds in one query."""
+    if not guild_ids:
+        return {}
+    guild_is, params = one_of(db, "guild_id", guild_ids)
+    rows = await db.fetchall(f"SELECT guild_id, {', '.join(_COLUMNS)} FROM guild_settings WHERE {guild_is}", params)
+    found = {int(row[0]): _settings(int(row[0]), row[1:]) for row in rows}
+    return {guild_id: found.get(guild_id) or GuildSettings(guild_id) for guild_id in guild_ids}
 
 
 async def update_guild_settings(db: Database, guild_id: int, *, updated_by: int, **values: Any) -> None:

@@ -10,10 +10,11 @@ import dataclasses
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.db import Database, Queryable
+from storage.db import Connection, Database, Queryable
 
 #: The size of a request that names none (and of requests stored before sizes were always recorded).
 DEFAULT_SIZE = "1K"
@@ -215,6 +216,13 @@ async def insert_job(db: Queryable, job: Job, *, held_by: str | None = None, hel
     """Store a job (in its own transaction on a Database, or in the caller's). A job `held_by` a process is
     claimed by no other until `held_until` (storage/queue.py)."""
     await db.execute(_INSERT, [*_to_row(job), job.lane, job.job_group, held_by, held_until])
+
+
+async def insert_jobs(
+    tx: Connection, jobs: Sequence[Job], *, held_by: str | None = None, held_until: float | None = None
+) -> None:
+    """`insert_job` for many jobs in one round trip, inside the caller's transaction."""
+    await tx.executemany(_INSERT, [[*_to_row(job), job.lane, job.job_group, held_by, held_until] for job in jobs])
 
 
 #: Columns of the job queue (storage/queue.py) that are not fields of `Job`.

@@ -18,11 +18,11 @@ leaving it behind. A hold that is never released (its process died) ends at its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from storage.db import LOCK_JOBS, Connection, Database, Queryable
+from storage.db import LOCK_JOBS, Connection, Database, Queryable, one_of
 from storage.jobs import RESERVED, Job, columns_and_values, jobs_where
 
 #: Seconds a lease lasts by default (BANANA_JOB_LEASE); its process renews it every third of that.
@@ -270,47 +270,112 @@ async def count_by_state(db: Database) -> dict[str, int]:
 
 
 # --- what admission counts (inside its transaction) -------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AdmissionCounts:
-    """What one member and one guild hold when a new request arrives."""
+    """What the members and guilds of a batch of requests hold, and (`add`) what each admitted one adds, so the
+    requests of one batch are checked one after another as if each had its own transaction."""
 
-    pending: int  # requests of this speed the member has waiting or running, anywhere
-    member_today: int  # images the member reserved today (UTC), anywhere
-    guild_today: int  # images reserved today in the guild
-    guild_spent: float  # the guild's logged cost this month
-    guild_reserved: float  # what its admitted jobs may still cost beyond that
+    #: Requests (a grid is one) of each (member, speed) waiting or running, anywhere.
+    pending: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: Images reserved today (UTC), anywhere, by each member and in each guild.
+    member_today: dict[int, int] = field(default_factory=dict)
+    guild_today: dict[int, int] = field(default_factory=dict)
+    #: Each guild's logged cost this month, and what its admitted jobs may still cost beyond that.
+    guild_spent: dict[int, float] = field(default_factory=dict)
+    guild_reserved: dict[int, float] = field(default_factory=dict)
+    #: Images reserved today through members' own installs, over the whole bot.
+    user_installs_today: int = 0
+
+    def add(self, jobs: Sequence[Job]) -> None:
+        """Count jobs just admitted (with their reservation set) as the queries below would count them."""
+        for group in {(job.user_id, job.speed, job.job_group) for job in jobs}:
+            key = group[0], group[1]
+            self.pending[key] = self.pending.get(key, 0) + 1
+        for job in jobs:
+            if job.kind == "tile":
+                continue
+            self.member_today[job.user_id] = self.member_today.get(job.user_id, 0) + 1
+            if job.guild_id is not None:
+                self.guild_today[job.guild_id] = self.guild_today.get(job.guild_id, 0) + 1
+                if not job.user_install and job.reserved_usd > 0:
+                    reserved = self.guild_reserved.get(job.guild_id, 0.0)
+                    self.guild_reserved[job.guild_id] = reserved + job.reserved_usd
+            if job.user_install:
+                self.user_installs_today += 1
 
 
-_COUNTS = f"""
-    SELECT
-      (SELECT count(DISTINCT job_group) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')
-          AND speed = ?),
-      (SELECT count(*) FROM jobs WHERE user_id = ? AND created_at >= ?
-          AND status IN ({", ".join(f"'{s}'" for s in RESERVED)}) AND kind != 'tile'),
-      (SELECT count(*) FROM jobs WHERE guild_id = ? AND created_at >= ?
-          AND status IN ({", ".join(f"'{s}'" for s in RESERVED)}) AND kind != 'tile'),
-      (SELECT coalesce(sum(cost_usd), 0) FROM generations WHERE guild_id = ? AND created_at >= ?),
-      (SELECT coalesce(sum(reserved_usd), 0) FROM jobs WHERE guild_id = ? AND user_install = 0 AND reserved_usd > 0)
-"""
+_HELD = ", ".join(f"'{s}'" for s in RESERVED)
 
 
 async def admission_counts(
     q: Queryable,
     *,
-    user_id: int,
-    guild_id: int | None,
+    members: Collection[int],
+    guilds: Collection[int],
     day_start: float,
     month_start: float,
-    speed: str = "fast",
+    user_installs: bool = False,
 ) -> AdmissionCounts:
-    """Everything admission checks, in one round trip (a guild of None counts nothing for the guild). A
-    member's fast and relax requests have a pending cap each: waiting hours for a batch doesn't stop them
-    making an image now."""
-    guild = guild_id if guild_id is not None else 0  # no guild has id 0
-    params = (user_id, speed, user_id, day_start, guild, day_start, guild, month_start, guild)
-    row = await q.fetchone(_COUNTS, params)
-    assert row is not None
-    return AdmissionCounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]), float(row[4]))
+    """Everything admission checks for these members and guilds, in one round trip. A member's fast and relax
+    requests have a pending cap each: waiting hours for a batch doesn't stop them making an image now."""
+    parts: list[str] = []
+    params: list[Any] = []
+
+    number = "CAST({} AS DOUBLE PRECISION)"
+    if members:
+        member_is, member_ids = one_of(q, "user_id", members)
+        parts.append(
+            f"SELECT 0, user_id, speed, {number.format('count(DISTINCT job_group)')} FROM jobs "
+            f"WHERE {member_is} AND status IN ('queued', 'running') GROUP BY user_id, speed"
+        )
+        params.extend(member_ids)
+        parts.append(
+            f"SELECT 1, user_id, NULL, {number.format('count(*)')} FROM jobs "
+            f"WHERE {member_is} AND created_at >= ? AND status IN ({_HELD}) AND kind != 'tile' GROUP BY user_id"
+        )
+        params.extend([*member_ids, day_start])
+    if guilds:
+        guild_is, guild_ids = one_of(q, "guild_id", guilds)
+        parts.append(
+            f"SELECT 2, guild_id, NULL, {number.format('count(*)')} FROM jobs "
+            f"WHERE {guild_is} AND created_at >= ? AND status IN ({_HELD}) AND kind != 'tile' GROUP BY guild_id"
+        )
+        params.extend([*guild_ids, day_start])
+        parts.append(
+            f"SELECT 3, guild_id, NULL, {number.format('sum(cost_usd)')} FROM generations "
+            f"WHERE {guild_is} AND created_at >= ? GROUP BY guild_id"
+        )
+        params.extend([*guild_ids, month_start])
+        # Only jobs not yet finished reserve anything (migration 0019 indexes just those).
+        parts.append(
+            f"SELECT 4, guild_id, NULL, {number.format('sum(reserved_usd)')} FROM jobs "
+            f"WHERE {guild_is} AND reserved_usd > 0 AND user_install = 0 GROUP BY guild_id"
+        )
+        params.extend(guild_ids)
+    if user_installs:
+        parts.append(
+            f"SELECT 5, 0, NULL, {number.format('count(*)')} FROM jobs "
+            f"WHERE user_install = 1 AND created_at >= ? AND status IN ({_HELD})"
+        )
+        params.append(day_start)
+    counts = AdmissionCounts()
+    if not parts:
+        return counts
+    for kind, key, speed, value in await q.fetchall(" UNION ALL ".join(parts), params):
+        kind, key = int(kind), int(key)
+        if kind == 0:
+            counts.pending[(key, str(speed))] = int(value)
+        elif kind == 1:
+            counts.member_today[key] = int(value)
+        elif kind == 2:
+            counts.guild_today[key] = int(value)
+        elif kind == 3:
+            counts.guild_spent[key] = float(value or 0)
+        elif kind == 4:
+            counts.guild_reserved[key] = float(value or 0)
+        else:
+            counts.user_installs_today = int(value)
+    return counts
 
 
 async def pending_requests(q: Queryable, user_id: int) -> int:

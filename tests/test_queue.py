@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from bot.jobs.admission import Admission, BudgetExceeded, LimitExceeded
 from bot.jobs.limits import QueueLimits
-from storage.db import Database
+from storage.db import Database, IntegrityError
 from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, JobRequest, get_job, insert_job
 from storage.queue import (
@@ -167,10 +168,110 @@ async def test_dms_and_user_installs_get_a_lane_per_member(db: Database) -> None
 
 
 class FixedPrice(Admission):
-    """Admission with a price of its own, for tests without a generation service."""
+    """Admission with a price of its own, for tests without a generation service; it notes how many requests
+    each of its transactions admitted together."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batches: list[int] = []
+
+    async def _admit_together(self, batch: list[Any]) -> list[Any]:
+        self.batches.append(len(batch))
+        return await super()._admit_together(batch)
 
     def estimate_cost(self, model: str | None, size: str, images: int, *, speed: str = "fast") -> float:
         return 0.125 * images
+
+
+async def admit_all(admission: Admission, requests: list[list[Job]]) -> list[BaseException | float]:
+    """Ask for all the requests at once, in this order; each one's cost, or why it was refused."""
+    return await asyncio.gather(*(admission.admit(jobs) for jobs in requests), return_exceptions=True)
+
+
+async def stored(db: Database) -> set[str]:
+    return {str(row[0]) for row in await db.fetchall("SELECT id FROM jobs WHERE status = 'queued'")}
+
+
+async def test_a_burst_is_admitted_together_checked_in_arrival_order_as_if_one_by_one(db: Database) -> None:
+    """Requests that arrive together go in one transaction, each checked against what the ones before it
+    reserved: a member's pending cap, a daily limit a grid's four images count toward, a guild's budget and the
+    bot-wide cap on user installs hold exactly, and whoever asked first gets in."""
+    await update_guild_settings(db, 2, updated_by=1, monthly_budget_usd=0.5)  # 4 images at $0.125
+    limits = QueueLimits(user_pending=3, user_daily=5, guild_daily=0, user_install_daily=1)
+    admission = FixedPrice(db=db, generation=None, limits=limits, clock=time.time)  # type: ignore[arg-type]
+
+    def grid(name: str, user: int) -> list[Job]:
+        return [job(f"{name}-{n}", user=user, group=name) for n in range(4)]
+
+    def installed(job_id: str, user: int) -> list[Job]:
+        item = job(job_id, user=user)
+        item.user_install = True
+        return [item]
+
+    await db.execute(
+        "INSERT INTO grids (id, created_at, channel_id, user_id, mode, request_json) VALUES (?, ?, ?, ?, ?, ?)",
+        ("grid", NOW, 5, 8, "tiles", '{"prompt": "four"}'),
+    )
+    requests = [[job(f"pending-{n}", user=7)] for n in range(5)]  # cap 3 requests waiting
+    requests += [grid("grid", 8), [job("fifth", user=8)], [job("sixth", user=8)]]  # 4 + 1 of 5 today, then no
+    requests += [[job(f"budget-{n}", guild=2, user=20 + n)] for n in range(6)]  # $0.50 covers 4
+    requests += [installed("mine", 30), installed("yours", 31)]  # one a day over the whole bot
+    results = await admit_all(admission, requests)
+
+    assert admission.batches == [len(requests)]  # one transaction for all
+    admitted = [r[0].id for r, outcome in zip(requests, results, strict=True) if outcome == 0.125]
+    assert admitted == ["pending-0", "pending-1", "pending-2", "grid-0", "fifth"] + [
+        f"budget-{n}" for n in range(4)
+    ] + ["mine"]
+    refusals = [
+        (r[0].id, o.limit if isinstance(o, LimitExceeded) else type(o).__name__)
+        for r, o in zip(requests, results, strict=True)
+        if o != 0.125
+    ]
+    assert refusals == [
+        ("pending-3", "user_pending"),
+        ("pending-4", "user_pending"),
+        ("sixth", "user_daily"),
+        ("budget-4", "BudgetExceeded"),
+        ("budget-5", "BudgetExceeded"),
+        ("yours", "user_install_daily"),
+    ]
+    sixth = results[7]
+    assert isinstance(sixth, LimitExceeded) and sixth.used == 5 and sixth.needed == 1
+    budget = results[12]
+    assert isinstance(budget, BudgetExceeded) and budget.left == pytest.approx(0.0)
+    # Stored are exactly the admitted requests' jobs, each reserving its price; nothing of the refused ones.
+    assert await stored(db) == {j.id for r, o in zip(requests, results, strict=True) if o == 0.125 for j in r}
+    assert await db.fetchval("SELECT sum(reserved_usd) FROM jobs WHERE guild_id = 2") == pytest.approx(0.5)
+
+    # And the next request sees all of it, in a transaction of its own.
+    with pytest.raises(LimitExceeded) as refused:
+        await admission.admit([job("later", user=7)])
+    assert refused.value.limit == "user_pending" and admission.batches[-1] == 1
+
+
+async def test_a_request_that_cannot_be_stored_fails_alone_and_the_rest_of_its_batch_is_admitted(db: Database) -> None:
+    """A job stored twice (the same id) is the database's refusal of one request: its caller gets the error,
+    the requests that came with it are admitted all the same."""
+    await add(db, job("taken", user=1))
+    admission = FixedPrice(db=db, generation=None, limits=QueueLimits(), clock=time.time)  # type: ignore[arg-type]
+    results = await admit_all(admission, [[job("a", user=2)], [job("taken", user=3)], [job("b", user=4)]])
+    assert results[0] == results[2] == 0.125
+    assert isinstance(results[1], IntegrityError)
+    assert await stored(db) == {"a", "b", "taken"}
+    assert await db.fetchval("SELECT user_id FROM jobs WHERE id = 'taken'") == 1  # the first one, untouched
+
+
+async def test_a_caller_that_gives_up_before_its_turn_stores_nothing(db: Database) -> None:
+    admission = FixedPrice(db=db, generation=None, limits=QueueLimits(), clock=time.time)  # type: ignore[arg-type]
+    kept = asyncio.create_task(admission.admit([job("kept", user=1)]))
+    dropped = asyncio.create_task(admission.admit([job("dropped", user=2)]))
+    await asyncio.sleep(0)  # both are waiting for the admission task, which hasn't run yet
+    dropped.cancel()
+    assert await kept == 0.125
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert await stored(db) == {"kept"} and admission.batches == [1]
 
 
 async def test_admissions_in_two_processes_hold_a_member_quota_and_a_guild_budget_exactly(
@@ -188,9 +289,7 @@ async def test_admissions_in_two_processes_hold_a_member_quota_and_a_guild_budge
             admission = admissions[n % 2]
             item = job(f"q{n}-{user}-{guild}", guild=guild, user=user, at=n)
             try:
-                async with admission.admitting(user, guild, item.request, images=1) as (tx, cost):
-                    item.reserved_usd = cost
-                    await insert_job(tx, item)
+                await admission.admit([item])
             except (LimitExceeded, BudgetExceeded):
                 return False
             return True

@@ -86,6 +86,8 @@ class JobQueue:
         #: another process took from one this process is taking (committed, its task not made yet).
         self._claims_begun = 0
         self._claims_done = 0
+        self._notify_wanted = False
+        self._notifying: asyncio.Task[None] | None = None
 
     # --- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -123,9 +125,10 @@ class JobQueue:
 
     async def aclose(self) -> int:
         self._claiming = False
-        for loop in self._loops:
+        loops = [*self._loops, *([self._notifying] if self._notifying is not None else [])]
+        for loop in loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*loops, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -201,10 +204,28 @@ class JobQueue:
                 await self._wait(self._changed)
 
     # --- changes --------------------------------------------------------------------------------------
-    async def submitted(self) -> None:
+    def submitted(self) -> None:
         """This process queued jobs: claim now, and tell the other processes."""
         self._wake.set()
-        await self.db.notify()
+        self._tell_others()
+
+    def _tell_others(self) -> None:
+        """NOTIFY the other processes soon: changes made meanwhile (a burst of admissions, of slots given back)
+        share one notification, sent after all of them."""
+        self._notify_wanted = True
+        if self._notifying is None:
+            self._notifying = asyncio.create_task(self._notify(), name="job-notify")
+
+    async def _notify(self) -> None:
+        try:
+            while self._notify_wanted:
+                self._notify_wanted = False  # what is changed from here on needs the next notification
+                try:
+                    await self.db.notify()
+                except Exception:  # the others also look every `poll` seconds
+                    log.warning("telling the other processes about the queue failed", exc_info=True)
+        finally:
+            self._notifying = None
 
     async def release(self, job_id: str) -> None:
         """Give a running job's slot back before the job returns: its provider call is over and what is left
@@ -216,7 +237,7 @@ class JobQueue:
             self._held.append(self._clock() - claimed)
         await give_back_slot(self.db, job_id)
         self._wake.set()
-        await self.db.notify()
+        self._tell_others()
 
     # --- the loops ------------------------------------------------------------------------------------
     async def _claim_loop(self) -> None:

@@ -33,7 +33,7 @@ from storage.batches import cancel_delivery, relax_place, relax_turnaround_ms
 from storage.db import Database
 from storage.generations import recent_latencies_ms
 from storage.images import ImageStore
-from storage.jobs import Job, get_job, insert_job
+from storage.jobs import Job, get_job
 from storage.queue import (
     HOLD_SECONDS,
     LEASE_SECONDS,
@@ -123,32 +123,25 @@ class JobRunner:
     async def submit_group(self, jobs: Sequence[tuple[Job, JobPresenter]], *, member_daily: int | None = None) -> None:
         """Admit the jobs of one request (a grid's tiles) together: all of them or none."""
         await self.start()
-        first = jobs[0][0]
-        admitting = self.admission.admitting(
-            first.user_id,
-            first.guild_id,
-            first.request,
-            images=len(jobs),
+        owner = self.queue.owner
+        admitting = self.admission.admit(
+            [job for job, _ in jobs],
             member_daily=member_daily,
-            user_install=first.user_install,
-            speed=first.speed,
+            # Ours alone until the member sees the status message and it is recorded: another process that takes
+            # a job then edits that message instead of leaving it behind (or the batcher, for a relax job).
+            held_by=owner,
+            held_until=self.clock() + HOLD_SECONDS,
         )
-        if first.speed == "relax":
+        if jobs[0][0].speed == "relax":
             await self._submit_relax(jobs, admitting)
             return
-        owner = self.queue.owner
         # Known before the jobs can be claimed (this process may take them as soon as they are committed), and
         # forgotten again if admission refuses them.
         for job, presenter in jobs:
             self._presenters[job.id] = presenter
         began = time.perf_counter()
         try:
-            async with admitting as (tx, cost):
-                for job, _ in jobs:
-                    job.status, job.reserved_usd = "queued", cost
-                    # Ours alone until the member sees the status message and it is recorded: another process that
-                    # takes the job then edits that message instead of leaving it behind.
-                    await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
+            await admitting
         except BaseException:
             self.metrics.admission(time.perf_counter() - began)
             for job, _ in jobs:
@@ -168,20 +161,15 @@ class JobRunner:
                 await presenter.queued(job)
         finally:
             await release_holds(self.db, ids, owner)
-            await self.queue.submitted()
+            self.queue.submitted()
 
-    async def _submit_relax(self, jobs: Sequence[tuple[Job, JobPresenter]], admitting: Any) -> None:
+    async def _submit_relax(self, jobs: Sequence[tuple[Job, JobPresenter]], admitting: Awaitable[float]) -> None:
         """Relax jobs wait for the batcher, which shows their results through the channel when their batch is
         done: the presenter only shows the status once."""
         began = time.perf_counter()
         owner = self.queue.owner
         try:
-            async with admitting as (tx, cost):
-                for job, _ in jobs:
-                    job.status, job.reserved_usd = "queued", cost
-                    # Held until the member's status message is shown and recorded: the batcher (maybe in another
-                    # process) then edits that message when the batch goes, rather than posting a second one.
-                    await insert_job(tx, job, held_by=owner, held_until=self.clock() + HOLD_SECONDS)
+            await admitting
         finally:
             self.metrics.admission(time.perf_counter() - began)
         try:
