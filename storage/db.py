@@ -485,6 +485,15 @@ class PostgresDatabase(Database):
             raise
         return db
 
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        # One statement is a transaction of its own: no BEGIN and COMMIT round trips around it.
+        import asyncpg
+
+        try:
+            return _rowcount(await self._pool.execute(numbered(sql), *params))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(str(exc)) from exc
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._pool.fetch(numbered(sql), *params))
 

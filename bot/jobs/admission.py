@@ -28,9 +28,12 @@ from storage.guild_settings import GuildSettings, guild_settings_of, spent_since
 from storage.jobs import Job, insert_jobs
 from storage.queue import AdmissionCounts, admission_counts
 
-#: Requests admitted in one transaction at most. One transaction at a time, as big as what waits, admits a
-#: burst soonest: measured with bench/bench_scale.py, 200 at once took 2x as long in transactions of 32, and
-#: 4-5x as long in four transactions side by side.
+#: Admission transactions at once in this process, and requests in each at most. A transaction takes all that
+#: waits, so a burst that arrives at once goes in one (measured with bench/bench_scale.py: 200 at once took 2x as
+#: long in transactions of 32, 4-5x as long shared among four side by side); requests that arrive one after
+#: another while the event loop is busy (a burst of interactions) start further transactions instead of all
+#: waiting for the one in progress (bench/bench_bot.py).
+CONCURRENT_BATCHES = 4
 BATCH_LIMIT = 128
 
 
@@ -108,7 +111,7 @@ class Admission:
         self.limits = limits
         self.clock = clock
         self._waiting: list[_Request] = []
-        self._admitting: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def admit(
         self,
@@ -137,23 +140,25 @@ class Admission:
             answer=asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(request)
-        if self._admitting is None:
-            self._admitting = asyncio.create_task(self._admit_waiting(), name="admission")
+        if len(self._workers) < CONCURRENT_BATCHES:
+            worker = asyncio.create_task(self._admit_waiting(), name="admission")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
         # A caller that gives up before its batch starts cancels the answer, and its request is left out.
         return await request.answer
 
     async def _admit_waiting(self) -> None:
-        """Admit what is waiting, a batch at a time, until nothing is."""
+        """Admit what is waiting, all of it at a time (up to BATCH_LIMIT), until nothing is."""
         try:
             while self._waiting:
                 batch = [r for r in self._waiting[:BATCH_LIMIT] if not r.answer.done()]
                 del self._waiting[:BATCH_LIMIT]
                 if batch:
                     await self._answer(batch)
-        finally:
-            self._admitting = None
-            for request in self._waiting:  # left only if this task was cancelled: the process is stopping
+        except asyncio.CancelledError:
+            for request in self._waiting:  # the process is stopping
                 request.answer.cancel()
+            raise
 
     async def _answer(self, batch: list[_Request]) -> None:
         try:
