@@ -28,12 +28,9 @@ from storage.guild_settings import GuildSettings, guild_settings_of, spent_since
 from storage.jobs import Job, insert_jobs
 from storage.queue import AdmissionCounts, admission_counts
 
-#: Admission transactions at once in this process, and requests in each at most. A transaction takes all that
-#: waits, so a burst that arrives at once goes in one (measured with bench/bench_scale.py: 200 at once took 2x as
-#: long in transactions of 32, 4-5x as long shared among four side by side); requests that arrive one after
-#: another while the event loop is busy (a burst of interactions) start further transactions instead of all
-#: waiting for the one in progress (bench/bench_bot.py).
-CONCURRENT_BATCHES = 4
+#: Requests admitted in one transaction at most. One transaction at a time, taking all that waits, admits a
+#: burst soonest (bench/bench_scale.py, 200 at once: p50 8-11 ms; 14-36 ms in transactions of 32 one after
+#: another; 28-50 ms in two or four transactions side by side, which wait for the same guilds' locks).
 BATCH_LIMIT = 128
 
 
@@ -111,7 +108,7 @@ class Admission:
         self.limits = limits
         self.clock = clock
         self._waiting: list[_Request] = []
-        self._workers: set[asyncio.Task[None]] = set()
+        self._admitting: asyncio.Task[None] | None = None
 
     async def admit(
         self,
@@ -140,10 +137,8 @@ class Admission:
             answer=asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(request)
-        if len(self._workers) < CONCURRENT_BATCHES:
-            worker = asyncio.create_task(self._admit_waiting(), name="admission")
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+        if self._admitting is None:
+            self._admitting = asyncio.create_task(self._admit_waiting(), name="admission")
         # A caller that gives up before its batch starts cancels the answer, and its request is left out.
         return await request.answer
 
@@ -155,10 +150,10 @@ class Admission:
                 del self._waiting[:BATCH_LIMIT]
                 if batch:
                     await self._answer(batch)
-        except asyncio.CancelledError:
-            for request in self._waiting:  # the process is stopping
+        finally:
+            self._admitting = None
+            for request in self._waiting:  # left only if this task was cancelled: the process is stopping
                 request.answer.cancel()
-            raise
 
     async def _answer(self, batch: list[_Request]) -> None:
         try:
