@@ -207,8 +207,9 @@ class Database(ABC):
         ends. (On SQLite, a write transaction already excludes every other writer.)"""
 
     async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
-        """`lock` for several (namespace, id) keys at once, in any order given: they are taken in one order
-        for every caller, so two transactions can't wait for each other in a circle."""
+        """`lock` for several (namespace, id) keys at once: namespace by namespace in the order they first
+        appear, and within each its ids ascending. Callers name the namespaces in one order (admission: user
+        installs, guilds, members), so two transactions can't wait for each other in a circle."""
         return None
 
     async def listen(self, wake: Callable[[], None]) -> None:
@@ -523,11 +524,13 @@ class PostgresDatabase(Database):
         if not keys:
             return
         # One round trip; the select list is evaluated left to right. PostgreSQL's two-key locks take int4s:
-        # an id folded to 32 bits may share a lock with another, which only costs a little waiting. Every
-        # transaction takes its locks in one order (the folded keys ascending), so none waits in a circle.
-        folded = sorted({(_int4(space), _int4(key)) for space, key in keys})
+        # an id folded to 32 bits may share a lock with another, which only costs a little waiting.
+        rank: dict[int, int] = {}
+        for space, _ in keys:
+            rank.setdefault(space, len(rank))
+        folded = sorted({(rank[space], _int4(space), _int4(key)) for space, key in keys})
         calls = ", ".join("pg_advisory_xact_lock(?, ?)" for _ in folded)
-        await tx.execute(f"SELECT {calls}", [n for pair in folded for n in pair])
+        await tx.execute(f"SELECT {calls}", [n for _, space, key in folded for n in (space, key)])
 
     async def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:

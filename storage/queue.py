@@ -286,13 +286,13 @@ class AdmissionCounts:
     #: Images reserved today through members' own installs, over the whole bot.
     user_installs_today: int = 0
 
-    def add(self, jobs: Sequence[Job]) -> None:
+    def add(self, jobs: Sequence[Job], day_start: float) -> None:
         """Count jobs just admitted (with their reservation set) as the queries below would count them."""
         for group in {(job.user_id, job.speed, job.job_group) for job in jobs}:
             key = group[0], group[1]
             self.pending[key] = self.pending.get(key, 0) + 1
         for job in jobs:
-            if job.kind == "tile":
+            if job.kind == "tile" or job.created_at < day_start:
                 continue
             self.member_today[job.user_id] = self.member_today.get(job.user_id, 0) + 1
             if job.guild_id is not None:

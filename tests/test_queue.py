@@ -262,6 +262,78 @@ async def test_a_request_that_cannot_be_stored_fails_alone_and_the_rest_of_its_b
     assert await db.fetchval("SELECT user_id FROM jobs WHERE id = 'taken'") == 1  # the first one, untouched
 
 
+class Paused(FixedPrice):
+    """Admission whose transactions wait for `go` before they start, so a test can act while a batch runs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _admit_together(self, batch: list[Any]) -> list[Any]:
+        self.started.set()
+        await self.go.wait()
+        return await super()._admit_together(batch)
+
+
+async def eventually(check: Any) -> None:
+    """Until `check()` is true (the undoing runs in a task of its own), for at most 10 s."""
+    async with asyncio.timeout(10):
+        while not await check():  # noqa: ASYNC110 - a row in the database, not an event
+            await asyncio.sleep(0.01)
+
+
+async def test_a_caller_that_gives_up_while_its_batch_runs_has_its_jobs_cancelled_and_refunded(db: Database) -> None:
+    """The caller (an interaction, a stopping process) believes nothing was queued: what its batch admitted
+    anyway is cancelled, its reservation given back, while the others of the batch stay queued."""
+    await update_guild_settings(db, 1, updated_by=1, monthly_budget_usd=1.0)
+    admission = Paused(db=db, generation=None, limits=QueueLimits(), clock=time.time)  # type: ignore[arg-type]
+    kept = asyncio.create_task(admission.admit([job("kept", user=1)]))
+    dropped = asyncio.create_task(admission.admit([job("dropped", user=2)]))
+    await admission.started.wait()
+    dropped.cancel()
+    admission.go.set()
+    assert await kept == 0.125
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+
+    async def undone() -> bool:
+        gone = await get_job(db, "dropped")
+        return gone is not None and gone.status == "cancelled"
+
+    await eventually(undone)
+    assert (await get_job(db, "dropped")).reserved_usd == 0  # type: ignore[union-attr]
+    assert await stored(db) == {"kept"} and admission.batches == [2]
+    assert await db.fetchval("SELECT sum(reserved_usd) FROM jobs WHERE guild_id = 1") == pytest.approx(0.125)
+
+
+async def test_a_request_whose_caller_gave_up_is_not_tried_again_alone(db: Database) -> None:
+    """A batch that failed on one request's row is tried again request by request, leaving out those whose
+    callers stopped waiting meanwhile."""
+    await add(db, job("taken", user=1))
+    admission = Paused(db=db, generation=None, limits=QueueLimits(), clock=time.time)  # type: ignore[arg-type]
+    asked = [
+        asyncio.create_task(admission.admit([job(name, user=n + 2)])) for n, name in enumerate(["taken", "b", "c"])
+    ]
+    await admission.started.wait()
+    asked[2].cancel()
+    admission.go.set()
+    results = await asyncio.gather(*asked, return_exceptions=True)
+    assert isinstance(results[0], IntegrityError) and results[1] == 0.125
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert await stored(db) == {"taken", "b"}
+    assert admission.batches == [3, 1, 1]
+
+
+async def test_the_jobs_of_a_batch_are_held_for_their_process_from_when_they_are_stored(db: Database) -> None:
+    admission = FixedPrice(db=db, generation=None, limits=QueueLimits(), clock=time.time)  # type: ignore[arg-type]
+    before = time.time()
+    await asyncio.gather(*(admission.admit([job(f"h{n}", user=n)], held_by="p1", hold=10.0) for n in range(5)))
+    rows = await db.fetchall("SELECT DISTINCT lease_owner, lease_expires FROM jobs")
+    assert len(rows) == 1 and rows[0][0] == "p1"  # one statement stored them all
+    assert before + 10 <= rows[0][1] <= time.time() + 10
+
+
 async def test_a_caller_that_gives_up_before_its_turn_stores_nothing(db: Database) -> None:
     admission = FixedPrice(db=db, generation=None, limits=QueueLimits(), clock=time.time)  # type: ignore[arg-type]
     kept = asyncio.create_task(admission.admit([job("kept", user=1)]))

@@ -26,7 +26,7 @@ from bot.jobs.limits import QueueLimits
 from storage.db import LOCK_GUILD, LOCK_MEMBER, LOCK_USER_INSTALLS, Database, IntegrityError
 from storage.guild_settings import GuildSettings, guild_settings_of, spent_since
 from storage.jobs import Job, insert_jobs
-from storage.queue import AdmissionCounts, admission_counts
+from storage.queue import AdmissionCounts, admission_counts, cancel_queued
 
 #: Requests admitted in one transaction at most. One transaction at a time, taking all that waits, admits a
 #: burst soonest (bench/bench_scale.py, 200 at once: p50 8-11 ms; 14-36 ms in transactions of 32 one after
@@ -82,8 +82,8 @@ class _Request:
     cost: float  # of one image
     member_daily: int | None
     held_by: str | None
-    held_until: float | None
-    answer: asyncio.Future[float]
+    hold: float | None  # seconds
+    answer: asyncio.Future[float]  # cancelled if the caller stops waiting
 
     @property
     def first(self) -> Job:
@@ -109,6 +109,7 @@ class Admission:
         self.clock = clock
         self._waiting: list[_Request] = []
         self._admitting: asyncio.Task[None] | None = None
+        self._undoing: set[asyncio.Task[None]] = set()
 
     async def admit(
         self,
@@ -116,7 +117,7 @@ class Admission:
         *,
         member_daily: int | None = None,
         held_by: str | None = None,
-        held_until: float | None = None,
+        hold: float | None = None,
     ) -> float:
         """Check every limit for the jobs of one request (a grid's tiles: all of them or none) and store them
         queued, each reserving the estimated cost of its image, which is returned. Raises LimitExceeded or
@@ -125,7 +126,7 @@ class Admission:
         The jobs share their member, guild, speed and install. `member_daily` is the member's own daily limit
         from their roles, in place of the server's. A job made through the member's own install answers to no
         server: only the bot-wide limits and the daily cap on user installs apply. A relax job reserves the
-        batch price. A job `held_by` a process is claimed by no other until `held_until` (storage/queue.py)."""
+        batch price. A job `held_by` a process is claimed by no other for `hold` seconds (storage/queue.py)."""
         first = jobs[0]
         request = _Request(
             jobs=jobs,
@@ -133,14 +134,27 @@ class Admission:
             cost=self.estimate_cost(first.request.model, first.request.size, 1, speed=first.speed),
             member_daily=member_daily,
             held_by=held_by,
-            held_until=held_until,
+            hold=hold,
             answer=asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(request)
-        if self._admitting is None:
+        if self._admitting is None or self._admitting.done():
             self._admitting = asyncio.create_task(self._admit_waiting(), name="admission")
-        # A caller that gives up before its batch starts cancels the answer, and its request is left out.
+        # A caller that stops waiting (its interaction or its process going away) cancels the answer: its
+        # request is left out of the next transaction, or undone if one admitted it meanwhile.
         return await request.answer
+
+    def _undo(self, request: _Request) -> None:
+        """Cancel (refunding) the jobs of an admitted request whose caller stopped waiting: it believes nothing
+        was queued."""
+
+        async def cancel_jobs() -> None:
+            for job in request.jobs:
+                await cancel_queued(self.db, job.id, self.clock())
+
+        task = asyncio.create_task(cancel_jobs(), name="admission-undo")
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     async def _admit_waiting(self) -> None:
         """Admit what is waiting, all of it at a time (up to BATCH_LIMIT), until nothing is."""
@@ -162,7 +176,8 @@ class Admission:
             if len(batch) > 1:
                 # One request's bad row (a job stored twice) must not refuse the others: each on its own.
                 for request in batch:
-                    await self._answer([request])
+                    if not request.answer.done():  # its caller still waits
+                        await self._answer([request])
                 return
             outcomes = [error]
         except Exception as error:  # the database failed: nothing was stored
@@ -173,6 +188,8 @@ class Admission:
             raise
         for request, outcome in zip(batch, outcomes, strict=True):
             if request.answer.done():  # its caller gave up meanwhile
+                if not isinstance(outcome, BaseException):
+                    self._undo(request)
                 continue
             if isinstance(outcome, BaseException):
                 request.answer.set_exception(outcome)
@@ -187,10 +204,10 @@ class Admission:
         settings = await guild_settings_of(self.db, guilds)
         # Only a guild with a cap to guard (a daily limit or a budget) is locked: otherwise its members'
         # admissions have nothing to wait for one another about. User installs share one bot-wide cap.
-        keys = [(LOCK_GUILD, g) for g in guilds if self._guild_capped(settings[g])]
+        # In one order everywhere (storage/db.py's lock_all): user installs, guilds, members.
+        keys = [(LOCK_USER_INSTALLS, 0)] if any(r.first.user_install for r in batch) else []
+        keys += [(LOCK_GUILD, g) for g in guilds if self._guild_capped(settings[g])]
         keys += [(LOCK_MEMBER, r.first.user_id) for r in batch]
-        if any(r.first.user_install for r in batch):
-            keys.append((LOCK_USER_INSTALLS, 0))
         now = self.clock()
         day_start = utc_day_start(now)
         month_start, month_end = month_bounds(now)
@@ -216,14 +233,16 @@ class Admission:
                     continue
                 for job in request.jobs:
                     job.status, job.reserved_usd = "queued", request.cost
-                counts.add(request.jobs)
+                counts.add(request.jobs, day_start)
                 admitted.append(request)
                 outcomes.append(request.cost)
             # One statement per holder (in practice one: this process), the rows in arrival order.
             holders: dict[tuple[str | None, float | None], list[Job]] = {}
             for request in admitted:
-                holders.setdefault((request.held_by, request.held_until), []).extend(request.jobs)
-            for (held_by, held_until), jobs in holders.items():
+                holders.setdefault((request.held_by, request.hold), []).extend(request.jobs)
+            stored_at = self.clock()
+            for (held_by, hold), jobs in holders.items():
+                held_until = stored_at + hold if hold is not None else None
                 await insert_jobs(tx, jobs, held_by=held_by, held_until=held_until)
         return outcomes
 

@@ -88,6 +88,7 @@ class JobQueue:
         self._claims_done = 0
         self._notify_wanted = False
         self._notifying: asyncio.Task[None] | None = None
+        self._closed = False
 
     # --- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -125,10 +126,12 @@ class JobQueue:
 
     async def aclose(self) -> int:
         self._claiming = False
+        self._closed = True
         loops = [*self._loops, *([self._notifying] if self._notifying is not None else [])]
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        self._notifying = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -136,6 +139,8 @@ class JobQueue:
         given_back = 0
         with contextlib.suppress(Exception):  # the database may already be gone on a failed start
             given_back = await requeue_owned(self.db, self.owner)
+            if given_back:
+                await self.db.notify()  # the other processes take them over now, not at their next look
         return given_back
 
     # --- what callers ask -----------------------------------------------------------------------------
@@ -213,7 +218,9 @@ class JobQueue:
         """NOTIFY the other processes soon: changes made meanwhile (a burst of admissions, of slots given back)
         share one notification, sent after all of them."""
         self._notify_wanted = True
-        if self._notifying is None:
+        if self._closed:
+            return  # the database is going away; the others look every `poll` seconds anyway
+        if self._notifying is None or self._notifying.done():
             self._notifying = asyncio.create_task(self._notify(), name="job-notify")
 
     async def _notify(self) -> None:

@@ -130,7 +130,7 @@ class JobRunner:
             # Ours alone until the member sees the status message and it is recorded: another process that takes
             # a job then edits that message instead of leaving it behind (or the batcher, for a relax job).
             held_by=owner,
-            held_until=self.clock() + HOLD_SECONDS,
+            hold=HOLD_SECONDS,
         )
         if jobs[0][0].speed == "relax":
             await self._submit_relax(jobs, admitting)
