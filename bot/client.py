@@ -116,6 +116,10 @@ class BananaBot(commands.AutoShardedBot):
             help_command=None,
             chunk_guilds_at_startup=False,
             allowed_mentions=discord.AllowedMentions.none(),
+            # Nothing reads discord.py's message cache (what the bot needs of a message is in the database), and
+            # its 1,000 messages with their buttons were ~40,000 of the ~65,000 objects every full garbage
+            # collection walks on the event loop after a burst (bench/README.md).
+            max_messages=None,
             **client_options,
         )
         self.settings = settings
