@@ -470,11 +470,13 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
     total = sum(len(m) for m in members.values())
     queues: list[JobQueue] = []
 
-    async def timed_claim(db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float) -> list[Job]:
+    async def timed_claim(
+        db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float, defer: bool = False
+    ) -> list[Job]:
         if want <= 0:
             return []
         start = time.perf_counter()
-        jobs = await claim_jobs(db, owner=owner, want=want, caps=caps, now=now, lease=lease)
+        jobs = await claim_jobs(db, owner=owner, want=want, caps=caps, now=now, lease=lease, defer=defer)
         end = time.perf_counter()
         locked = _LOCKED.pop(asyncio.current_task(), start)
         claims.append(Claim(start, locked, end, owner, [(j.id, j.lane) for j in jobs]))

@@ -61,10 +61,18 @@ def _may_start(job: _Candidate, running_in_lane: dict[int, int], user_groups: di
 
 
 async def claim_jobs(
-    db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float = LEASE_SECONDS
+    db: Database,
+    *,
+    owner: str,
+    want: int,
+    caps: Caps,
+    now: float,
+    lease: float = LEASE_SECONDS,
+    defer: bool = False,
 ) -> list[Job]:
     """Take up to `want` queued jobs for `owner` to run, fairly and within the caps. Jobs whose lease ran out
-    are queued again first."""
+    are queued again first. With `defer` (`owner` is behind on its own work), nothing is taken while another
+    process runs jobs too: that one takes them."""
     if want <= 0:
         return []
     async with db.transaction() as tx:
@@ -72,6 +80,10 @@ async def claim_jobs(
         await _requeue(
             tx, "status = 'running' AND batch_id IS NULL AND (lease_expires IS NULL OR lease_expires < ?)", (now,)
         )
+        if defer and await tx.fetchone(
+            "SELECT 1 FROM jobs WHERE status = 'running' AND batch_id IS NULL AND lease_owner != ? LIMIT 1", (owner,)
+        ):
+            return []
         running = await tx.fetchall(
             "SELECT lane, user_id, job_group FROM jobs WHERE status = 'running' AND holds_slot = 1"
         )

@@ -115,6 +115,23 @@ async def test_a_member_at_their_cap_does_not_block_their_guild_and_a_grid_runs_
     assert await pending_requests(db, 1) == 2 and await pending_requests(db, 3) == 1  # a grid is one request
 
 
+async def test_a_process_behind_on_its_own_work_leaves_new_jobs_to_another_one_running_jobs(db: Database) -> None:
+    """A process whose image threads are backed up (`defer`) takes nothing while another process runs jobs,
+    and everything as usual when it is the only one (leaving jobs to nobody would idle the provider)."""
+    caps = Caps(global_concurrency=8, guild_concurrency=8, user_concurrency=8)
+    await add(db, job("first", user=1), job("second", user=2, at=1), job("third", user=3, at=2))
+    assert await claim(db, caps, owner="p1", want=1) == ["first"]
+    assert [j.id for j in await claim_jobs(db, owner="p1", want=8, caps=caps, now=NOW, defer=True)] == [
+        "second",
+        "third",
+    ]  # alone: p1 runs its own jobs only
+    await add(db, job("fourth", user=4, at=3))
+    assert await claim(db, caps, owner="p2", want=1) == ["fourth"]
+    await add(db, job("fifth", user=5, at=4))
+    assert await claim_jobs(db, owner="p1", want=8, caps=caps, now=NOW, defer=True) == []  # p2 runs jobs: its turn
+    assert await claim(db, caps, owner="p2") == ["fifth"]
+
+
 async def test_a_lease_that_runs_out_is_taken_over_and_the_late_process_cannot_finish_it(db: Database) -> None:
     caps = Caps(global_concurrency=1, guild_concurrency=1, user_concurrency=1)
     await add(db, job("j1"))

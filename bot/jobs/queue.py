@@ -55,8 +55,13 @@ class JobQueue:
         poll: float = POLL_SECONDS,
         lease: float = LEASE_SECONDS,
         on_claim: Callable[[float], None] = lambda seconds: None,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.db = db
+        #: Whether this process is behind on the work that follows a job's provider call (its image threads):
+        #: then it leaves new jobs to another process, if one is running jobs too.
+        self._behind = behind
+        self._deferred = False
         #: Told how long each claim transaction took (the runner's metrics).
         self._on_claim = on_claim
         self.limits = limits
@@ -270,8 +275,15 @@ class JobQueue:
         self._claims_begun += 1
         try:
             began = time.perf_counter()
+            self._deferred = self._behind()
             claimed = await claim_jobs(
-                self.db, owner=self.owner, want=want, caps=caps, now=self._clock(), lease=self.lease
+                self.db,
+                owner=self.owner,
+                want=want,
+                caps=caps,
+                now=self._clock(),
+                lease=self.lease,
+                defer=self._deferred,
             )
             self._on_claim(time.perf_counter() - began)
             for job in claimed:
@@ -299,6 +311,8 @@ class JobQueue:
                 self._holding.discard(job.id)
                 self._claimed_at.pop(job.id, None)
                 self._wake.set()
+            elif self._deferred:
+                self._wake.set()  # a job done here: maybe no longer behind
             self._changed.set()
 
     async def _wait(self, event: asyncio.Event) -> None:
