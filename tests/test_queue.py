@@ -267,6 +267,28 @@ async def test_a_burst_is_admitted_together_checked_in_arrival_order_as_if_one_b
     assert refused.value.limit == "user_pending" and admission.batches[-1] == 1
 
 
+async def test_two_processes_admitting_the_same_members_in_opposite_orders_never_wait_in_a_circle(
+    database_target: str,
+) -> None:
+    """Each batch takes its members' locks in one order, whatever order its requests came in: two processes
+    admitting the same members the other way round both finish (PostgreSQL would otherwise detect a deadlock
+    and fail a batch). No guild has a cap here, so only the members' locks are taken."""
+    first, second = await Database.open(database_target), await Database.open(database_target)
+    try:
+        limits = QueueLimits(user_pending=100, user_daily=100)
+        admissions = [FixedPrice(db=db, generation=None, limits=limits, clock=time.time) for db in (first, second)]  # type: ignore[arg-type]
+        for _round in range(3):
+            members = list(range(100, 140))
+            ahead = [[job(f"a{_round}-{m}", user=m)] for m in members]
+            behind = [[job(f"b{_round}-{m}", user=m)] for m in reversed(members)]
+            results = await asyncio.gather(admit_all(admissions[0], ahead), admit_all(admissions[1], behind))
+            assert all(outcome == 0.125 for outcomes in results for outcome in outcomes)
+        assert len(await stored(first)) == 3 * 2 * 40
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_request_that_cannot_be_stored_fails_alone_and_the_rest_of_its_batch_is_admitted(db: Database) -> None:
     """A job stored twice (the same id) is the database's refusal of one request: its caller gets the error,
     the requests that came with it are admitted all the same."""
