@@ -215,14 +215,18 @@ _INSERT = (
 async def insert_job(db: Queryable, job: Job, *, held_by: str | None = None, held_until: float | None = None) -> None:
     """Store a job (in its own transaction on a Database, or in the caller's). A job `held_by` a process is
     claimed by no other until `held_until` (storage/queue.py)."""
-    await db.execute(_INSERT, [*_to_row(job), job.lane, job.job_group, held_by, held_until])
+    await db.execute(_INSERT, _insert_row(job, held_by, held_until))
 
 
 async def insert_jobs(
     tx: Connection, jobs: Sequence[Job], *, held_by: str | None = None, held_until: float | None = None
 ) -> None:
     """`insert_job` for many jobs in one round trip, inside the caller's transaction."""
-    await tx.executemany(_INSERT, [[*_to_row(job), job.lane, job.job_group, held_by, held_until] for job in jobs])
+    await tx.executemany(_INSERT, [_insert_row(job, held_by, held_until) for job in jobs])
+
+
+def _insert_row(job: Job, held_by: str | None, held_until: float | None) -> list[Any]:
+    return [*_to_row(job), job.lane, job.job_group, held_by, held_until]
 
 
 #: Columns of the job queue (storage/queue.py) that are not fields of `Job`.

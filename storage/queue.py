@@ -304,14 +304,16 @@ class AdmissionCounts:
             key = group[0], group[1]
             self.pending[key] = self.pending.get(key, 0) + 1
         for job in jobs:
-            if job.kind == "tile" or job.created_at < day_start:
+            if job.kind == "tile":
+                continue
+            if job.guild_id is not None and not job.user_install and job.reserved_usd > 0:
+                reserved = self.guild_reserved.get(job.guild_id, 0.0)
+                self.guild_reserved[job.guild_id] = reserved + job.reserved_usd
+            if job.created_at < day_start:  # made before midnight (UTC): not today's
                 continue
             self.member_today[job.user_id] = self.member_today.get(job.user_id, 0) + 1
             if job.guild_id is not None:
                 self.guild_today[job.guild_id] = self.guild_today.get(job.guild_id, 0) + 1
-                if not job.user_install and job.reserved_usd > 0:
-                    reserved = self.guild_reserved.get(job.guild_id, 0.0)
-                    self.guild_reserved[job.guild_id] = reserved + job.reserved_usd
             if job.user_install:
                 self.user_installs_today += 1
 

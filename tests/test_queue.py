@@ -17,6 +17,7 @@ from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, JobRequest, get_job, insert_job
 from storage.queue import (
     LEASE_SECONDS,
+    AdmissionCounts,
     Caps,
     cancel_queued,
     claim_jobs,
@@ -287,6 +288,19 @@ async def test_two_processes_admitting_the_same_members_in_opposite_orders_never
     finally:
         await first.close()
         await second.close()
+
+
+def test_a_job_admitted_after_midnight_but_made_before_counts_for_the_budget_not_for_today() -> None:
+    """Within a batch, counted as the queries count stored jobs: the day's limits by when a job was made, the
+    budget's reservation whenever it was made; a grid is one pending request of four images."""
+    counts = AdmissionCounts()
+    late = job("late", guild=1, user=7, at=-5)  # made 5 s before the day began
+    late.reserved_usd = 0.25
+    counts.add([late], day_start=NOW)
+    assert counts.guild_reserved == {1: 0.25} and counts.member_today == {} and counts.guild_today == {}
+    tiles = [job(f"t{n}", guild=1, user=7, group="g") for n in range(4)]
+    counts.add(tiles, day_start=NOW)
+    assert counts.pending == {(7, "fast"): 2} and counts.member_today == {7: 4} and counts.guild_today == {1: 4}
 
 
 async def test_a_request_that_cannot_be_stored_fails_alone_and_the_rest_of_its_batch_is_admitted(db: Database) -> None:
