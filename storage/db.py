@@ -134,6 +134,11 @@ class Connection(ABC):
     @abstractmethod
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Insert many rows of the same columns in one go (PostgreSQL: one COPY)."""
+        placeholders = ", ".join("?" for _ in columns)
+        await self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
+
     @abstractmethod
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
 
@@ -428,6 +433,10 @@ class _PostgresConnection(Connection):
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         await self._conn.executemany(numbered(sql), [tuple(r) for r in rows])
 
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        # COPY stores 100 jobs in about half the time of an INSERT run per row (bench/README.md, bench_scale).
+        await self._conn.copy_records_to_table(table, records=[tuple(r) for r in rows], columns=list(columns))
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._conn.fetch(numbered(sql), *params))
 
@@ -469,9 +478,11 @@ class PostgresDatabase(Database):
         import asyncpg  # only deployments that use PostgreSQL load it
 
         try:
+            # Every connection kept open (asyncpg reopens one it closed for being idle): a burst after a quiet
+            # spell would otherwise open connections, 8-12 ms each, while members wait (bench_scale's burst).
             pool = await asyncpg.create_pool(
                 url,
-                min_size=1,
+                min_size=POSTGRES_POOL_SIZE,
                 max_size=POSTGRES_POOL_SIZE,
                 command_timeout=60,
                 connection_class=_connection_class(),
@@ -523,14 +534,18 @@ class PostgresDatabase(Database):
     async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
         if not keys:
             return
-        # One round trip; the select list is evaluated left to right. PostgreSQL's two-key locks take int4s:
-        # an id folded to 32 bits may share a lock with another, which only costs a little waiting.
+        # One round trip, in the arrays' order (unnest yields their elements in order, and each row's lock is
+        # taken as the row is made), and one statement text for any number of keys, so it is prepared once.
+        # PostgreSQL's two-key locks take int4s: an id folded to 32 bits may share a lock with another, which
+        # only costs a little waiting.
         rank: dict[int, int] = {}
         for space, _ in keys:
             rank.setdefault(space, len(rank))
         folded = sorted({(rank[space], _int4(space), _int4(key)) for space, key in keys})
-        calls = ", ".join("pg_advisory_xact_lock(?, ?)" for _ in folded)
-        await tx.execute(f"SELECT {calls}", [n for _, space, key in folded for n in (space, key)])
+        await tx.execute(
+            "SELECT count(pg_advisory_xact_lock(space, key)) FROM unnest(?::int4[], ?::int4[]) AS t(space, key)",
+            [[space for _, space, _ in folded], [key for _, _, key in folded]],
+        )
 
     async def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:

@@ -206,10 +206,8 @@ def _from_row(row: Any) -> Job:
     return Job(**values)
 
 
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, lane, job_group, lease_owner, lease_expires) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)}, ?, ?, ?, ?)"
-)
+_INSERT_COLUMNS = (*_COLUMNS, "lane", "job_group", "lease_owner", "lease_expires")
+_INSERT = f"INSERT INTO jobs ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})"
 
 
 async def insert_job(db: Queryable, job: Job, *, held_by: str | None = None, held_until: float | None = None) -> None:
@@ -221,8 +219,8 @@ async def insert_job(db: Queryable, job: Job, *, held_by: str | None = None, hel
 async def insert_jobs(
     tx: Connection, jobs: Sequence[Job], *, held_by: str | None = None, held_until: float | None = None
 ) -> None:
-    """`insert_job` for many jobs in one round trip, inside the caller's transaction."""
-    await tx.executemany(_INSERT, [_insert_row(job, held_by, held_until) for job in jobs])
+    """`insert_job` for many jobs in one go, inside the caller's transaction."""
+    await tx.insert_rows("jobs", _INSERT_COLUMNS, [_insert_row(job, held_by, held_until) for job in jobs])
 
 
 def _insert_row(job: Job, held_by: str | None, held_until: float | None) -> list[Any]:

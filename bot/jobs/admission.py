@@ -206,7 +206,8 @@ class Admission:
         # admissions have nothing to wait for one another about. User installs share one bot-wide cap.
         # In one order everywhere (storage/db.py's lock_all): user installs, guilds, members.
         keys = [(LOCK_USER_INSTALLS, 0)] if any(r.first.user_install for r in batch) else []
-        keys += [(LOCK_GUILD, g) for g in guilds if self._guild_capped(settings[g])]
+        guild_limits = {g: self.limits_for(settings.get(g)) for g in guilds}
+        keys += [(LOCK_GUILD, g) for g in guilds if self._guild_capped(guild_limits[g], settings.get(g))]
         keys += [(LOCK_MEMBER, r.first.user_id) for r in batch]
         now = self.clock()
         day_start = utc_day_start(now)
@@ -224,7 +225,7 @@ class Admission:
             )
             admitted: list[_Request] = []
             for request in batch:
-                limits = self.limits_for(settings.get(request.guild_id) if request.guild_id is not None else None)
+                limits = guild_limits[request.guild_id] if request.guild_id is not None else self.limits
                 if request.member_daily is not None:
                     limits = replace(limits, user_daily=request.member_daily)
                 refused = self._refusal(request, limits, settings, counts, day_start, month_end)
@@ -284,8 +285,8 @@ class Admission:
                 return BudgetExceeded(budget=budget, left=left, needed=cost, resets_at=month_end)
         return None
 
-    def _guild_capped(self, settings: GuildSettings | None) -> bool:
-        limits = self.limits_for(settings)
+    @staticmethod
+    def _guild_capped(limits: QueueLimits, settings: GuildSettings | None) -> bool:
         return bool(limits.guild_daily) or (settings is not None and settings.monthly_budget_usd is not None)
 
     def limits_for(self, settings: GuildSettings | None) -> QueueLimits:
