@@ -8,7 +8,12 @@
     4K 16:9 image: its 23.7 MB PNG is over a premium-tier-0 guild's 10 MiB upload limit, so the bot re-encodes
     it to JPEG before posting; the caps are high enough that CPU, not the caps or the fake's latency, bounds
     the throughput. Configuration A: one process running both shards (BANANA_SHARD_IDS=0,1); B: two
-    processes, one shard each. Each round starts from a fresh database, fresh processes and a fresh fake
+    processes, one shard each. Each process has one core of its own (taskset: A on core 0, B's on cores 0 and
+    1), as a deployment gives each process (container) its share of the machine: what is measured is whether
+    a second process with its own core adds its core's worth of jobs, and not whether one process alone can
+    already keep more than one core busy (it can: its image thread and its event loop run side by side, so
+    unpinned, one process already uses ~1.3 of these 2 cores; --unpinned measures that). The fakes and
+    PostgreSQL run on either core. Each round starts from a fresh database, fresh processes and a fresh fake
     Discord; once every shard is READY and a warm-up batch has run, the same burst of jobs from guilds on both
     shards is timed from the first submission to the last result stored at the fake Discord. Rounds alternate
     (A B B A A B ...), and the median of the B/A ratios of the pairs (1-2, 3-4, ...) is the result.
@@ -134,12 +139,13 @@ class BotProcesses:
     ports: dict[str, int] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
-    async def launch(self, shards: str, env: dict[str, str], log_path: Path) -> None:
+    async def launch(self, shards: str, env: dict[str, str], log_path: Path, core: int | None = None) -> None:
         port = free_port()
         env = {**env, "BANANA_SHARD_IDS": shards, "BANANA_METRICS_PORT": str(port)}
+        pin = ["taskset", "-c", str(core)] if core is not None else []
         with log_path.open("ab") as out:
             self.procs[shards] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.bot_process", cwd=ROOT, env=env, stdout=out, stderr=out
+                *pin, sys.executable, "-m", "tests.bot_process", cwd=ROOT, env=env, stdout=out, stderr=out
             )
         self.ports[shards], self.logs[shards] = port, log_path
 
@@ -231,10 +237,10 @@ async def throughput_round(
         bots = BotProcesses()
         try:
             if config == "A":
-                await bots.launch("0,1", env, data_dir / "bot-A.log")
+                await bots.launch("0,1", env, data_dir / "bot-A.log", core=None if args.unpinned else 0)
             else:
-                await bots.launch("0", env, data_dir / "bot-B0.log")
-                await bots.launch("1", env, data_dir / "bot-B1.log")
+                await bots.launch("0", env, data_dir / "bot-B0.log", core=None if args.unpinned else 0)
+                await bots.launch("1", env, data_dir / "bot-B1.log", core=None if args.unpinned else 1)
             try:
                 # discord.py waits ~5 s between the IDENTIFYs of two shards in one process.
                 await discord.wait_ready(60, sessions=2)
@@ -470,13 +476,11 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
     total = sum(len(m) for m in members.values())
     queues: list[JobQueue] = []
 
-    async def timed_claim(
-        db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float, defer: bool = False
-    ) -> list[Job]:
+    async def timed_claim(db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float) -> list[Job]:
         if want <= 0:
             return []
         start = time.perf_counter()
-        jobs = await claim_jobs(db, owner=owner, want=want, caps=caps, now=now, lease=lease, defer=defer)
+        jobs = await claim_jobs(db, owner=owner, want=want, caps=caps, now=now, lease=lease)
         end = time.perf_counter()
         locked = _LOCKED.pop(asyncio.current_task(), start)
         claims.append(Claim(start, locked, end, owner, [(j.id, j.lane) for j in jobs]))
@@ -643,8 +647,9 @@ def report_throughput(runs: list[ThroughputRun], args: argparse.Namespace) -> tu
         f" (premium tier 0: 10 MiB upload limit, so each 23.7 MB PNG is re-encoded), fake API latency"
         f" {args.latency:.2f} s, caps global {SCALE_CAPS['BANANA_MAX_CONCURRENT']}, guild"
         f" {SCALE_CAPS['BANANA_GUILD_CONCURRENT']}; one PostgreSQL",
-        "    A = one process, shards 0,1; B = two processes, one shard each; timed from the first submission to the"
-        " last result stored",
+        "    A = one process, shards 0,1; B = two processes, one shard each; "
+        + ("every process on every core" if args.unpinned else "each process on a core of its own (A: 0; B: 0 and 1)")
+        + "; timed from the first submission to the last result stored",
         "    round config  wall s  jobs/s  jobs per process  reply/channel   JPEG  largest MB  cpu s (bot processes,"
         " fake API, fake Discord + members, other)",
     ]
@@ -794,6 +799,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst-jobs", type=int, default=200, help="[2] submissions at once")
     parser.add_argument("--burst-guilds", type=int, default=20, help="[2] guilds they come from")
     parser.add_argument("--history", type=int, default=20000, help="[2] done jobs in the table beforehand")
+    parser.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="[1] let every bot process use every core (by default each has one core of its own: A core 0, B one each)",
+    )
     parser.add_argument("--only", action="append", choices=("throughput", "burst"), help="run only this part")
     args = parser.parse_args(argv)
     parts = set(args.only or ("throughput", "burst"))

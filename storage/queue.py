@@ -18,6 +18,7 @@ leaving it behind. A hold that is never released (its process died) ends at its 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,11 +69,10 @@ async def claim_jobs(
     caps: Caps,
     now: float,
     lease: float = LEASE_SECONDS,
-    defer: bool = False,
 ) -> list[Job]:
-    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps. Jobs whose lease ran out
-    are queued again first. With `defer` (`owner` is behind on its own work), nothing is taken while another
-    process runs jobs too: that one takes them."""
+    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps, and no more than keeps
+    `owner` within one job of the least busy other process running jobs. Jobs whose lease ran out are queued
+    again first."""
     if want <= 0:
         return []
     async with db.transaction() as tx:
@@ -80,21 +80,28 @@ async def claim_jobs(
         await _requeue(
             tx, "status = 'running' AND batch_id IS NULL AND (lease_expires IS NULL OR lease_expires < ?)", (now,)
         )
-        if defer and await tx.fetchone(
-            "SELECT 1 FROM jobs WHERE status = 'running' AND batch_id IS NULL AND lease_owner != ? LIMIT 1", (owner,)
-        ):
-            return []
+        # Every job running now: those holding a slot (the caps count them), and each process's jobs in hand
+        # (from the claim to the result posted: provider call, image work and upload).
         running = await tx.fetchall(
-            "SELECT lane, user_id, job_group FROM jobs WHERE status = 'running' AND holds_slot = 1"
+            "SELECT lane, user_id, job_group, holds_slot, lease_owner FROM jobs "
+            "WHERE status = 'running' AND (holds_slot = 1 OR batch_id IS NULL)"
         )
-        free = min(want, caps.global_concurrency - len(running))
+        in_hand = Counter(str(row[4]) for row in running if row[4] is not None)
+        mine = in_hand.pop(owner, 0)
+        free = min(want, caps.global_concurrency - sum(1 for row in running if row[3]))
+        if in_hand:  # other processes run jobs too
+            # The shortest queue takes the work: a process takes new jobs only up to one more than the least
+            # busy other process has in hand, so jobs spread by how fast each gets through them. Alone, a
+            # process takes all the caps allow.
+            free = min(free, min(in_hand.values()) + 1 - mine)
         if free <= 0:
             return []
         running_in_lane: dict[int, int] = {}
         user_groups: dict[int, set[str]] = {}
-        for lane, user_id, group in running:
-            running_in_lane[int(lane)] = running_in_lane.get(int(lane), 0) + 1
-            user_groups.setdefault(int(user_id), set()).add(str(group))
+        for lane, user_id, group, holds_slot, _ in running:
+            if holds_slot:
+                running_in_lane[int(lane)] = running_in_lane.get(int(lane), 0) + 1
+                user_groups.setdefault(int(user_id), set()).add(str(group))
 
         lanes, served = await _waiting_lanes(tx, caps, owner, now)
         counter = max(served.values(), default=0)

@@ -116,21 +116,22 @@ async def test_a_member_at_their_cap_does_not_block_their_guild_and_a_grid_runs_
     assert await pending_requests(db, 1) == 2 and await pending_requests(db, 3) == 1  # a grid is one request
 
 
-async def test_a_process_behind_on_its_own_work_leaves_new_jobs_to_another_one_running_jobs(db: Database) -> None:
-    """A process whose image threads are backed up (`defer`) takes nothing while another process runs jobs,
-    and everything as usual when it is the only one (leaving jobs to nobody would idle the provider)."""
-    caps = Caps(global_concurrency=8, guild_concurrency=8, user_concurrency=8)
-    await add(db, job("first", user=1), job("second", user=2, at=1), job("third", user=3, at=2))
-    assert await claim(db, caps, owner="p1", want=1) == ["first"]
-    assert [j.id for j in await claim_jobs(db, owner="p1", want=8, caps=caps, now=NOW, defer=True)] == [
-        "second",
-        "third",
-    ]  # alone: p1 runs its own jobs only
-    await add(db, job("fourth", user=4, at=3))
-    assert await claim(db, caps, owner="p2", want=1) == ["fourth"]
-    await add(db, job("fifth", user=5, at=4))
-    assert await claim_jobs(db, owner="p1", want=8, caps=caps, now=NOW, defer=True) == []  # p2 runs jobs: its turn
-    assert await claim(db, caps, owner="p2") == ["fifth"]
+async def test_the_process_with_fewer_jobs_in_hand_takes_the_new_ones(db: Database) -> None:
+    """Jobs spread by how fast each process gets through them: a process takes new jobs only up to one more
+    than the least busy other process running jobs has in hand, a job counting from its claim until it is
+    finished (its image work after the provider call included); alone, it takes all the caps allow."""
+    caps = Caps(global_concurrency=20, guild_concurrency=20, user_concurrency=20)
+    await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(14)))
+    assert await claim(db, caps, owner="p1", want=3) == ["j00", "j01", "j02"]  # alone
+    assert await claim(db, caps, owner="p2", want=1) == ["j03"]
+    assert await claim(db, caps, owner="p1") == []  # 3 in hand against p2's 1
+    assert await claim(db, caps, owner="p2") == ["j04", "j05", "j06"]  # up to p1's 3, plus one
+    assert await claim(db, caps, owner="p1") == ["j07", "j08"]  # 5 against 4
+    await give_back_slot(db, "j00")  # its provider call is done; its image is still in the works at p1
+    assert await claim(db, caps, owner="p2") == ["j09", "j10"]  # p1 still has 5 in hand
+    for job_id in ("j00", "j01"):
+        assert await finish(db, job_id, "p1", {"status": "done", "finished_at": NOW})
+    assert await claim(db, caps, owner="p1") == ["j11", "j12", "j13"]  # 3 against 6
 
 
 async def test_a_lease_that_runs_out_is_taken_over_and_the_late_process_cannot_finish_it(db: Database) -> None:

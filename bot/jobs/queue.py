@@ -55,13 +55,8 @@ class JobQueue:
         poll: float = POLL_SECONDS,
         lease: float = LEASE_SECONDS,
         on_claim: Callable[[float], None] = lambda seconds: None,
-        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.db = db
-        #: Whether this process is behind on the work that follows a job's provider call (its image threads):
-        #: then it leaves new jobs to another process, if one is running jobs too.
-        self._behind = behind
-        self._deferred = False
         #: Told how long each claim transaction took (the runner's metrics).
         self._on_claim = on_claim
         self.limits = limits
@@ -275,7 +270,6 @@ class JobQueue:
         self._claims_begun += 1
         try:
             began = time.perf_counter()
-            self._deferred = self._behind()
             claimed = await claim_jobs(
                 self.db,
                 owner=self.owner,
@@ -283,7 +277,6 @@ class JobQueue:
                 caps=caps,
                 now=self._clock(),
                 lease=self.lease,
-                defer=self._deferred,
             )
             self._on_claim(time.perf_counter() - began)
             for job in claimed:
@@ -310,9 +303,8 @@ class JobQueue:
             if job.id in self._holding:
                 self._holding.discard(job.id)
                 self._claimed_at.pop(job.id, None)
-                self._wake.set()
-            elif self._deferred:
-                self._wake.set()  # a job done here: maybe no longer behind
+            # A slot given back, or one job fewer in hand here: claims may take more (storage/queue.py).
+            self._wake.set()
             self._changed.set()
 
     async def _wait(self, event: asyncio.Event) -> None:

@@ -27,7 +27,6 @@ from bot.jobs.limits import ContextBudget, QueueLimits, RelaxSettings
 from bot.jobs.presenting import JobOutcome, JobPresenter, stored_result
 from bot.jobs.queue import JobQueue
 from bot.jobs.relax import RelaxBatcher
-from bot.media.pool import image_work_behind
 from bot.observability.logs import job_context
 from bot.observability.metrics import Metrics
 from storage.batches import cancel_delivery, relax_place, relax_turnaround_ms
@@ -77,7 +76,6 @@ class JobRunner:
             clock=clock,
             lease=lease,
             on_claim=self.metrics.claim,
-            behind=image_work_behind,
         )
         self.queue.on_refresh = self._refreshed
         self.admission = Admission(db=db, generation=generation, limits=limits, clock=clock)

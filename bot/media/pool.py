@@ -19,22 +19,19 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
-IMAGE_THREADS = max(1, (os.cpu_count() or 2) - 1)
+
+def _usable_cores() -> int:
+    """The cores this process may run on: a process pinned to some (taskset, a container's cpuset) has fewer
+    than the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 2
+
+
+IMAGE_THREADS = max(1, _usable_cores() - 1)
 _pool = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="images")
-_unfinished = 0
 
 
 async def run_image_work(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """``fn(*args, **kwargs)`` on the image threads (like ``asyncio.to_thread``, on a pool of its own)."""
-    global _unfinished
-    _unfinished += 1
-    try:
-        return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(fn, *args, **kwargs))
-    finally:
-        _unfinished -= 1
-
-
-def image_work_behind() -> bool:
-    """Whether the image threads have more work waiting than they will start within a moment: this process
-    had better leave new jobs to another one (bot/jobs/queue.py)."""
-    return _unfinished > 2 * IMAGE_THREADS
+    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(fn, *args, **kwargs))
