@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -360,9 +360,12 @@ class TimedPostgres(PostgresDatabase):
         await super().lock(tx, key)
         _LOCKED[asyncio.current_task()] = time.perf_counter()
 
-    async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
-        await super().lock_all(tx, keys)
-        _LOCKED[asyncio.current_task()] = time.perf_counter()
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AsyncIterator[Connection]:
+        async with super().transaction(locks=locks) as tx:
+            if locks:
+                _LOCKED[asyncio.current_task()] = time.perf_counter()
+            yield tx
 
 
 class FixedPriceAdmission(Admission):

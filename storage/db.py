@@ -197,9 +197,12 @@ class Database(ABC):
 
     # --- several statements -----------------------------------------------------------------------------
     @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+    def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AbstractAsyncContextManager[Connection]:
         """Run the block in one transaction: committed if it finishes, rolled back if it raises or is
-        cancelled."""
+        cancelled. It first takes `locks`, (namespace, id) keys held until it ends (see `lock`): namespace by
+        namespace in the order they first appear, and within each its ids ascending. Callers name the
+        namespaces in one order (admission: user installs, guilds, members), so two transactions can't wait
+        for each other in a circle."""
 
     @abstractmethod
     def reading(self) -> AbstractAsyncContextManager[Connection]:
@@ -210,12 +213,6 @@ class Database(ABC):
     async def lock(self, tx: Connection, key: int) -> None:
         """Inside a transaction: wait until no other process holds `key`, and hold it until the transaction
         ends. (On SQLite, a write transaction already excludes every other writer.)"""
-
-    async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
-        """`lock` for several (namespace, id) keys at once: namespace by namespace in the order they first
-        appear, and within each its ids ascending. Callers name the namespaces in one order (admission: user
-        installs, guilds, members), so two transactions can't wait for each other in a circle."""
-        return None
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever another process says the job queue changed (PostgreSQL; on SQLite this process
@@ -325,7 +322,8 @@ class SQLiteDatabase(Database):
         return await self._main.fetchone(sql, params)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AsyncIterator[Connection]:
+        # `locks` are held already: BEGIN IMMEDIATE takes the database's only write lock.
         # (Reads share the connection, so a read that runs while another coroutine's transaction is open sees
         # its uncommitted rows; none of the bot's reads decide anything that a rollback would undo.)
         async with self._write_lock:
@@ -514,12 +512,24 @@ class PostgresDatabase(Database):
         return row
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AsyncIterator[Connection]:
         import asyncpg
 
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield _PostgresConnection(conn)
+            async with self._pool.acquire() as conn:
+                if not locks:
+                    async with conn.transaction():
+                        yield _PostgresConnection(conn)
+                    return
+                # BEGIN and the locks in one round trip (the simple query protocol takes several statements).
+                await conn.execute(f"BEGIN; {_lock_statement(locks)}")
+                try:
+                    yield _PostgresConnection(conn)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # a broken connection: the pool rolls back or drops it
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise IntegrityError(str(exc)) from exc
 
@@ -530,22 +540,6 @@ class PostgresDatabase(Database):
 
     async def lock(self, tx: Connection, key: int) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
-
-    async def lock_all(self, tx: Connection, keys: Sequence[tuple[int, int]]) -> None:
-        if not keys:
-            return
-        # One round trip, in the arrays' order (unnest yields their elements in order, and each row's lock is
-        # taken as the row is made), and one statement text for any number of keys, so it is prepared once.
-        # PostgreSQL's two-key locks take int4s: an id folded to 32 bits may share a lock with another, which
-        # only costs a little waiting.
-        rank: dict[int, int] = {}
-        for space, _ in keys:
-            rank.setdefault(space, len(rank))
-        folded = sorted({(rank[space], _int4(space), _int4(key)) for space, key in keys})
-        await tx.execute(
-            "SELECT count(pg_advisory_xact_lock(space, key)) FROM unnest(?::int4[], ?::int4[]) AS t(space, key)",
-            [[space for _, space, _ in folded], [key for _, _, key in folded]],
-        )
 
     async def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:
@@ -593,6 +587,24 @@ class PostgresDatabase(Database):
                     f"migration {migration.name} failed: {e}; database left at schema version {migration.version - 1}"
                 ) from e
             log.info("applied migration %s", migration.name)
+
+
+def _lock_statement(keys: Sequence[tuple[int, int]]) -> str:
+    """One statement taking PostgreSQL's two-key transaction locks in the order `Database.transaction` gives:
+    unnest yields the arrays' elements in order, and each row's lock is taken as the row is made. The keys are
+    integers written into the text (no parameters in the simple query protocol that runs it with BEGIN).
+    The two-key locks take int4s: an id folded to 32 bits may share a lock with another, which only costs a
+    little waiting."""
+    rank: dict[int, int] = {}
+    for space, _ in keys:
+        rank.setdefault(space, len(rank))
+    folded = sorted({(rank[space], _int4(space), _int4(key)) for space, key in keys})
+    spaces = ",".join(str(int(space)) for _, space, _ in folded)
+    ids = ",".join(str(int(key)) for _, _, key in folded)
+    return (
+        "SELECT count(pg_advisory_xact_lock(space, key)) "
+        f"FROM unnest('{{{spaces}}}'::int4[], '{{{ids}}}'::int4[]) AS t(space, key)"
+    )
 
 
 def _int4(value: int) -> int:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from storage.db import Connection, Database, Queryable
 
@@ -188,11 +191,19 @@ def _dump(name: str, value: Any) -> Any:
         return value
     if name == "request":
         value = request_to_json(value)
-    return json.dumps(value, separators=(",", ":"))
+    return orjson.dumps(value).decode()
+
+
+_values_of = operator.attrgetter(*_FIELDS)
+_JSON_AT = tuple((n, name) for n, name in enumerate(_FIELDS) if name in _JSON_FIELDS)
 
 
 def _to_row(job: Job) -> list[Any]:
-    return [_dump(name, getattr(job, name)) for name in _FIELDS]
+    # All the fields in one call, then the few JSON ones dumped: a burst's admission stores 100 jobs at a time.
+    row = list(_values_of(job))
+    for n, name in _JSON_AT:
+        row[n] = _dump(name, row[n])
+    return row
 
 
 def _from_row(row: Any) -> Job:

@@ -68,6 +68,7 @@ async def db(database_target: str) -> AsyncIterator[Database]:
 
 
 sqlite_only = pytest.mark.parametrize("database_target", ["sqlite"], indirect=True)
+postgres_only = pytest.mark.parametrize("database_target", ["postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -215,6 +216,44 @@ async def test_failed_transaction_rolls_back_and_releases_lock(db: Database) -> 
     # Lock released and no transaction left open: the next write works.
     await insert_generation(db, make_row())
     assert await count_generations(db) == 1
+
+
+async def test_a_transaction_with_locks_commits_rolls_back_and_releases_them(db: Database) -> None:
+    """`transaction(locks=...)` (BEGIN and the locks in one round trip on PostgreSQL): its writes are kept when
+    it finishes, undone when it raises, and its locks are let go either way."""
+    keys = [(7, 2), (7, 1), (3, 9)]
+    async with db.transaction(locks=keys) as conn:
+        await conn.execute("INSERT INTO images VALUES ('kept', 'image/png', 1, NULL, NULL, 0)")
+    with pytest.raises(RuntimeError):
+        async with db.transaction(locks=keys) as conn:
+            await conn.execute("INSERT INTO images VALUES ('undone', 'image/png', 1, NULL, NULL, 0)")
+            raise RuntimeError("boom")
+    with pytest.raises(IntegrityError):  # the database's own refusal, mapped as without locks
+        async with db.transaction(locks=keys) as conn:
+            await conn.execute("INSERT INTO images VALUES ('kept', 'image/png', 1, NULL, NULL, 0)")
+    assert [r[0] for r in await fetch_all(db, "SELECT key FROM images")] == ["kept"]
+    async with asyncio.timeout(10), db.transaction(locks=keys):  # all three were let go
+        pass
+
+
+@postgres_only
+async def test_a_transaction_waits_for_another_holding_one_of_its_locks(db: Database) -> None:
+    entered = asyncio.Event()
+
+    async def second() -> None:
+        async with db.transaction(locks=[(5, 1), (5, 2)]):
+            entered.set()
+
+    async with db.transaction(locks=[(5, 2)]):
+        waiting = asyncio.create_task(second())
+        waiting_for_lock = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        async with asyncio.timeout(10):
+            while not await fetch_one(db, waiting_for_lock):  # noqa: ASYNC110 - PostgreSQL's state, not an event
+                await asyncio.sleep(0.01)
+        assert not entered.is_set()
+    async with asyncio.timeout(10):
+        await waiting
+    assert entered.is_set()
 
 
 # --- generations -------------------------------------------------------------

@@ -204,7 +204,7 @@ class Admission:
         settings = await guild_settings_of(self.db, guilds)
         # Only a guild with a cap to guard (a daily limit or a budget) is locked: otherwise its members'
         # admissions have nothing to wait for one another about. User installs share one bot-wide cap.
-        # In one order everywhere (storage/db.py's lock_all): user installs, guilds, members.
+        # In one order everywhere (storage/db.py's transaction): user installs, guilds, members.
         keys = [(LOCK_USER_INSTALLS, 0)] if any(r.first.user_install for r in batch) else []
         guild_limits = {g: self.limits_for(settings.get(g)) for g in guilds}
         keys += [(LOCK_GUILD, g) for g in guilds if self._guild_capped(guild_limits[g], settings.get(g))]
@@ -213,8 +213,7 @@ class Admission:
         day_start = utc_day_start(now)
         month_start, month_end = month_bounds(now)
         outcomes: list[float | Refused] = []
-        async with self.db.transaction() as tx:
-            await self.db.lock_all(tx, keys)
+        async with self.db.transaction(locks=keys) as tx:
             counts = await admission_counts(
                 tx,
                 members={r.first.user_id for r in batch},
