@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import multiprocessing
 import os
 import platform
 import random
@@ -463,21 +464,107 @@ async def seed_history(db: Database, count: int, guilds: list[int], seed: int = 
     await db.execute("ANALYZE jobs")
 
 
-async def burst(url: str, args: argparse.Namespace) -> BurstResult:
+@dataclass
+class SideResult:
+    """What one process of the burst measured (perf_counter is CLOCK_MONOTONIC: one clock for both)."""
+
+    admissions: list[Timed]
+    admitted: dict[str, tuple[float, int]]
+    claims: list[Claim]
+    released: dict[str, float]
+    batches: list[int]
+    alone_wall_ms: list[float]
+    alone_cpu_ms: float
+    all_done: float  # when this process saw every job of the burst done
+
+
+def burst(url: str, args: argparse.Namespace) -> BurstResult:
+    """Two processes, as two bot processes would be: each with its own event loop, pool, admission and job
+    queue, admitting the submissions of its shard's guilds (one guild in two) and claiming from the one queue."""
     guilds = [1_000_000 + g for g in range(args.burst_guilds)]
     members = {g: [g * 100 + m for m in range(args.burst_jobs // len(guilds))] for g in guilds}
-    dbs = [cast(TimedPostgres, await TimedPostgres.connect(url)) for _ in range(2)]
+
+    async def seed() -> None:
+        db = await Database.open(url)
+        try:
+            await seed_history(db, args.history, guilds)
+        finally:
+            await db.close()
+
     log(f"[2] seeding {args.history:,} done jobs")
-    await seed_history(dbs[0], args.history, guilds)
-    rng = random.Random(11)
+    asyncio.run(seed())
+    order = [(g, m) for g in guilds for m in members[g]]
+    random.Random(3).shuffle(order)
+    # Each interaction's job is made before the burst: a handler makes its own before it asks for admission.
+    jobs = [
+        Job(guild_id=g, channel_id=g + 1, user_id=m, kind="imagine", request=JobRequest(prompt=f"burst {n}", size="1K"))
+        for n, (g, m) in enumerate(order)
+    ]
+    ids = [job.id for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    for side in (0, 1):
+        ours, theirs = context.Pipe()
+        side_jobs = [job for job in jobs if job.guild_id is not None and job.guild_id % 2 == side]
+        process = context.Process(target=_burst_side_process, args=(url, side, side_jobs, ids, theirs))
+        process.start()
+        pipes.append(ours)
+        processes.append(process)
+    try:
+        for pipe in pipes:
+            if not pipe.poll(120) or pipe.recv() != "ready":
+                raise RuntimeError("a burst process did not get ready")
+        log(f"[2] burst of {len(jobs)} submissions from {len(guilds)} guilds, two processes")
+        go_at = time.perf_counter() + 0.3
+        for pipe in pipes:
+            pipe.send(go_at)
+        sides: list[SideResult] = []
+        for pipe in pipes:
+            if not pipe.poll(180):
+                raise RuntimeError("a burst process did not finish")
+            sides.append(pipe.recv())
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+    admitted = {k: v for side in sides for k, v in side.admitted.items()}
+    claims = sorted((c for side in sides for c in side.claims), key=lambda c: c.locked)
+    released = {k: v for side in sides for k, v in side.released.items()}
+    per_owner = Counter[str]()
+    for c in claims:
+        per_owner[c.owner] += len(c.taken)
+    return BurstResult(
+        [a for side in sides for a in side.admissions],
+        admitted,
+        claims,
+        released,
+        max(side.all_done for side in sides) - go_at,
+        args.history,
+        fairness(admitted, claims, released, BURST_LIMITS.guild_concurrency),
+        per_owner,
+        [w for side in sides for w in side.alone_wall_ms],
+        statistics.mean(side.alone_cpu_ms for side in sides),
+        [size for side in sides for size in side.batches],
+    )
+
+
+def _burst_side_process(url: str, side: int, jobs: list[Job], ids: list[str], pipe: Any) -> None:
+    pipe.send(asyncio.run(_burst_side(url, side, jobs, ids, pipe)))
+
+
+async def _burst_side(url: str, side: int, jobs: list[Job], ids: list[str], pipe: Any) -> SideResult:
+    """One process of the burst: warm up, say ready, submit its jobs at the given instant, run what its queue
+    claims, and return what it measured once every job of the burst (either process's) is done."""
+    db = cast(TimedPostgres, await TimedPostgres.connect(url))
+    rng = random.Random(11 + side)
     admissions: list[Timed] = []
     admitted: dict[str, tuple[float, int]] = {}
     claims: list[Claim] = []
     released: dict[str, float] = {}
-    done = asyncio.Event()
-    finished = 0
-    total = sum(len(m) for m in members.values())
-    queues: list[JobQueue] = []
+    admission = FixedPriceAdmission(
+        db=db, generation=cast(GenerationService, None), limits=BURST_LIMITS, clock=time.time
+    )
 
     async def timed_claim(db: Database, *, owner: str, want: int, caps: Caps, now: float, lease: float) -> list[Job]:
         if want <= 0:
@@ -493,23 +580,10 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
         await give_back_slot(db, job_id)
         released[job_id] = time.perf_counter()
 
-    def runner(n: int) -> Any:
-        async def run(job: Job) -> None:
-            nonlocal finished
-            await asyncio.sleep(rng.uniform(0.2, 0.3))  # the provider call
-            queue = queues[n]
-            await queue.release(job.id)
-            await finish(queue.db, job.id, queue.owner, {"status": "done", "finished_at": time.time()})
-            finished += 1
-            if finished == total:
-                done.set()
-
-        return run
-
-    admissions_by_db = [
-        FixedPriceAdmission(db=db, generation=cast(GenerationService, None), limits=BURST_LIMITS, clock=time.time)
-        for db in dbs
-    ]
+    async def run(job: Job) -> None:
+        await asyncio.sleep(rng.uniform(0.2, 0.3))  # the provider call
+        await queue.release(job.id)
+        await finish(queue.db, job.id, queue.owner, {"status": "done", "finished_at": time.time()})
 
     async def alone(count: int) -> tuple[list[float], float]:
         """`count` admissions one after another (members and guilds of their own): each one's wall time, and
@@ -517,19 +591,17 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
         walls = []
         cpu = 0.0
         for n in range(count):
-            guild, member = 5_000_000 + n % 20, 6_000_000 + n
+            guild, member = 5_000_000 + side * 100 + n % 20, 6_000_000 + side * 10_000 + n
             job = Job(guild_id=guild, channel_id=1, user_id=member, kind="imagine", request=JobRequest(prompt="alone"))
             start, cpu_start = time.perf_counter(), time.process_time()
-            await admissions_by_db[n % 2].admit([job])  # both pools' connections warm, as in use
+            await admission.admit([job])
             walls.append((time.perf_counter() - start) * 1000)
             cpu += time.process_time() - cpu_start
-            await cancel_queued(dbs[n % 2], job.id, time.time())  # out of the burst's way
+            await cancel_queued(db, job.id, time.time())  # out of the burst's way
         return walls, cpu * 1000 / count
 
     async def submit(job: Job) -> None:
         assert job.guild_id is not None
-        side = job.guild_id % 2  # the process whose shard owns the guild admits its interactions
-        admission, queue = admissions_by_db[side], queues[side]
         start = time.perf_counter()
         await admission.admit([job])
         end = time.perf_counter()
@@ -540,63 +612,32 @@ async def burst(url: str, args: argparse.Namespace) -> BurstResult:
         queue.queued_here([job.id])
         queue.submitted()
 
-    patches = (
-        mock.patch("bot.jobs.queue.claim_jobs", timed_claim),
-        mock.patch("bot.jobs.queue.give_back_slot", timed_give_back),
-    )
+    queue = JobQueue(db, BURST_LIMITS, owner=f"process-{side}", run=run)
     try:
-        with patches[0], patches[1]:
-            for n, db in enumerate(dbs):
-                queue = JobQueue(db, BURST_LIMITS, owner=f"process-{n}", run=runner(n))
-                queues.append(queue)
-                await queue.start()
-            await asyncio.sleep(0.5)
-            alone_walls, alone_cpu = await alone(total)
+        with (
+            mock.patch("bot.jobs.queue.claim_jobs", timed_claim),
+            mock.patch("bot.jobs.queue.give_back_slot", timed_give_back),
+        ):
+            await queue.start()
+            # Warm: every pooled connection has the statements prepared, as in a process in use.
+            alone_walls, alone_cpu = await alone(len(jobs))
             _LOCKED.clear()
-            for admission in admissions_by_db:
-                admission.batches.clear()
-            order = [(g, m) for g in guilds for m in members[g]]
-            random.Random(3).shuffle(order)
-            log(f"[2] burst of {len(order)} submissions from {len(guilds)} guilds")
-            # Each interaction's job is made before the burst: each handler makes its own before it asks for
-            # admission, and 200 made in one event loop at one instant would be timed as admission's.
-            jobs = [
-                Job(
-                    guild_id=g,
-                    channel_id=g + 1,
-                    user_id=m,
-                    kind="imagine",
-                    request=JobRequest(prompt=f"burst {n}", size="1K"),
-                )
-                for n, (g, m) in enumerate(order)
-            ]
-            began = time.perf_counter()
+            claims.clear()
+            released.clear()
+            admission.batches.clear()
+            pipe.send("ready")
+            go_at = await asyncio.to_thread(pipe.recv)
+            await asyncio.sleep(max(0.0, go_at - time.perf_counter()))
             await asyncio.gather(*(submit(job) for job in jobs))
-            await asyncio.wait_for(done.wait(), 120)
-            wall = time.perf_counter() - began
-            for queue in queues:
-                await queue.aclose()
+            done = "SELECT count(*) FROM jobs WHERE id = ANY(?::text[]) AND status = 'done'"
+            async with asyncio.timeout(120):
+                while await db.fetchval(done, (ids,)) < len(ids):  # noqa: ASYNC110 - rows done by either process
+                    await asyncio.sleep(0.01)
+            all_done = time.perf_counter()
+            await queue.aclose()
     finally:
-        for db in dbs:
-            await db.close()
-    claims.sort(key=lambda c: c.locked)
-    per_owner = Counter[str]()
-    for c in claims:
-        per_owner[c.owner] += len(c.taken)
-    violations = fairness(admitted, claims, released, BURST_LIMITS.guild_concurrency)
-    return BurstResult(
-        admissions,
-        admitted,
-        claims,
-        released,
-        wall,
-        args.history,
-        violations,
-        per_owner,
-        alone_walls,
-        alone_cpu,
-        [size for admission in admissions_by_db for size in admission.batches],
-    )
+        await db.close()
+    return SideResult(admissions, admitted, claims, released, admission.batches, alone_walls, alone_cpu, all_done)
 
 
 def fairness(
@@ -816,7 +857,7 @@ def main(argv: list[str] | None = None) -> None:
     verdicts: list[tuple[str, bool]] = []
     with postgres() as pg, tempfile.TemporaryDirectory() as tmp:
         if "burst" in parts:
-            result = asyncio.run(burst(pg.fresh_url(), args))
+            result = burst(pg.fresh_url(), args)
             burst_lines, admit_ok, claim_ok, fair_ok = report_burst(result)
             verdicts += [("admission latency", admit_ok), ("claim latency", claim_ok), ("fairness", fair_ok)]
         if "throughput" in parts:
