@@ -443,6 +443,10 @@ class _PostgresConnection(Connection):
         return row
 
     async def stream(self, sql: str, params: Params = ()) -> AsyncIterator[Row]:
+        if self._conn.is_in_transaction():  # a transaction of Database.transaction's: the cursor lives in it
+            async for row in self._conn.cursor(numbered(sql), *params, prefetch=500):
+                yield row
+            return
         # A server-side cursor lives in a transaction; `reading()` connections have none of their own.
         async with self._conn.transaction():
             async for row in self._conn.cursor(numbered(sql), *params, prefetch=500):
@@ -521,9 +525,9 @@ class PostgresDatabase(Database):
                     async with conn.transaction():
                         yield _PostgresConnection(conn)
                     return
-                # BEGIN and the locks in one round trip (the simple query protocol takes several statements).
-                await conn.execute(f"BEGIN; {_lock_statement(locks)}")
                 try:
+                    # BEGIN and the locks in one round trip (the simple query protocol takes several statements).
+                    await conn.execute(f"BEGIN; {_lock_statement(locks)}")
                     yield _PostgresConnection(conn)
                 except BaseException:
                     with contextlib.suppress(Exception):  # a broken connection: the pool rolls back or drops it

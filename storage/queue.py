@@ -70,9 +70,9 @@ async def claim_jobs(
     now: float,
     lease: float = LEASE_SECONDS,
 ) -> list[Job]:
-    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps, and no more than keeps
-    `owner` within one job of the least busy other process running jobs. Jobs whose lease ran out are queued
-    again first."""
+    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps, and no more than `owner`'s
+    share of the jobs in hand among the processes claiming (see `announce_claimer`). Jobs whose lease ran out
+    are queued again first."""
     if want <= 0:
         return []
     async with db.transaction() as tx:
@@ -86,14 +86,17 @@ async def claim_jobs(
             "SELECT lane, user_id, job_group, holds_slot, lease_owner FROM jobs "
             "WHERE status = 'running' AND (holds_slot = 1 OR batch_id IS NULL)"
         )
-        in_hand = Counter(str(row[4]) for row in running if row[4] is not None)
-        mine = in_hand.pop(owner, 0)
         free = min(want, caps.global_concurrency - sum(1 for row in running if row[3]))
-        if in_hand:  # other processes run jobs too
-            # The shortest queue takes the work: a process takes new jobs only up to one more than the least
-            # busy other process has in hand, so jobs spread by how fast each gets through them. Alone, a
-            # process takes all the caps allow.
-            free = min(free, min(in_hand.values()) + 1 - mine)
+        claimers = {owner} | {
+            str(row[0]) for row in await tx.fetchall("SELECT owner FROM claimers WHERE seen_at >= ?", (now - lease,))
+        }
+        if len(claimers) > 1:
+            # Each process claiming takes its share of all the jobs in hand once these are taken, so a process
+            # with nothing in hand gets work while another is busy, and one slower through its jobs (image
+            # work included) gets fewer. Alone, a process takes all the caps allow.
+            in_hand = Counter(str(row[4]) for row in running if row[4] in claimers)
+            share = -(-(sum(in_hand.values()) + free) // len(claimers))
+            free = min(free, share - in_hand[owner])
         if free <= 0:
             return []
         running_in_lane: dict[int, int] = {}
@@ -218,6 +221,21 @@ async def release_holds(db: Database, job_ids: Sequence[str], owner: str) -> Non
         f"WHERE id IN ({marks}) AND status = 'queued' AND lease_owner = ?",
         [*job_ids, owner],
     )
+
+
+async def announce_claimer(db: Database, owner: str, now: float) -> None:
+    """`owner` takes jobs from the queue: it counts in how claims share new jobs out until it retires, or for a
+    lease's length after it last said so (a process that died)."""
+    await db.execute(
+        "INSERT INTO claimers (owner, seen_at) VALUES (?, ?) "
+        "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
+        (owner, now),
+    )
+
+
+async def retire_claimer(db: Database, owner: str, now: float) -> None:
+    """`owner` takes no more jobs (it is stopping); rows of processes gone a day or more are dropped too."""
+    await db.execute("DELETE FROM claimers WHERE owner = ? OR seen_at < ?", (owner, now - 86400))
 
 
 async def renew_leases(db: Database, owner: str, now: float, lease: float = LEASE_SECONDS) -> int:

@@ -12,6 +12,7 @@ import pytest
 
 from bot.jobs.admission import Admission, BudgetExceeded, LimitExceeded
 from bot.jobs.limits import QueueLimits
+from bot.jobs.queue import JobQueue
 from storage.db import Database, IntegrityError
 from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, JobRequest, get_job, insert_job
@@ -19,6 +20,7 @@ from storage.queue import (
     LEASE_SECONDS,
     AdmissionCounts,
     Caps,
+    announce_claimer,
     cancel_queued,
     claim_jobs,
     finish,
@@ -26,6 +28,7 @@ from storage.queue import (
     pending_requests,
     renew_leases,
     requeue_owned,
+    retire_claimer,
     waiting_order,
 )
 
@@ -116,22 +119,48 @@ async def test_a_member_at_their_cap_does_not_block_their_guild_and_a_grid_runs_
     assert await pending_requests(db, 1) == 2 and await pending_requests(db, 3) == 1  # a grid is one request
 
 
-async def test_the_process_with_fewer_jobs_in_hand_takes_the_new_ones(db: Database) -> None:
-    """Jobs spread by how fast each process gets through them: a process takes new jobs only up to one more
-    than the least busy other process running jobs has in hand, a job counting from its claim until it is
-    finished (its image work after the provider call included); alone, it takes all the caps allow."""
+async def test_new_jobs_are_shared_out_over_the_processes_claiming(db: Database) -> None:
+    """Each process claiming takes its share of all the jobs in hand, in one claim: one with nothing in hand
+    gets work while another is busy, a job counting from its claim until it is finished (its image work after
+    the provider call included); alone, a process takes all the caps allow."""
+    caps = Caps(global_concurrency=4, guild_concurrency=20, user_concurrency=20)
+    await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(12)))
+    assert await claim(db, caps, owner="p1") == ["j00", "j01", "j02", "j03"]  # alone
+    for job_id in ("j00", "j01", "j02", "j03"):
+        await give_back_slot(db, job_id)  # their provider calls are done; their images still in the works at p1
+    await announce_claimer(db, "p1", NOW)
+    await announce_claimer(db, "p2", NOW)
+    assert await claim(db, caps, owner="p1") == []  # 4 in hand of the 8 there will be: its share
+    assert await claim(db, caps, owner="p2") == ["j04", "j05", "j06", "j07"]  # idle, it gets the free slots
+    for job_id in ("j04", "j05", "j06", "j07"):
+        await give_back_slot(db, job_id)
+    assert await claim(db, caps, owner="p1") == ["j08", "j09"]  # 4 each in hand, 4 slots free: 2 each
+    assert await claim(db, caps, owner="p2") == ["j10", "j11"]
+
+
+async def test_a_process_stopping_or_gone_silent_holds_no_other_back(db: Database) -> None:
     caps = Caps(global_concurrency=20, guild_concurrency=20, user_concurrency=20)
-    await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(14)))
-    assert await claim(db, caps, owner="p1", want=3) == ["j00", "j01", "j02"]  # alone
-    assert await claim(db, caps, owner="p2", want=1) == ["j03"]
-    assert await claim(db, caps, owner="p1") == []  # 3 in hand against p2's 1
-    assert await claim(db, caps, owner="p2") == ["j04", "j05", "j06"]  # up to p1's 3, plus one
-    assert await claim(db, caps, owner="p1") == ["j07", "j08"]  # 5 against 4
-    await give_back_slot(db, "j00")  # its provider call is done; its image is still in the works at p1
-    assert await claim(db, caps, owner="p2") == ["j09", "j10"]  # p1 still has 5 in hand
-    for job_id in ("j00", "j01"):
-        assert await finish(db, job_id, "p1", {"status": "done", "finished_at": NOW})
-    assert await claim(db, caps, owner="p1") == ["j11", "j12", "j13"]  # 3 against 6
+    await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(12)))
+    await announce_claimer(db, "p1", NOW)
+    await announce_claimer(db, "p2", NOW)
+    assert await claim(db, caps, owner="p2", want=4) == ["j00", "j01"]  # half of the 4 it could take
+    await retire_claimer(db, "p2", NOW)  # stopping: its 2 jobs finish there, it takes no more
+    await announce_claimer(db, "p3", NOW - LEASE_SECONDS - 1)  # silent for longer than a lease: died
+    assert await claim(db, caps, owner="p1") == [f"j{n:02}" for n in range(2, 12)]  # all that it wants
+
+
+async def test_a_queue_counts_among_the_claimers_from_its_start_until_it_stops(db: Database) -> None:
+    async def run(job: Job) -> None:
+        return None
+
+    queue = JobQueue(db, QueueLimits(), owner="p-life", run=run)
+    await queue.start()
+    try:
+        assert [r[0] for r in await db.fetchall("SELECT owner FROM claimers")] == ["p-life"]
+        await queue.stop_claiming()
+        assert await db.fetchall("SELECT owner FROM claimers") == []
+    finally:
+        await queue.aclose()
 
 
 async def test_a_lease_that_runs_out_is_taken_over_and_the_late_process_cannot_finish_it(db: Database) -> None:

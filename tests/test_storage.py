@@ -220,10 +220,13 @@ async def test_failed_transaction_rolls_back_and_releases_lock(db: Database) -> 
 
 async def test_a_transaction_with_locks_commits_rolls_back_and_releases_them(db: Database) -> None:
     """`transaction(locks=...)` (BEGIN and the locks in one round trip on PostgreSQL): its writes are kept when
-    it finishes, undone when it raises, and its locks are let go either way."""
+    it finishes, undone when it raises, and its locks let go either way, leaving the connection clean."""
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
     keys = [(7, 2), (7, 1), (3, 9)]
     async with db.transaction(locks=keys) as conn:
         await conn.execute("INSERT INTO images VALUES ('kept', 'image/png', 1, NULL, NULL, 0)")
+        assert [row async for row in conn.stream("SELECT key FROM images")] == [("kept",)]  # a cursor in it
     with pytest.raises(RuntimeError):
         async with db.transaction(locks=keys) as conn:
             await conn.execute("INSERT INTO images VALUES ('undone', 'image/png', 1, NULL, NULL, 0)")
@@ -232,28 +235,46 @@ async def test_a_transaction_with_locks_commits_rolls_back_and_releases_them(db:
         async with db.transaction(locks=keys) as conn:
             await conn.execute("INSERT INTO images VALUES ('kept', 'image/png', 1, NULL, NULL, 0)")
     assert [r[0] for r in await fetch_all(db, "SELECT key FROM images")] == ["kept"]
-    async with asyncio.timeout(10), db.transaction(locks=keys):  # all three were let go
-        pass
+    if db.dialect == "postgresql":  # seen by any connection: no session holds an advisory lock
+        assert await fetch_one(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert loop_errors == []  # no connection went back to the pool inside a transaction
 
 
 @postgres_only
-async def test_a_transaction_waits_for_another_holding_one_of_its_locks(db: Database) -> None:
+async def test_a_transaction_waits_for_another_holding_one_of_its_locks_and_may_stop_waiting(db: Database) -> None:
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
     entered = asyncio.Event()
 
     async def second() -> None:
         async with db.transaction(locks=[(5, 1), (5, 2)]):
             entered.set()
 
-    async with db.transaction(locks=[(5, 2)]):
-        waiting = asyncio.create_task(second())
-        waiting_for_lock = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    waiting_for_lock = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+
+    async def until_waiting() -> None:
         async with asyncio.timeout(10):
             while not await fetch_one(db, waiting_for_lock):  # noqa: ASYNC110 - PostgreSQL's state, not an event
                 await asyncio.sleep(0.01)
+
+    async with db.transaction(locks=[(5, 2)]):
+        waiting = asyncio.create_task(second())
+        await until_waiting()
         assert not entered.is_set()
     async with asyncio.timeout(10):
         await waiting
     assert entered.is_set()
+    # One that stops waiting (its caller gone) leaves no transaction open and takes no lock.
+    entered.clear()
+    async with db.transaction(locks=[(5, 2)]):
+        waiting = asyncio.create_task(second())
+        await until_waiting()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert not entered.is_set()
+    assert await fetch_one(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert loop_errors == []
 
 
 # --- generations -------------------------------------------------------------

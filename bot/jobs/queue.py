@@ -23,12 +23,14 @@ from storage.jobs import Job
 from storage.queue import (
     LEASE_SECONDS,
     Caps,
+    announce_claimer,
     claim_jobs,
     count_by_state,
     give_back_slot,
     renew_leases,
     requeue_all_running,
     requeue_owned,
+    retire_claimer,
     waiting_order,
 )
 
@@ -101,6 +103,7 @@ class JobQueue:
         if taken_back:
             log.info("took back %d jobs this process left running", taken_back)
         self._claiming = True
+        await announce_claimer(self.db, self.owner, self._clock())
         await self.db.listen(self.wake)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="job-claims"),
@@ -113,6 +116,12 @@ class JobQueue:
     async def stop_claiming(self) -> None:
         self._claiming = False
         self._wake.set()
+        await self._retire()
+
+    async def _retire(self) -> None:
+        """Count no more in how claims share jobs out: the other processes take them all from now on."""
+        with contextlib.suppress(Exception):  # the database may already be gone on a failed start
+            await retire_claimer(self.db, self.owner, self._clock())
 
     async def drain(self, grace: float) -> int:
         """Stop claiming, give running jobs `grace` seconds to finish, then cancel the rest and give their jobs
@@ -136,6 +145,7 @@ class JobQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._retire()
         given_back = 0
         with contextlib.suppress(Exception):  # the database may already be gone on a failed start
             given_back = await requeue_owned(self.db, self.owner)
@@ -317,8 +327,10 @@ class JobQueue:
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            if self._tasks:
-                try:
+            try:
+                if self._claiming:
+                    await announce_claimer(self.db, self.owner, self._clock())
+                if self._tasks:
                     await renew_leases(self.db, self.owner, self._clock(), self.lease)
-                except Exception:
-                    log.exception("renewing job leases failed; trying again")
+            except Exception:
+                log.exception("renewing job leases failed; trying again")
