@@ -30,6 +30,9 @@ from storage.jobs import RESERVED, Job, columns_and_values, jobs_where
 LEASE_SECONDS = 30.0
 #: Seconds at most that the admitting process holds a new job for itself (see the module's docstring).
 HOLD_SECONDS = 10.0
+#: Seconds after its last claim that a process still counts as claiming (it claims every second or so while
+#: it runs, whether or not there is anything to take).
+CLAIMER_SECONDS = 10.0
 #: Queued jobs of one lane a claim looks at: enough to find one whose member may start, however many one
 #: member queued ahead of the rest.
 CANDIDATES_PER_LANE = 50
@@ -52,6 +55,7 @@ class _Candidate:
     group: str
     guild_cap: int
     user_cap: int
+    held: bool  # held by the claiming process itself: no other may take it yet
 
 
 def _may_start(job: _Candidate, running_in_lane: dict[int, int], user_groups: dict[int, set[str]]) -> bool:
@@ -70,9 +74,9 @@ async def claim_jobs(
     now: float,
     lease: float = LEASE_SECONDS,
 ) -> list[Job]:
-    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps, and no more than `owner`'s
-    share of the jobs in hand among the processes claiming (see `announce_claimer`). Jobs whose lease ran out
-    are queued again first."""
+    """Take up to `want` queued jobs for `owner` to run, fairly and within the caps, and (on PostgreSQL, where
+    several processes claim) no more than `owner`'s share of the jobs in hand among the processes claiming,
+    besides the jobs it holds itself. Jobs whose lease ran out are queued again first."""
     if want <= 0:
         return []
     async with db.transaction() as tx:
@@ -86,19 +90,20 @@ async def claim_jobs(
             "SELECT lane, user_id, job_group, holds_slot, lease_owner FROM jobs "
             "WHERE status = 'running' AND (holds_slot = 1 OR batch_id IS NULL)"
         )
-        free = min(want, caps.global_concurrency - sum(1 for row in running if row[3]))
-        claimers = {owner} | {
-            str(row[0]) for row in await tx.fetchall("SELECT owner FROM claimers WHERE seen_at >= ?", (now - lease,))
-        }
-        if len(claimers) > 1:
-            # Each process claiming takes its share of all the jobs in hand once these are taken, so a process
-            # with nothing in hand gets work while another is busy, and one slower through its jobs (image
-            # work included) gets fewer. Alone, a process takes all the caps allow.
-            in_hand = Counter(str(row[4]) for row in running if row[4] in claimers)
-            share = -(-(sum(in_hand.values()) + free) // len(claimers))
-            free = min(free, share - in_hand[owner])
+        slots = caps.global_concurrency - sum(1 for row in running if row[3])
+        free = min(want, slots)
+        # On SQLite this process is the only one. Each claim says the process claims, free slots or not.
+        claimers = await _claimers(tx, owner, now) if db.dialect == "postgresql" else {owner}
         if free <= 0:
             return []
+        others_may_take = free  # jobs not held by `owner` itself that it may take
+        if len(claimers) > 1:
+            # Each process claiming takes its share of all the jobs in hand once the free slots are taken, so a
+            # process with nothing in hand gets work while another is busy, and one slower through its jobs
+            # (image work included) gets fewer. Alone, a process takes all the caps allow.
+            in_hand = Counter(str(row[4]) for row in running if row[4] in claimers)
+            share = -(-(sum(in_hand.values()) + slots) // len(claimers))
+            others_may_take = share - in_hand[owner]
         running_in_lane: dict[int, int] = {}
         user_groups: dict[int, set[str]] = {}
         for lane, user_id, group, holds_slot, _ in running:
@@ -111,8 +116,16 @@ async def claim_jobs(
         picked: list[_Candidate] = []
         while len(picked) < free:
             choice = None
+            over_share = sum(1 for c in picked if not c.held) >= others_may_take
             for lane in sorted(lanes, key=lambda lane: served.get(lane, -1)):
-                choice = next((c for c in lanes[lane] if _may_start(c, running_in_lane, user_groups)), None)
+                choice = next(
+                    (
+                        c
+                        for c in lanes[lane]
+                        if (c.held or not over_share) and _may_start(c, running_in_lane, user_groups)
+                    ),
+                    None,
+                )
                 if choice is not None:
                     break
             if choice is None:
@@ -160,14 +173,22 @@ async def claim_jobs(
     return sorted(jobs, key=lambda job: order[job.id])
 
 
+async def _claimers(tx: Connection, owner: str, now: float) -> set[str]:
+    """The processes claiming now, `owner` among them: it says so in the claim's transaction."""
+    await announce_claimer(tx, owner, now)
+    rows = await tx.fetchall("SELECT owner FROM claimers WHERE seen_at >= ?", (now - CLAIMER_SECONDS,))
+    return {owner} | {str(row[0]) for row in rows}
+
+
 async def _waiting_lanes(
     tx: Connection, caps: Caps, owner: str, now: float
 ) -> tuple[dict[int, list[_Candidate]], dict[int, int]]:
     """The first queued jobs of every lane that `owner` may take (not held by another process), in arrival
     order, with each lane's caps; and when each lane was last served."""
     rows = await tx.fetchall(
-        """SELECT w.id, w.lane, w.user_id, w.job_group, l.served, s.guild_concurrency, s.user_concurrency
+        """SELECT w.id, w.lane, w.user_id, w.job_group, l.served, s.guild_concurrency, s.user_concurrency, w.held
            FROM (SELECT id, lane, user_id, job_group, created_at,
+                        CASE WHEN lease_owner = ? AND lease_expires >= ? THEN 1 ELSE 0 END AS held,
                         row_number() OVER (PARTITION BY lane ORDER BY created_at, id) AS place
                  FROM jobs WHERE status = 'queued' AND speed = 'fast'
                        AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)) AS w
@@ -175,11 +196,11 @@ async def _waiting_lanes(
            LEFT JOIN guild_settings AS s ON s.guild_id = w.lane
            WHERE w.place <= ?
            ORDER BY w.lane, w.created_at, w.id""",
-        (owner, now, CANDIDATES_PER_LANE),
+        (owner, now, owner, now, CANDIDATES_PER_LANE),
     )
     lanes: dict[int, list[_Candidate]] = {}
     served: dict[int, int] = {}
-    for job_id, lane, user_id, group, lane_served, guild_cap, user_cap in rows:
+    for job_id, lane, user_id, group, lane_served, guild_cap, user_cap, held in rows:
         lanes.setdefault(int(lane), []).append(
             _Candidate(
                 str(job_id),
@@ -188,6 +209,7 @@ async def _waiting_lanes(
                 str(group),
                 int(guild_cap) if guild_cap is not None else caps.guild_concurrency,
                 int(user_cap) if user_cap is not None else caps.user_concurrency,
+                bool(held),
             )
         )
         if lane_served is not None:
@@ -223,9 +245,8 @@ async def release_holds(db: Database, job_ids: Sequence[str], owner: str) -> Non
     )
 
 
-async def announce_claimer(db: Database, owner: str, now: float) -> None:
-    """`owner` takes jobs from the queue: it counts in how claims share new jobs out until it retires, or for a
-    lease's length after it last said so (a process that died)."""
+async def announce_claimer(db: Queryable, owner: str, now: float) -> None:
+    """`owner` claims jobs (each claim says so): it counts in how claims share jobs out for CLAIMER_SECONDS."""
     await db.execute(
         "INSERT INTO claimers (owner, seen_at) VALUES (?, ?) "
         "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
@@ -234,7 +255,7 @@ async def announce_claimer(db: Database, owner: str, now: float) -> None:
 
 
 async def retire_claimer(db: Database, owner: str, now: float) -> None:
-    """`owner` takes no more jobs (it is stopping); rows of processes gone a day or more are dropped too."""
+    """`owner` claims no more (it is stopping); rows of processes gone a day or more are dropped too."""
     await db.execute("DELETE FROM claimers WHERE owner = ? OR seen_at < ?", (owner, now - 86400))
 
 

@@ -17,6 +17,7 @@ from storage.db import Database, IntegrityError
 from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, JobRequest, get_job, insert_job
 from storage.queue import (
+    CLAIMER_SECONDS,
     LEASE_SECONDS,
     AdmissionCounts,
     Caps,
@@ -119,6 +120,10 @@ async def test_a_member_at_their_cap_does_not_block_their_guild_and_a_grid_runs_
     assert await pending_requests(db, 1) == 2 and await pending_requests(db, 3) == 1  # a grid is one request
 
 
+postgres_only = pytest.mark.parametrize("database_target", ["postgresql"], indirect=True)
+
+
+@postgres_only
 async def test_new_jobs_are_shared_out_over_the_processes_claiming(db: Database) -> None:
     """Each process claiming takes its share of all the jobs in hand, in one claim: one with nothing in hand
     gets work while another is busy, a job counting from its claim until it is finished (its image work after
@@ -126,10 +131,9 @@ async def test_new_jobs_are_shared_out_over_the_processes_claiming(db: Database)
     caps = Caps(global_concurrency=4, guild_concurrency=20, user_concurrency=20)
     await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(12)))
     assert await claim(db, caps, owner="p1") == ["j00", "j01", "j02", "j03"]  # alone
+    assert await claim(db, caps, owner="p2") == []  # no slot free, but it says it claims
     for job_id in ("j00", "j01", "j02", "j03"):
         await give_back_slot(db, job_id)  # their provider calls are done; their images still in the works at p1
-    await announce_claimer(db, "p1", NOW)
-    await announce_claimer(db, "p2", NOW)
     assert await claim(db, caps, owner="p1") == []  # 4 in hand of the 8 there will be: its share
     assert await claim(db, caps, owner="p2") == ["j04", "j05", "j06", "j07"]  # idle, it gets the free slots
     for job_id in ("j04", "j05", "j06", "j07"):
@@ -138,27 +142,52 @@ async def test_new_jobs_are_shared_out_over_the_processes_claiming(db: Database)
     assert await claim(db, caps, owner="p2") == ["j10", "j11"]
 
 
-async def test_a_process_stopping_or_gone_silent_holds_no_other_back(db: Database) -> None:
+@postgres_only
+async def test_a_process_takes_the_jobs_it_holds_itself_beyond_its_share(db: Database) -> None:
+    """A new request's jobs are held by the process that admitted it until it has shown their status: nobody
+    else may take them yet, so that process's share doesn't stop it (a grid's four tiles start together)."""
+    caps = Caps(global_concurrency=4, guild_concurrency=4, user_concurrency=4)
+    for n in range(4):
+        await insert_job(db, job(f"tile{n}", user=1, at=n, group=None), held_by="p1", held_until=NOW + 10)
+    assert await claim(db, caps, owner="p2") == []  # not its to take yet (and it says it claims)
+    assert await claim(db, caps, owner="p1") == ["tile0", "tile1", "tile2", "tile3"]  # its share is 2 of 4
+
+
+@postgres_only
+async def test_a_process_stopping_or_no_longer_claiming_holds_no_other_back(db: Database) -> None:
     caps = Caps(global_concurrency=20, guild_concurrency=20, user_concurrency=20)
-    await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(12)))
+    await add(db, *(job(f"j{n:02}", user=n, at=n) for n in range(20)))
     await announce_claimer(db, "p1", NOW)
-    await announce_claimer(db, "p2", NOW)
-    assert await claim(db, caps, owner="p2", want=4) == ["j00", "j01"]  # half of the 4 it could take
-    await retire_claimer(db, "p2", NOW)  # stopping: its 2 jobs finish there, it takes no more
-    await announce_claimer(db, "p3", NOW - LEASE_SECONDS - 1)  # silent for longer than a lease: died
-    assert await claim(db, caps, owner="p1") == [f"j{n:02}" for n in range(2, 12)]  # all that it wants
+    assert await claim(db, caps, owner="p2", want=4) == [f"j{n:02}" for n in range(4)]  # share 10 of 20
+    await retire_claimer(db, "p2", NOW)  # stopping: its jobs finish there, it takes no more
+    await announce_claimer(db, "p3", NOW - CLAIMER_SECONDS - 1)  # no claim for a while: stuck, or dead
+    assert await claim(db, caps, owner="p1") == [f"j{n:02}" for n in range(4, 14)]  # alone: all it wants
 
 
-async def test_a_queue_counts_among_the_claimers_from_its_start_until_it_stops(db: Database) -> None:
+@pytest.mark.parametrize("database_target", ["sqlite"], indirect=True)
+async def test_on_sqlite_the_one_process_takes_all_the_caps_allow(db: Database) -> None:
+    caps = Caps(global_concurrency=4, guild_concurrency=20, user_concurrency=20)
+    await add(db, *(job(f"j{n}", user=n, at=n) for n in range(8)))
+    await announce_claimer(db, "a process before a crash", NOW)
+    assert await claim(db, caps, owner="p1") == ["j0", "j1", "j2", "j3"]
+
+
+async def test_a_queue_counts_among_the_claimers_while_it_claims(db: Database) -> None:
     async def run(job: Job) -> None:
         return None
+
+    async def claimers() -> list[str]:
+        return [str(r[0]) for r in await db.fetchall("SELECT owner FROM claimers")]
 
     queue = JobQueue(db, QueueLimits(), owner="p-life", run=run)
     await queue.start()
     try:
-        assert [r[0] for r in await db.fetchall("SELECT owner FROM claimers")] == ["p-life"]
+        if db.dialect == "postgresql":  # its first claim says it claims
+            async with asyncio.timeout(10):
+                while await claimers() != ["p-life"]:  # noqa: ASYNC110 - a row in the database, not an event
+                    await asyncio.sleep(0.01)
         await queue.stop_claiming()
-        assert await db.fetchall("SELECT owner FROM claimers") == []
+        assert await claimers() == []
     finally:
         await queue.aclose()
 
@@ -184,6 +213,7 @@ async def test_a_stopping_process_hands_its_jobs_back_at_once(db: Database) -> N
     caps = Caps(global_concurrency=2, guild_concurrency=2, user_concurrency=2)
     await add(db, job("j1", user=1), job("j2", user=2, at=1))
     assert sorted(await claim(db, caps, owner="stopping")) == ["j1", "j2"]
+    await retire_claimer(db, "stopping", NOW)  # as JobQueue.aclose does first: it claims no more
     assert await requeue_owned(db, "stopping") == 2
     assert sorted(await claim(db, caps, owner="other")) == ["j1", "j2"]  # no wait for the leases
 

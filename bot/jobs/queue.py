@@ -23,7 +23,6 @@ from storage.jobs import Job
 from storage.queue import (
     LEASE_SECONDS,
     Caps,
-    announce_claimer,
     claim_jobs,
     count_by_state,
     give_back_slot,
@@ -91,6 +90,9 @@ class JobQueue:
         self._notify_wanted = False
         self._notifying: asyncio.Task[None] | None = None
         self._closed = False
+        #: Held by a claim, and by retiring, so that no claim under way says this process claims after it
+        #: retired.
+        self._claim_lock = asyncio.Lock()
 
     # --- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,7 +105,6 @@ class JobQueue:
         if taken_back:
             log.info("took back %d jobs this process left running", taken_back)
         self._claiming = True
-        await announce_claimer(self.db, self.owner, self._clock())
         await self.db.listen(self.wake)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="job-claims"),
@@ -119,9 +120,12 @@ class JobQueue:
         await self._retire()
 
     async def _retire(self) -> None:
-        """Count no more in how claims share jobs out: the other processes take them all from now on."""
-        with contextlib.suppress(Exception):  # the database may already be gone on a failed start
-            await retire_claimer(self.db, self.owner, self._clock())
+        """Count no more in how claims share jobs out, once a claim under way is done (it says this process
+        claims): the other processes take them all from now on, and are told at once."""
+        async with self._claim_lock:
+            with contextlib.suppress(Exception):  # the database may already be gone on a failed start
+                await retire_claimer(self.db, self.owner, self._clock())
+                await self.db.notify()
 
     async def drain(self, grace: float) -> int:
         """Stop claiming, give running jobs `grace` seconds to finish, then cancel the rest and give their jobs
@@ -279,16 +283,19 @@ class JobQueue:
         want = self.limits.global_concurrency - len(self._holding)
         self._claims_begun += 1
         try:
-            began = time.perf_counter()
-            claimed = await claim_jobs(
-                self.db,
-                owner=self.owner,
-                want=want,
-                caps=caps,
-                now=self._clock(),
-                lease=self.lease,
-            )
-            self._on_claim(time.perf_counter() - began)
+            async with self._claim_lock:
+                if not self._claiming:  # it retired meanwhile
+                    return
+                began = time.perf_counter()
+                claimed = await claim_jobs(
+                    self.db,
+                    owner=self.owner,
+                    want=want,
+                    caps=caps,
+                    now=self._clock(),
+                    lease=self.lease,
+                )
+                self._on_claim(time.perf_counter() - began)
             for job in claimed:
                 self._holding.add(job.id)
                 self._claimed_at[job.id] = self._clock()
@@ -327,10 +334,8 @@ class JobQueue:
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            try:
-                if self._claiming:
-                    await announce_claimer(self.db, self.owner, self._clock())
-                if self._tasks:
+            if self._tasks:
+                try:
                     await renew_leases(self.db, self.owner, self._clock(), self.lease)
-            except Exception:
-                log.exception("renewing job leases failed; trying again")
+                except Exception:
+                    log.exception("renewing job leases failed; trying again")
