@@ -164,6 +164,53 @@ async def test_a_process_stopping_or_no_longer_claiming_holds_no_other_back(db: 
     assert await claim(db, caps, owner="p1") == [f"j{n:02}" for n in range(4, 14)]  # alone: all it wants
 
 
+@postgres_only
+async def test_a_job_finishing_lets_its_process_take_more_at_once(db: Database) -> None:
+    """A process at its share takes more as soon as one of its jobs finishes (not at its next look, a minute
+    away here): a job in hand ending wakes its claims, as a slot given back does."""
+    await announce_claimer(db, "other", time.time())  # claiming, with nothing in hand
+    await add(db, *(job(f"p{n}", user=n, at=n) for n in range(1, 4)))
+    claims = 0
+    started: list[str] = []
+    marker = asyncio.Event()
+    finish_first = asyncio.Event()
+    after_second_release = 0
+
+    def claimed(_seconds: float) -> None:
+        nonlocal claims
+        claims += 1
+
+    async def run(item: Job) -> None:
+        nonlocal after_second_release
+        started.append(item.id)
+        if item.id == "p2":
+            after_second_release = claims
+            marker.set()
+        await queue.release(item.id)  # its provider call is done; it is still in hand here
+        if item.id != "p1":
+            await asyncio.Event().wait()  # image work that outlasts the test
+        await finish_first.wait()
+        await finish(db, item.id, queue.owner, {"status": "done", "finished_at": time.time()})
+
+    limits = QueueLimits(global_concurrency=2, guild_concurrency=2, user_concurrency=2)
+    queue = JobQueue(db, limits, owner="p-share", run=run, poll=60, on_claim=claimed)
+    await queue.start()
+    try:
+        async with asyncio.timeout(10):
+            await marker.wait()
+            while claims <= after_second_release:  # noqa: ASYNC110 - the claim p2's slot given back woke
+                await asyncio.sleep(0.01)
+        assert started == ["p1", "p2"]  # 2 in hand: its share of the 4 there would be with both slots taken
+        stored = await get_job(db, "p3")
+        assert stored is not None and stored.status == "queued"
+        finish_first.set()
+        async with asyncio.timeout(10):
+            while "p3" not in started:  # noqa: ASYNC110 - started by the queue's own task
+                await asyncio.sleep(0.01)
+    finally:
+        await queue.aclose()
+
+
 @pytest.mark.parametrize("database_target", ["sqlite"], indirect=True)
 async def test_on_sqlite_the_one_process_takes_all_the_caps_allow(db: Database) -> None:
     caps = Caps(global_concurrency=4, guild_concurrency=20, user_concurrency=20)
