@@ -381,43 +381,52 @@ async def admission_counts(
     parts: list[str] = []
     params: list[Any] = []
 
+    def since(moment: float) -> str:
+        # On PostgreSQL the day's and the month's start are written into the statement (a new one each day):
+        # the planner then knows how few rows they select, so it keeps one generic plan of index lookups (0.13
+        # ms for 100 members) instead of planning every batch anew (0.45 ms). As parameters, a generic plan
+        # would guess a third of the table and scan it. The members and guilds stay one array each.
+        if q.dialect == "postgresql":
+            return repr(float(moment))
+        params.append(moment)
+        return "?"
+
     number = "CAST({} AS DOUBLE PRECISION)"
     if members:
         member_is, member_ids = one_of(q, "user_id", members)
+        params.extend(member_ids)
         parts.append(
             f"SELECT 0, user_id, speed, {number.format('count(DISTINCT job_group)')} FROM jobs "
             f"WHERE {member_is} AND status IN ('queued', 'running') GROUP BY user_id, speed"
         )
         params.extend(member_ids)
         parts.append(
-            f"SELECT 1, user_id, NULL, {number.format('count(*)')} FROM jobs "
-            f"WHERE {member_is} AND created_at >= ? AND status IN ({_HELD}) AND kind != 'tile' GROUP BY user_id"
+            f"SELECT 1, user_id, NULL, {number.format('count(*)')} FROM jobs WHERE {member_is} "
+            f"AND created_at >= {since(day_start)} AND status IN ({_HELD}) AND kind != 'tile' GROUP BY user_id"
         )
-        params.extend([*member_ids, day_start])
     if guilds:
         guild_is, guild_ids = one_of(q, "guild_id", guilds)
+        params.extend(guild_ids)
         parts.append(
-            f"SELECT 2, guild_id, NULL, {number.format('count(*)')} FROM jobs "
-            f"WHERE {guild_is} AND created_at >= ? AND status IN ({_HELD}) AND kind != 'tile' GROUP BY guild_id"
+            f"SELECT 2, guild_id, NULL, {number.format('count(*)')} FROM jobs WHERE {guild_is} "
+            f"AND created_at >= {since(day_start)} AND status IN ({_HELD}) AND kind != 'tile' GROUP BY guild_id"
         )
-        params.extend([*guild_ids, day_start])
+        params.extend(guild_ids)
         parts.append(
             f"SELECT 3, guild_id, NULL, {number.format('sum(cost_usd)')} FROM generations "
-            f"WHERE {guild_is} AND created_at >= ? GROUP BY guild_id"
+            f"WHERE {guild_is} AND created_at >= {since(month_start)} GROUP BY guild_id"
         )
-        params.extend([*guild_ids, month_start])
         # Only jobs not yet finished reserve anything (migration 0019 indexes just those).
+        params.extend(guild_ids)
         parts.append(
             f"SELECT 4, guild_id, NULL, {number.format('sum(reserved_usd)')} FROM jobs "
             f"WHERE {guild_is} AND reserved_usd > 0 AND user_install = 0 GROUP BY guild_id"
         )
-        params.extend(guild_ids)
     if user_installs:
         parts.append(
             f"SELECT 5, 0, NULL, {number.format('count(*)')} FROM jobs "
-            f"WHERE user_install = 1 AND created_at >= ? AND status IN ({_HELD})"
+            f"WHERE user_install = 1 AND created_at >= {since(day_start)} AND status IN ({_HELD})"
         )
-        params.append(day_start)
     counts = AdmissionCounts()
     if not parts:
         return counts
