@@ -362,8 +362,10 @@ class TimedPostgres(PostgresDatabase):
         _LOCKED[asyncio.current_task()] = time.perf_counter()
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AsyncIterator[Connection]:
-        async with super().transaction(locks=locks) as tx:
+    async def transaction(
+        self, *, locks: Sequence[tuple[int, int]] = (), generic_plans: bool = False
+    ) -> AsyncIterator[Connection]:
+        async with super().transaction(locks=locks, generic_plans=generic_plans) as tx:
             if locks:
                 _LOCKED[asyncio.current_task()] = time.perf_counter()
             yield tx

@@ -197,12 +197,16 @@ class Database(ABC):
 
     # --- several statements -----------------------------------------------------------------------------
     @abstractmethod
-    def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AbstractAsyncContextManager[Connection]:
+    def transaction(
+        self, *, locks: Sequence[tuple[int, int]] = (), generic_plans: bool = False
+    ) -> AbstractAsyncContextManager[Connection]:
         """Run the block in one transaction: committed if it finishes, rolled back if it raises or is
         cancelled. It first takes `locks`, (namespace, id) keys held until it ends (see `lock`): namespace by
         namespace in the order they first appear, and within each its ids ascending. Callers name the
         namespaces in one order (admission: user installs, guilds, members), so two transactions can't wait
-        for each other in a circle."""
+        for each other in a circle. With `generic_plans`, PostgreSQL plans each statement of the block once
+        per connection, not once per run: for statements whose best plan doesn't depend on their parameters'
+        values (no time bound among them)."""
 
     @abstractmethod
     def reading(self) -> AbstractAsyncContextManager[Connection]:
@@ -322,7 +326,9 @@ class SQLiteDatabase(Database):
         return await self._main.fetchone(sql, params)
 
     @asynccontextmanager
-    async def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AsyncIterator[Connection]:
+    async def transaction(
+        self, *, locks: Sequence[tuple[int, int]] = (), generic_plans: bool = False
+    ) -> AsyncIterator[Connection]:
         # `locks` are held already: BEGIN IMMEDIATE takes the database's only write lock.
         # (Reads share the connection, so a read that runs while another coroutine's transaction is open sees
         # its uncommitted rows; none of the bot's reads decide anything that a rollback would undo.)
@@ -516,18 +522,25 @@ class PostgresDatabase(Database):
         return row
 
     @asynccontextmanager
-    async def transaction(self, *, locks: Sequence[tuple[int, int]] = ()) -> AsyncIterator[Connection]:
+    async def transaction(
+        self, *, locks: Sequence[tuple[int, int]] = (), generic_plans: bool = False
+    ) -> AsyncIterator[Connection]:
         import asyncpg
 
         try:
             async with self._pool.acquire() as conn:
-                if not locks:
+                if not locks and not generic_plans:
                     async with conn.transaction():
                         yield _PostgresConnection(conn)
                     return
+                begin = ["BEGIN"]
+                if generic_plans:
+                    begin.append("SET LOCAL plan_cache_mode = force_generic_plan")
+                if locks:
+                    begin.append(_lock_statement(locks))
                 try:
-                    # BEGIN and the locks in one round trip (the simple query protocol takes several statements).
-                    await conn.execute(f"BEGIN; {_lock_statement(locks)}")
+                    # BEGIN and the rest in one round trip (the simple query protocol takes several statements).
+                    await conn.execute("; ".join(begin))
                     yield _PostgresConnection(conn)
                 except BaseException:
                     with contextlib.suppress(Exception):  # a broken connection: the pool rolls back or drops it

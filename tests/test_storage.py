@@ -240,6 +240,26 @@ async def test_a_transaction_with_locks_commits_rolls_back_and_releases_them(db:
     assert loop_errors == []  # no connection went back to the pool inside a transaction
 
 
+async def test_a_transaction_with_generic_plans_asks_for_them_only_inside_it(db: Database) -> None:
+    """`generic_plans` (admission's transaction): PostgreSQL plans its statements once per connection, for this
+    transaction only, whether it commits or rolls back; its writes are kept or undone as in any other."""
+    setting = "SELECT current_setting('plan_cache_mode')"
+    for locks in ([(7, 1)], []):
+        async with db.transaction(locks=locks, generic_plans=True) as conn:
+            await conn.execute("INSERT INTO images VALUES (?, 'image/png', 1, NULL, NULL, 0)", (f"kept{len(locks)}",))
+            if db.dialect == "postgresql":
+                assert await conn.fetchval(setting) == "force_generic_plan"
+        with pytest.raises(RuntimeError):
+            async with db.transaction(locks=locks, generic_plans=True) as conn:
+                await conn.execute("INSERT INTO images VALUES ('undone', 'image/png', 1, NULL, NULL, 0)")
+                raise RuntimeError("boom")
+    assert sorted(r[0] for r in await fetch_all(db, "SELECT key FROM images")) == ["kept0", "kept1"]
+    if db.dialect == "postgresql":  # the pool's connections are back to planning as they choose
+        for _ in range(3):
+            async with db.transaction() as conn:
+                assert await conn.fetchval(setting) == "auto"
+
+
 @postgres_only
 async def test_a_transaction_waits_for_another_holding_one_of_its_locks_and_may_stop_waiting(db: Database) -> None:
     loop_errors: list[dict[str, Any]] = []

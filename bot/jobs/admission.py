@@ -227,7 +227,8 @@ class Admission:
         day_start = utc_day_start(now)
         month_start, month_end = month_bounds(now)
         outcomes: list[float | Refused] = []
-        async with self.db.transaction(locks=keys) as tx:
+        # The counts' statement has its time bounds written in (storage/queue.py): one plan serves every batch.
+        async with self.db.transaction(locks=keys, generic_plans=True) as tx:
             settings = await reading
             guild_limits = {g: self.limits_for(settings.get(g)) for g in guilds}
             counts = await admission_counts(
