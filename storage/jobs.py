@@ -289,8 +289,9 @@ async def jobs_where(db: Queryable, condition: str, params: tuple[Any, ...]) -> 
 
 async def unfinished_jobs(db: Database) -> list[Job]:
     """Queued and running jobs, oldest first: what a restart has to pick up."""
-    sql = f"{_SELECT} WHERE status IN ({', '.join('?' for _ in UNFINISHED)}) ORDER BY created_at, id"
-    rows = await db.fetchall(sql, UNFINISHED)
+    # The statuses written in: PostgreSQL's partial index of the active jobs answers only for known values.
+    sql = f"{_SELECT} WHERE status IN ({', '.join(repr(s) for s in UNFINISHED)}) ORDER BY created_at, id"
+    rows = await db.fetchall(sql)
     return [_from_row(r) for r in rows]
 
 

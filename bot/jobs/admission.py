@@ -207,14 +207,14 @@ class Admission:
         keys += [(LOCK_GUILD, g) for g in guilds]
         keys += [(LOCK_MEMBER, r.first.user_id) for r in batch]
         reading = asyncio.create_task(guild_settings_of(self.db, guilds), name="admission-settings")
+        # If the transaction fails first, its error is the one raised; the read's own is only retrieved.
+        reading.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             return await self._check_and_store(batch, guilds, keys, reading)
         finally:
             if not reading.done():
                 reading.cancel()
-            await asyncio.wait([reading])
-            if not reading.cancelled():
-                reading.exception()  # retrieved: the transaction's own error, if any, is the one raised
+                await asyncio.wait([reading])
 
     async def _check_and_store(
         self,
