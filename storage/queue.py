@@ -343,6 +343,8 @@ class AdmissionCounts:
     guild_reserved: dict[int, float] = field(default_factory=dict)
     #: Images reserved today through members' own installs, over the whole bot.
     user_installs_today: int = 0
+    #: Each guild's own limits and budget (its /settings), where set: field name -> value.
+    guild_settings: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def add(self, jobs: Sequence[Job], day_start: float) -> None:
         """Count jobs just admitted (with their reservation set) as the queries below would count them."""
@@ -365,6 +367,15 @@ class AdmissionCounts:
 
 
 _HELD = ", ".join(f"'{s}'" for s in RESERVED)
+#: The guild settings (storage/guild_settings.py) that admission applies.
+ADMISSION_SETTINGS = (
+    "monthly_budget_usd",
+    "guild_concurrency",
+    "user_concurrency",
+    "user_pending",
+    "user_daily",
+    "guild_daily",
+)
 
 
 async def admission_counts(
@@ -376,8 +387,9 @@ async def admission_counts(
     month_start: float,
     user_installs: bool = False,
 ) -> AdmissionCounts:
-    """Everything admission checks for these members and guilds, in one round trip. A member's fast and relax
-    requests have a pending cap each: waiting hours for a batch doesn't stop them making an image now."""
+    """Everything admission checks for these members and guilds, their guilds' own limits and budgets included,
+    in one round trip. A member's fast and relax requests have a pending cap each: waiting hours for a batch
+    doesn't stop them making an image now."""
     parts: list[str] = []
     params: list[Any] = []
 
@@ -422,6 +434,12 @@ async def admission_counts(
             f"SELECT 4, guild_id, NULL, {number.format('sum(reserved_usd)')} FROM jobs "
             f"WHERE {guild_is} AND reserved_usd > 0 AND user_install = 0 GROUP BY guild_id"
         )
+        for name in ADMISSION_SETTINGS:
+            params.extend(guild_ids)
+            parts.append(
+                f"SELECT 6, guild_id, '{name}', {number.format(name)} FROM guild_settings "
+                f"WHERE {guild_is} AND {name} IS NOT NULL"
+            )
     if user_installs:
         parts.append(
             f"SELECT 5, 0, NULL, {number.format('count(*)')} FROM jobs "
@@ -442,6 +460,8 @@ async def admission_counts(
             counts.guild_spent[key] = float(value or 0)
         elif kind == 4:
             counts.guild_reserved[key] = float(value or 0)
+        elif kind == 6:
+            counts.guild_settings.setdefault(key, {})[str(speed)] = float(value)
         else:
             counts.user_installs_today = int(value)
     return counts

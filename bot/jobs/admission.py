@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from bot.core.batches import BATCH_PRICE_FACTOR
@@ -24,7 +24,7 @@ from bot.core.service import GenerationService
 from bot.core.types import ImageRequest
 from bot.jobs.limits import QueueLimits
 from storage.db import LOCK_GUILD, LOCK_MEMBER, LOCK_USER_INSTALLS, Database, IntegrityError
-from storage.guild_settings import GuildSettings, guild_settings_of, spent_since
+from storage.guild_settings import GuildSettings, spent_since
 from storage.jobs import Job, insert_jobs
 from storage.queue import AdmissionCounts, admission_counts, cancel_queued
 
@@ -54,6 +54,9 @@ class LimitExceeded(Exception):
         self.needed = needed
         self.used = used
 
+
+#: The queue limits a guild may set for itself (/settings).
+_LIMITS = ("guild_concurrency", "user_concurrency", "user_pending", "user_daily", "guild_daily")
 
 #: Every refusal admission can give.
 Refused = LimitExceeded | BudgetExceeded
@@ -201,36 +204,16 @@ class Admission:
         admitted ones. Each request's outcome: the cost of one image, or why it was refused."""
         guilds = {r.guild_id for r in batch if r.guild_id is not None}
         # Every guild and member counted is locked, in one order everywhere (storage/db.py's transaction): user
-        # installs, guilds, members. So the guilds' settings, which change rarely, are read on another pooled
-        # connection while this one takes the locks: a round trip less before the counts.
+        # installs, guilds, members.
         keys = [(LOCK_USER_INSTALLS, 0)] if any(r.first.user_install for r in batch) else []
         keys += [(LOCK_GUILD, g) for g in guilds]
         keys += [(LOCK_MEMBER, r.first.user_id) for r in batch]
-        reading = asyncio.create_task(guild_settings_of(self.db, guilds), name="admission-settings")
-        # If the transaction fails first, its error is the one raised; the read's own is only retrieved.
-        reading.add_done_callback(lambda task: task.cancelled() or task.exception())
-        try:
-            return await self._check_and_store(batch, guilds, keys, reading)
-        finally:
-            if not reading.done():
-                reading.cancel()
-                await asyncio.wait([reading])
-
-    async def _check_and_store(
-        self,
-        batch: list[_Request],
-        guilds: set[int],
-        keys: list[tuple[int, int]],
-        reading: asyncio.Task[dict[int, GuildSettings]],
-    ) -> list[float | Refused]:
         now = self.clock()
         day_start = utc_day_start(now)
         month_start, month_end = month_bounds(now)
         outcomes: list[float | Refused] = []
         # The counts' statement has its time bounds written in (storage/queue.py): one plan serves every batch.
         async with self.db.transaction(locks=keys, generic_plans=True) as tx:
-            settings = await reading
-            guild_limits = {g: self.limits_for(settings.get(g)) for g in guilds}
             counts = await admission_counts(
                 tx,
                 members={r.first.user_id for r in batch},
@@ -239,12 +222,13 @@ class Admission:
                 month_start=month_start,
                 user_installs=any(r.first.user_install for r in batch),
             )
+            guild_limits = {g: self._with_overrides(counts.guild_settings.get(g)) for g in guilds}
             admitted: list[_Request] = []
             for request in batch:
                 limits = guild_limits[request.guild_id] if request.guild_id is not None else self.limits
                 if request.member_daily is not None:
                     limits = replace(limits, user_daily=request.member_daily)
-                refused = self._refusal(request, limits, settings, counts, day_start, month_end)
+                refused = self._refusal(request, limits, counts, day_start, month_end)
                 if refused is not None:
                     outcomes.append(refused)
                     continue
@@ -267,7 +251,6 @@ class Admission:
         self,
         request: _Request,
         limits: QueueLimits,
-        settings: dict[int, GuildSettings],
         counts: AdmissionCounts,
         day_start: float,
         month_end: float,
@@ -292,7 +275,7 @@ class Admission:
         guild_today = counts.guild_today.get(guild_id, 0)
         if limits.guild_daily and guild_today + images > limits.guild_daily:
             return LimitExceeded("guild_daily", limits.guild_daily, resets_at, needed=images, used=guild_today)
-        budget = settings[guild_id].monthly_budget_usd
+        budget = counts.guild_settings.get(guild_id, {}).get("monthly_budget_usd")
         if budget is not None:
             committed = counts.guild_spent.get(guild_id, 0.0) + counts.guild_reserved.get(guild_id, 0.0)
             cost = request.cost * images
@@ -305,12 +288,11 @@ class Admission:
         """The bot-wide limits with the guild's own (from /settings) in their place."""
         if settings is None:
             return self.limits
-        overrides = {
-            name: value
-            for name in ("guild_concurrency", "user_concurrency", "user_pending", "user_daily", "guild_daily")
-            if (value := getattr(settings, name)) is not None
-        }
-        return replace(self.limits, **overrides)
+        return self._with_overrides({name: getattr(settings, name) for name in _LIMITS})
+
+    def _with_overrides(self, values: Mapping[str, float | int | None] | None) -> QueueLimits:
+        overrides = {name: int(value) for name in _LIMITS if values and (value := values.get(name)) is not None}
+        return replace(self.limits, **overrides) if overrides else self.limits
 
     def estimate_cost(self, model: str | None, size: str, images: int, *, speed: str = "fast") -> float:
         """What `images` images at `size` should cost, from the price table (the image tokens; the prompt's
