@@ -63,6 +63,7 @@ from bot.jobs.admission import Admission
 from bot.jobs.limits import QueueLimits
 from bot.jobs.queue import JobQueue
 from storage.db import Connection, Database, PostgresDatabase
+from storage.guild_settings import update_guild_settings
 from storage.jobs import Job, JobRequest, insert_job
 from storage.queue import Caps, cancel_queued, claim_jobs, finish, give_back_slot
 from tests.fake_discord import FakeDiscord, FakeGuild, FakeUser, RecordedCall
@@ -503,6 +504,10 @@ def burst(url: str, args: argparse.Namespace) -> BurstResult:
         db = await Database.open(url)
         try:
             await seed_history(db, args.history, guilds)
+            # Half the guilds (on both shards) have a budget of their own, as budgeted servers would: admission
+            # reads it with its counts and sums what their admitted jobs reserve.
+            for guild in guilds[0::4] + guilds[1::4]:
+                await update_guild_settings(db, guild, updated_by=1, monthly_budget_usd=50.0)
         finally:
             await db.close()
 
@@ -796,7 +801,8 @@ def spread(values: list[float]) -> str:
 
 def report_bursts(results: list[BurstResult]) -> tuple[list[str], bool, bool, bool]:
     """Each burst's figures, the whole table of the median one (by admission p50), and the verdicts on the
-    median burst's p50 and p99: one burst's median moves by a millisecond or two from run to run here."""
+    median over the bursts of their p50 and of their p99: one burst's median moves by a millisecond or two
+    from run to run here. (With an even count, the higher of the middle two, as the table shows.)"""
 
     def p(items: list[Any], q: float) -> float:
         return pct([i.total_ms for i in items], q)
@@ -811,19 +817,19 @@ def report_bursts(results: list[BurstResult]) -> tuple[list[str], bool, bool, bo
             f" {p(r.claims, 99):.2f}; {len(r.violations)}"
         )
     medians = [
-        statistics.median(p(getattr(r, side), q) for r in results)
+        statistics.median_high(p(getattr(r, side), q) for r in results)
         for side in ("admissions", "claims")
         for q in (50, 99)
     ]
     admit_ok = medians[0] < ADMIT_P50_MS and medians[1] < ADMIT_P99_MS
     claim_ok = medians[2] < ADMIT_P50_MS and medians[3] < ADMIT_P99_MS
     lines.append(
-        f"    admission, median burst: p50 {medians[0]:.2f} ms, p99 {medians[1]:.2f} ms (targets p50 <"
+        f"    admission, median over the bursts: p50 {medians[0]:.2f} ms, p99 {medians[1]:.2f} ms (targets p50 <"
         f" {ADMIT_P50_MS:.0f}, p99 < {ADMIT_P99_MS:.0f})  {verdict(admit_ok)}"
     )
     lines.append(
-        f"    claim, median burst: p50 {medians[2]:.2f} ms, p99 {medians[3]:.2f} ms (targets p50 < {ADMIT_P50_MS:.0f},"
-        f" p99 < {ADMIT_P99_MS:.0f})  {verdict(claim_ok)}"
+        f"    claim, median over the bursts: p50 {medians[2]:.2f} ms, p99 {medians[3]:.2f} ms (targets p50 <"
+        f" {ADMIT_P50_MS:.0f}, p99 < {ADMIT_P99_MS:.0f})  {verdict(claim_ok)}"
     )
     violations = [v for r in results for v in r.violations]
     fair_ok = not violations
@@ -902,6 +908,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", action="append", choices=("throughput", "burst"), help="run only this part")
     args = parser.parse_args(argv)
+    if args.bursts < 1 or args.rounds < 2:
+        parser.error("--bursts takes 1 or more, --rounds 2 or more")
     parts = set(args.only or ("throughput", "burst"))
     began = time.monotonic()
     load = os.getloadavg()

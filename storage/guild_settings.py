@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database, Queryable, one_of
+from storage.db import Database, Queryable
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +81,6 @@ def _settings(guild_id: int, row: Sequence[Any]) -> GuildSettings:
         if values[name] is not None:
             values[name] = tuple(json.loads(values[name]))
     return GuildSettings(guild_id, **values)
-
-
-async def guild_settings_of(db: Queryable, guild_ids: Collection[int]) -> dict[int, GuildSettings]:
-    """`get_guild_settings` for several guilds in one query."""
-    if not guild_ids:
-        return {}
-    guild_is, params = one_of(db, "guild_id", guild_ids)
-    rows = await db.fetchall(f"SELECT guild_id, {', '.join(_COLUMNS)} FROM guild_settings WHERE {guild_is}", params)
-    found = {int(row[0]): _settings(int(row[0]), row[1:]) for row in rows}
-    return {guild_id: found.get(guild_id) or GuildSettings(guild_id) for guild_id in guild_ids}
 
 
 async def update_guild_settings(db: Database, guild_id: int, *, updated_by: int, **values: Any) -> None:

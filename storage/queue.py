@@ -434,12 +434,14 @@ async def admission_counts(
             f"SELECT 4, guild_id, NULL, {number.format('sum(reserved_usd)')} FROM jobs "
             f"WHERE {guild_is} AND reserved_usd > 0 AND user_install = 0 GROUP BY guild_id"
         )
-        for name in ADMISSION_SETTINGS:
-            params.extend(guild_ids)
-            parts.append(
-                f"SELECT 6, guild_id, '{name}', {number.format(name)} FROM guild_settings "
-                f"WHERE {guild_is} AND {name} IS NOT NULL"
-            )
+        # The guilds' own settings, one row per guild and setting (a NULL value: the guild has none): the guild
+        # ids bound once more, not once per setting (SQLite before 3.32 takes 999 parameters in all).
+        params.extend(guild_ids)
+        choice = " ".join(f"WHEN '{name}' THEN {name}" for name in ADMISSION_SETTINGS)
+        parts.append(
+            f"SELECT 6, guild_id, setting.name, {number.format(f'CASE setting.name {choice} END')} "
+            f"FROM guild_settings, setting WHERE {guild_is}"
+        )
     if user_installs:
         parts.append(
             f"SELECT 5, 0, NULL, {number.format('count(*)')} FROM jobs "
@@ -448,7 +450,10 @@ async def admission_counts(
     counts = AdmissionCounts()
     if not parts:
         return counts
-    for kind, key, speed, value in await q.fetchall(" UNION ALL ".join(parts), params):
+    sql = " UNION ALL ".join(parts)
+    if guilds:
+        sql = f"WITH setting(name) AS (VALUES {', '.join(f'({name!r})' for name in ADMISSION_SETTINGS)}) {sql}"
+    for kind, key, speed, value in await q.fetchall(sql, params):
         kind, key = int(kind), int(key)
         if kind == 0:
             counts.pending[(key, str(speed))] = int(value)
@@ -461,7 +466,8 @@ async def admission_counts(
         elif kind == 4:
             counts.guild_reserved[key] = float(value or 0)
         elif kind == 6:
-            counts.guild_settings.setdefault(key, {})[str(speed)] = float(value)
+            if value is not None:
+                counts.guild_settings.setdefault(key, {})[str(speed)] = float(value)
         else:
             counts.user_installs_today = int(value)
     return counts

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.jobs.admission import Admission, BudgetExceeded, LimitExceeded
+from bot.jobs.admission import BATCH_LIMIT, Admission, BudgetExceeded, LimitExceeded
 from bot.jobs.limits import QueueLimits
 from bot.jobs.queue import JobQueue
 from storage.db import Database, IntegrityError
@@ -21,6 +21,7 @@ from storage.queue import (
     LEASE_SECONDS,
     AdmissionCounts,
     Caps,
+    admission_counts,
     announce_claimer,
     cancel_queued,
     claim_jobs,
@@ -373,6 +374,55 @@ async def test_a_burst_is_admitted_together_checked_in_arrival_order_as_if_one_b
     with pytest.raises(LimitExceeded) as refused:
         await admission.admit([job("later", user=7)])
     assert refused.value.limit == "user_pending" and admission.batches[-1] == 1
+
+
+async def test_a_full_batch_from_as_many_guilds_applies_each_guilds_own_settings(db: Database) -> None:
+    """A batch of BATCH_LIMIT requests from as many guilds, read in one statement with the guilds' own limits
+    and budgets: each guild's settings apply to its own request only, and the statement stays within the 999
+    parameters SQLite took before 3.32 (PostgreSQL binds each list as one array)."""
+    guilds = list(range(100, 100 + BATCH_LIMIT))
+    for guild in guilds[::3]:
+        await update_guild_settings(db, guild, updated_by=1, monthly_budget_usd=0.1)  # under one $0.125 image
+    for guild in guilds[1::3]:
+        await update_guild_settings(db, guild, updated_by=1, user_daily=0, guild_daily=2)  # 0: no member limit
+    limits = QueueLimits(user_daily=1, guild_daily=0)
+    admission = FixedPrice(db=db, generation=None, limits=limits, clock=time.time)  # type: ignore[arg-type]
+    requests = [[job(f"g{guild}", guild=guild, user=guild)] for guild in guilds]
+    # The members of the guilds without a budget already made one image today: the bot-wide daily limit of 1
+    # refuses a second, unless their guild lifted it.
+    earlier = [guild for n, guild in enumerate(guilds) if n % 3]
+    await add(db, *(job(f"earlier{guild}", guild=guild, user=guild, at=time.time() - NOW - 60) for guild in earlier))
+    await db.execute("UPDATE jobs SET status = 'done'")
+    results = await admit_all(admission, requests)
+
+    assert admission.batches == [BATCH_LIMIT]
+    outcome = {guild: result for guild, result in zip(guilds, results, strict=True)}
+    for guild in guilds[::3]:
+        assert isinstance(outcome[guild], BudgetExceeded)
+    for guild in guilds[1::3]:
+        assert outcome[guild] == 0.125  # its own limits: no member limit, and a second image in the guild today
+    for guild in guilds[2::3]:
+        assert isinstance(outcome[guild], LimitExceeded) and outcome[guild].limit == "user_daily"
+
+    captured: list[tuple[str, list[Any]]] = []
+
+    class Recording:
+        dialect = "sqlite"
+
+        async def fetchall(self, sql: str, params: list[Any]) -> list[Any]:
+            captured.append((sql, params))
+            return []
+
+    await admission_counts(
+        Recording(),  # type: ignore[arg-type]
+        members=set(range(1000, 1000 + BATCH_LIMIT)),
+        guilds=set(guilds),
+        day_start=NOW,
+        month_start=NOW,
+        user_installs=True,
+    )
+    [(sql, params)] = captured
+    assert sql.count("?") == len(params) <= 999
 
 
 async def test_two_processes_admitting_the_same_members_in_opposite_orders_never_wait_in_a_circle(
