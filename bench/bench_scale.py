@@ -908,9 +908,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", action="append", choices=("throughput", "burst"), help="run only this part")
     args = parser.parse_args(argv)
-    if args.bursts < 1 or args.rounds < 2:
-        parser.error("--bursts takes 1 or more, --rounds 2 or more")
+    if args.bursts < 1:
+        parser.error("--bursts takes 1 or more")
     parts = set(args.only or ("throughput", "burst"))
+    if "throughput" in parts and not {"A", "B"} <= set(args.order or ("A", "B")[: max(0, min(args.rounds, 2))]):
+        parser.error("[1] needs rounds of both A and B: --rounds 2 or more, or an --order with both")
     began = time.monotonic()
     load = os.getloadavg()
     lines: list[str] = []

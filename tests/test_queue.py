@@ -381,28 +381,28 @@ async def test_a_full_batch_from_as_many_guilds_applies_each_guilds_own_settings
     and budgets: each guild's settings apply to its own request only, and the statement stays within the 999
     parameters SQLite took before 3.32 (PostgreSQL binds each list as one array)."""
     guilds = list(range(100, 100 + BATCH_LIMIT))
-    for guild in guilds[::3]:
+    budgeted, lifted, default, capped = guilds[0::4], guilds[1::4], guilds[2::4], guilds[3::4]
+    for guild in budgeted:
         await update_guild_settings(db, guild, updated_by=1, monthly_budget_usd=0.1)  # under one $0.125 image
-    for guild in guilds[1::3]:
+    for guild in lifted:
         await update_guild_settings(db, guild, updated_by=1, user_daily=0, guild_daily=2)  # 0: no member limit
+    for guild in capped:
+        await update_guild_settings(db, guild, updated_by=1, user_daily=0, guild_daily=1)
     limits = QueueLimits(user_daily=1, guild_daily=0)
-    admission = FixedPrice(db=db, generation=None, limits=limits, clock=time.time)  # type: ignore[arg-type]
+    admission = FixedPrice(db=db, generation=None, limits=limits, clock=lambda: NOW)  # type: ignore[arg-type]
     requests = [[job(f"g{guild}", guild=guild, user=guild)] for guild in guilds]
-    # The members of the guilds without a budget already made one image today: the bot-wide daily limit of 1
-    # refuses a second, unless their guild lifted it.
-    earlier = [guild for n, guild in enumerate(guilds) if n % 3]
-    await add(db, *(job(f"earlier{guild}", guild=guild, user=guild, at=time.time() - NOW - 60) for guild in earlier))
+    # The members of the guilds without a budget already made one image today (NOW is 08:00 UTC): the bot-wide
+    # daily limit of 1 refuses them a second, unless their guild lifted it.
+    await add(db, *(job(f"earlier{guild}", guild=guild, user=guild, at=-60) for guild in lifted + default + capped))
     await db.execute("UPDATE jobs SET status = 'done'")
     results = await admit_all(admission, requests)
 
     assert admission.batches == [BATCH_LIMIT]
     outcome = {guild: result for guild, result in zip(guilds, results, strict=True)}
-    for guild in guilds[::3]:
-        assert isinstance(outcome[guild], BudgetExceeded)
-    for guild in guilds[1::3]:
-        assert outcome[guild] == 0.125  # its own limits: no member limit, and a second image in the guild today
-    for guild in guilds[2::3]:
-        assert isinstance(outcome[guild], LimitExceeded) and outcome[guild].limit == "user_daily"
+    assert all(isinstance(outcome[guild], BudgetExceeded) for guild in budgeted)
+    assert all(outcome[guild] == 0.125 for guild in lifted)  # no member limit, a second image in the guild today
+    refused = {guild: result.limit for guild in default + capped if isinstance(result := outcome[guild], LimitExceeded)}
+    assert refused == {guild: "user_daily" for guild in default} | {guild: "guild_daily" for guild in capped}
 
     captured: list[tuple[str, list[Any]]] = []
 
