@@ -1,6 +1,6 @@
 """Scale-out: several `banana-bot run` processes sharing one PostgreSQL.
 
-    .venv/bin/python -m bench.bench_scale          # ~2 minutes; prints the table
+    .venv/bin/python -m bench.bench_scale          # ~3.5 minutes; prints the table
 
 [1] Jobs per second, one process vs two, on this machine. Real `banana-bot run` processes (tests/bot_process.py,
     as tests/test_scale_e2e.py starts them) against the fake Discord (in this process, which also plays the
@@ -15,17 +15,20 @@
     unpinned, one process already uses ~1.3 of these 2 cores; --unpinned measures that). The fakes and
     PostgreSQL run on either core. Each round starts from a fresh database, fresh processes and a fresh fake
     Discord; once every shard is READY and a warm-up batch has run, the same burst of jobs from guilds on both
-    shards is timed from the first submission to the last result stored at the fake Discord. Rounds alternate
-    (A B B A A B ...), and the median of the B/A ratios of the pairs (1-2, 3-4, ...) is the result.
-[2] Admission and claim latency on PostgreSQL, in this process: 200 /imagine-like submissions at once from 20
-    guilds (10 members each), through `Admission.admit` as the runner does (requests that arrive while an
-    admission transaction is at work go together in the next), half on each of two `Database`s (two
-    processes' pools), while two real `JobQueue`s (different owners, each on its own `Database`, woken by
-    NOTIFY) claim them and "run" each for a random 0.2-0.3 s, giving the slot back as the runner does. Timed:
-    each admission (the call to its answer), each claim transaction (`claim_jobs`), split into waiting (pool,
-    BEGIN, its locks) and holding them. The database starts with a history of done jobs (--history) so that
-    the queries run against a table of realistic size.
-[3] Fairness under that burst, from the order the claims took jobs (they are serialised by the jobs lock):
+    shards is timed from the first submission to the last result stored at the fake Discord (the whole
+    burst's rate) and between the results of the first and the last tenth (the steady rate: every process
+    has work, as under a stream of jobs). Rounds alternate (A B B A A B ...), and the median of the steady
+    B/A ratios of the pairs (1-2, 3-4, ...) is the result.
+[2] Admission and claim latency on PostgreSQL, in two processes (as two bot processes, each its own event loop,
+    pool, `Admission` and `JobQueue`): 200 /imagine-like submissions at one instant from 20 guilds (10 members
+    each; half the guilds have a budget of their own), each process admitting its shard's guilds through
+    `Admission.admit` as the runner does (requests that arrive while an admission transaction is at work go
+    together in the next), while the two `JobQueue`s (woken by NOTIFY) claim them and "run" each for a random
+    0.2-0.3 s, giving the slot back as the runner does. Timed: each admission (the call to its answer), each
+    claim transaction (`claim_jobs`), split into waiting (pool, BEGIN, its locks) and holding them. The
+    database starts with a history of done jobs (--history) so that the queries run against a table of
+    realistic size. Five bursts (--bursts), each on a fresh database; the verdicts are on the median over them.
+[3] Fairness in every burst, from the order the claims took jobs (they are serialised by the jobs lock):
     between two consecutive claims of guild G, at the claims where G had a queued job and was under its guild
     cap, no other guild was served more than once.
 """
