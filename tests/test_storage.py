@@ -49,6 +49,8 @@ from storage.jobs import (
     JobRequest,
     get_job,
     insert_job,
+    job_for_message,
+    latest_done_job_in_thread,
     request_from_json,
     request_to_json,
     update_job,
@@ -807,6 +809,45 @@ async def test_a_request_stored_before_character_versions_loads_with_none(db: Da
     loaded = await get_job(db, job.id)
     assert loaded is not None
     assert loaded.request == JobRequest(prompt="Mira", character_id=4, character_name="Mira", character_version=None)
+
+
+async def test_a_job_is_found_by_its_result_or_status_message_and_its_thread_through_their_indexes(
+    db: Database,
+) -> None:
+    """Migration 0021's partial indexes: a reply to either of a job's messages, or a message in its thread, finds
+    it (the newest where several match), jobs without those messages are left out, and the lookup by message
+    is two index searches, not a read of the whole table."""
+
+    def made(job_id: str, at: float, **ids: int | None) -> Job:
+        return Job(
+            id=job_id,
+            created_at=at,
+            guild_id=1,
+            channel_id=2,
+            user_id=3,
+            kind="imagine",
+            status="done",
+            request=JobRequest(prompt=job_id),
+            **ids,  # type: ignore[arg-type]
+        )
+
+    await insert_job(db, made("bare", 1.0))
+    await insert_job(db, made("old", 2.0, result_message_id=10, status_message_id=11, thread_id=50))
+    await insert_job(db, made("new", 3.0, result_message_id=20, status_message_id=10, thread_id=50))
+    await insert_job(db, made("other", 4.0, result_message_id=30, status_message_id=None, thread_id=None))
+    found = {m: (j.id if (j := await job_for_message(db, m)) else None) for m in (10, 11, 20, 30, 99)}
+    assert found == {10: "new", 11: "old", 20: "new", 30: "other", 99: None}
+    assert (job := await latest_done_job_in_thread(db, 50)) is not None and job.id == "new"
+    assert await latest_done_job_in_thread(db, 51) is None
+
+    lookup = "SELECT id FROM jobs WHERE result_message_id = 10 OR status_message_id = 10"
+    if db.dialect == "sqlite":
+        plan = " ".join(str(row[3]) for row in await db.fetchall(f"EXPLAIN QUERY PLAN {lookup}"))
+    else:  # a table this small is read whole anyway: ask whether the indexes can answer
+        async with db.transaction() as tx:
+            await tx.execute("SET LOCAL enable_seqscan = off")
+            plan = " ".join(str(row[0]) for row in await tx.fetchall(f"EXPLAIN {lookup}"))
+    assert "jobs_result_message" in plan and "jobs_status_message" in plan, plan
 
 
 # --- character history: the migration, retention and deleting people's data ------------------------------

@@ -26,7 +26,7 @@ from bot.jobs.limits import QueueLimits
 from storage.db import LOCK_GUILD, LOCK_MEMBER, LOCK_USER_INSTALLS, Database, IntegrityError
 from storage.guild_settings import GuildSettings, spent_since
 from storage.jobs import Job, insert_jobs
-from storage.queue import AdmissionCounts, admission_counts, cancel_queued
+from storage.queue import ADMISSION_SETTINGS, AdmissionCounts, admission_counts, cancel_queued
 
 #: Requests admitted in one transaction at most. One transaction at a time, taking all that waits, admits a
 #: burst soonest (bench/bench_scale.py, 200 at once: p50 8-11 ms; 14-36 ms in transactions of 32 one after
@@ -55,8 +55,8 @@ class LimitExceeded(Exception):
         self.used = used
 
 
-#: The queue limits a guild may set for itself (/settings).
-_LIMITS = ("guild_concurrency", "user_concurrency", "user_pending", "user_daily", "guild_daily")
+#: The queue limits a guild may set for itself (/settings): what admission applies besides its budget.
+_LIMITS = tuple(name for name in ADMISSION_SETTINGS if name != "monthly_budget_usd")
 
 #: Every refusal admission can give.
 Refused = LimitExceeded | BudgetExceeded
